@@ -1,0 +1,239 @@
+"""A static HTTP server for a folder: the local stand-in for S3 + CloudFront.
+
+It answers what cloud-native readers send: byte ranges (GDAL's /vsicurl/,
+zarr-python, DuckDB), HEAD, ETag / Last-Modified with conditional requests,
+and CORS so a browser page on another origin can read the published root.
+It is read-only and never serves a file outside its folder (``..``,
+``%2e%2e`` and symlinks that leave the folder all answer 404).
+
+Benchmarks stand it in for object storage: ``latency_s`` delays every request
+(as a round trip to S3 would) and ``stats`` counts requests and body bytes.
+
+The range, conditional and path handling is Starlette's ``StaticFiles``;
+this module adds the content types our files need, CORS, the latency and
+the counters, and runs uvicorn in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tessera_ray.errors import ServiceError, UserInputError
+
+# mimetypes knows neither Parquet nor GeoJSON on most systems; files without
+# a known suffix (Zarr chunks such as c/0/0/0, .npy) are opaque bytes.
+_MEDIA_TYPES = {
+    ".json": "application/json",
+    ".geojson": "application/geo+json",
+    ".parquet": "application/vnd.apache.parquet",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+}
+_EXPOSED_HEADERS = ["Content-Range", "Content-Length", "Content-Type", "ETag", "Accept-Ranges", "Last-Modified"]
+
+
+def media_type(path: str | os.PathLike[str]) -> str:
+    """The Content-Type to send for a file, by suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix in _MEDIA_TYPES:
+        return _MEDIA_TYPES[suffix]
+    guessed = mimetypes.guess_type(str(path))[0] if suffix else None
+    return guessed or "application/octet-stream"
+
+
+@dataclass
+class ServerStats:
+    """What a server has answered since start (or the last :meth:`reset`).
+
+    ``bytes_sent`` counts response bodies only, the figure that a cloud bill
+    and a benchmark care about.
+    """
+
+    requests: int = 0
+    gets: int = 0
+    bytes_sent: int = 0
+    paths: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record(self, method: str, path: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.gets += method == "GET"
+            self.paths[path] += 1
+
+    def add_bytes(self, n: int) -> None:
+        with self._lock:
+            self.bytes_sent += n
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = self.gets = self.bytes_sent = 0
+            self.paths.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "gets": self.gets,
+                "bytes_sent": self.bytes_sent,
+                "paths": dict(self.paths),
+            }
+
+
+class _Instrumented:
+    """ASGI middleware: waits ``owner.latency_s`` per request, then counts it."""
+
+    def __init__(self, app: Any, owner: Any) -> None:
+        self.app = app
+        self.owner = owner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        stats: ServerStats = self.owner.stats
+        stats.record(scope["method"], scope["path"])
+        if self.owner.latency_s > 0:
+            await asyncio.sleep(self.owner.latency_s)
+
+        async def counting_send(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                stats.add_bytes(len(message.get("body", b"")))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+class BackgroundServer:
+    """Runs an ASGI app under uvicorn in a daemon thread on ``host:port``.
+
+    ``port=0`` takes a free port; the socket is bound before the thread
+    starts, so ``.port`` and ``.url`` are known at once and a busy port is a
+    clear error rather than a hang.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise ServiceError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name=f"http-{self.port}", daemon=True
+        )
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise ServiceError(f"the server on {self.url} failed to start")
+            self._thread.join(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
+    """The ASGI app serving ``root`` read-only, instrumented through ``owner``."""
+    from starlette.applications import Starlette
+    from starlette.datastructures import Headers
+    from starlette.middleware import Middleware
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.responses import FileResponse
+    from starlette.routing import Mount
+    from starlette.staticfiles import NotModifiedResponse, StaticFiles
+
+    class _Files(StaticFiles):
+        def file_response(self, full_path, stat_result, scope, status_code=200):  # type: ignore[no-untyped-def]
+            response = FileResponse(
+                full_path, status_code=status_code, stat_result=stat_result, media_type=media_type(full_path)
+            )
+            if self.is_not_modified(response.headers, Headers(scope=scope)):
+                return NotModifiedResponse(response.headers)
+            return response
+
+    return Starlette(
+        routes=[Mount("/", app=_Files(directory=root, html=True))],
+        middleware=[
+            Middleware(_Instrumented, owner=owner),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "HEAD", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=_EXPOSED_HEADERS,
+                max_age=3600,
+            ),
+        ],
+    )
+
+
+class StaticServer(BackgroundServer):
+    """Serves the folder ``root`` over HTTP on loopback (see module docstring).
+
+    ``latency_s`` may be changed while the server runs; ``stats`` counts
+    every request, including HEAD, OPTIONS and errors.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise UserInputError(f"not a folder: {root}")
+        self.root = root.resolve()
+        self.latency_s = latency_s
+        self.stats = ServerStats()
+        super().__init__(static_app(self.root, self), host, port)
+
+    def __enter__(self) -> StaticServer:
+        self.start()
+        return self
