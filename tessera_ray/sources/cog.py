@@ -1,0 +1,336 @@
+"""COG reads over HTTP range requests: the only module doing raster I/O.
+
+* :class:`ReaderEnv` carries the GDAL settings (TESSERA.md section 3) and the
+  Earthdata token from the driver into every Ray worker
+  (:func:`capture_env` on the driver, :meth:`ReaderEnv.activate` in the worker);
+  the token travels as a :class:`Secret` whose repr never shows it.
+* :func:`read_onto` reads one band onto a target grid, fetching only the COG
+  blocks the target needs: a plain window read when the grids match, an
+  integer upsampling (20 m -> 10 m nearest) without GDAL's resampler, and a
+  warped read of the covering window otherwise (other CRS, bilinear, 30 m S1).
+* Transient errors (GDAL's "not recognized as a supported file format",
+  IReadBlock failures, 5xx) are retried with backoff; an asset that stays
+  unreadable raises :class:`UnreadableAsset` for the caller to skip.
+
+rasterio sets GDAL options thread-locally in non-main threads, so the bearer
+header set for a Sentinel-1 read in a pool thread never reaches another
+thread's Sentinel-2 request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import numpy as np
+from affine import Affine
+
+from tessera_ray.errors import DataError
+
+GDAL_DEFAULTS: tuple[tuple[str, str], ...] = (
+    ("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),
+    ("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", ".tif,.tiff,.TIF"),
+    ("GDAL_HTTP_MERGE_CONSECUTIVE_RANGES", "YES"),
+    ("GDAL_HTTP_MULTIRANGE", "YES"),
+    ("GDAL_HTTP_MAX_RETRY", "3"),
+    ("GDAL_HTTP_RETRY_DELAY", "0.5"),
+    ("GDAL_HTTP_TIMEOUT", "60"),
+    ("GDAL_CACHEMAX", "256"),
+    ("GDAL_INGESTED_BYTES_AT_OPEN", "32768"),
+    ("VSI_CACHE", "TRUE"),
+    ("VSI_CACHE_SIZE", "8388608"),
+    ("CPL_VSIL_CURL_CHUNK_SIZE", "65536"),
+)
+#: Hosts that get the Earthdata bearer header (suffix match); more from TESSERA_RAY_EARTHDATA_HOSTS.
+EARTHDATA_HOSTS: tuple[str, ...] = (
+    ".earthdata.nasa.gov", ".earthdatacloud.nasa.gov", ".asf.alaska.edu", "asf.alaska.edu",
+)
+
+
+class UnreadableAsset(DataError):
+    """An asset that stayed unreadable after the retries (truncated, corrupt, gone)."""
+
+
+class Secret:
+    """A string that never shows in a repr, a log line or an f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self):
+        return (Secret, (self._value,))
+
+
+def earthdata_token(environ: dict | None = None) -> Secret | None:
+    """The Earthdata Login bearer token from ``EARTHDATA_TOKEN`` or the file named by ``EARTHDATA_TOKEN_FILE``."""
+    env = os.environ if environ is None else environ
+    if env.get("EARTHDATA_TOKEN"):
+        return Secret(env["EARTHDATA_TOKEN"].strip())
+    if env.get("EARTHDATA_TOKEN_FILE"):
+        path = Path(env["EARTHDATA_TOKEN_FILE"]).expanduser()
+        try:
+            return Secret(path.read_text().strip())
+        except OSError as exc:
+            raise DataError(f"cannot read EARTHDATA_TOKEN_FILE {path}: {exc.strerror}") from None
+    return None
+
+
+@dataclass(frozen=True)
+class ReaderEnv:
+    """What a worker needs to read like the driver: GDAL options and credentials."""
+
+    gdal: tuple[tuple[str, str], ...] = GDAL_DEFAULTS
+    token: Secret | None = None
+    earthdata_hosts: tuple[str, ...] = EARTHDATA_HOSTS
+    retries: int = 3
+    retry_delay: float = 0.5
+
+    def options(self, href: str | None = None, auth: bool = False) -> dict[str, str | int]:
+        """GDAL options for reading ``href``; the bearer header only for Earthdata hosts of auth sources."""
+        opts: dict[str, str | int] = dict(self.gdal)
+        if "GDAL_CACHEMAX" in opts:  # rasterio sets it through GDALSetCacheMax, which takes MB as an int
+            opts["GDAL_CACHEMAX"] = int(str(opts["GDAL_CACHEMAX"]).removesuffix("MB"))
+        if auth and href is not None and self.token is not None and self.wants_token(href):
+            opts["GDAL_HTTP_HEADERS"] = f"Authorization: Bearer {self.token.reveal()}"
+        return opts
+
+    def wants_token(self, href: str) -> bool:
+        host = (urlparse(href).hostname or "").lower()
+        return bool(host) and any(
+            host == h.lstrip(".") or host.endswith("." + h.lstrip(".")) for h in self.earthdata_hosts
+        )
+
+    @contextlib.contextmanager
+    def activate(self, href: str | None = None, auth: bool = False) -> Iterator[None]:
+        import rasterio
+
+        with rasterio.Env(**self.options(href, auth)):
+            yield
+
+
+def capture_env(environ: dict | None = None) -> ReaderEnv:
+    """The driver's reader settings: defaults, overridden by GDAL_*/CPL_*/VSI_* variables set there."""
+    env = os.environ if environ is None else environ
+    gdal = dict(GDAL_DEFAULTS)
+    for key, value in env.items():
+        if key.startswith(("GDAL_", "CPL_", "VSI_", "AWS_")) and key != "GDAL_HTTP_HEADERS":
+            gdal[key] = value
+    extra = tuple(h.strip().lower() for h in env.get("TESSERA_RAY_EARTHDATA_HOSTS", "").split(",") if h.strip())
+    return ReaderEnv(
+        gdal=tuple(sorted(gdal.items())),
+        token=earthdata_token(env),
+        earthdata_hosts=EARTHDATA_HOSTS + extra,
+        retries=int(env.get("TESSERA_RAY_READ_RETRIES", 3)),
+        retry_delay=float(env.get("TESSERA_RAY_READ_RETRY_DELAY", 0.5)),
+    )
+
+
+def restore_env(env: ReaderEnv) -> contextlib.AbstractContextManager:
+    """Apply a captured env in a worker (a context manager around its reads)."""
+    return env.activate()
+
+
+# ---------------------------------------------------------------------- grids
+
+
+@dataclass(frozen=True)
+class TargetGrid:
+    """The pixel grid a read lands on: CRS, affine transform and (height, width)."""
+
+    crs: str
+    transform: Affine
+    shape: tuple[int, int]
+
+    @property
+    def res(self) -> float:
+        return abs(self.transform.a)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        h, w = self.shape
+        x0, y0 = self.transform.c, self.transform.f
+        return (x0, y0 + h * self.transform.e, x0 + w * self.transform.a, y0)
+
+
+@dataclass(frozen=True)
+class BandRead:
+    """One band on the target grid, with the dataset's metadata tags."""
+
+    data: np.ndarray
+    tags: dict = field(default_factory=dict)
+
+
+def vsi_path(href: str) -> str:
+    """GDAL path of an href: URLs through /vsicurl/, s3:// through /vsis3/, paths as they are."""
+    scheme = urlparse(href).scheme
+    if scheme in ("http", "https"):
+        return f"/vsicurl/{href}"
+    if scheme == "s3":
+        return f"/vsis3/{href[5:]}"
+    if scheme == "file":
+        return urlparse(href).path
+    return href
+
+
+def read_onto(
+    href: str,
+    target: TargetGrid,
+    resampling: str = "nearest",
+    env: ReaderEnv | None = None,
+    auth: bool = False,
+) -> BandRead:
+    """Band 1 of the COG at ``href`` on ``target``, retried; :class:`UnreadableAsset` if it stays unreadable."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    env = env or ReaderEnv()
+    last: Exception | None = None
+    for attempt in range(env.retries + 1):
+        try:
+            with env.activate(href, auth), rasterio.open(vsi_path(href)) as src:
+                return BandRead(_read(src, target, resampling), src.tags())
+        except (RasterioError, OSError, ValueError) as exc:
+            last = exc
+            if attempt < env.retries:
+                time.sleep(env.retry_delay * 2**attempt)
+    raise UnreadableAsset(f"{_public(href)}: {type(last).__name__}: {' '.join(str(last).split())[:200]}")
+
+
+def _public(href: str) -> str:
+    """An href without its query string (signed URLs carry secrets there)."""
+    return href.split("?", 1)[0]
+
+
+def _nodata(src) -> float:
+    if src.nodata is not None:
+        return src.nodata
+    return math.nan if np.dtype(src.dtypes[0]).kind == "f" else 0
+
+
+def _read(src, target: TargetGrid, resampling: str) -> np.ndarray:
+    nodata = _nodata(src)
+    dtype = np.dtype(src.dtypes[0])
+    if src.crs is not None and src.crs == _crs(target.crs):
+        factor = _integer_factor(src.transform, target)
+        if factor == 1:
+            return _window_read(src, target, 1, nodata, dtype)
+        if factor and resampling == "nearest":
+            return _window_read(src, target, factor, nodata, dtype)
+    return _warped_read(src, target, resampling, nodata, dtype)
+
+
+def _crs(text: str):
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(text)
+
+
+def _integer_factor(transform: Affine, target: TargetGrid) -> int | None:
+    """k when the source pixels are exactly k x k target pixels and their edges fall on target edges."""
+    t = target.transform
+    if transform.b != 0 or transform.d != 0 or transform.e >= 0:
+        return None
+    k = transform.a / t.a
+    if abs(k - round(k)) > 1e-9 or round(k) < 1 or abs(transform.e / t.e - k) > 1e-9:
+        return None
+    dx, dy = (transform.c - t.c) / t.a, (transform.f - t.f) / t.e
+    if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+        return None
+    return int(round(k))
+
+
+def _window_read(src, target: TargetGrid, k: int, nodata: float, dtype: np.dtype) -> np.ndarray:
+    """Target pixels from source pixels k x k times larger on the same lattice (k=1: plain copy)."""
+    from rasterio.windows import Window
+
+    h, w = target.shape
+    out = np.full((h, w), nodata, dtype=dtype)
+    # target pixel (0, 0) in source pixel units, an integer number of target pixels
+    off_c = round((target.transform.c - src.transform.c) / target.transform.a)
+    off_r = round((target.transform.f - src.transform.f) / target.transform.e)
+    c0, r0 = math.floor(off_c / k), math.floor(off_r / k)
+    c1, r1 = math.floor((off_c + w - 1) / k) + 1, math.floor((off_r + h - 1) / k) + 1
+    sc0, sr0, sc1, sr1 = max(c0, 0), max(r0, 0), min(c1, src.width), min(r1, src.height)
+    if sc1 <= sc0 or sr1 <= sr0:
+        return out
+    block = src.read(1, window=Window(sc0, sr0, sc1 - sc0, sr1 - sr0))
+    if k > 1:
+        block = np.repeat(np.repeat(block, k, axis=0), k, axis=1)
+    # target rows/cols covered: source edge sr0*k .. sr1*k in target-lattice units, shifted by off
+    tr0, tc0 = sr0 * k - off_r, sc0 * k - off_c
+    rr0, cc0 = max(tr0, 0), max(tc0, 0)
+    rr1, cc1 = min(tr0 + block.shape[0], h), min(tc0 + block.shape[1], w)
+    out[rr0:rr1, cc0:cc1] = block[rr0 - tr0 : rr1 - tr0, cc0 - tc0 : cc1 - tc0]
+    return out
+
+
+def _warped_read(src, target: TargetGrid, resampling: str, nodata: float, dtype: np.dtype) -> np.ndarray:
+    """Read the source window covering the target (plus a margin) and reproject it onto the target."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject, transform_bounds
+    from rasterio.windows import from_bounds, Window
+
+    out = np.full(target.shape, nodata, dtype=dtype)
+    left, bottom, right, top = transform_bounds(_crs(target.crs), src.crs, *target.bounds, densify_pts=21)
+    win = from_bounds(left, bottom, right, top, transform=src.transform)
+    margin = 2
+    c0 = max(int(math.floor(win.col_off)) - margin, 0)
+    r0 = max(int(math.floor(win.row_off)) - margin, 0)
+    c1 = min(int(math.ceil(win.col_off + win.width)) + margin, src.width)
+    r1 = min(int(math.ceil(win.row_off + win.height)) + margin, src.height)
+    if c1 <= c0 or r1 <= r0:
+        return out
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    block = src.read(1, window=window)
+    reproject(
+        source=block,
+        destination=out,
+        src_transform=src.window_transform(window),
+        src_crs=src.crs,
+        src_nodata=nodata,
+        dst_transform=target.transform,
+        dst_crs=_crs(target.crs),
+        dst_nodata=nodata,
+        resampling=Resampling[resampling],
+    )
+    return out
+
+
+class RequestSlots:
+    """A per-process cap on concurrent asset reads, shared by every task a worker runs."""
+
+    _lock = threading.Lock()
+    _slots: dict[int, threading.BoundedSemaphore] = {}
+
+    @classmethod
+    def get(cls, n: int) -> threading.BoundedSemaphore:
+        with cls._lock:
+            if n not in cls._slots:
+                cls._slots[n] = threading.BoundedSemaphore(n)
+            return cls._slots[n]

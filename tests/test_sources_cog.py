@@ -1,0 +1,139 @@
+"""COG reads onto unit grids, on COGs written here: window, 20 m -> 10 m, warped, corrupt, over HTTP with a token."""
+
+import logging
+import pickle
+
+import numpy as np
+import pyproj
+import pytest
+
+from cog_helpers import RecordingServer, utm_transform, write_cog
+from tessera_ray.grid import Window, zone_grid
+from tessera_ray.sources.cog import (
+    ReaderEnv, Secret, TargetGrid, UnreadableAsset, capture_env, earthdata_token, read_onto,
+)
+
+ROW, COL = 442_080, 40_960  # a pixel of zone 31's grid near x=500 km, y=5000 km
+
+
+def _target(window, zone=31):
+    g = zone_grid(zone)
+    return TargetGrid(g.crs, g.window_transform(window), window.shape)
+
+
+def _origin(row, col, zone=31):
+    g = zone_grid(zone)
+    x, y = g.pixel_to_xy(row, col)
+    return float(x) - 5.0, float(y) + 5.0  # upper-left corner of that pixel
+
+
+FAST = ReaderEnv(retries=1, retry_delay=0.0)
+
+
+def test_same_grid_is_a_plain_window_read_with_nodata_outside(tmp_path):
+    rng = np.random.default_rng(0)
+    src = rng.integers(1, 5000, (64, 64)).astype(np.uint16)
+    x0, y0 = _origin(ROW, COL)
+    path = write_cog(tmp_path / "b.tif", src, "EPSG:32631", utm_transform(x0, y0, 10), nodata=0, blocksize=32)
+    inside = Window(ROW + 3, COL + 5, 20, 30)
+    got = read_onto(str(path), _target(inside), env=FAST).data
+    np.testing.assert_array_equal(got, src[3:23, 5:35])
+    edge = Window(ROW + 50, COL - 4, 20, 10)  # hangs off the bottom and the left
+    got = read_onto(str(path), _target(edge), env=FAST).data
+    assert got.dtype == np.uint16
+    np.testing.assert_array_equal(got[:14, 4:], src[50:64, 0:6])
+    assert not got[14:].any() and not got[:, :4].any()
+
+
+def test_20m_band_nearest_onto_10m_grid_at_odd_offsets(tmp_path):
+    rng = np.random.default_rng(1)
+    src = rng.integers(1, 5000, (40, 40)).astype(np.uint16)
+    x0, y0 = _origin(ROW - 10, COL - 10)  # 20 m pixel edges on even 10 m rows/cols from here
+    path = write_cog(tmp_path / "b20.tif", src, "EPSG:32631", utm_transform(x0, y0, 20), nodata=0, blocksize=16)
+    window = Window(ROW + 7, COL + 3, 21, 17)
+    got = read_onto(str(path), _target(window), "nearest", env=FAST).data
+    up = np.repeat(np.repeat(src, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(got, up[17:38, 13:30])
+
+
+def test_bilinear_option_keeps_a_constant_field(tmp_path):
+    src = np.full((40, 40), 1234, np.uint16)
+    x0, y0 = _origin(ROW - 10, COL - 10)
+    path = write_cog(tmp_path / "c.tif", src, "EPSG:32631", utm_transform(x0, y0, 20), nodata=0)
+    got = read_onto(str(path), _target(Window(ROW + 7, COL + 3, 21, 17)), "bilinear", env=FAST).data
+    assert (got == 1234).all()
+
+
+def test_other_crs_is_warped_onto_the_unit_grid(tmp_path):
+    # a tile of zone 32 read onto zone 31's grid near the zone edge (6 E)
+    g31 = zone_grid(31)
+    row, col = g31.lonlat_to_pixel(5.98, 50.0)
+    window = Window(int(row) - 20, int(col) - 20, 40, 40)
+    target = _target(window)
+    to32 = pyproj.Transformer.from_crs("EPSG:32631", "EPSG:32632", always_xy=True)
+    x, y = to32.transform(*g31.pixel_to_xy(window.row + 20, window.col + 20))
+    x0, y0 = round(x / 10) * 10 - 400, round(y / 10) * 10 + 400
+    rng = np.random.default_rng(2)
+    src = np.repeat(np.repeat(rng.integers(1, 5000, (8, 8)), 10, 0), 10, 1).astype(np.uint16)  # 100 m cells
+    path = write_cog(tmp_path / "z32.tif", src, "EPSG:32632", utm_transform(x0, y0, 10), nodata=0)
+    got = read_onto(str(path), target, "nearest", env=FAST).data
+    rows, cols = np.mgrid[window.row : window.row + 40, window.col : window.col + 40]
+    xs, ys = to32.transform(*g31.pixel_to_xy(rows, cols))
+    r = np.floor((y0 - ys) / 10).astype(int)
+    c = np.floor((xs - x0) / 10).astype(int)
+    ok = (r >= 0) & (r < 80) & (c >= 0) & (c < 80)
+    expected = np.where(ok, src[np.clip(r, 0, 79), np.clip(c, 0, 79)], 0)
+    assert (got == expected).mean() > 0.98  # only pixels on a 100 m cell edge may differ
+
+
+def test_truncated_cog_is_unreadable_after_retries(tmp_path):
+    src = np.random.default_rng(3).integers(1, 5000, (256, 256)).astype(np.uint16)
+    path = write_cog(tmp_path / "t.tif", src, "EPSG:32631", utm_transform(*_origin(ROW, COL), 10), nodata=0, blocksize=64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableAsset, match="t.tif"):
+        read_onto(str(path), _target(Window(ROW + 200, COL + 200, 50, 50)), env=FAST)
+    path.write_bytes(b"not a tiff at all")
+    with pytest.raises(UnreadableAsset):
+        read_onto(str(path), _target(Window(ROW, COL, 4, 4)), env=FAST)
+
+
+def test_orbit_tag_comes_back_with_the_read(tmp_path):
+    src = np.full((30, 30), 0.05, np.float32)
+    path = write_cog(tmp_path / "vv.tif", src, "EPSG:32631", utm_transform(*_origin(ROW, COL), 30), nodata=np.nan,
+                     tags={"ORBIT_PASS_DIRECTION": "ASCENDING"})
+    got = read_onto(str(path), _target(Window(ROW + 3, COL + 3, 9, 9)), "bilinear", env=FAST)
+    assert got.tags["ORBIT_PASS_DIRECTION"] == "ASCENDING"
+    np.testing.assert_allclose(got.data, 0.05, rtol=1e-6)
+
+
+def test_token_from_env_or_file_never_shown(tmp_path, caplog):
+    assert earthdata_token({}) is None
+    assert earthdata_token({"EARTHDATA_TOKEN": " abc123 "}).reveal() == "abc123"
+    (tmp_path / "tok").write_text("file-token-987\n")
+    env = capture_env({"EARTHDATA_TOKEN_FILE": str(tmp_path / "tok"), "GDAL_CACHEMAX": "64"})
+    assert env.token.reveal() == "file-token-987"
+    assert dict(env.gdal)["GDAL_CACHEMAX"] == "64"
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("tessera_ray").info("env %s %r", env, env)
+    for text in (repr(env), str(env), f"{env.token}", caplog.text):
+        assert "file-token-987" not in text
+    assert pickle.loads(pickle.dumps(env)).token == Secret("file-token-987")
+
+
+def test_bearer_header_only_for_earthdata_hosts(tmp_path):
+    src = np.full((20, 20), 0.1, np.float32)
+    write_cog(tmp_path / "vv.tif", src, "EPSG:32631", utm_transform(*_origin(ROW, COL), 30), nodata=np.nan)
+    target = _target(Window(ROW, COL, 30, 30))
+    with RecordingServer(tmp_path) as server:
+        href = f"{server.url}/vv.tif"
+        with_host = ReaderEnv(token=Secret("tok-s1"), earthdata_hosts=("127.0.0.1",), retries=0)
+        read_onto(href, target, "bilinear", with_host, auth=False)  # an S2 read: no header
+        assert server.seen and all("Authorization" not in r["headers"] for r in server.seen)
+        server.seen.clear()
+        other_host = ReaderEnv(token=Secret("tok-s1"), earthdata_hosts=(".asf.alaska.edu",), retries=0)
+        read_onto(href + "?x=1", target, "bilinear", other_host, auth=True)
+        assert server.seen and all("Authorization" not in r["headers"] for r in server.seen)
+        server.seen.clear()
+        read_onto(href + "?x=2", target, "bilinear", with_host, auth=True)
+        assert server.seen and all(r["headers"].get("Authorization") == "Bearer tok-s1" for r in server.seen)

@@ -1,0 +1,128 @@
+"""STAC search: API with retries, splitting and caching; stac-geoparquet snapshots."""
+
+import socket
+import time
+from datetime import date, datetime, timezone
+
+import pytest
+
+from stac_helpers import FakeStacApi, s2_item, year_of_items
+from tessera_ray.errors import ServiceError
+from tessera_ray.sources.catalog import catalog_root, search_catalog
+from tessera_ray.sources.scenes import EARTH_SEARCH_C1, EARTH_SEARCH_L2A, scene_from_item, resolve_href
+from tessera_ray.sources.stac import RetryPolicy, SearchCache, search_scenes
+
+FAST = RetryPolicy(retries=4, backoff=0.01, page_size=7)
+BBOX = (4.05, 50.05, 4.1, 50.1)
+
+
+def test_search_pages_through_all_items():
+    items = year_of_items(40) + year_of_items(5, year=2023, start_id=100)
+    with FakeStacApi(items) as api:
+        scenes = search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST)
+    assert [s.id for s in scenes] == [f"S2_{i:04d}" for i in range(40)]
+    assert api.requests >= 40 // 7 + 1
+    first = scenes[0]
+    assert first.crs == "EPSG:32631" and first.boa_offset == 1000 and first.cloud_cover == 10.0
+    assert first.asset("red").href == f"{api.url}/cogs/S2_0000/red.tif"  # relative: against the API root
+
+
+def test_search_retries_through_injected_502s():
+    with FakeStacApi(year_of_items(10), fail_first=3) as api:
+        scenes = search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST)
+    assert len(scenes) == 10
+    assert api.requests > 3
+
+
+def test_failing_wide_pages_split_the_date_range():
+    with FakeStacApi(year_of_items(30), max_days=100) as api:
+        scenes = search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url,
+                               policy=RetryPolicy(retries=1, backoff=0.0, page_size=50))
+    assert len({s.id for s in scenes}) == 30
+
+
+def test_unreachable_api_is_one_service_error_after_retries():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    t0 = time.monotonic()
+    with pytest.raises(ServiceError, match="unreachable after 2 retries"):
+        search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=f"http://127.0.0.1:{port}",
+                      policy=RetryPolicy(retries=2, backoff=0.01))
+    assert time.monotonic() - t0 < 10
+
+
+def test_api_that_keeps_answering_502_is_a_service_error():
+    with FakeStacApi(year_of_items(3), fail_first=10**6) as api:
+        with pytest.raises(ServiceError):
+            search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 1, 5), url=api.url,
+                          policy=RetryPolicy(retries=1, backoff=0.0))
+
+
+def test_results_are_cached_in_memory_and_on_disk(tmp_path):
+    with FakeStacApi(year_of_items(12)) as api:
+        cache = SearchCache(tmp_path / "cache")
+        a = search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST,
+                          cache=cache)
+        n = api.requests
+        b = search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST,
+                          cache=cache)
+        assert api.requests == n and a == b
+        c = search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST,
+                          cache=SearchCache(tmp_path / "cache"))
+        assert api.requests == n and c == a
+        search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 6, 30), url=api.url, policy=FAST,
+                      cache=cache)
+        assert api.requests > n
+
+
+def test_offset_decision_from_items():
+    t = datetime(2022, 3, 1, tzinfo=timezone.utc)
+    old = scene_from_item(s2_item("a", t, baseline="03.01"), EARTH_SEARCH_C1, "/w")
+    new = scene_from_item(s2_item("b", t, baseline="04.00"), EARTH_SEARCH_C1, "/w")
+    applied = s2_item("c", t, baseline="04.00", collection="sentinel-2-l2a")
+    applied["properties"]["earthsearch:boa_offset_applied"] = True
+    assert (old.boa_offset, new.boa_offset) == (0, 1000)
+    assert scene_from_item(applied, EARTH_SEARCH_L2A, "/w").boa_offset == 0
+
+
+def test_item_without_a_needed_asset_is_left_out():
+    item = s2_item("a", datetime(2024, 5, 1, tzinfo=timezone.utc))
+    del item["assets"]["scl"]
+    assert scene_from_item(item, EARTH_SEARCH_C1, "/w") is None
+
+
+def test_href_resolution_rule():
+    assert resolve_href("cogs/a/red.tif", "http://h:1/world") == "http://h:1/world/cogs/a/red.tif"
+    assert resolve_href("cogs/a/red.tif", "/data/world") == "/data/world/cogs/a/red.tif"
+    assert resolve_href("https://x/y.tif", "/data") == "https://x/y.tif"
+    assert catalog_root("/data/world/stac/items.parquet") == "/data/world"
+    assert catalog_root("/data/snap/items.parquet") == "/data/snap"
+    assert catalog_root("http://h:1/world/stac/items.parquet") == "http://h:1/world"
+
+
+def _write_snapshot(path, items):
+    import stac_geoparquet.arrow as sga
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sga.to_parquet(sga.parse_stac_items_to_arrow(items), path)
+
+
+def test_geoparquet_snapshot_filters_and_resolves_hrefs(tmp_path):
+    items = (
+        year_of_items(20)
+        + year_of_items(4, year=2023, start_id=50)
+        + year_of_items(3, start_id=70, bbox=(10.0, 40.0, 10.2, 40.2))
+        + year_of_items(2, start_id=80, collection="other")
+    )
+    snap = tmp_path / "world" / "stac" / "items.parquet"
+    _write_snapshot(snap, items)
+    scenes = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31))
+    assert [s.id for s in scenes] == [f"S2_{i:04d}" for i in range(20)]
+    assert scenes[0].asset("scl").href == f"{tmp_path}/world/cogs/S2_0000/scl.tif"
+    half = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 6, 30))
+    assert 8 <= len(half) <= 11
+    other_root = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 1, 31),
+                                root="http://h:9")
+    assert other_root[0].asset("red").href == "http://h:9/cogs/S2_0000/red.tif"
