@@ -93,6 +93,16 @@ class ServerStats:
             }
 
 
+def _canonical(name: bytes) -> bytes:
+    """``content-type`` -> ``Content-Type``.
+
+    Header names are case-insensitive, but GDAL's /vsicurl/ looks for the
+    exact bytes ``Content-Type: multipart/byteranges`` and gives up on
+    multi-range answers otherwise (it then re-reads range by range).
+    """
+    return b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
+
+
 class _Instrumented:
     """ASGI middleware: waits ``owner.latency_s`` per request, then counts it."""
 
@@ -110,7 +120,9 @@ class _Instrumented:
             await asyncio.sleep(self.owner.latency_s)
 
         async def counting_send(message: dict) -> None:
-            if message["type"] == "http.response.body":
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [(_canonical(k), v) for k, v in message.get("headers", [])]}
+            elif message["type"] == "http.response.body":
                 stats.add_bytes(len(message.get("body", b"")))
             await send(message)
 
@@ -151,6 +163,7 @@ class BackgroundServer:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
+            http="h11",  # httptools lower-cases header names (see _canonical)
             log_level="warning",
             access_log=False,
             lifespan="off",
