@@ -1,0 +1,525 @@
+"""Range-read client for a published root (``https://``, ``s3://`` or a path).
+
+It reads the sharded Zarr arrays itself rather than through zarr-python, so
+that a read costs only what it must: each shard's index is fetched once (one
+suffix-range request, CRC32C-checked) and cached, points are grouped by shard,
+and the inner chunks they touch are fetched concurrently, one range request per
+chunk (neighbouring chunks of a region are merged into one request). Every
+chunk's CRC32C is checked too, so a corrupt object is an error naming the
+shard, never wrong numbers.
+
+    root = open_root("https://example.org/tessera")
+    px = root.pixel(0.1, 52.2, 2024)             # Pixel(values (128,), status)
+    X, status = root.points(lons, lats, 2024)    # (N, 128) float32, NaN where none
+    zones = root.region((w, s, e, n), 2024)      # one ZoneRegion per UTM zone
+    array, transform, crs = root.mosaic((w, s, e, n), 2024, crs="EPSG:3857")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from tessera_ray.errors import DataError, TesseraError, UserInputError
+from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
+from tessera_ray.store.layout import LAYOUT_ATTR, YEARS_ATTR, ZARR_DIR
+from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
+
+VALID, NODATA, NOT_PROCESSED, OUTSIDE = "valid", "no_data", "not_processed", "outside"
+_EMPTY = np.uint64(2**64 - 1)
+_MERGE_GAP = 4096  # bytes of unneeded data worth reading to save a request
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def _crc32c(data) -> int:
+    import google_crc32c  # zarr's own Crc32cCodec uses it, so it is always installed
+
+    return int(google_crc32c.value(bytes(data)))
+
+
+@dataclass(frozen=True)
+class ShardedArray:
+    """What a reader needs to know about one sharded Zarr array."""
+
+    key: str  # e.g. tessera.zarr/utm31/embeddings
+    shape: tuple[int, ...]
+    shard_shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+    dtype: np.dtype
+    fill_value: float
+    codecs: tuple  # inner chunk codecs, as in zarr.json
+    index_codecs: tuple
+    index_at_start: bool
+
+    @classmethod
+    def from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
+        codecs = meta["codecs"]
+        if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
+            raise DataError(f"{key} is not a sharded array")
+        conf = codecs[0]["configuration"]
+        fill = meta["fill_value"]
+        fill = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}.get(fill, fill)
+        return cls(
+            key=key,
+            shape=tuple(meta["shape"]),
+            shard_shape=tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]),
+            chunk_shape=tuple(conf["chunk_shape"]),
+            dtype=np.dtype(meta["data_type"]),
+            fill_value=float(fill),
+            codecs=tuple(conf["codecs"]),
+            index_codecs=tuple(conf.get("index_codecs", ())),
+            index_at_start=conf.get("index_location", "end") == "start",
+        )
+
+    @property
+    def chunks_per_shard(self) -> tuple[int, ...]:
+        return tuple(s // c for s, c in zip(self.shard_shape, self.chunk_shape))
+
+    @property
+    def index_nbytes(self) -> int:
+        n = int(np.prod(self.chunks_per_shard)) * 16
+        return n + 4 * sum(c["name"] == "crc32c" for c in self.index_codecs)
+
+    def shard_key(self, shard_coords: Sequence[int]) -> str:
+        return f"{self.key}/c/" + "/".join(str(int(i)) for i in shard_coords)
+
+    def decode_index(self, data: bytes, shard: str) -> np.ndarray:
+        if len(data) != self.index_nbytes:
+            raise DataError(f"shard {shard}: index is {len(data)} bytes, expected {self.index_nbytes}")
+        body = _strip_crc(data, self.index_codecs, f"shard {shard} index")
+        endian = _bytes_endian(self.index_codecs)
+        return np.frombuffer(body, dtype=f"{endian}u8").reshape(-1, 2)
+
+    def decode_chunk(self, data: bytes, where: str) -> np.ndarray:
+        body = data
+        for codec in reversed(self.codecs):
+            name = codec["name"]
+            if name == "crc32c":
+                body = _strip_crc(body, (codec,), where)
+            elif name == "blosc":
+                import numcodecs
+
+                body = _decode_with(numcodecs.Blosc(), body, where)
+            elif name == "zstd":
+                import numcodecs
+
+                body = _decode_with(numcodecs.Zstd(), body, where)
+            elif name == "gzip":
+                import numcodecs
+
+                body = _decode_with(numcodecs.GZip(), body, where)
+            elif name == "bytes":
+                endian = (codec.get("configuration") or {}).get("endian", "little")
+                dtype = self.dtype.newbyteorder("<" if endian == "little" else ">")
+                n = int(np.prod(self.chunk_shape))
+                arr = np.frombuffer(body, dtype=dtype)
+                if arr.size != n:
+                    raise DataError(f"{where}: decoded {arr.size} values, expected {n}")
+                return arr.reshape(self.chunk_shape).astype(self.dtype, copy=False)
+            else:
+                raise DataError(f"{where}: codec {name!r} is not supported by this client")
+        raise DataError(f"{where}: no bytes codec")
+
+
+def _bytes_endian(codecs) -> str:
+    for c in codecs:
+        if c["name"] == "bytes":
+            return "<" if (c.get("configuration") or {}).get("endian", "little") == "little" else ">"
+    return "<"
+
+
+def _strip_crc(data: bytes, codecs, where: str) -> bytes:
+    if not any(c["name"] == "crc32c" for c in codecs):
+        return data
+    body, stored = data[:-4], int.from_bytes(data[-4:], "little")
+    if _crc32c(body) != stored:
+        raise DataError(f"{where} failed its CRC32C checksum: the object is corrupt")
+    return body
+
+
+def _decode_with(codec, body: bytes, where: str) -> bytes:
+    try:
+        return bytes(codec.decode(body))
+    except Exception as exc:  # noqa: BLE001 - a decoder failure means corrupt bytes
+        raise DataError(f"{where} cannot be decoded ({type(exc).__name__}): the object is corrupt") from None
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Pixel:
+    """One pixel: 128 dequantised values (NaN unless valid) and why."""
+
+    values: np.ndarray
+    status: str  # valid | no_data | not_processed
+    zone: int
+    row: int
+    col: int
+
+
+@dataclass(frozen=True)
+class ZoneRegion:
+    """The part of a region on one zone grid, on that grid (no resampling)."""
+
+    zone: int
+    crs: str
+    transform: object  # affine.Affine of the window's upper-left corner
+    window: Window
+    embeddings: np.ndarray  # (H, W, 128) float32, NaN where no embedding
+    scales: np.ndarray  # (H, W) float32 with the store's sentinels
+
+    @property
+    def status(self) -> np.ndarray:
+        return _status_of(self.scales)
+
+
+def _status_of(scales: np.ndarray) -> np.ndarray:
+    out = np.full(scales.shape, NOT_PROCESSED, dtype=object)
+    out[np.isfinite(scales)] = VALID
+    out[np.isnan(scales)] = NODATA
+    return out
+
+
+def _dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """int8 (..., 128) times scale (...), NaN wherever the scale is not finite."""
+    s = np.where(np.isfinite(scales), scales, np.nan).astype("float32")
+    return q.astype("float32") * s[..., None]
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Root:
+    """A published root opened for reading. Thread-safe; caches shard indexes."""
+
+    def __init__(self, objects: Objects, threads: int = 16, chunk_cache: int = 256):
+        self.objects = objects
+        self.threads = threads
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._indexes: dict[str, np.ndarray | None] = {}
+        self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._chunk_cache = chunk_cache
+        self._load_metadata()
+
+    @property
+    def url(self) -> str:
+        return self.objects.url
+
+    def _load_metadata(self) -> None:
+        key = f"{ZARR_DIR}/zarr.json"
+        try:
+            meta = json.loads(self._get(key))
+        except ObjectNotFound:
+            raise UserInputError(f"{self.url} is not a tessera-ray root (no {key})") from None
+        except (ValueError, UnicodeDecodeError):
+            raise UserInputError(f"{self.url} is not a tessera-ray root ({key} is not Zarr metadata)") from None
+        attrs = meta.get("attributes", {})
+        consolidated = (meta.get("consolidated_metadata") or {}).get("metadata", {})
+        if LAYOUT_ATTR not in attrs:
+            raise UserInputError(f"{self.url} holds a Zarr store that is not a tessera-ray root")
+        self.attrs = attrs
+        self.years: list[int] = [int(y) for y in attrs.get(YEARS_ATTR, [])]
+        self.model = attrs.get("geoemb:model", "")
+        self.arrays: dict[tuple[int, str], ShardedArray] = {}
+        for path, node in consolidated.items():
+            parts = path.split("/")
+            if len(parts) == 2 and parts[0].startswith("utm") and parts[1] in ("embeddings", "scales"):
+                self.arrays[(int(parts[0][3:]), parts[1])] = ShardedArray.from_metadata(f"{ZARR_DIR}/{path}", node)
+        self.zones = sorted({z for z, _ in self.arrays})
+
+    # ------------------------------------------------------------ I/O
+
+    def _get(self, key: str, start: int | None = None, length: int | None = None) -> bytes:
+        with self._lock:
+            self.requests += 1
+        if start is None:
+            return self.objects.get(key)
+        return self.objects.get_range(key, start, length)
+
+    def _time_index(self, year: int) -> int:
+        if int(year) not in self.years:
+            raise UserInputError(f"year {year} is not in {self.url}; it has {self.years or 'no years'}")
+        return self.years.index(int(year))
+
+    def _index(self, arr: ShardedArray, shard_coords: tuple) -> np.ndarray | None:
+        """A shard's chunk index, read once; None when the shard does not exist."""
+        key = arr.shard_key(shard_coords)
+        with self._lock:
+            if key in self._indexes:
+                return self._indexes[key]
+        n = arr.index_nbytes
+        try:
+            data = self._get(key, 0 if arr.index_at_start else -n, n)
+        except ObjectNotFound:
+            index = None
+        else:
+            index = arr.decode_index(data, self.objects.child_url(key))
+        with self._lock:
+            self._indexes[key] = index
+        return index
+
+    def _chunks_for(self, arr: ShardedArray, wanted: dict[tuple, list[int]]) -> dict[tuple, np.ndarray | None]:
+        """Decode inner chunks: ``{shard_coords: [chunk numbers]}`` -> ``{(shard, n): array | None}``.
+
+        Indexes are fetched concurrently first, then the chunk byte ranges,
+        neighbouring ranges of one shard merged into one request.
+        """
+        shards = list(wanted)
+        with ThreadPoolExecutor(self.threads) as pool:
+            indexes = dict(zip(shards, pool.map(lambda s: self._index(arr, s), shards)))
+            out: dict[tuple, np.ndarray | None] = {}
+            jobs = []
+            for shard, numbers in wanted.items():
+                index = indexes[shard]
+                todo = []
+                for n in sorted(set(numbers)):
+                    cached = self._cached_chunk((arr.key, shard, n))
+                    if cached is not None:
+                        out[(shard, n)] = cached
+                    elif index is None or index[n, 0] == _EMPTY:
+                        out[(shard, n)] = None
+                    else:
+                        todo.append((int(index[n, 0]), int(index[n, 1]), n))
+                for run in _merge_ranges(todo):
+                    jobs.append(pool.submit(self._fetch_run, arr, shard, run))
+            for job in jobs:
+                out.update(job.result())
+        return out
+
+    def _fetch_run(self, arr: ShardedArray, shard: tuple, run: list) -> dict:
+        key = arr.shard_key(shard)
+        start = run[0][0]
+        end = max(off + size for off, size, _ in run)
+        data = self._get(key, start, end - start)
+        if len(data) != end - start:
+            raise DataError(f"shard {self.objects.child_url(key)} is shorter than its index says: the object is corrupt")
+        out = {}
+        for off, size, n in run:
+            chunk = arr.decode_chunk(data[off - start : off - start + size], f"shard {self.objects.child_url(key)} chunk {n}")
+            self._cache_chunk((arr.key, shard, n), chunk)
+            out[(shard, n)] = chunk
+        return out
+
+    def _cached_chunk(self, k: tuple) -> np.ndarray | None:
+        with self._lock:
+            chunk = self._chunks.get(k)
+            if chunk is not None:
+                self._chunks.move_to_end(k)
+            return chunk
+
+    def _cache_chunk(self, k: tuple, chunk: np.ndarray) -> None:
+        with self._lock:
+            self._chunks[k] = chunk
+            while len(self._chunks) > self._chunk_cache:
+                self._chunks.popitem(last=False)
+
+    # ------------------------------------------------------------ pixel reads
+
+    def read_pixels(self, zone: int, rows, cols, year: int) -> tuple[np.ndarray, np.ndarray]:
+        """int8 (N, 128) and scales (N,) of pixels of one zone grid (+inf where not processed)."""
+        rows, cols = np.asarray(rows, "int64"), np.asarray(cols, "int64")
+        t = self._time_index(year)
+        q = np.zeros((len(rows), 128), "int8")
+        s = np.full(len(rows), np.inf, "float32")
+        if (zone, "embeddings") not in self.arrays or not len(rows):
+            return q, s
+        emb, sca = self.arrays[(zone, "embeddings")], self.arrays[(zone, "scales")]
+        size, c = emb.shard_shape[-1], emb.chunk_shape[-1]
+        sr, sc = rows // size, cols // size
+        n = ((rows % size) // c) * (size // c) + (cols % size) // c
+        wanted: dict[tuple, list[int]] = {}
+        for a, b, k in zip(sr, sc, n):
+            wanted.setdefault((int(a), int(b)), []).append(int(k))
+        with ThreadPoolExecutor(2) as pool:
+            fe = pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
+            fs = pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
+            echunks, schunks = fe.result(), fs.result()
+        yi, xi = (rows % size) % c, (cols % size) % c
+        for i in range(len(rows)):
+            key = (int(sr[i]), int(sc[i]))
+            sch = schunks[((t, *key), int(n[i]))]
+            if sch is not None:
+                s[i] = sch[0, yi[i], xi[i]]
+            ech = echunks[((t, 0, *key), int(n[i]))]
+            if ech is not None:
+                q[i] = ech[0, :, yi[i], xi[i]]
+        return q, s
+
+    def points(self, lons, lats, year: int) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings at lon/lat points: (N, 128) float32 (NaN where none) and a status per point."""
+        lons, lats = np.asarray(lons, "float64").ravel(), np.asarray(lats, "float64").ravel()
+        if lons.shape != lats.shape:
+            raise UserInputError("lons and lats differ in length")
+        self._time_index(year)
+        values = np.full((len(lons), 128), np.nan, "float32")
+        status = np.full(len(lons), OUTSIDE, dtype=object)
+        finite = np.isfinite(lons) & np.isfinite(lats) & (np.abs(lats) <= 90) & (np.abs(lons) <= 180)
+        zones = np.full(len(lons), -1)
+        zones[finite] = [utm_zone(lon) for lon in lons[finite]]
+        for zone in np.unique(zones[zones > 0]):
+            idx = np.flatnonzero(zones == zone)
+            rows, cols = zone_grid(int(zone)).lonlat_to_pixel(lons[idx], lats[idx])
+            inside = zone_grid(int(zone)).contains(rows, cols)
+            idx, rows, cols = idx[inside], rows[inside], cols[inside]
+            q, s = self.read_pixels(int(zone), rows, cols, year)
+            values[idx] = _dequantise(q, s)
+            status[idx] = _status_of(s)
+        return values, status
+
+    def pixel(self, lon: float, lat: float, year: int) -> Pixel:
+        """The embedding of the pixel holding (lon, lat)."""
+        values, status = self.points([lon], [lat], year)
+        if status[0] == OUTSIDE:
+            raise UserInputError(f"point ({lon}, {lat}) is outside every zone grid (latitudes 80S..84N)")
+        zone = utm_zone(lon)
+        row, col = zone_grid(zone).lonlat_to_pixel(lon, lat)
+        return Pixel(values[0], str(status[0]), zone, int(row), int(col))
+
+    # ------------------------------------------------------------ regions
+
+    def read_window(self, zone: int, window: Window, year: int) -> tuple[np.ndarray, np.ndarray]:
+        """int8 (H, W, 128) and scales (H, W) of a window of a zone grid."""
+        t = self._time_index(year)
+        q = np.zeros((window.height, window.width, 128), "int8")
+        s = np.full(window.shape, np.inf, "float32")
+        if (zone, "embeddings") not in self.arrays:
+            return q, s
+        emb, sca = self.arrays[(zone, "embeddings")], self.arrays[(zone, "scales")]
+        size, c = emb.shard_shape[-1], emb.chunk_shape[-1]
+        per = size // c
+        cells = [
+            (r, cc)
+            for r in range(window.row // c, (window.row + window.height - 1) // c + 1)
+            for cc in range(window.col // c, (window.col + window.width - 1) // c + 1)
+        ]
+        wanted: dict[tuple, list[int]] = {}
+        for r, cc in cells:
+            wanted.setdefault((r * c // size, cc * c // size), []).append((r % per) * per + cc % per)
+        with ThreadPoolExecutor(2) as pool:
+            fe = pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
+            fs = pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
+            echunks, schunks = fe.result(), fs.result()
+        for r, cc in cells:
+            shard = (r * c // size, cc * c // size)
+            n = (r % per) * per + cc % per
+            cell = Window(r * c, cc * c, c, c)
+            part = cell.intersection(window)
+            src = part.relative_to(cell).slices()
+            dst = part.relative_to(window).slices()
+            sch = schunks[((t, *shard), n)]
+            if sch is not None:
+                s[dst] = sch[0][src]
+            ech = echunks[((t, 0, *shard), n)]
+            if ech is not None:
+                q[dst] = np.moveaxis(ech[0][(slice(None), *src)], 0, -1)
+        return q, s
+
+    def region(self, bbox: tuple[float, float, float, float], year: int) -> list[ZoneRegion]:
+        """A lon/lat bbox (W, S, E, N) read per zone grid it touches, on each zone's own grid."""
+        self._time_index(year)
+        roi = roi_from_bbox(*bbox)
+        out = []
+        for zone in roi.zones():
+            window = roi_window(roi, zone)
+            if window is None:
+                continue
+            q, s = self.read_window(zone, window, year)
+            grid = zone_grid(zone)
+            out.append(ZoneRegion(zone, grid.crs, grid.window_transform(window), window, _dequantise(q, s), s))
+        if not out:
+            raise UserInputError(f"bbox {bbox} does not touch any zone grid")
+        return out
+
+    def mosaic(self, bbox, year: int, crs: str | None = None, resolution: float | None = None):
+        """One (H, W, 128) float32 array of a bbox reprojected to ``crs`` (nearest neighbour).
+
+        ``crs`` defaults to the UTM zone of the bbox centre; a region inside
+        one zone in that zone's CRS is returned as stored, without resampling.
+        Returns ``(array, transform, crs)``.
+        """
+        from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+        parts = self.region(bbox, year)
+        west, south, east, north = bbox
+        centre_zone = utm_zone((west + east) / 2 if west <= east else east)
+        crs = crs or zone_grid(centre_zone).crs
+        if len(parts) == 1 and parts[0].crs == crs and resolution in (None, 10.0):
+            p = parts[0]
+            return p.embeddings, p.transform, crs
+        dst_res = resolution or (10.0 if crs.startswith("EPSG:326") or crs.startswith("EPSG:327") else None)
+        transform, width, height = calculate_default_transform(
+            WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north,
+            **({"resolution": dst_res} if dst_res else {}),
+        )
+        out = np.full((128, height, width), np.nan, "float32")
+        for p in parts:
+            src = np.ascontiguousarray(np.moveaxis(p.embeddings, -1, 0))
+            dst = np.full_like(out, np.nan)
+            reproject(
+                src, dst, src_transform=p.transform, src_crs=p.crs, dst_transform=transform, dst_crs=crs,
+                resampling=Resampling.nearest, src_nodata=np.nan, dst_nodata=np.nan,
+            )
+            fill = np.isnan(out) & ~np.isnan(dst)
+            out[fill] = dst[fill]
+        return np.moveaxis(out, 0, -1), transform, crs
+
+    def export_geotiff(self, bbox, year: int, path, crs: str | None = None) -> str:
+        """Write a region as a 128-band float32 Cloud-Optimised GeoTIFF (NaN = no embedding)."""
+        import os
+
+        import rasterio
+
+        array, transform, crs = self.mosaic(bbox, year, crs)
+        height, width = array.shape[:2]
+        tmp = f"{path}.partial"
+        profile = dict(
+            driver="COG", width=width, height=height, count=128, dtype="float32", crs=crs,
+            transform=transform, nodata=np.nan, compress="deflate", predictor=3, blocksize=256,
+        )
+        try:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(np.moveaxis(array, -1, 0))
+                dst.update_tags(year=str(year), source=self.url, model=str(self.model))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return str(path)
+
+
+def _merge_ranges(todo: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Group (offset, size, n) byte ranges into runs whose gaps are small."""
+    runs: list[list[tuple[int, int, int]]] = []
+    for item in sorted(todo):
+        if runs:
+            last = runs[-1]
+            end = max(o + s for o, s, _ in last)
+            if item[0] - end <= _MERGE_GAP:
+                last.append(item)
+                continue
+        runs.append([item])
+    return runs
+
+
+def open_root(url: str, threads: int = 16) -> Root:
+    """Open a published root: ``https://...``, ``s3://bucket/prefix`` or a local path."""
+    try:
+        return Root(open_objects(url), threads=threads)
+    except TesseraError:
+        raise
+    except OSError as exc:
+        raise UserInputError(f"cannot open {url}: {exc}") from None
+
+
+__all__ = ["NODATA", "NOT_PROCESSED", "OUTSIDE", "VALID", "Pixel", "Root", "ZoneRegion", "open_root"]

@@ -1,0 +1,128 @@
+"""``tessera-ray sample``, ``export`` and ``export-geotessera``: reading a published root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from tessera_ray.errors import UserInputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("sample")
+    def sample(
+        root: str = typer.Option(..., "--root", help="Published root: https://..., s3://... or a folder."),
+        points: Path = typer.Option(..., "--points", help="Points: GeoParquet, GeoJSON, or CSV with lon/lat columns."),
+        year: int = typer.Option(..., "--year"),
+        out: Path = typer.Option(..., "--out", help="Output GeoParquet: the points with emb_000..emb_127 and status."),
+    ) -> None:
+        """Sample embeddings at points (128 float32 columns plus a status column)."""
+        from tessera_ray.client import open_root
+
+        frame = read_points(points)
+        reader = open_root(root)
+        values, status = reader.points(frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy(), year)
+        for i in range(values.shape[1]):
+            frame[f"emb_{i:03d}"] = values[:, i]
+        frame["status"] = status.astype(str)
+        _write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
+        counts = frame["status"].value_counts().to_dict()
+        typer.echo(f"{len(frame)} points -> {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+
+    @app.command("export")
+    def export(
+        root: str = typer.Option(..., "--root"),
+        bbox: str = typer.Option(..., "--bbox", help="W,S,E,N in degrees."),
+        year: int = typer.Option(..., "--year"),
+        out: Path = typer.Option(..., "--out", help="Output GeoTIFF (COG), 128 float32 bands, NaN = none."),
+        crs: str = typer.Option(None, "--crs", help="Output CRS (default: the UTM zone of the bbox centre)."),
+    ) -> None:
+        """Export a region as a Cloud-Optimised GeoTIFF."""
+        from tessera_ray.client import open_root
+        from tessera_ray.grid import parse_bbox
+
+        reader = open_root(root)
+        path = reader.export_geotiff(parse_bbox(bbox), year, str(out), crs=crs)
+        typer.echo(f"wrote {path}")
+
+    @app.command("export-geotessera")
+    def export_geotessera_cmd(
+        root: str = typer.Option(..., "--root"),
+        year: int = typer.Option(..., "--year"),
+        out: Path = typer.Option(..., "--out", help="Output folder (registry_dir and embeddings_dir for geotessera)."),
+        bbox: str = typer.Option(None, "--bbox", help="Only tiles touching W,S,E,N."),
+        dataset_version: str = typer.Option("1.1", "--dataset-version", help="Recorded in manifest.parquet."),
+        variant: str = typer.Option("cambridge", "--variant", help="Recorded in manifest.parquet."),
+    ) -> None:
+        """Write the published units of a year as geotessera 0.1-degree npy tiles."""
+        from tessera_ray.client import open_root
+        from tessera_ray.grid import parse_bbox
+        from tessera_ray.store.geotessera_export import export_geotessera
+
+        reader = open_root(root)
+        result = export_geotessera(
+            reader, year, out, parse_bbox(bbox) if bbox else None, version=dataset_version, variant=variant
+        )
+        typer.echo(f"wrote {result.tiles} tiles to {result.out_dir}")
+
+
+def read_points(path: Path):
+    """Points as a GeoDataFrame in EPSG:4326, from GeoParquet, GeoJSON or CSV (lon/lat columns)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    if not path.exists():
+        raise UserInputError(f"points file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            table = pd.read_csv(path)
+            cols = {c.lower(): c for c in table.columns}
+            lon = next((cols[c] for c in ("lon", "longitude", "lng", "x") if c in cols), None)
+            lat = next((cols[c] for c in ("lat", "latitude", "y") if c in cols), None)
+            if lon is None or lat is None:
+                raise UserInputError(f"points file {path} has no lon/lat columns (found: {', '.join(table.columns)})")
+            xs, ys = pd.to_numeric(table[lon], errors="coerce"), pd.to_numeric(table[lat], errors="coerce")
+            if xs.isna().any() or ys.isna().any():
+                raise UserInputError(f"points file {path} has non-numeric or empty lon/lat values")
+            frame = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(xs, ys), crs="EPSG:4326")
+        elif suffix in (".parquet", ".geoparquet"):
+            frame = _read_parquet_points(path)
+        else:
+            frame = gpd.read_file(path)
+    except UserInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise UserInputError(f"cannot read points file {path}: {type(exc).__name__}: {exc}") from None
+    if frame.empty:
+        raise UserInputError(f"points file {path} has no points")
+    if not (frame.geometry.geom_type == "Point").all():
+        raise UserInputError(f"points file {path} holds geometries that are not points")
+    if frame.crs is not None and frame.crs.to_epsg() != 4326:
+        frame = frame.to_crs("EPSG:4326")
+    return frame
+
+
+def _read_parquet_points(path: Path):
+    import geopandas as gpd
+    import pandas as pd
+
+    try:
+        return gpd.read_parquet(path)
+    except ValueError:
+        table = pd.read_parquet(path)  # plain parquet with lon/lat columns
+        if not {"lon", "lat"} <= set(table.columns):
+            raise UserInputError(f"points file {path} has neither a geometry nor lon/lat columns") from None
+        return gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs="EPSG:4326")
+
+
+def _write_atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

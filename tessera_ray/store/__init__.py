@@ -1,0 +1,21 @@
+"""The published root: sharded Zarr v3 embeddings, per-year GeoParquet manifests.
+
+Public API (what the embed job calls)::
+
+    from tessera_ray.store import EmbeddingStore, publish
+
+    store = EmbeddingStore.create_or_open(root, shard_size=4096, chunk_size=32, model="tessera-v1.0")
+    store.prepare(year, zones)                # driver: time axis and zone groups (metadata only)
+    store.is_published(unit, year)            # skip units already in the manifest
+    store.write_unit(unit, year, emb, scales, scenes={"s2": n2, "s1": n1})  # one writer per unit
+    publish(root, year)                       # parts -> manifests/{year}.parquet, consolidate
+
+``root`` is a local folder or ``s3://bucket/prefix``; readers use
+:mod:`tessera_ray.client` over HTTP, S3 or a path.
+"""
+
+from tessera_ray.store.layout import StoreLayout
+from tessera_ray.store.manifest import PublishResult, publish, read_manifest
+from tessera_ray.store.writer import EmbeddingStore, PartRecord
+
+__all__ = ["EmbeddingStore", "PartRecord", "PublishResult", "StoreLayout", "publish", "read_manifest"]

@@ -1,0 +1,280 @@
+"""The Zarr v3 layout of the published store, built as pure data.
+
+The store's metadata is a function of a few facts (layout, model, zones,
+years), so it is rebuilt in memory with zarr itself and the resulting
+documents are put one by one through :mod:`tessera_ray.store.objects`,
+the root ``zarr.json`` (which carries the consolidated metadata) last.
+Shards are encoded the same way: zarr writes one whole shard into an
+in-memory store that holds the real array metadata, and its bytes become one
+object. zarr never touches the object store directly, so every object there is
+written exactly once, atomically, by one writer.
+
+Layout (geotessera 0.11 ``GeoTesseraZarr`` reads it as is)::
+
+    tessera.zarr/zarr.json                  root group, geoemb: attributes, consolidated metadata
+    tessera.zarr/utm{NN}/zarr.json          proj:/spatial: attributes
+    tessera.zarr/utm{NN}/embeddings         int8 (time, band, y, x), fill 0
+    tessera.zarr/utm{NN}/scales             float32 (time, y, x), fill +inf
+    tessera.zarr/utm{NN}/{time,band,x,y}    coordinates (years, band index, pixel centres)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tessera_ray.grid import RESOLUTION, ZONE_HEIGHT, ZONE_WIDTH, ZONE_X0, ZONE_Y0, zone_grid
+
+ZARR_DIR = "tessera.zarr"
+N_BANDS = 128
+COORD_CHUNK = 8192  # pixel-centre coordinates: 64 KB chunks, so nobody reads megabytes
+TIME_CHUNK = 64  # years per chunk of the time coordinate: appending a year rewrites one small chunk
+LAYOUT_ATTR = "tessera_ray:layout"
+YEARS_ATTR = "tessera_ray:years"
+ZONES_ATTR = "tessera_ray:zones"
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Shard and inner-chunk edge in pixels, and the codecs of the inner chunks.
+
+    ``shard_size`` equals the unit size of the work grid: one unit, one shard.
+    ``chunk_checksum`` appends a CRC32C to every inner chunk so that readers
+    detect a corrupt chunk instead of decoding wrong numbers.
+    """
+
+    shard_size: int = 4096
+    chunk_size: int = 32
+    clevel: int = 3
+    chunk_checksum: bool = True
+
+    def __post_init__(self) -> None:
+        if self.shard_size % self.chunk_size:
+            raise ValueError(f"shard size {self.shard_size} is not a multiple of chunk size {self.chunk_size}")
+        if ZONE_WIDTH % self.shard_size or ZONE_HEIGHT % self.shard_size:
+            raise ValueError(f"shard size {self.shard_size} does not divide the zone grid")
+
+    def as_dict(self) -> dict:
+        return {
+            "shard_size": self.shard_size,
+            "chunk_size": self.chunk_size,
+            "clevel": self.clevel,
+            "chunk_checksum": self.chunk_checksum,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StoreLayout":
+        return cls(int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]))
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """Everything the metadata of a store depends on."""
+
+    layout: StoreLayout
+    model: str
+    years: tuple[int, ...] = ()
+    zones: tuple[int, ...] = ()
+    extra_attrs: dict = field(default_factory=dict, compare=False)
+
+    def root_attrs(self) -> dict:
+        attrs = {
+            "geoemb:type": "pixel",
+            "geoemb:dimensions": N_BANDS,
+            "geoemb:model": self.model,
+            "geoemb:data_type": "int8",
+            "geoemb:gsd": RESOLUTION,
+            "geoemb:spatial_layout": "utm_zones",
+            "geoemb:build_version": _code_version(),
+            "geoemb:quantization": {
+                "method": "per_pixel_scale",
+                "original_dtype": "float32",
+                "quantized_dtype": "int8",
+                "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"},
+            },
+            LAYOUT_ATTR: self.layout.as_dict(),
+            YEARS_ATTR: list(self.years),
+            ZONES_ATTR: list(self.zones),
+        }
+        attrs.update(self.extra_attrs)
+        return attrs
+
+
+def _code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"tessera-ray {version('tessera-ray')}"
+    except PackageNotFoundError:
+        return "tessera-ray"
+
+
+def zone_attrs(zone: int) -> dict:
+    """``proj:``/``spatial:`` attributes of a zone group."""
+    grid = zone_grid(zone)
+    xmin, ymin, xmax, ymax = grid.window_bounds(grid.full_window)
+    return {
+        "proj:code": grid.crs,
+        "spatial:dimensions": ["y", "x"],
+        "spatial:transform_type": "affine",
+        "spatial:transform": [RESOLUTION, 0.0, ZONE_X0, 0.0, -RESOLUTION, ZONE_Y0],
+        "spatial:bbox": [xmin, ymin, xmax, ymax],
+        "spatial:shape": [ZONE_HEIGHT, ZONE_WIDTH],
+        "spatial:registration": "pixel",
+    }
+
+
+def _compressors(layout: StoreLayout, shuffle: str):
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    codecs = [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
+    if layout.chunk_checksum:
+        codecs.append(Crc32cCodec())
+    return codecs
+
+
+def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
+    s, c = layout.shard_size, layout.chunk_size
+    group.create_array(
+        "embeddings",
+        shape=(n_years, N_BANDS, ZONE_HEIGHT, ZONE_WIDTH),
+        chunks=(1, N_BANDS, c, c),
+        shards=(1, N_BANDS, s, s),
+        dtype="int8",
+        fill_value=0,
+        compressors=_compressors(layout, "noshuffle"),
+        dimension_names=["time", "band", "y", "x"],
+        overwrite=True,
+    )
+    group.create_array(
+        "scales",
+        shape=(n_years, ZONE_HEIGHT, ZONE_WIDTH),
+        chunks=(1, c, c),
+        shards=(1, s, s),
+        dtype="float32",
+        fill_value=np.float32("inf"),
+        compressors=_compressors(layout, "shuffle"),
+        dimension_names=["time", "y", "x"],
+        overwrite=True,
+    )
+
+
+def _coord(group, name: str, values: np.ndarray, chunk: int, layout: StoreLayout, write: bool) -> None:
+    arr = group.create_array(
+        name,
+        shape=values.shape,
+        chunks=(chunk,),
+        dtype=values.dtype,
+        fill_value=0,
+        compressors=_compressors(layout, "bitshuffle"),
+        dimension_names=[name],
+        overwrite=True,
+    )
+    if write:
+        arr[:] = values
+
+
+def zone_coordinates() -> dict[str, np.ndarray]:
+    """Pixel-centre coordinates of the fixed zone grid (the same in every zone)."""
+    return {
+        "x": ZONE_X0 + (np.arange(ZONE_WIDTH, dtype="float64") + 0.5) * RESOLUTION,
+        "y": ZONE_Y0 - (np.arange(ZONE_HEIGHT, dtype="float64") + 0.5) * RESOLUTION,
+        "band": np.arange(N_BANDS, dtype="int32"),
+    }
+
+
+def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tuple[dict[str, bytes], bytes]:
+    """All metadata objects of a store, keyed under ``tessera.zarr/``.
+
+    Returns ``(objects, root)``: every document and the time chunks, plus the
+    coordinate chunks of ``new_zones`` (written once per zone, never changed);
+    and the root ``zarr.json`` with the consolidated metadata, to be put last.
+    """
+    import zarr
+    from zarr.storage import MemoryStore
+
+    docs: dict = {}
+    mem = MemoryStore(store_dict=docs)
+    root = zarr.create_group(store=mem, zarr_format=3, attributes=state.root_attrs())
+    coords = zone_coordinates() if new_zones else {}
+    for zone in state.zones:
+        group = root.create_group(zone_grid(zone).name, attributes=zone_attrs(zone))
+        _create_data_arrays(group, state.layout, len(state.years))
+        fresh = zone in new_zones
+        tarr = group.create_array(
+            "time", shape=(len(state.years),), chunks=(TIME_CHUNK,), dtype="int32",
+            fill_value=0, dimension_names=["time"], overwrite=True, compressors=None,
+        )
+        if state.years:
+            tarr[:] = np.asarray(state.years, "int32")
+        _coord(group, "band", zone_coordinates()["band"], N_BANDS, state.layout, fresh)
+        _coord(group, "x", coords.get("x", np.zeros(ZONE_WIDTH)), COORD_CHUNK, state.layout, fresh)
+        _coord(group, "y", coords.get("y", np.zeros(ZONE_HEIGHT)), COORD_CHUNK, state.layout, fresh)
+    zarr.consolidate_metadata(mem)
+    out = {f"{ZARR_DIR}/{k}": v.to_bytes() for k, v in docs.items()}
+    root_doc = out.pop(f"{ZARR_DIR}/zarr.json")
+    return out, root_doc
+
+
+def parse_root(doc: bytes) -> StoreState:
+    """The state recorded in a root ``zarr.json``."""
+    meta = json.loads(doc)
+    attrs = meta.get("attributes", {})
+    if LAYOUT_ATTR not in attrs:
+        raise KeyError("not a tessera-ray store")
+    return StoreState(
+        layout=StoreLayout.from_dict(attrs[LAYOUT_ATTR]),
+        model=str(attrs.get("geoemb:model", "")),
+        years=tuple(int(y) for y in attrs.get(YEARS_ATTR, [])),
+        zones=tuple(int(z) for z in attrs.get(ZONES_ATTR, [])),
+    )
+
+
+def shard_key(zone: int, array: str, t: int, shard_row: int, shard_col: int) -> str:
+    """Object key of one shard (default chunk key encoding ``c/...`` with ``/``)."""
+    name = zone_grid(zone).name
+    if array == "embeddings":
+        return f"{ZARR_DIR}/{name}/embeddings/c/{t}/0/{shard_row}/{shard_col}"
+    return f"{ZARR_DIR}/{name}/{array}/c/{t}/{shard_row}/{shard_col}"
+
+
+def encode_unit_shards(
+    state: StoreState,
+    zone: int,
+    t: int,
+    shard_row: int,
+    shard_col: int,
+    embeddings: np.ndarray,
+    scales: np.ndarray,
+    offset: tuple[int, int] = (0, 0),
+) -> dict[str, bytes]:
+    """Encode the embeddings and scales shards of one unit and year to bytes.
+
+    ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 may cover a
+    sub-window of the unit starting at ``offset`` (row, col) inside it; the
+    rest of the shard stays at the fill values (0, +inf = not processed).
+    Inner chunks that are entirely fill are left out of the shard.
+    """
+    import zarr
+    from zarr.storage import MemoryStore
+
+    docs: dict = {}
+    mem = MemoryStore(store_dict=docs)
+    root = zarr.create_group(store=mem, zarr_format=3)
+    group = root.create_group(zone_grid(zone).name)
+    _create_data_arrays(group, state.layout, t + 1)
+    s = state.layout.shard_size
+    h, w = scales.shape
+    r0, c0 = shard_row * s + offset[0], shard_col * s + offset[1]
+    with zarr.config.set({"array.write_empty_chunks": False}):
+        group["embeddings"][t, :, r0 : r0 + h, c0 : c0 + w] = np.moveaxis(embeddings, -1, 0)
+        group["scales"][t, r0 : r0 + h, c0 : c0 + w] = scales
+    out = {}
+    for array in ("embeddings", "scales"):
+        key = shard_key(zone, array, t, shard_row, shard_col)
+        buf = docs.get(key[len(ZARR_DIR) + 1 :])
+        if buf is not None:
+            out[key] = buf.to_bytes()
+    return out

@@ -1,0 +1,329 @@
+"""All object-storage I/O of the store: a local folder, ``s3://`` or (read-only) ``http(s)://``.
+
+Writes are atomic and verified before anyone records them: a local object is
+written to a temporary file, fsynced and renamed into place, then read back and
+hashed; an S3 object is one PUT carrying its SHA-256, which the server checks,
+then a HEAD confirms size and checksum. Readers never see half an object.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tessera_ray.errors import DataError, ServiceError, UserInputError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What was written: the key relative to the root, its size and SHA-256 (hex)."""
+
+    key: str
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "size": self.size, "sha256": self.sha256}
+
+
+class ObjectNotFound(DataError):
+    """An object the caller asked for does not exist."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Objects:
+    """Byte objects under one root, addressed by ``/``-separated keys."""
+
+    url: str
+    writable = True
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes:
+        raise NotImplementedError
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start``; a negative ``start`` counts from the end."""
+        raise NotImplementedError
+
+    def size(self, key: str) -> int | None:
+        """Size of an object, None when it does not exist."""
+        raise NotImplementedError
+
+    def exists(self, key: str) -> bool:
+        return self.size(key) is not None
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under a prefix (recursive), sorted."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def child_url(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{key}"
+
+
+def open_objects(root: str | os.PathLike) -> Objects:
+    """The object store behind a root: a path, ``file://``, ``s3://bucket/prefix`` or ``http(s)://``."""
+    text = os.fspath(root)
+    scheme = urlparse(text).scheme
+    if scheme in ("http", "https"):
+        return HttpObjects(text)
+    if scheme == "s3":
+        return S3Objects(text)
+    if scheme == "file":
+        return LocalObjects(urlparse(text).path)
+    if scheme and len(scheme) > 1:
+        raise UserInputError(f"unsupported storage URL scheme {scheme!r} in {text!r}")
+    return LocalObjects(text)
+
+
+# --------------------------------------------------------------------------- local
+
+
+class LocalObjects(Objects):
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().absolute()
+        self.url = str(self.path)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"bad object key {key!r}")
+        return self.path / key
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
+        back = target.read_bytes()
+        info = ObjectInfo(key, len(data), sha256_hex(data))
+        if len(back) != info.size or sha256_hex(back) != info.sha256:
+            raise DataError(f"object {key} does not read back as written")
+        return info
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                if start < 0:
+                    f.seek(0, os.SEEK_END)
+                    start = max(0, f.tell() + start)
+                f.seek(start)
+                return f.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.path
+        if not base.is_dir():
+            return []
+        keys = [
+            p.relative_to(self.path).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        ]
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- S3
+
+
+class S3Objects(Objects):
+    """S3 through boto3; credentials from the environment, endpoint from ``AWS_ENDPOINT_URL``."""
+
+    def __init__(self, url: str):
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise UserInputError(f"S3 URL {url!r} has no bucket")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self._local = threading.local()
+
+    @property
+    def client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import boto3
+
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint)
+            self._local.client = client
+        return client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        digest = hashlib.sha256(data).digest()
+        b64 = base64.b64encode(digest).decode()
+        try:
+            # the server rejects the PUT if the body does not hash to ChecksumSHA256
+            self.client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumSHA256=b64
+            )
+            head = self.client.head_object(
+                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+            )
+        except Exception as exc:  # noqa: BLE001 - botocore errors are many classes
+            raise ServiceError(f"cannot write {self.child_url(key)}: {exc}") from None
+        if int(head["ContentLength"]) != len(data):
+            raise DataError(f"object {self.child_url(key)} has the wrong size after writing")
+        server = head.get("ChecksumSHA256")
+        if server is not None and server.split("-")[0] != b64:
+            raise DataError(f"object {self.child_url(key)} has the wrong checksum after writing")
+        if server is None and sha256_hex(self.get(key)) != digest.hex():
+            raise DataError(f"object {self.child_url(key)} does not read back as written")
+        return ObjectInfo(key, len(data), digest.hex())
+
+    def _get(self, key: str, **kw) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **kw)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+            raise ServiceError(f"cannot read {self.child_url(key)}: {exc}") from None
+
+    def get(self, key: str) -> bytes:
+        return self._get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        rng = f"bytes=-{-start}" if start < 0 else f"bytes={start}-{start + length - 1}"
+        return self._get(key, Range=rng)[:length]
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
+
+    def list(self, prefix: str) -> list[str]:
+        full = self._key(prefix)
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                k = item["Key"]
+                keys.append(k[len(self.prefix) + 1 :] if self.prefix else k)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+# --------------------------------------------------------------------------- HTTP (read-only)
+
+
+class HttpObjects(Objects):
+    """Plain HTTP(S) GETs with Range headers; one pooled session per thread."""
+
+    writable = False
+
+    def __init__(self, url: str, timeout: float = 60.0, retries: int = 3):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self._local = threading.local()
+
+    @property
+    def session(self):
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+            from urllib3.util.retry import Retry
+
+            session = requests.Session()
+            retry = Retry(total=self.retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504))
+            session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
+            session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
+            self._local.session = session
+        return session
+
+    def _request(self, key: str, headers: dict | None = None, method: str = "GET"):
+        import requests
+
+        url = self.child_url(key)
+        try:
+            resp = self.session.request(method, url, headers=headers or {}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ServiceError(f"cannot reach {url}: {type(exc).__name__}") from None
+        if resp.status_code == 404:
+            raise ObjectNotFound(f"no object {url}")
+        if resp.status_code >= 400:
+            raise ServiceError(f"{url} answered HTTP {resp.status_code}")
+        return resp
+
+    def put(self, key: str, data: bytes) -> ObjectInfo:
+        raise UserInputError(f"cannot write to {self.url}: HTTP roots are read-only")
+
+    def get(self, key: str) -> bytes:
+        return self._request(key).content
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        rng = f"bytes=-{-start}" if start < 0 else f"bytes={start}-{start + length - 1}"
+        resp = self._request(key, {"Range": rng})
+        if resp.status_code == 200:  # a server without Range support sends everything
+            body = resp.content
+            return body[start:][:length] if start >= 0 else body[start:][:length]
+        return resp.content
+
+    def size(self, key: str) -> int | None:
+        try:
+            resp = self._request(key, method="HEAD")
+        except ObjectNotFound:
+            return None
+        return int(resp.headers.get("Content-Length", 0))
+
+    def list(self, prefix: str) -> list[str]:
+        raise UserInputError(f"cannot list {self.url}: HTTP roots are read through their manifests")
+
+    def delete(self, key: str) -> None:
+        raise UserInputError(f"cannot delete from {self.url}: HTTP roots are read-only")

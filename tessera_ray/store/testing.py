@@ -1,0 +1,85 @@
+"""Random stores for tests and benchmarks (no model needed).
+
+Each written unit gets random int8 embeddings and positive scales, with a
+NaN (no embedding) block, and optionally only a sub-window written so the rest
+stays +inf (not processed). The arrays written are returned, so tests compare
+what they read against what went in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tessera_ray.grid import Unit
+from tessera_ray.store.manifest import publish
+from tessera_ray.store.writer import EmbeddingStore
+
+
+@dataclass(frozen=True)
+class WrittenBlock:
+    """What went into one unit-year: arrays over the window ``offset`` + shape."""
+
+    unit: Unit
+    year: int
+    offset: tuple[int, int]
+    embeddings: np.ndarray
+    scales: np.ndarray
+
+    def zone_window(self) -> tuple[int, int, int, int]:
+        """(row, col, height, width) of the block on its zone grid."""
+        w = self.unit.window
+        h, wd = self.scales.shape
+        return (w.row + self.offset[0], w.col + self.offset[1], h, wd)
+
+
+def random_block(rng: np.random.Generator, height: int, width: int, nan_fraction: float = 0.1):
+    """Random int8 embeddings (H, W, 128) and scales (H, W) with a NaN rectangle."""
+    emb = rng.integers(-128, 128, size=(height, width, 128), dtype=np.int8)
+    scales = rng.uniform(0.001, 0.05, size=(height, width)).astype("float32")
+    nh = max(1, int(height * nan_fraction))
+    scales[:nh, : width // 2] = np.nan
+    emb[:nh, : width // 2] = 0
+    return emb, scales
+
+
+def write_random_units(
+    store: EmbeddingStore,
+    units: list[Unit],
+    year: int,
+    seed: int = 0,
+    partial: bool = True,
+) -> list[WrittenBlock]:
+    """Write random data into ``units`` for ``year``; every other unit only partly."""
+    rng = np.random.default_rng(seed)
+    store.prepare(year, {u.zone for u in units})
+    blocks = []
+    for i, unit in enumerate(units):
+        size = unit.size
+        if partial and i % 2 == 1:
+            offset, h, w = (size // 4, size // 8), size // 2, size - size // 8 - 3
+        else:
+            offset, h, w = (0, 0), size, size
+        emb, scales = random_block(rng, h, w)
+        store.write_unit(unit, year, emb, scales, scenes={"s2": 10 + i, "s1": 20 + i}, offset=offset)
+        blocks.append(WrittenBlock(unit, year, offset, emb, scales))
+    return blocks
+
+
+def build_random_store(
+    root: str,
+    units: list[Unit],
+    years: tuple[int, ...] = (2024,),
+    shard_size: int = 256,
+    chunk_size: int = 32,
+    seed: int = 0,
+    partial: bool = True,
+) -> list[WrittenBlock]:
+    """Create a store, write random units for each year and publish them."""
+    store = EmbeddingStore.create_or_open(root, shard_size, chunk_size, model="random-test-model", model_checksum="0" * 64)
+    blocks = []
+    for k, year in enumerate(years):
+        blocks += write_random_units(store, units, year, seed + k, partial)
+        publish(root, year)
+    return blocks

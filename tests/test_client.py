@@ -1,0 +1,230 @@
+"""The range-read client against zarr's own reading of the same store, over HTTP, S3 and a path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tessera_ray import client as tc
+from tessera_ray.errors import DataError, UserInputError
+from tessera_ray.grid import Unit, zone_grid
+from tessera_ray.serve import StaticServer
+from tessera_ray.store.layout import ZARR_DIR, shard_key
+from tessera_ray.store.testing import build_random_store
+
+UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256), Unit(32, 4000, 170, 256)]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("client-store")
+    blocks = build_random_store(str(root), UNITS, years=(2024,))
+    return root, blocks
+
+
+@pytest.fixture(scope="module")
+def served(built):
+    root, blocks = built
+    with StaticServer(root) as server:
+        yield server, blocks
+
+
+def zarr_pixels(root, zone, rows, cols, t=0):
+    import zarr
+    from zarr.storage import LocalStore
+
+    g = zarr.open_group(LocalStore(root / ZARR_DIR, read_only=True), mode="r", use_consolidated=True)
+    z = g[f"utm{zone:02d}"]
+    s = z["scales"].vindex[np.full(len(rows), t), rows, cols]
+    q = np.stack([z["embeddings"][t, :, r, c] for r, c in zip(rows, cols)]) if len(rows) else np.zeros((0, 128), "int8")
+    return q, s
+
+
+def lonlat_of(zone, rows, cols):
+    return zone_grid(zone).pixel_to_lonlat(np.asarray(rows), np.asarray(cols))
+
+
+def test_points_over_http_equal_zarr(served, built):
+    server, blocks = served
+    root = tc.open_root(server.url)
+    rng = np.random.default_rng(7)
+    u0, u1 = UNITS[0].window, UNITS[1].window
+    rows = rng.integers(u0.row, u0.row + 256, 300)
+    cols = rng.integers(u0.col, u1.col + 256, 300)  # across two shards, incl. +inf and NaN areas
+    lon, lat = lonlat_of(31, rows, cols)
+    values, status = root.points(lon, lat, 2024)
+    q, s = zarr_pixels(built[0], 31, rows, cols)
+    expected = q.astype("float32") * np.where(np.isfinite(s), s, np.nan)[:, None]
+    np.testing.assert_array_equal(values, expected)
+    assert set(status) == {tc.VALID, tc.NODATA, tc.NOT_PROCESSED}
+    assert (status == tc.VALID).sum() == np.isfinite(s).sum()
+
+
+def test_pixel_statuses(served):
+    server, blocks = served
+    root = tc.open_root(server.url)
+    b = blocks[0]
+    r, c = b.unit.window.row, b.unit.window.col
+    # valid: bottom-right pixel of a fully written unit
+    lon, lat = lonlat_of(31, [r + 255], [c + 255])
+    px = root.pixel(lon[0], lat[0], 2024)
+    assert px.status == tc.VALID and (px.row, px.col) == (r + 255, c + 255)
+    np.testing.assert_array_equal(px.values, b.embeddings[255, 255].astype("float32") * b.scales[255, 255])
+    # no embedding: the NaN corner
+    lon, lat = lonlat_of(31, [r], [c])
+    px = root.pixel(lon[0], lat[0], 2024)
+    assert px.status == tc.NODATA and np.isnan(px.values).all()
+    # not processed: a shard never written, and a zone not in the store
+    lon, lat = lonlat_of(31, [r - 300], [c])
+    assert root.pixel(lon[0], lat[0], 2024).status == tc.NOT_PROCESSED
+    assert root.pixel(-100.0, 40.0, 2024).status == tc.NOT_PROCESSED
+
+
+def test_request_budget(served):
+    """One index read per shard and array, one read per touched chunk, cached afterwards."""
+    server, blocks = served
+    root = tc.open_root(server.url)
+    r, c = UNITS[0].window.row, UNITS[0].window.col
+    lon, lat = lonlat_of(31, [r + 100], [c + 100])
+    server.stats.reset()
+    root.pixel(lon[0], lat[0], 2024)
+    cold = server.stats.snapshot()
+    assert cold["requests"] == 4  # embeddings + scales: index, then chunk
+    emb_index = 16 * 8 * 8 + 4
+    assert cold["bytes_sent"] < 2 * emb_index + 128 * 32 * 32 + 4096 + 20000
+    server.stats.reset()
+    root.pixel(lon[0], lat[0], 2024)
+    assert server.stats.snapshot()["requests"] == 0  # chunk cache
+    # 200 points in one shard: 2 index reads (already cached: 0) + 2 per touched chunk at most
+    rng = np.random.default_rng(1)
+    fresh = tc.open_root(server.url)
+    rows = rng.integers(r, r + 256, 200)
+    cols = rng.integers(c, c + 256, 200)
+    touched = len({(a // 32, b // 32) for a, b in zip(rows, cols)})
+    lon, lat = lonlat_of(31, rows, cols)
+    server.stats.reset()
+    fresh.points(lon, lat, 2024)
+    snap = server.stats.snapshot()
+    index_reads = sum(n for p, n in snap["paths"].items() if p.endswith(f"/c/0/0/{UNITS[0].row}/{UNITS[0].col}") or p.endswith(f"/c/0/{UNITS[0].row}/{UNITS[0].col}"))
+    assert snap["requests"] <= 2 + 2 * touched
+    assert index_reads == snap["requests"]  # every request went to the one shard pair
+
+
+def test_region_equals_zarr_window_and_mosaic(served, built):
+    server, blocks = served
+    root = tc.open_root(server.url)
+    u = UNITS[0]
+    poly = u.polygon_lonlat()
+    cx, cy = poly.centroid.x, poly.centroid.y
+    bbox = (cx - 0.005, cy - 0.005, cx + 0.005, cy + 0.005)  # about 1 km
+    (part,) = root.region(bbox, 2024)
+    w = part.window
+    import zarr
+    from zarr.storage import LocalStore
+
+    g = zarr.open_group(LocalStore(built[0] / ZARR_DIR, read_only=True), mode="r", use_consolidated=True)
+    s = g["utm31"]["scales"][0, w.row : w.row + w.height, w.col : w.col + w.width]
+    q = g["utm31"]["embeddings"][0, :, w.row : w.row + w.height, w.col : w.col + w.width]
+    np.testing.assert_array_equal(part.scales, s)
+    exp = np.moveaxis(q, 0, -1).astype("float32") * np.where(np.isfinite(s), s, np.nan)[..., None]
+    np.testing.assert_array_equal(part.embeddings, exp)
+    assert part.crs == "EPSG:32631" and part.transform.a == 10.0
+    array, transform, crs = root.mosaic(bbox, 2024)
+    assert crs == "EPSG:32631" and array.shape == part.embeddings.shape
+    merc, _, crs = root.mosaic(bbox, 2024, crs="EPSG:3857", resolution=10.0)
+    assert crs == "EPSG:3857" and merc.shape[2] == 128
+    got = merc[~np.isnan(merc[..., 0])]
+    src = part.embeddings[~np.isnan(part.embeddings[..., 0])]
+    assert len(got) > 0.5 * merc.shape[0] * merc.shape[1]
+    assert {tuple(v[:4]) for v in got[:50]} <= {tuple(v[:4]) for v in src}  # nearest neighbour, no blending
+
+
+def test_region_across_zones(served):
+    server, _ = served
+    root = tc.open_root(server.url)
+    parts = root.region((5.99, -7.4, 6.01, -7.39), 2024)
+    assert [p.zone for p in parts] == [31, 32]
+
+
+def test_corrupt_shard_is_an_error_naming_it(tmp_path):
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:1])
+    u = UNITS[0]
+    key = shard_key(31, "embeddings", 0, u.row, u.col)
+    path = root / key
+    data = bytearray(path.read_bytes())
+    lon, lat = lonlat_of(31, [u.window.row + 200], [u.window.col + 200])
+    # a flipped byte in a chunk: the chunk's CRC32C catches it
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    everywhere = lonlat_of(31, np.arange(u.window.row, u.window.row + 256, 16), np.arange(u.window.col, u.window.col + 256, 16))
+    with pytest.raises(DataError, match=key):
+        tc.open_root(str(root)).points(*everywhere, 2024)
+    # a flipped byte in the index: the index CRC32C catches it
+    data[100] ^= 0xFF
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="index"):
+        tc.open_root(str(root)).pixel(lon[0], lat[0], 2024)
+
+
+def test_bad_inputs_are_clear_errors(served, tmp_path):
+    server, _ = served
+    with pytest.raises(UserInputError, match="not a tessera-ray root"):
+        tc.open_root(server.url + "/manifests")
+    with pytest.raises(UserInputError, match="not a tessera-ray root"):
+        tc.open_root(str(tmp_path))
+    root = tc.open_root(server.url)
+    with pytest.raises(UserInputError, match=r"year 1999 is not in .*\[2024\]"):
+        root.pixel(3.0, -7.4, 1999)
+    with pytest.raises(UserInputError, match="outside every zone"):
+        root.pixel(3.0, 89.0, 2024)
+    values, status = root.points([3.0, 3.0], [89.0, float("nan")], 2024)
+    assert list(status) == [tc.OUTSIDE, tc.OUTSIDE] and np.isnan(values).all()
+
+
+def test_local_and_http_reads_agree(served, built):
+    server, _ = served
+    lon, lat = lonlat_of(31, np.arange(1024000, 1024256, 7), np.arange(40960, 41216, 7))
+    a = tc.open_root(server.url).points(lon, lat, 2024)[0]
+    b = tc.open_root(str(built[0])).points(lon, lat, 2024)[0]
+    np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- S3
+
+
+@pytest.fixture
+def s3_root(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    import boto3
+
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="tessera-test")
+    yield "s3://tessera-test/run1"
+    server.stop()
+
+
+def test_store_on_s3_written_verified_and_read(s3_root, built):
+    from tessera_ray.store import read_manifest
+    from tessera_ray.store.objects import open_objects
+
+    blocks = build_random_store(s3_root, UNITS[:1])
+    frame = read_manifest(s3_root, 2024)
+    assert list(frame.unit_id) == [UNITS[0].id]
+    objects = open_objects(s3_root)
+    for obj in frame.iloc[0].objects:
+        assert objects.size(obj["key"]) == obj["size"]
+    r, c = UNITS[0].window.row, UNITS[0].window.col
+    lon, lat = lonlat_of(31, [r + 40, r + 250], [c + 3, c + 200])
+    values, status = tc.open_root(s3_root).points(lon, lat, 2024)
+    b = blocks[0]
+    np.testing.assert_array_equal(values[1], b.embeddings[250, 200].astype("float32") * b.scales[250, 200])
+    assert list(status) == [tc.VALID, tc.VALID]

@@ -1,0 +1,337 @@
+"""The published store: Zarr layout read back by zarr itself, manifests, publication contract."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessera_ray.errors import UserInputError
+from tessera_ray.grid import Unit
+from tessera_ray.store import EmbeddingStore, publish, read_manifest
+from tessera_ray.store.layout import ZARR_DIR, shard_key
+from tessera_ray.store.manifest import manifest_key
+from tessera_ray.store.objects import open_objects
+from tessera_ray.store.testing import build_random_store, random_block, write_random_units
+
+UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256), Unit(31, 4001, 160, 256), Unit(32, 4000, 170, 256)]
+
+
+def open_zarr(root: Path):
+    import zarr
+    from zarr.storage import LocalStore
+
+    return zarr.open_group(LocalStore(root / ZARR_DIR, read_only=True), mode="r", use_consolidated=True)
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    blocks = build_random_store(str(root), UNITS, years=(2024,))
+    return root, blocks
+
+
+def expected_window(block, fill_emb=0, fill_scale=np.inf):
+    """The whole unit as zarr should return it: the block, fill elsewhere."""
+    size = block.unit.size
+    emb = np.full((128, size, size), fill_emb, "int8")
+    sc = np.full((size, size), fill_scale, "float32")
+    r, c = block.offset
+    h, w = block.scales.shape
+    emb[:, r : r + h, c : c + w] = np.moveaxis(block.embeddings, -1, 0)
+    sc[r : r + h, c : c + w] = block.scales
+    return emb, sc
+
+
+def test_zarr_reads_back_exactly_what_was_written(store_root):
+    root, blocks = store_root
+    g = open_zarr(root)
+    for block in blocks:
+        zone = g[f"utm{block.unit.zone:02d}"]
+        rows, cols = block.unit.window.slices()
+        emb_exp, sc_exp = expected_window(block)
+        np.testing.assert_array_equal(zone["embeddings"][0, :, rows, cols], emb_exp)
+        np.testing.assert_array_equal(zone["scales"][0, rows, cols], sc_exp)
+    # the partly written unit keeps +inf (not processed) around its block, NaN inside it
+    part = zone_scales = g["utm31"]["scales"][0, UNITS[1].window.slices()[0], UNITS[1].window.slices()[1]]
+    assert np.isinf(part).any() and np.isnan(part).any() and np.isfinite(part).any()
+    # a shard never written reads as fill: not processed
+    assert np.isinf(g["utm31"]["scales"][0, 0:10, 0:10]).all()
+    del zone_scales
+
+
+def test_layout_matches_geotessera_conventions(store_root):
+    root, _ = store_root
+    g = open_zarr(root)
+    assert g.attrs["geoemb:type"] == "pixel"
+    assert g.attrs["geoemb:dimensions"] == 128
+    assert g.attrs["geoemb:quantization"]["scale"]["nodata"] == "+inf"
+    zone = g["utm31"]
+    assert zone.attrs["proj:code"] == "EPSG:32631"
+    assert zone.attrs["spatial:transform"] == [10.0, 0.0, 90400.0, 0.0, -10.0, 9420800.0]
+    emb = zone["embeddings"]
+    assert emb.shape == (1, 128, 1843200, 81920) and emb.dtype == np.int8
+    assert emb.shards == (1, 128, 256, 256) and emb.chunks == (1, 128, 32, 32)
+    assert emb.metadata.dimension_names == ("time", "band", "y", "x")
+    assert zone["scales"].shape == (1, 1843200, 81920) and math.isinf(zone["scales"].fill_value)
+    assert list(zone["time"][:]) == [2024]
+    assert zone["x"][0] == 90405.0 and zone["y"][0] == 9420795.0
+    assert zone["x"].chunks[0] * 8 <= 65536  # coordinate chunks stay small
+    # pixel centres match the grid module at a written unit
+    r, c = UNITS[0].window.row, UNITS[0].window.col
+    x, y = UNITS[0].grid.pixel_to_xy(r, c)
+    assert zone["x"][c] == x and zone["y"][r] == y
+    # consolidated metadata lists every node, so HTTP readers need no listing
+    doc = json.loads((root / ZARR_DIR / "zarr.json").read_text())
+    listed = doc["consolidated_metadata"]["metadata"]
+    assert {"utm31", "utm31/embeddings", "utm31/scales", "utm31/time", "utm32/x"} <= set(listed)
+
+
+def test_each_unit_is_one_object_per_array(store_root):
+    root, blocks = store_root
+    for block in blocks:
+        u = block.unit
+        for array in ("embeddings", "scales"):
+            assert (root / shard_key(u.zone, array, 0, u.row, u.col)).is_file()
+    chunk_files = [p for p in (root / ZARR_DIR / "utm31" / "embeddings").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert len(chunk_files) == 3  # three units of zone 31, one shard each
+
+
+def test_manifest_is_geoparquet_with_covering_and_checksums(store_root):
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+
+    root, blocks = store_root
+    path = root / manifest_key(2024)
+    frame = gpd.read_parquet(path)
+    assert sorted(frame.unit_id) == sorted(u.id for u in UNITS)
+    assert frame.crs.to_epsg() == 4326
+    meta = json.loads(pq.read_metadata(path).metadata[b"geo"])
+    assert meta["version"] == "1.1.0"
+    assert meta["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    row = frame.set_index("unit_id").loc[UNITS[1].id]
+    block = blocks[1]
+    assert row.valid_pixels == int(np.isfinite(block.scales).sum())
+    assert row.nodata_pixels == int(np.isnan(block.scales).sum())
+    assert row.unprocessed_pixels == 256 * 256 - block.scales.size
+    assert (row.s2_scenes, row.s1_scenes) == (11, 21)
+    assert row.geometry.contains(UNITS[1].polygon_lonlat().centroid)
+    for obj in row.objects:
+        data = (root / obj["key"]).read_bytes()
+        import hashlib
+
+        assert len(data) == obj["size"] and hashlib.sha256(data).hexdigest() == obj["sha256"]
+    md = pq.read_metadata(path)
+    assert md.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_manifest_readable_by_duckdb(store_root):
+    import duckdb
+
+    root, _ = store_root
+    rows = duckdb.sql(
+        f"select unit_id, bbox.xmin as xmin, valid_pixels from read_parquet('{root / manifest_key(2024)}') "
+        "where zone = 31 order by unit_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == sorted(u.id for u in UNITS if u.zone == 31)
+    assert all(-180 < r[1] < 180 and r[2] > 0 for r in rows)
+
+
+def test_manifest_rows_are_hilbert_sorted(tmp_path):
+    from tessera_ray.store.manifest import manifest_frame
+    from tessera_ray.store.writer import PartRecord
+
+    units = [Unit(31, r, c, 256) for r in range(4000, 4004) for c in range(160, 164)]
+    recs = [PartRecord(2024, u.zone, u.id, u.row, u.col, u.size, 1, 0, 0) for u in units]
+    frame = manifest_frame(recs)
+    d = frame.geometry.hilbert_distance(total_bounds=(-180, -90, 180, 90)).to_numpy()
+    assert (np.diff(d) >= 0).all() and len(set(frame.unit_id)) == 16
+
+
+def test_adding_a_year_extends_time_without_rewriting_shards(tmp_path):
+    root = tmp_path / "r"
+    blocks = build_random_store(str(root), UNITS[:2], years=(2023,))
+    shard = root / shard_key(31, "embeddings", 0, UNITS[0].row, UNITS[0].col)
+    before = (shard.read_bytes(), shard.stat().st_mtime_ns)
+    store = EmbeddingStore.open(str(root))
+    later = write_random_units(store, UNITS[:1], 2025, seed=9)
+    publish(str(root), 2025)
+    assert (shard.read_bytes(), shard.stat().st_mtime_ns) == before
+    g = open_zarr(root)
+    assert list(g["utm31"]["time"][:]) == [2023, 2025]
+    assert g["utm31"]["embeddings"].shape[0] == 2
+    rows, cols = UNITS[0].window.slices()
+    np.testing.assert_array_equal(g["utm31"]["scales"][0, rows, cols], blocks[0].scales)
+    np.testing.assert_array_equal(g["utm31"]["scales"][1, rows, cols], later[0].scales)
+    assert sorted(read_manifest(str(root), 2025).unit_id) == [UNITS[0].id]
+    assert sorted(read_manifest(str(root), 2023).unit_id) == sorted(u.id for u in UNITS[:2])
+
+
+def test_publish_again_is_idempotent(tmp_path):
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:2])
+    first = read_manifest(str(root), 2024)
+    root_doc = (root / ZARR_DIR / "zarr.json").read_bytes()
+    result = publish(str(root), 2024)
+    assert result.units == 2 and not result.rejected
+    again = read_manifest(str(root), 2024)
+    assert first.drop(columns="geometry").equals(again.drop(columns="geometry"))
+    assert first.geometry.geom_equals(again.geometry).all()
+    assert (root / ZARR_DIR / "zarr.json").read_bytes() == root_doc
+    assert EmbeddingStore.open(str(root)).is_published(UNITS[0], 2024)
+    assert not EmbeddingStore.open(str(root)).is_published(UNITS[3], 2024)
+
+
+def test_default_upstream_layout(tmp_path):
+    """4096-px shards of 32-px chunks; a small block in a sparse zone array."""
+    root = tmp_path / "big"
+    store = EmbeddingStore.create_or_open(str(root), model="m")
+    unit = Unit(30, 300, 12)
+    store.prepare(2024, {30})
+    emb, scales = random_block(np.random.default_rng(1), 70, 90)
+    store.write_unit(unit, 2024, emb, scales, offset=(1000, 2000))
+    publish(str(root), 2024)
+    g = open_zarr(root)
+    arr = g["utm30"]["embeddings"]
+    assert arr.shards == (1, 128, 4096, 4096) and arr.chunks == (1, 128, 32, 32)
+    r0, c0 = unit.window.row + 1000, unit.window.col + 2000
+    np.testing.assert_array_equal(arr[0, :, r0 : r0 + 70, c0 : c0 + 90], np.moveaxis(emb, -1, 0))
+    np.testing.assert_array_equal(g["utm30"]["scales"][0, r0 - 5 : r0, c0 : c0 + 90], np.inf)
+    # sparse: the shard holds only the touched chunks
+    size = (root / shard_key(30, "embeddings", 0, 300, 12)).stat().st_size
+    assert size < 4 * 4 * 128 * 32 * 32 * 1.1 + 16 * 128 * 128 + 4
+
+
+def test_layout_mismatch_and_unprepared_year_are_clear_errors(tmp_path):
+    root = str(tmp_path / "r")
+    store = EmbeddingStore.create_or_open(root, 256, 32)
+    with pytest.raises(UserInputError, match="shard/chunk"):
+        EmbeddingStore.create_or_open(root, 512, 32)
+    emb, scales = random_block(np.random.default_rng(0), 256, 256)
+    with pytest.raises(UserInputError, match="year 2024 is not prepared"):
+        store.write_unit(UNITS[0], 2024, emb, scales)
+    with pytest.raises(UserInputError, match="not a tessera-ray store"):
+        EmbeddingStore.open(str(tmp_path / "nothing"))
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+class Crash(Exception):
+    pass
+
+
+def crashing_puts(monkeypatch, objects_cls, after: int):
+    """Make the ``after``-th put (0-based) raise, as if the process died there."""
+    real = objects_cls.put
+    calls = {"n": 0}
+
+    def put(self, key, data):
+        if calls["n"] == after:
+            calls["n"] += 1
+            raise Crash(f"killed before writing {key}")
+        calls["n"] += 1
+        return real(self, key, data)
+
+    monkeypatch.setattr(objects_cls, put.__name__, put)
+    return calls
+
+
+def visible_state(root: Path):
+    """What a reader sees: published unit ids, and zarr's values at each published unit."""
+    frame = read_manifest(str(root), 2024)
+    ids = sorted(frame.unit_id) if frame is not None else []
+    g = open_zarr(root)
+    values = {}
+    for uid in ids:
+        u = Unit.from_id(uid)
+        rows, cols = u.window.slices()
+        values[uid] = g[f"utm{u.zone:02d}"]["scales"][0, rows, cols]
+    return ids, values
+
+
+@pytest.mark.parametrize("crash_at", range(0, 13))
+def test_killed_between_any_two_writes_leaves_a_valid_published_state(tmp_path, monkeypatch, crash_at):
+    from tessera_ray.store.objects import LocalObjects
+
+    root = tmp_path / "r"
+    blocks = build_random_store(str(root), UNITS[:1])
+    ids_before, _ = visible_state(root)
+    store = EmbeddingStore.open(str(root))
+    emb, scales = random_block(np.random.default_rng(5), 256, 256)
+    calls = crashing_puts(monkeypatch, LocalObjects, crash_at)
+    # write_unit: 2 shards + 1 part record; publish: manifest, metadata docs..., root last
+    with pytest.raises(Crash):
+        store.write_unit(UNITS[2], 2024, emb, scales)
+        publish(str(root), 2024)
+    assert calls["n"] == crash_at + 1
+    monkeypatch.undo()
+    ids, values = visible_state(root)
+    assert ids in (ids_before, sorted([UNITS[0].id, UNITS[2].id]))
+    np.testing.assert_array_equal(values[UNITS[0].id], blocks[0].scales)
+    if UNITS[2].id in ids:
+        np.testing.assert_array_equal(values[UNITS[2].id], scales)
+    # the next run finishes the job: write again if the part is missing, publish
+    if store.part(UNITS[2], 2024) is None:
+        store.write_unit(UNITS[2], 2024, emb, scales)
+    publish(str(root), 2024)
+    ids, values = visible_state(root)
+    assert ids == sorted([UNITS[0].id, UNITS[2].id])
+    np.testing.assert_array_equal(values[UNITS[2].id], scales)
+
+
+def test_killed_process_leaves_no_partial_objects(tmp_path):
+    """SIGKILL a writer in the middle of a shard: no half object, nothing published."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:1])
+    script = f"""
+import os, time, numpy as np
+from tessera_ray.store import EmbeddingStore
+from tessera_ray.store.objects import LocalObjects
+from tessera_ray.grid import Unit
+from tessera_ray.store.testing import random_block
+real = LocalObjects.put
+def slow_put(self, key, data):
+    if "_parts" in key:
+        print("parts", flush=True); time.sleep(60)
+    return real(self, key, data)
+LocalObjects.put = slow_put
+store = EmbeddingStore.open({str(root)!r})
+emb, scales = random_block(np.random.default_rng(3), 256, 256)
+store.write_unit(Unit(31, 4001, 160, 256), 2024, emb, scales)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "parts"  # shards written, part record not yet
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(root.rglob("*.tmp"))
+    publish(str(root), 2024)
+    assert sorted(read_manifest(str(root), 2024).unit_id) == [UNITS[0].id]
+
+
+def test_publish_rejects_a_part_whose_object_changed(tmp_path):
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:2])
+    victim = root / shard_key(31, "scales", 0, UNITS[1].row, UNITS[1].col)
+    victim.write_bytes(victim.read_bytes()[:-10])
+    result = publish(str(root), 2024)
+    assert result.rejected == (UNITS[1].id,)
+    assert sorted(read_manifest(str(root), 2024).unit_id) == [UNITS[0].id]
+
+
+def test_local_put_is_atomic_and_verified(tmp_path):
+    objects = open_objects(str(tmp_path))
+    info = objects.put("a/b/c.bin", b"hello")
+    assert info.size == 5 and len(info.sha256) == 64
+    assert objects.get_range("a/b/c.bin", -3, 3) == b"llo"
+    assert objects.list("a/") == ["a/b/c.bin"]
+    assert not list(tmp_path.rglob("*.tmp"))
