@@ -1,0 +1,427 @@
+"""The world's local services: STAC API, COGs over HTTP, S3, ``tessera-ray services``.
+
+Every search expectation is computed here from the world's item files with
+shapely and datetime, independently of the server's own search code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from shapely.geometry import Polygon, box, shape
+
+BIN = Path(sys.executable).parent
+
+
+# --------------------------------------------------------------------------- the world's items, read directly
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def items(world) -> dict[str, dict]:
+    found = {}
+    for path in sorted((world / "stac").glob("*/*.json")):
+        if path.name != "collection.json":
+            doc = json.loads(path.read_text())
+            doc["_path"] = path
+            found[doc["id"]] = doc
+    assert len(found) >= 6, "the test world should have several items"
+    return found
+
+
+def expect(items, test) -> set[str]:
+    return {iid for iid, it in items.items() if test(it)}
+
+
+def collection_of(item: dict) -> str:
+    return item["_path"].parent.name
+
+
+@pytest.fixture(scope="module")
+def client(stac_api):
+    from pystac_client import Client
+
+    return Client.open(stac_api.url)
+
+
+def found(search) -> list[str]:
+    return [it.id for it in search.items()]
+
+
+def strict_subset(expected: set[str], items) -> None:
+    """A search test is only meaningful if it keeps some items and drops others."""
+    assert 0 < len(expected) < len(items), expected
+
+
+# --------------------------------------------------------------------------- STAC API
+
+
+def test_landing_page_and_conformance(client, world):
+    from pystac_client.conformance import ConformanceClasses
+
+    for cls in (ConformanceClasses.ITEM_SEARCH, ConformanceClasses.QUERY, ConformanceClasses.FILTER,
+                ConformanceClasses.COLLECTIONS):
+        assert client.conforms_to(cls), cls
+    folders = {p.name for p in (world / "stac").iterdir() if p.is_dir()}
+    assert {c.id for c in client.get_collections()} == folders
+
+
+def test_collection_items_endpoint(client, items):
+    for cid in {collection_of(it) for it in items.values()}:
+        got = [it.id for it in client.get_collection(cid).get_items()]
+        assert sorted(got) == sorted(expect(items, lambda it, c=cid: collection_of(it) == c))
+
+
+def test_item_endpoint_and_404(stac_api, items):
+    iid, item = next(iter(items.items()))
+    r = requests.get(f"{stac_api.url}/collections/{collection_of(item)}/items/{iid}")
+    assert r.status_code == 200 and r.json()["id"] == iid
+    assert requests.get(f"{stac_api.url}/collections/{collection_of(item)}/items/nope").status_code == 404
+    assert requests.get(f"{stac_api.url}/collections/nope").status_code == 404
+
+
+def _corner_box(items) -> tuple[float, float, float, float]:
+    """A small box at a corner of some item that not every item covers."""
+    geoms = [shape(it["geometry"]) for it in items.values()]
+    for g in geoms:
+        w, s, e, n = g.bounds
+        for x, y in ((w, s), (w, n), (e, s), (e, n)):
+            dx, dy = (e - w) * 0.05, (n - s) * 0.05
+            candidate = (min(x, x + (dx if x == w else -dx)), min(y, y + (dy if y == s else -dy)),
+                         max(x, x + (dx if x == w else -dx)), max(y, y + (dy if y == s else -dy)))
+            hits = sum(gg.intersects(box(*candidate)) for gg in geoms)
+            if 0 < hits < len(geoms):
+                return candidate
+    raise AssertionError("every item covers every corner: no bbox separates them")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_search_bbox(client, items, method):
+    bbox = _corner_box(items)
+    expected = expect(items, lambda it: shape(it["geometry"]).intersects(box(*bbox)))
+    strict_subset(expected, items)
+    assert sorted(found(client.search(bbox=list(bbox), limit=100, method=method))) == sorted(expected)
+
+
+def test_search_intersects_polygon(client, items):
+    w, s, e, n = _corner_box(items)
+    triangle = Polygon([(w, s), (e, s), (w, n)])
+    expected = expect(items, lambda it: shape(it["geometry"]).intersects(triangle))
+    strict_subset(expected, items)
+    got = found(client.search(intersects=triangle.__geo_interface__, limit=100))
+    assert sorted(got) == sorted(expected)
+
+
+def _times(items) -> list[datetime]:
+    return sorted({_when(it["properties"]["datetime"]) for it in items.values()})
+
+
+def _iso(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_search_closed_date_range(client, items, method):
+    times = _times(items)
+    lo, hi = times[len(times) // 4], times[(3 * len(times)) // 4]
+    expected = expect(items, lambda it: lo <= _when(it["properties"]["datetime"]) <= hi)
+    strict_subset(expected, items)
+    got = found(client.search(datetime=f"{_iso(lo)}/{_iso(hi)}", limit=100, method=method))
+    assert sorted(got) == sorted(expected)
+
+
+def test_search_open_ranges_and_instant(client, items):
+    times = _times(items)
+    mid = times[len(times) // 2]
+    before = expect(items, lambda it: _when(it["properties"]["datetime"]) <= mid)
+    after = expect(items, lambda it: _when(it["properties"]["datetime"]) >= mid)
+    at = expect(items, lambda it: _when(it["properties"]["datetime"]) == mid)
+    strict_subset(before, items)
+    strict_subset(after, items)
+    assert sorted(found(client.search(datetime=f"../{_iso(mid)}", limit=100))) == sorted(before)
+    assert sorted(found(client.search(datetime=f"{_iso(mid)}/..", limit=100))) == sorted(after)
+    assert sorted(found(client.search(datetime=_iso(mid), limit=100))) == sorted(at)
+
+
+def test_search_by_collection(client, items):
+    for cid in {collection_of(it) for it in items.values()}:
+        expected = expect(items, lambda it, c=cid: collection_of(it) == c)
+        strict_subset(expected, items)
+        assert sorted(found(client.search(collections=[cid], limit=100))) == sorted(expected)
+
+
+def _cloud_threshold(items) -> float:
+    covers = sorted(it["properties"]["eo:cloud_cover"] for it in items.values()
+                    if "eo:cloud_cover" in it["properties"])
+    assert len(set(covers)) >= 2, "the world's S2 items should differ in cloud cover"
+    return covers[len(covers) // 2]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_search_cloud_cover_query_extension(client, items, method):
+    limit = _cloud_threshold(items)
+    expected = expect(items, lambda it: it["properties"].get("eo:cloud_cover", math.inf) < limit)
+    strict_subset(expected, items)
+    got = found(client.search(query={"eo:cloud_cover": {"lt": limit}}, limit=100, method=method))
+    assert sorted(got) == sorted(expected)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_search_cloud_cover_cql2_filter(client, items, method):
+    limit = _cloud_threshold(items)
+    s2 = next(collection_of(it) for it in items.values() if "eo:cloud_cover" in it["properties"])
+    expected = expect(items, lambda it: collection_of(it) == s2 and it["properties"]["eo:cloud_cover"] <= limit)
+    strict_subset(expected, items)
+    cql = {"op": "and", "args": [
+        {"op": "=", "args": [{"property": "collection"}, s2]},
+        {"op": "<=", "args": [{"property": "eo:cloud_cover"}, limit]},
+    ]}
+    got = found(client.search(filter=cql, filter_lang="cql2-json", limit=100, method=method))
+    assert sorted(got) == sorted(expected)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_paging_returns_every_match_once(client, items, method):
+    cid = collection_of(next(iter(items.values())))
+    expected = expect(items, lambda it: collection_of(it) == cid)
+    assert len(expected) > 2
+    search = client.search(collections=[cid], limit=2, method=method)
+    pages = [[it.id for it in page.items] for page in search.pages()]
+    assert len(pages) == math.ceil(len(expected) / 2)
+    assert all(len(p) == 2 for p in pages[:-1])
+    flat = [iid for page in pages for iid in page]
+    assert len(flat) == len(set(flat))
+    assert set(flat) == expected
+
+
+def test_search_by_ids(client, items):
+    wanted = sorted(items)[:3]
+    assert sorted(found(client.search(ids=wanted))) == wanted
+
+
+def test_asset_hrefs_point_at_the_http_server(client, items, http_server):
+    for item in client.search(limit=100).items():
+        source = items[item.id]
+        for key, asset in item.assets.items():
+            assert asset.href == f"{http_server.url}/{source['assets'][key]['href']}"
+    first = next(iter(client.search(limit=1).items()))
+    href = next(iter(first.assets.values())).href
+    assert requests.head(href).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"bbox": "1,2,3"}, "bbox"),
+        ({"datetime": "yesterday"}, "timestamp"),
+        ({"datetime": "2024-05-01T00:00:00Z/2024-01-01T00:00:00Z"}, "ends before it starts"),
+        ({"filter": "eo:cloud_cover < 10", "filter-lang": "cql2-text"}, "cql2-text"),
+        ({"filter": '{"op": "like", "args": [{"property": "id"}, "x%"]}'}, "not supported"),
+        ({"limit": "0"}, "limit"),
+    ],
+)
+def test_bad_searches_are_400_with_a_reason(stac_api, params, message):
+    r = requests.get(f"{stac_api.url}/search", params=params)
+    assert r.status_code == 400
+    assert message in r.json()["description"]
+
+
+def test_injected_failures_then_recovery(stac_api):
+    stac_api.fail_next(2, status=502)
+    stac_api.fail_next(1, status=429)
+    codes = [requests.get(f"{stac_api.url}/search", params={"limit": 1}) for _ in range(4)]
+    assert [r.status_code for r in codes] == [502, 502, 429, 200]
+    assert codes[2].headers["Retry-After"] == "0"
+    assert codes[3].json()["numberReturned"] == 1
+
+
+def test_fail_first_at_start(world, http_server):
+    from tessera_ray.synthetic.services import StacServer
+
+    with StacServer(world, http_server.url, fail_first=1, fail_status=503) as api:
+        assert requests.get(api.url + "/").status_code == 503
+        assert requests.get(api.url + "/").status_code == 200
+        assert api.stats.snapshot()["requests"] == 2
+
+
+# --------------------------------------------------------------------------- COGs over HTTP
+
+
+def _cog_assets(items) -> list[tuple[dict, str]]:
+    """One COG asset of each collection (with raster:bands where the item has them)."""
+    chosen = {}
+    for item in items.values():
+        for key, asset in item["assets"].items():
+            if asset["href"].endswith(".tif") and "data" in asset.get("roles", ["data"]):
+                chosen.setdefault(collection_of(item), (item, key))
+    return list(chosen.values())
+
+
+def assert_same_profile(remote, local) -> None:
+    """dtype, nodata (NaN included), block layout, tiling, compression, CRS, transform."""
+    a, b = dict(remote.profile), dict(local.profile)
+    na, nb = a.pop("nodata"), b.pop("nodata")
+    assert a == b
+    assert na == nb or (math.isnan(na) and math.isnan(nb))
+
+
+def test_cogs_over_vsicurl_equal_local_reads(world, items, client, http_server):
+    import rasterio
+
+    pairs = _cog_assets(items)
+    assert len(pairs) >= 2
+    for item, key in pairs:
+        served = client.get_collection(collection_of(item)).get_item(item["id"])
+        href = served.assets[key].href
+        assert served.assets[key].extra_fields.get("raster:bands") == item["assets"][key].get("raster:bands")
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+            with rasterio.open(f"/vsicurl/{href}") as remote, rasterio.open(world / item["assets"][key]["href"]) as local:
+                assert_same_profile(remote, local)
+                assert remote.block_shapes == local.block_shapes
+                assert remote.overviews(1) == local.overviews(1) and local.overviews(1)
+                assert remote.tags() == local.tags()
+                assert remote.scales == local.scales and remote.offsets == local.offsets
+                np.testing.assert_array_equal(remote.read(1), local.read(1))
+                factor = local.overviews(1)[-1]
+                shape_ = (local.height // factor, local.width // factor)
+                np.testing.assert_array_equal(remote.read(1, out_shape=shape_), local.read(1, out_shape=shape_))
+
+
+def test_s1_orbit_direction_tag_over_http(world, items, http_server):
+    import rasterio
+
+    tagged = 0
+    for item in items.values():
+        for asset in item["assets"].values():
+            if not asset["href"].endswith(".tif"):
+                continue
+            with rasterio.open(world / asset["href"]) as local:
+                direction = local.tags().get("ORBIT_PASS_DIRECTION")
+            if direction is None:
+                continue
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+                with rasterio.open(f"/vsicurl/{http_server.url}/{asset['href']}") as remote:
+                    assert remote.tags()["ORBIT_PASS_DIRECTION"] == direction
+            tagged += 1
+            break
+    assert tagged > 0, "the world's S1 COGs should carry ORBIT_PASS_DIRECTION"
+
+
+# --------------------------------------------------------------------------- S3
+
+
+@pytest.fixture(scope="module")
+def world_bucket(s3_server, world):
+    s3_server.create_bucket("world-pub", public_read=True)
+    s3_server.create_bucket("world-private")
+    n = s3_server.upload_dir(world, "world-pub", "w")
+    s3_server.upload_dir(world / "stac", "world-private")
+    assert n == sum(1 for p in world.rglob("*") if p.is_file())
+    return "world-pub"
+
+
+def _a_cog(items) -> str:
+    item, key = _cog_assets(items)[0]
+    return item["assets"][key]["href"]
+
+
+def test_boto3_range_get(s3_server, world_bucket, world, items):
+    href = _a_cog(items)
+    local = (world / href).read_bytes()
+    got = s3_server.client().get_object(Bucket=world_bucket, Key=f"w/{href}", Range="bytes=-100")
+    assert got["Body"].read() == local[-100:]
+    assert got["ContentRange"] == f"bytes {len(local) - 100}-{len(local) - 1}/{len(local)}"
+
+
+def test_s3fs_reads_with_the_env(s3_server, world_bucket, world, monkeypatch):
+    import s3fs
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    fs = s3fs.S3FileSystem()
+    assert json.loads(fs.cat(f"{world_bucket}/w/world.json")) == json.loads((world / "world.json").read_text())
+
+
+def test_gdal_vsis3_reads_a_cog(s3_server, world_bucket, world, items, monkeypatch):
+    """GDAL takes the endpoint and credentials from the environment (rasterio refuses them as options)."""
+    import rasterio
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    href = _a_cog(items)
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+        with rasterio.open(f"/vsis3/{world_bucket}/w/{href}") as remote, rasterio.open(world / href) as local:
+            assert_same_profile(remote, local)
+            np.testing.assert_array_equal(remote.read(1), local.read(1))
+
+
+def test_public_bucket_is_anonymous_readable_private_is_not(s3_server, world_bucket):
+    assert requests.get(f"{s3_server.endpoint_url}/{world_bucket}/w/world.json").status_code == 200
+    key = next(iter(s3_server.client().list_objects_v2(Bucket="world-private")["Contents"]))["Key"]
+    assert requests.get(f"{s3_server.endpoint_url}/world-private/{key}").status_code == 403
+
+
+# --------------------------------------------------------------------------- tessera-ray services
+
+
+def test_services_command_end_to_end(world):
+    proc = subprocess.Popen(
+        [str(BIN / "tessera-ray"), "services", "--world", str(world)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        urls = json.loads(proc.stdout.readline())
+        assert set(urls) >= {"http", "stac", "s3", "bucket"}
+        assert requests.get(f"{urls['http']}/world.json").json() == json.loads((world / "world.json").read_text())
+        page = requests.post(f"{urls['stac']}/search", json={"limit": 1}).json()
+        href = next(iter(page["features"][0]["assets"].values()))["href"]
+        assert href.startswith(urls["http"] + "/")
+        assert requests.get(href, headers={"Range": "bytes=0-3"}).content in (b"II*\x00", b"MM\x00*")
+        assert requests.get(f"{urls['s3']}/{urls['bucket']}/world.json").status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    out, err = proc.communicate()
+    assert out == "" and err == ""
+
+
+def test_services_command_missing_world(tmp_path):
+    proc = subprocess.run([str(BIN / "tessera-ray"), "services", "--world", str(tmp_path / "absent")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no such folder" in lines[0]
+
+
+def test_local_services_with_port_base(world):
+    import socket
+
+    from tessera_ray.synthetic.services import LocalServices
+
+    for base in range(20000, 60000, 997):  # three consecutive free ports
+        try:
+            socks = [socket.create_server(("127.0.0.1", base + i)) for i in range(3)]
+        except OSError:
+            continue
+        for s in socks:
+            s.close()
+        break
+    with LocalServices(world, port_base=base) as services:
+        urls = services.urls()
+        assert [urls[k].rsplit(":", 1)[1] for k in ("http", "stac", "s3")] == [str(base + i) for i in range(3)]
+        assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(urls)
+        assert requests.get(f"{urls['stac']}/collections").status_code == 200
