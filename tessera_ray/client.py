@@ -17,6 +17,7 @@ shard, never wrong numbers.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
@@ -30,6 +31,7 @@ import numpy as np
 from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
 from tessera_ray.store.layout import LAYOUT_ATTR, YEARS_ATTR, ZARR_DIR
+from tessera_ray.store.manifest import MANIFEST_DIR
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
 VALID, NODATA, NOT_PROCESSED, OUTSIDE = "valid", "no_data", "not_processed", "outside"
@@ -324,6 +326,37 @@ class Root:
             while len(self._chunks) > self._chunk_cache:
                 self._chunks.popitem(last=False)
 
+    # ------------------------------------------------------------ manifests
+
+    def units(self, year: int, bbox: tuple[float, float, float, float] | None = None):
+        """Published units of a year (GeoDataFrame), only those touching ``bbox`` if given.
+
+        Reads the manifest with range requests: its footer, then only the row
+        groups whose ``bbox`` column statistics can intersect the query.
+        """
+        import geopandas as gpd
+        import pyarrow.parquet as pq
+        import shapely
+
+        self._time_index(year)
+        key = f"{MANIFEST_DIR}/{int(year)}.parquet"
+        try:
+            pf = pq.ParquetFile(_RangeFile(self, key))
+        except ObjectNotFound:
+            raise UserInputError(f"{self.url} has no manifest for {year}") from None
+        groups = list(range(pf.metadata.num_row_groups))
+        if bbox is not None:
+            groups = [g for g in groups if _row_group_may_intersect(pf.metadata.row_group(g), bbox)]
+        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+        frame = table.drop(["geometry"]).to_pandas()
+        geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
+        frame = gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
+        if bbox is not None and len(frame):
+            w, s, e, n = bbox
+            b = frame["bbox"].apply(lambda d: (d["xmin"] <= e) & (d["xmax"] >= w) & (d["ymin"] <= n) & (d["ymax"] >= s))
+            frame = frame[b.astype(bool).to_numpy()].reset_index(drop=True)
+        return frame
+
     # ------------------------------------------------------------ pixel reads
 
     def read_pixels(self, zone: int, rows, cols, year: int) -> tuple[np.ndarray, np.ndarray]:
@@ -496,6 +529,59 @@ class Root:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return str(path)
+
+
+class _RangeFile(io.RawIOBase):
+    """A read-only seekable file over range requests (for pyarrow's Parquet reader).
+
+    The tail is fetched once with the size, so the footer costs no extra request.
+    """
+
+    def __init__(self, root: "Root", key: str, tail: int = 64 * 1024):
+        self.root, self.key, self.pos = root, key, 0
+        size = root.objects.size(key)
+        if size is None:
+            raise ObjectNotFound(f"no object {root.objects.child_url(key)}")
+        self.size = size
+        start = max(0, size - tail)
+        self._tail_start, self._tail = start, root._get(key, start, size - start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        return self.pos
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.size - self.pos)
+        if n <= 0:
+            return 0
+        if self.pos >= self._tail_start:
+            data = self._tail[self.pos - self._tail_start : self.pos - self._tail_start + n]
+        else:
+            data = self.root._get(self.key, self.pos, n)
+        buf[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+def _row_group_may_intersect(rg, bbox) -> bool:
+    stats = {}
+    for j in range(rg.num_columns):
+        col = rg.column(j)
+        if col.path_in_schema.startswith("bbox.") and col.statistics is not None and col.statistics.has_min_max:
+            stats[col.path_in_schema[5:]] = (col.statistics.min, col.statistics.max)
+    if len(stats) < 4:
+        return True
+    w, s, e, n = bbox
+    return not (stats["xmin"][0] > e or stats["xmax"][1] < w or stats["ymin"][0] > n or stats["ymax"][1] < s)
 
 
 def _merge_ranges(todo: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:

@@ -228,3 +228,46 @@ def test_store_on_s3_written_verified_and_read(s3_root, built):
     b = blocks[0]
     np.testing.assert_array_equal(values[1], b.embeddings[250, 200].astype("float32") * b.scales[250, 200])
     assert list(status) == [tc.VALID, tc.VALID]
+
+
+# --------------------------------------------------------------------------- manifests over HTTP
+
+
+@pytest.fixture(scope="module")
+def big_manifest(tmp_path_factory, built):
+    """A year with 960 published units (records only) next to the real store's metadata."""
+    import shutil
+
+    from tessera_ray.store.manifest import manifest_bytes, manifest_key
+    from tessera_ray.store.writer import PartRecord
+
+    root = tmp_path_factory.mktemp("manifest")
+    shutil.copytree(built[0] / ZARR_DIR, root / ZARR_DIR)
+    units = [Unit(31, r, c, 256) for r in range(3990, 4020) for c in range(150, 182)]
+    recs = [PartRecord(2024, u.zone, u.id, u.row, u.col, u.size, 100, 0, 0) for u in units]
+    (root / "manifests").mkdir()
+    (root / manifest_key(2024)).write_bytes(manifest_bytes(recs))
+    with StaticServer(root) as server:
+        yield server, root / manifest_key(2024), units
+
+
+def test_manifest_bbox_query_reads_only_needed_row_groups(big_manifest):
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+    from shapely.geometry import box
+
+    server, path, units = big_manifest
+    assert pq.ParquetFile(path).metadata.num_row_groups == 8
+    root = tc.open_root(server.url)
+    poly = units[5 * 32 + 7].polygon_lonlat()
+    bbox = tuple(poly.centroid.buffer(0.002).bounds)
+    server.stats.reset()
+    got = root.units(2024, bbox)
+    snap = server.stats.snapshot()
+    whole = gpd.read_parquet(path)
+    expected = sorted(whole[whole.envelope.intersects(box(*bbox))].unit_id)
+    assert sorted(got.unit_id) == expected and units[5 * 32 + 7].id in expected
+    assert snap["bytes_sent"] < 0.5 * path.stat().st_size
+    assert snap["requests"] <= 2 + 2 * 2  # HEAD + tail with footer, then at most two row groups' ranges
+    assert len(root.units(2024)) == 960
+
