@@ -80,7 +80,9 @@ def test_layout_matches_geotessera_conventions(store_root):
     assert zone["scales"].shape == (1, 1843200, 81920) and math.isinf(zone["scales"].fill_value)
     assert list(zone["time"][:]) == [2024]
     assert zone["x"][0] == 90405.0 and zone["y"][0] == 9420795.0
-    assert zone["x"].chunks[0] * 8 <= 65536  # coordinate chunks stay small
+    assert zone["x"].chunks[0] * 8 <= 2**19  # coordinate chunks stay small
+    coord_files = [p for p in (root / ZARR_DIR / "utm31" / "y" / "c").iterdir()]
+    assert len(coord_files) == math.ceil(1843200 / zone["y"].chunks[0]) and max(p.stat().st_size for p in coord_files) < 16384
     # pixel centres match the grid module at a written unit
     r, c = UNITS[0].window.row, UNITS[0].window.col
     x, y = UNITS[0].grid.pixel_to_xy(r, c)
@@ -254,12 +256,21 @@ def visible_state(root: Path):
     return ids, values
 
 
+@pytest.fixture(scope="module")
+def one_unit_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one-unit")
+    return root, build_random_store(str(root), UNITS[:1])
+
+
 @pytest.mark.parametrize("crash_at", range(0, 13))
-def test_killed_between_any_two_writes_leaves_a_valid_published_state(tmp_path, monkeypatch, crash_at):
+def test_killed_between_any_two_writes_leaves_a_valid_published_state(tmp_path, monkeypatch, crash_at, one_unit_store):
+    import shutil
+
     from tessera_ray.store.objects import LocalObjects
 
     root = tmp_path / "r"
-    blocks = build_random_store(str(root), UNITS[:1])
+    shutil.copytree(one_unit_store[0], root)
+    blocks = one_unit_store[1]
     ids_before, _ = visible_state(root)
     store = EmbeddingStore.open(str(root))
     emb, scales = random_block(np.random.default_rng(5), 256, 256)

@@ -29,7 +29,7 @@ from tessera_ray.grid import RESOLUTION, ZONE_HEIGHT, ZONE_WIDTH, ZONE_X0, ZONE_
 
 ZARR_DIR = "tessera.zarr"
 N_BANDS = 128
-COORD_CHUNK = 8192  # pixel-centre coordinates: 64 KB chunks, so nobody reads megabytes
+COORD_CHUNK = 65536  # pixel-centre coordinates: 512 KB decoded, a few KB compressed (bitshuffle)
 TIME_CHUNK = 64  # years per chunk of the time coordinate: appending a year rewrites one small chunk
 LAYOUT_ATTR = "tessera_ray:layout"
 YEARS_ATTR = "tessera_ray:years"

@@ -1,0 +1,142 @@
+"""``tessera-ray sample`` / ``export``: outputs a user opens, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tessera_ray import client as tc
+from tessera_ray.cli import main
+from tessera_ray.grid import Unit, zone_grid
+from tessera_ray.serve import StaticServer
+from tessera_ray.store.layout import shard_key
+from tessera_ray.store.testing import build_random_store
+
+UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256)]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-store")
+    blocks = build_random_store(str(root), UNITS)
+    with StaticServer(root) as server:
+        yield root, server.url, blocks
+
+
+def run(argv, capsys):
+    """Run the CLI; (exit code, stdout, stderr)."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def sample_points(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    w = UNITS[0].window
+    rows, cols = rng.integers(w.row, w.row + 256, n), rng.integers(w.col, w.col + 512, n)
+    return zone_grid(31).pixel_to_lonlat(rows, cols)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "geojson", "parquet"])
+def test_sample_writes_geoparquet_with_values_and_status(served, tmp_path, capsys, fmt):
+    import geopandas as gpd
+    import pandas as pd
+
+    root, url, _ = served
+    lon, lat = sample_points()
+    table = pd.DataFrame({"id": np.arange(len(lon)), "lon": lon, "lat": lat})
+    points = tmp_path / f"points.{fmt}"
+    if fmt == "csv":
+        table.to_csv(points, index=False)
+    else:
+        frame = gpd.GeoDataFrame(table[["id"]], geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+        if fmt == "geojson":
+            frame.to_file(points, driver="GeoJSON")
+        else:
+            frame.to_crs("EPSG:32631").to_parquet(points)  # another CRS: must be reprojected
+    out = tmp_path / "out.parquet"
+    code, stdout, err = run(["sample", "--root", url, "--points", str(points), "--year", "2024", "--out", str(out)], capsys)
+    assert code == 0, err
+    got = gpd.read_parquet(out)
+    assert list(got["id"]) == list(range(len(lon)))
+    values = got[[f"emb_{i:03d}" for i in range(128)]].to_numpy()
+    expected, status = tc.open_root(str(root)).points(lon, lat, 2024)
+    np.testing.assert_allclose(values, expected, rtol=1e-6, equal_nan=True)
+    assert list(got["status"]) == list(status)
+    assert f"{len(lon)} points" in stdout
+
+
+def test_export_writes_a_cog_with_the_region(served, tmp_path, capsys):
+    import rasterio
+
+    root, url, _ = served
+    cx, cy = UNITS[0].polygon_lonlat().centroid.coords[0]
+    bbox = (cx - 0.004, cy - 0.004, cx + 0.004, cy + 0.004)
+    out = tmp_path / "region.tif"
+    code, _, err = run(["export", "--root", url, "--bbox", ",".join(map(str, bbox)), "--year", "2024", "--out", str(out)], capsys)
+    assert code == 0, err
+    (part,) = tc.open_root(str(root)).region(bbox, 2024)
+    with rasterio.open(out) as src:
+        assert src.count == 128 and src.crs.to_epsg() == 32631
+        assert src.transform == part.transform
+        assert src.profile["tiled"] and src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        data = np.moveaxis(src.read(), 0, -1)
+    np.testing.assert_array_equal(data, part.embeddings)
+
+
+def test_bad_inputs_give_one_line_and_nonzero_exit(served, tmp_path, capsys):
+    root, url, _ = served
+    lon, lat = sample_points(5)
+    good = tmp_path / "p.csv"
+    good.write_text("lon,lat\n" + "".join(f"{a},{b}\n" for a, b in zip(lon, lat)))
+    out = tmp_path / "o.parquet"
+
+    def check(argv, pattern, code=2):
+        got, _, err = run(argv, capsys)
+        assert got == code, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert pattern in err, err
+        assert not out.exists()
+
+    base = ["--year", "2024", "--out", str(out)]
+    check(["sample", "--root", str(tmp_path / "nope"), "--points", str(good), *base], "not a tessera-ray root")
+    check(["sample", "--root", url + "/manifests", "--points", str(good), *base], "not a tessera-ray root")
+    check(["sample", "--root", url, "--points", str(good), "--year", "1999", "--out", str(out)], "year 1999 is not in")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    check(["sample", "--root", url, "--points", str(bad), *base], "no lon/lat columns")
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"not parquet at all")
+    check(["sample", "--root", url, "--points", str(junk), *base], "cannot read points file")
+    nums = tmp_path / "nums.csv"
+    nums.write_text("lon,lat\n3.0,abc\n")
+    check(["sample", "--root", url, "--points", str(nums), *base], "non-numeric")
+    polar = tmp_path / "polar.csv"
+    polar.write_text("lon,lat\n3.0,-7.4\n3.0,88.5\n")
+    check(["sample", "--root", url, "--points", str(polar), *base], "outside every zone grid")
+    check(["export", "--root", url, "--bbox", "1,2,3", "--year", "2024", "--out", str(tmp_path / "x.tif")], "bbox must be four numbers")
+
+
+def test_corrupt_shard_fails_naming_it(tmp_path, capsys):
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:1], partial=False)
+    key = shard_key(31, "scales", 0, UNITS[0].row, UNITS[0].col)
+    data = bytearray((root / key).read_bytes())
+    data[len(data) // 2] ^= 0x55
+    (root / key).write_bytes(bytes(data))
+    w = UNITS[0].window
+    rows, cols = np.meshgrid(np.arange(w.row + 16, w.row + 256, 32), np.arange(w.col + 16, w.col + 256, 32))
+    lon, lat = zone_grid(31).pixel_to_lonlat(rows.ravel(), cols.ravel())  # one point in every chunk
+    points = tmp_path / "p.json"
+    points.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [a, b]}} for a, b in zip(lon, lat)
+    ]}))
+    out = tmp_path / "o.parquet"
+    code, _, err = run(["sample", "--root", str(root), "--points", str(points), "--year", "2024", "--out", str(out)], capsys)
+    assert code == 4 and key in err and "corrupt" in err and not out.exists()
