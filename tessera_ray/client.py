@@ -209,7 +209,7 @@ class Root:
         self.threads = threads
         self.requests = 0
         self._lock = threading.Lock()
-        self._indexes: dict[str, np.ndarray | None] = {}
+        self._indexes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._chunk_cache = chunk_cache
         self._load_metadata()
@@ -254,22 +254,51 @@ class Root:
             raise UserInputError(f"year {year} is not in {self.url}; it has {self.years or 'no years'}")
         return self.years.index(int(year))
 
-    def _index(self, arr: ShardedArray, shard_coords: tuple) -> np.ndarray | None:
-        """A shard's chunk index, read once; None when the shard does not exist."""
+    def _index(self, arr: ShardedArray, shard_coords: tuple, numbers: list[int]) -> np.ndarray | None:
+        """The chunk index entries of a shard (at least ``numbers``); None when the shard does not exist.
+
+        One request per call at most, its result cached. An index at the end
+        of the shard is read whole (a suffix range, CRC32C-checked). An index at
+        the start is read whole when most of it is needed, otherwise only the
+        span of entries asked for; each chunk's own CRC32C still guards the data.
+        """
         key = arr.shard_key(shard_coords)
         with self._lock:
-            if key in self._indexes:
-                return self._indexes[key]
-        n = arr.index_nbytes
+            cached = self._indexes.get(key, ())
+        if cached is None:
+            return None
+        entries, known = cached if cached else (None, None)
+        missing = [n for n in numbers if known is None or not known[n]]
+        if not missing:
+            return entries
+        n_chunks = int(np.prod(arr.chunks_per_shard))
+        lo, hi = min(missing), max(missing)
+        whole = not arr.index_at_start or (hi - lo + 1) * 2 > n_chunks
         try:
-            data = self._get(key, 0 if arr.index_at_start else -n, n)
+            if whole:
+                nbytes = arr.index_nbytes
+                data = self._get(key, 0 if arr.index_at_start else -nbytes, nbytes)
+            else:
+                data = self._get(key, 16 * lo, 16 * (hi - lo + 1))
         except ObjectNotFound:
-            index = None
+            with self._lock:
+                self._indexes[key] = None
+            return None
+        if entries is None:
+            entries = np.full((n_chunks, 2), _EMPTY, "uint64")
+            known = np.zeros(n_chunks, bool)
+        if whole:
+            entries[:] = arr.decode_index(data, self.objects.child_url(key))
+            known[:] = True
         else:
-            index = arr.decode_index(data, self.objects.child_url(key))
+            if len(data) != 16 * (hi - lo + 1):
+                raise DataError(f"shard {self.objects.child_url(key)} is shorter than its index: the object is corrupt")
+            endian = _bytes_endian(arr.index_codecs)
+            entries[lo : hi + 1] = np.frombuffer(data, dtype=f"{endian}u8").reshape(-1, 2)
+            known[lo : hi + 1] = True
         with self._lock:
-            self._indexes[key] = index
-        return index
+            self._indexes[key] = (entries, known)
+        return entries
 
     def _chunks_for(self, arr: ShardedArray, wanted: dict[tuple, list[int]]) -> dict[tuple, np.ndarray | None]:
         """Decode inner chunks: ``{shard_coords: [chunk numbers]}`` -> ``{(shard, n): array | None}``.
@@ -279,7 +308,7 @@ class Root:
         """
         shards = list(wanted)
         with ThreadPoolExecutor(self.threads) as pool:
-            indexes = dict(zip(shards, pool.map(lambda s: self._index(arr, s), shards)))
+            indexes = dict(zip(shards, pool.map(lambda s: self._index(arr, s, wanted[s]), shards)))
             out: dict[tuple, np.ndarray | None] = {}
             jobs = []
             for shard, numbers in wanted.items():

@@ -90,8 +90,8 @@ def test_request_budget(served):
     root.pixel(lon[0], lat[0], 2024)
     cold = server.stats.snapshot()
     assert cold["requests"] == 4  # embeddings + scales: index, then chunk
-    emb_index = 16 * 8 * 8 + 4
-    assert cold["bytes_sent"] < 2 * emb_index + 128 * 32 * 32 + 4096 + 20000
+    # index entries are read alone (16 bytes each); the rest is one int8 and one float32 chunk
+    assert cold["bytes_sent"] < 128 * 32 * 32 + 32 * 32 * 4 + 1000
     server.stats.reset()
     root.pixel(lon[0], lat[0], 2024)
     assert server.stats.snapshot()["requests"] == 0  # chunk cache
@@ -148,24 +148,38 @@ def test_region_across_zones(served):
 
 def test_corrupt_shard_is_an_error_naming_it(tmp_path):
     root = tmp_path / "r"
-    build_random_store(str(root), UNITS[:1])
+    build_random_store(str(root), UNITS[:1], partial=False)
     u = UNITS[0]
     key = shard_key(31, "embeddings", 0, u.row, u.col)
     path = root / key
-    data = bytearray(path.read_bytes())
-    lon, lat = lonlat_of(31, [u.window.row + 200], [u.window.col + 200])
-    # a flipped byte in a chunk: the chunk's CRC32C catches it
-    data[100] ^= 0xFF
-    path.write_bytes(bytes(data))
-    everywhere = lonlat_of(31, np.arange(u.window.row, u.window.row + 256, 16), np.arange(u.window.col, u.window.col + 256, 16))
+    clean = path.read_bytes()
+    index_bytes = 8 * 8 * 16 + 4  # at the start of the shard: 64 entries + CRC32C
+    rows, cols = np.meshgrid(np.arange(u.window.row, u.window.row + 256, 32), np.arange(u.window.col, u.window.col + 256, 32))
+    every_chunk = lonlat_of(31, rows.ravel() + 20, cols.ravel() + 20)
+
+    def corrupt(offset):
+        data = bytearray(clean)
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+    # a flipped byte in chunk data: that chunk's CRC32C catches it
+    corrupt(index_bytes + 100)
+    with pytest.raises(DataError, match=f"{key} chunk .* corrupt"):
+        tc.open_root(str(root)).points(*every_chunk, 2024)
+    # a flipped byte in the index, read whole for a batch: the index CRC32C catches it
+    corrupt(16 * 5 + 3)
+    with pytest.raises(DataError, match=f"{key} index failed its CRC32C"):
+        tc.open_root(str(root)).points(*every_chunk, 2024)
+    # the same entry read alone (no index CRC): the chunk it points to fails instead
+    lon, lat = lonlat_of(31, [u.window.row + 10], [u.window.col + 5 * 32 + 10])
     with pytest.raises(DataError, match=key):
-        tc.open_root(str(root)).points(*everywhere, 2024)
-    # a flipped byte in the index: the index CRC32C catches it
-    data[100] ^= 0xFF
-    data[-10] ^= 0xFF
-    path.write_bytes(bytes(data))
-    with pytest.raises(DataError, match="index"):
         tc.open_root(str(root)).pixel(lon[0], lat[0], 2024)
+    # a truncated object
+    path.write_bytes(clean[: len(clean) // 2])
+    with pytest.raises(DataError, match=key):
+        tc.open_root(str(root)).points(*every_chunk, 2024)
+    path.write_bytes(clean)
+    assert tc.open_root(str(root)).pixel(lon[0], lat[0], 2024).status == tc.VALID
 
 
 def test_bad_inputs_are_clear_errors(served, tmp_path):
@@ -181,6 +195,20 @@ def test_bad_inputs_are_clear_errors(served, tmp_path):
         root.pixel(3.0, 89.0, 2024)
     values, status = root.points([3.0, 3.0], [89.0, float("nan")], 2024)
     assert list(status) == [tc.OUTSIDE, tc.OUTSIDE] and np.isnan(values).all()
+
+
+def test_index_at_the_end_of_shards_reads_the_same(tmp_path, built):
+    """zarr's default layout (index after the chunks) goes through the suffix-range path."""
+    root = tmp_path / "end"
+    build_random_store(str(root), UNITS[:2], index_location="end")
+    rng = np.random.default_rng(4)
+    w = UNITS[0].window
+    rows, cols = rng.integers(w.row, w.row + 256, 200), rng.integers(w.col, w.col + 512, 200)
+    lon, lat = lonlat_of(31, rows, cols)
+    a = tc.open_root(str(root)).points(lon, lat, 2024)[0]
+    q, s = zarr_pixels(root, 31, rows, cols)
+    np.testing.assert_array_equal(a, q.astype("float32") * np.where(np.isfinite(s), s, np.nan)[:, None])
+    np.testing.assert_array_equal(a, tc.open_root(str(built[0])).points(lon, lat, 2024)[0])
 
 
 def test_local_and_http_reads_agree(served, built):

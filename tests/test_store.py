@@ -211,7 +211,7 @@ def test_default_upstream_layout(tmp_path):
 def test_layout_mismatch_and_unprepared_year_are_clear_errors(tmp_path):
     root = str(tmp_path / "r")
     store = EmbeddingStore.create_or_open(root, 256, 32)
-    with pytest.raises(UserInputError, match="shard/chunk"):
+    with pytest.raises(UserInputError, match="was created with layout"):
         EmbeddingStore.create_or_open(root, 512, 32)
     emb, scales = random_block(np.random.default_rng(0), 256, 256)
     with pytest.raises(UserInputError, match="year 2024 is not prepared"):

@@ -43,14 +43,21 @@ class StoreLayout:
     ``shard_size`` equals the unit size of the work grid: one unit, one shard.
     ``chunk_checksum`` appends a CRC32C to every inner chunk so that readers
     detect a corrupt chunk instead of decoding wrong numbers.
+    ``index_location`` "start" puts each shard's chunk index at a known offset,
+    so a reader fetches just the 16-byte entries it needs (a cold pixel then
+    costs bytes, not the 256 KB index of a 4096/32 shard); "end" is zarr's
+    default. Both are standard Zarr v3 sharding and read by zarr and geotessera.
     """
 
     shard_size: int = 4096
     chunk_size: int = 32
     clevel: int = 3
     chunk_checksum: bool = True
+    index_location: str = "start"
 
     def __post_init__(self) -> None:
+        if self.index_location not in ("start", "end"):
+            raise ValueError(f"index_location must be start or end, not {self.index_location!r}")
         if self.shard_size % self.chunk_size:
             raise ValueError(f"shard size {self.shard_size} is not a multiple of chunk size {self.chunk_size}")
         if ZONE_WIDTH % self.shard_size or ZONE_HEIGHT % self.shard_size:
@@ -62,11 +69,15 @@ class StoreLayout:
             "chunk_size": self.chunk_size,
             "clevel": self.clevel,
             "chunk_checksum": self.chunk_checksum,
+            "index_location": self.index_location,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "StoreLayout":
-        return cls(int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]))
+        return cls(
+            int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]),
+            str(d.get("index_location", "end")),
+        )
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,7 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
         "embeddings",
         shape=(n_years, N_BANDS, ZONE_HEIGHT, ZONE_WIDTH),
         chunks=(1, N_BANDS, c, c),
-        shards=(1, N_BANDS, s, s),
+        shards={"shape": (1, N_BANDS, s, s), "index_location": layout.index_location},
         dtype="int8",
         fill_value=0,
         compressors=_compressors(layout, "noshuffle"),
@@ -152,7 +163,7 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
         "scales",
         shape=(n_years, ZONE_HEIGHT, ZONE_WIDTH),
         chunks=(1, c, c),
-        shards=(1, s, s),
+        shards={"shape": (1, s, s), "index_location": layout.index_location},
         dtype="float32",
         fill_value=np.float32("inf"),
         compressors=_compressors(layout, "shuffle"),

@@ -75,9 +75,12 @@ def build_random_store(
     chunk_size: int = 32,
     seed: int = 0,
     partial: bool = True,
+    index_location: str = "start",
 ) -> list[WrittenBlock]:
     """Create a store, write random units for each year and publish them."""
-    store = EmbeddingStore.create_or_open(root, shard_size, chunk_size, model="random-test-model", model_checksum="0" * 64)
+    store = EmbeddingStore.create_or_open(
+        root, shard_size, chunk_size, model="random-test-model", model_checksum="0" * 64, index_location=index_location
+    )
     blocks = []
     for k, year in enumerate(years):
         blocks += write_random_units(store, units, year, seed + k, partial)

@@ -118,17 +118,15 @@ class EmbeddingStore:
         model: str = "tessera",
         model_checksum: str = "",
         chunk_checksum: bool = True,
+        index_location: str = "start",
     ) -> "EmbeddingStore":
         """Open the store at ``root``, creating it if empty; its layout must match."""
         objects = open_objects(root)
-        layout = StoreLayout(shard_size, chunk_size, chunk_checksum=chunk_checksum)
+        layout = StoreLayout(shard_size, chunk_size, chunk_checksum=chunk_checksum, index_location=index_location)
         if objects.exists(ROOT_DOC):
             store = cls.open(root)
             if store.layout != layout:
-                raise UserInputError(
-                    f"{root} was created with shard/chunk {store.layout.shard_size}/{store.layout.chunk_size}, "
-                    f"not {shard_size}/{chunk_size}"
-                )
+                raise UserInputError(f"{root} was created with layout {store.layout.as_dict()}, not {layout.as_dict()}")
             store.model_checksum = model_checksum
             return store
         store = cls(objects, StoreState(layout, model), model_checksum)
