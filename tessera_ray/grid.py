@@ -218,13 +218,18 @@ class ZoneGrid:
         col1, row1 = max(col1, col0 + 1), max(row1, row0 + 1)
         return Window(row0, col0, row1 - row0, col1 - col0).intersection(self.full_window)
 
-    def window_polygon_lonlat(self, window: Window, densify: int = 16) -> Polygon:
-        """A window's outline in lon/lat, its edges densified."""
+    def window_polygon_lonlat(self, window: Window, densify: int = 16) -> BaseGeometry:
+        """A window's outline in lon/lat, its edges densified.
+
+        An outline across the antimeridian comes back split into two polygons.
+        """
         xmin, ymin, xmax, ymax = self.window_bounds(window)
         ring = shapely.segmentize(box(xmin, ymin, xmax, ymax), max(xmax - xmin, ymax - ymin) / densify)
         xs, ys = np.asarray(ring.exterior.coords).T
         lon, lat = transform_points(xs, ys, self.crs, WGS84)
-        return Polygon(zip(lon, lat))
+        if lon.max() - lon.min() > 180.0:
+            lon = np.where(lon < 0, lon + 360.0, lon)
+        return _split_antimeridian(Polygon(zip(lon, lat)))
 
 
 @lru_cache(maxsize=64)
@@ -292,7 +297,7 @@ class Unit:
     def crs(self) -> str:
         return self.grid.crs
 
-    def polygon_lonlat(self) -> Polygon:
+    def polygon_lonlat(self) -> BaseGeometry:
         return self.grid.window_polygon_lonlat(self.window)
 
 
@@ -410,9 +415,9 @@ def load_roi(spec: str) -> Roi:
     A file's CRS is honoured; features are merged.
     """
     spec = spec.strip()
-    if re.fullmatch(r"\s*-?[\d.eE+-]+\s*(,\s*-?[\d.eE+-]+\s*){3}", spec):
-        return roi_from_bbox(*parse_bbox(spec))
     path = Path(spec)
+    if not path.exists() and re.fullmatch(r"[\d.eE+\-\s]+(,[\d.eE+\-\s]*)+", spec):
+        return roi_from_bbox(*parse_bbox(spec))
     if not path.exists():
         raise RoiError(f"ROI {spec!r} is neither a bbox W,S,E,N nor an existing file")
     try:

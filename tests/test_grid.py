@@ -193,5 +193,7 @@ def test_tile_shapes_follow_latitude():
     equator = grid.tile_of(0.55, 0.05).window
     north = grid.tile_of(0.55, 60.05).window
     assert 1100 <= equator.height <= 1130 and 1100 <= equator.width <= 1130
-    assert 1100 <= north.height <= 1130 and 540 <= north.width <= 600
+    # 0.1 degree of longitude shrinks with latitude; the grid's convergence
+    # away from the central meridian makes the covering window a little taller
+    assert 1100 <= north.height <= 1150 and 540 <= north.width <= 610
     assert [t.name for t in grid.tiles_for_bounds(0.1, 52.15, 0.15, 52.2)] == ["grid_0.15_52.15"]
