@@ -21,7 +21,7 @@ import io
 import json
 import math
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
@@ -207,7 +207,7 @@ class Root:
     def __init__(self, objects: Objects, threads: int = 16, chunk_cache: int = 256):
         self.objects = objects
         self.threads = threads
-        self.requests = 0
+        self.stats: Counter[str] = Counter()  # requests and bytes by kind, for benchmarks and tests
         self._lock = threading.Lock()
         self._indexes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -221,7 +221,7 @@ class Root:
     def _load_metadata(self) -> None:
         key = f"{ZARR_DIR}/zarr.json"
         try:
-            meta = json.loads(self._get(key))
+            meta = json.loads(self._get("metadata", key))
         except ObjectNotFound:
             raise UserInputError(f"{self.url} is not a tessera-ray root (no {key})") from None
         except (ValueError, UnicodeDecodeError):
@@ -242,12 +242,13 @@ class Root:
 
     # ------------------------------------------------------------ I/O
 
-    def _get(self, key: str, start: int | None = None, length: int | None = None) -> bytes:
+    def _get(self, kind: str, key: str, start: int | None = None, length: int | None = None) -> bytes:
+        """One GET; ``kind`` (metadata, index, chunks, manifest) only feeds :attr:`stats`."""
+        data = self.objects.get(key) if start is None else self.objects.get_range(key, start, length)
         with self._lock:
-            self.requests += 1
-        if start is None:
-            return self.objects.get(key)
-        return self.objects.get_range(key, start, length)
+            self.stats[f"{kind}_requests"] += 1
+            self.stats[f"{kind}_bytes"] += len(data)
+        return data
 
     def _time_index(self, year: int) -> int:
         if int(year) not in self.years:
@@ -277,9 +278,9 @@ class Root:
         try:
             if whole:
                 nbytes = arr.index_nbytes
-                data = self._get(key, 0 if arr.index_at_start else -nbytes, nbytes)
+                data = self._get("index", key, 0 if arr.index_at_start else -nbytes, nbytes)
             else:
-                data = self._get(key, 16 * lo, 16 * (hi - lo + 1))
+                data = self._get("index", key, 16 * lo, 16 * (hi - lo + 1))
         except ObjectNotFound:
             with self._lock:
                 self._indexes[key] = None
@@ -332,7 +333,7 @@ class Root:
         key = arr.shard_key(shard)
         start = run[0][0]
         end = max(off + size for off, size, _ in run)
-        data = self._get(key, start, end - start)
+        data = self._get("chunks", key, start, end - start)
         if len(data) != end - start:
             raise DataError(f"shard {self.objects.child_url(key)} is shorter than its index says: the object is corrupt")
         out = {}
@@ -573,7 +574,7 @@ class _RangeFile(io.RawIOBase):
             raise ObjectNotFound(f"no object {root.objects.child_url(key)}")
         self.size = size
         start = max(0, size - tail)
-        self._tail_start, self._tail = start, root._get(key, start, size - start)
+        self._tail_start, self._tail = start, root._get("manifest", key, start, size - start)
 
     def readable(self) -> bool:
         return True
@@ -595,7 +596,7 @@ class _RangeFile(io.RawIOBase):
         if self.pos >= self._tail_start:
             data = self._tail[self.pos - self._tail_start : self.pos - self._tail_start + n]
         else:
-            data = self.root._get(self.key, self.pos, n)
+            data = self.root._get("manifest", self.key, self.pos, n)
         buf[: len(data)] = data
         self.pos += len(data)
         return len(data)

@@ -14,6 +14,8 @@ from tessera_ray.store.testing import build_random_store
 
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256), Unit(32, 4000, 170, 256)]
 
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
@@ -105,9 +107,13 @@ def test_request_budget(served):
     server.stats.reset()
     fresh.points(lon, lat, 2024)
     snap = server.stats.snapshot()
-    index_reads = sum(n for p, n in snap["paths"].items() if p.endswith(f"/c/0/0/{UNITS[0].row}/{UNITS[0].col}") or p.endswith(f"/c/0/{UNITS[0].row}/{UNITS[0].col}"))
-    assert snap["requests"] <= 2 + 2 * touched
-    assert index_reads == snap["requests"]  # every request went to the one shard pair
+    assert fresh.stats["index_requests"] == 2  # one per array's shard
+    assert fresh.stats["chunks_requests"] <= 2 * touched
+    assert snap["requests"] == fresh.stats["index_requests"] + fresh.stats["chunks_requests"]
+    assert set(snap["paths"]) == {
+        f"/{shard_key(31, 'embeddings', 0, UNITS[0].row, UNITS[0].col)}",
+        f"/{shard_key(31, 'scales', 0, UNITS[0].row, UNITS[0].col)}",
+    }
 
 
 def test_region_equals_zarr_window_and_mosaic(served, built):

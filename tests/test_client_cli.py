@@ -16,6 +16,8 @@ from tessera_ray.store.testing import build_random_store
 
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256)]
 
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):

@@ -16,6 +16,8 @@ geotessera = pytest.importorskip("geotessera", reason="scripts/setup dev install
 # units around (3.0 E, 83.95 N) in zone 31 holding the tiles grid_2.95_83.95 and grid_3.05_83.95
 # whole: tiles this far north are ~120 px wide, so a tile costs megabytes, not hundreds
 UNITS = [Unit(31, r, c, 256) for r in range(36, 41) for c in (159, 160)]
+
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 TILE_BBOX = "2.96,83.91,3.04,83.99"
 
 

@@ -20,6 +20,8 @@ from tessera_ray.store.testing import build_random_store, random_block, write_ra
 
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256), Unit(31, 4001, 160, 256), Unit(32, 4000, 170, 256)]
 
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
 
 def open_zarr(root: Path):
     import zarr

@@ -21,6 +21,7 @@ Layout (geotessera 0.11 ``GeoTesseraZarr`` reads it as is)::
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,7 +224,9 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
         _coord(group, "band", zone_coordinates()["band"], N_BANDS, state.layout, fresh)
         _coord(group, "x", coords.get("x", np.zeros(ZONE_WIDTH)), COORD_CHUNK, state.layout, fresh)
         _coord(group, "y", coords.get("y", np.zeros(ZONE_HEIGHT)), COORD_CHUNK, state.layout, fresh)
-    zarr.consolidate_metadata(mem)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(mem)
     out = {f"{ZARR_DIR}/{k}": v.to_bytes() for k, v in docs.items()}
     root_doc = out.pop(f"{ZARR_DIR}/zarr.json")
     return out, root_doc
