@@ -135,8 +135,8 @@ class SearchParams:
             token = int(body.get("token") or 0)
         except (TypeError, ValueError):
             raise BadRequest("limit and token must be integers") from None
-        if not 1 <= limit <= MAX_LIMIT or token < 0:
-            raise BadRequest(f"limit must be within 1..{MAX_LIMIT}")
+        if limit < 1 or token < 0:
+            raise BadRequest("limit must be positive")
         params = cls(
             collections=_tuple(body.get("collections")),
             ids=_tuple(body.get("ids")),
@@ -145,7 +145,7 @@ class SearchParams:
             datetime=body.get("datetime"),
             query=body.get("query"),
             filter=body.get("filter"),
-            limit=limit,
+            limit=min(limit, MAX_LIMIT),  # the STAC API spec: clamp, do not refuse
             token=token,
         )
         params.predicate()  # reject malformed geometry, datetime, query now
@@ -716,13 +716,25 @@ class S3Server:
             s3.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
 
     def upload_dir(self, local_dir: str | os.PathLike[str], bucket: str, prefix: str = "") -> int:
-        """Upload every file under ``local_dir`` to ``s3://bucket/prefix/...``; return the count."""
-        s3 = self.client()
+        """Put every file under ``local_dir`` at ``s3://bucket/prefix/...``; return the count.
+
+        The objects go straight into moto's in-process store, not through
+        PUT requests: a PUT costs ~10 ms here, 80 s for the test world's
+        9,300 files, against ~0.2 ms per file this way. Reads still go
+        through the server like any client's.
+        """
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import s3_backends
+
+        store = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+        if bucket not in store.buckets:
+            raise ServiceError(f"no bucket {bucket!r} on {self.endpoint_url}")
         root = Path(local_dir)
         count = 0
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             key = "/".join(filter(None, [prefix.strip("/"), path.relative_to(root).as_posix()]))
-            s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": media_type(path)})
+            obj = store.put_object(bucket, key, path.read_bytes())
+            obj.set_metadata({"Content-Type": media_type(path)})
             count += 1
         return count
 
