@@ -53,7 +53,7 @@ def expected_s2(world, scenes, block):
     for s in sorted((s for s in scenes if s.kind == "s2"), key=lambda s: (s.datetime, s.id)):
         by_date.setdefault(s.date, []).append(world.s2_truth(s.id, g.crs, transform, shape))
     out = {}
-    for day, truths in by_date.items():
+    for truths in by_date.values():
         bands = np.zeros(shape + (10,), np.uint16)
         mask = np.zeros(shape, bool)
         done = np.zeros(shape, bool)

@@ -19,7 +19,6 @@ Two ways out:
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,11 +26,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from tessera_ray.cube import TimeSeriesCube, merge_npy
+from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import Unit, Window
 from tessera_ray.sources.read import Block, ReadConfig, estimate_memory, read_cube
 from tessera_ray.sources.scenes import S1, S2, Scene
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,14 @@ class IngestConfig:
     read: ReadConfig = field(default_factory=ReadConfig)
 
 
+@dataclass(frozen=True)
+class _Counters:
+    """What a block task that wrote its cube sends back."""
+
+    skipped_scenes: tuple[str, ...]
+    unknown_orbit: tuple[str, ...]
+
+
 @dataclass
 class IngestReport:
     """What a run did: units written and the scenes it could not use."""
@@ -54,10 +60,10 @@ class IngestReport:
     skipped_scenes: set[str] = field(default_factory=set)
     unknown_orbit: set[str] = field(default_factory=set)
 
-    def add(self, cube: TimeSeriesCube) -> None:
+    def add(self, block: "TimeSeriesCube | _Counters") -> None:
         self.blocks += 1
-        self.skipped_scenes.update(cube.skipped_scenes)
-        self.unknown_orbit.update(cube.unknown_orbit)
+        self.skipped_scenes.update(block.skipped_scenes)
+        self.unknown_orbit.update(block.unknown_orbit)
 
 
 def scenes_for_window(zone: int, window: Window, scenes: Sequence[Scene]) -> list[Scene]:
@@ -81,12 +87,6 @@ def _read_block(block: Block, scenes: list[Scene], config: ReadConfig, out_dir: 
     return _Counters(cube.skipped_scenes, cube.unknown_orbit)
 
 
-@dataclass(frozen=True)
-class _Counters:
-    skipped_scenes: tuple[str, ...]
-    unknown_orbit: tuple[str, ...]
-
-
 def _run_blocks(
     units: Sequence[Unit],
     scenes: Sequence[Scene],
@@ -107,9 +107,17 @@ def _run_blocks(
             remaining[unit] += 1
     jobs.reverse()
 
+    capacity = ray.cluster_resources().get("memory", float("inf"))
+
     def submit() -> None:
         unit, block, todo = jobs.pop()
-        options = dict(num_cpus=1, memory=_block_memory(block, todo, config), max_retries=2)
+        memory = _block_memory(block, todo, config)
+        if memory > capacity:
+            raise UserInputError(
+                f"a {config.block_size} px block with {len({s.date for s in todo})} dates needs "
+                f"{memory / 2**30:.1f} GiB, more than the cluster's {capacity / 2**30:.1f} GiB: lower --block-size"
+            )
+        options = dict(num_cpus=1, memory=memory, max_retries=2)
         ref = remote.options(**options).remote(block, todo, config.read, out_dir(unit, block))
         pending[ref] = (unit, block)
 
@@ -119,7 +127,13 @@ def _run_blocks(
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             unit, block = pending.pop(ref)
-            result = ray.get(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause
+                if isinstance(cause, TesseraError):
+                    raise cause from None
+                raise DataError(f"reading block {block.window} of {unit.id} failed: {type(cause).__name__}: {cause}") from None
             remaining[unit] -= 1
             yield unit, block, result, remaining[unit] == 0
 
@@ -150,10 +164,8 @@ def ingest_to_npy(
         w = block.window
         return str(staging / unit.id / f"{w.row}_{w.col}")
 
-    for unit, block, counters, last in _run_blocks(units, scenes, config, block_dir):
-        report.blocks += 1
-        report.skipped_scenes.update(counters.skipped_scenes)  # type: ignore[attr-defined]
-        report.unknown_orbit.update(counters.unknown_orbit)  # type: ignore[attr-defined]
+    for unit, _, counters, last in _run_blocks(units, scenes, config, block_dir):
+        report.add(counters)  # type: ignore[arg-type]
         if last:
             parts = sorted((staging / unit.id).iterdir())
             merge_npy(parts, out / unit.id, unit.window)

@@ -16,7 +16,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -218,5 +218,3 @@ def estimate_memory(block_px: int, n_s2_dates: int, n_s1_dates: int, config: Rea
     in_flight = config.max_requests * pixels * 4 * 2 + config.dates_in_flight * pixels * 16
     return 2 * stacks + in_flight + 64 * 2**20
 
-
-Reporter = Callable[[str], None]
