@@ -212,11 +212,24 @@ class Root:
         self._indexes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
         self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._chunk_cache = chunk_cache
+        self._io = ThreadPoolExecutor(threads, thread_name_prefix="tessera-read")
+        self._arrays_pool = ThreadPoolExecutor(2, thread_name_prefix="tessera-array")
         self._load_metadata()
 
     @property
     def url(self) -> str:
         return self.objects.url
+
+    def close(self) -> None:
+        """Stop the reader's threads (they also go when the Root is garbage-collected)."""
+        self._io.shutdown(wait=False)
+        self._arrays_pool.shutdown(wait=False)
+
+    def __enter__(self) -> "Root":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _load_metadata(self) -> None:
         key = f"{ZARR_DIR}/zarr.json"
@@ -261,7 +274,8 @@ class Root:
         One request per call at most, its result cached. An index at the end
         of the shard is read whole (a suffix range, CRC32C-checked). An index at
         the start is read whole when most of it is needed, otherwise only the
-        span of entries asked for; each chunk's own CRC32C still guards the data.
+        chunk rows asked for and their neighbours (6 KB for a 4096/32 shard);
+        each chunk's own CRC32C still guards the data.
         """
         key = arr.shard_key(shard_coords)
         with self._lock:
@@ -273,7 +287,10 @@ class Root:
         if not missing:
             return entries
         n_chunks = int(np.prod(arr.chunks_per_shard))
-        lo, hi = min(missing), max(missing)
+        per_row = arr.chunks_per_shard[-1]
+        # whole chunk rows, one above and one below: neighbouring reads then need no index request
+        lo = max(0, (min(missing) // per_row - 1) * per_row)
+        hi = min(n_chunks - 1, (max(missing) // per_row + 2) * per_row - 1)
         whole = not arr.index_at_start or (hi - lo + 1) * 2 > n_chunks
         try:
             if whole:
@@ -307,26 +324,29 @@ class Root:
         Indexes are fetched concurrently first, then the chunk byte ranges,
         neighbouring ranges of one shard merged into one request.
         """
-        shards = list(wanted)
-        with ThreadPoolExecutor(self.threads) as pool:
-            indexes = dict(zip(shards, pool.map(lambda s: self._index(arr, s, wanted[s]), shards)))
-            out: dict[tuple, np.ndarray | None] = {}
-            jobs = []
-            for shard, numbers in wanted.items():
-                index = indexes[shard]
-                todo = []
-                for n in sorted(set(numbers)):
-                    cached = self._cached_chunk((arr.key, shard, n))
-                    if cached is not None:
-                        out[(shard, n)] = cached
-                    elif index is None or index[n, 0] == _EMPTY:
-                        out[(shard, n)] = None
-                    else:
-                        todo.append((int(index[n, 0]), int(index[n, 1]), n))
-                for run in _merge_ranges(todo):
-                    jobs.append(pool.submit(self._fetch_run, arr, shard, run))
-            for job in jobs:
-                out.update(job.result())
+        out: dict[tuple, np.ndarray | None] = {}
+        need: dict[tuple, list[int]] = {}
+        for shard, numbers in wanted.items():
+            for n in sorted(set(numbers)):
+                cached = self._cached_chunk((arr.key, shard, n))
+                if cached is not None:
+                    out[(shard, n)] = cached
+                else:
+                    need.setdefault(shard, []).append(n)
+        shards = list(need)
+        indexes = dict(zip(shards, self._io.map(lambda s: self._index(arr, s, need[s]), shards)))
+        jobs = []
+        for shard, numbers in need.items():
+            index = indexes[shard]
+            todo = []
+            for n in numbers:
+                if index is None or index[n, 0] == _EMPTY:
+                    out[(shard, n)] = None
+                else:
+                    todo.append((int(index[n, 0]), int(index[n, 1]), n))
+            jobs += [self._io.submit(self._fetch_run, arr, shard, run) for run in _merge_ranges(todo)]
+        for job in jobs:
+            out.update(job.result())
         return out
 
     def _fetch_run(self, arr: ShardedArray, shard: tuple, run: list) -> dict:
@@ -404,10 +424,9 @@ class Root:
         wanted: dict[tuple, list[int]] = {}
         for a, b, k in zip(sr, sc, n):
             wanted.setdefault((int(a), int(b)), []).append(int(k))
-        with ThreadPoolExecutor(2) as pool:
-            fe = pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
-            fs = pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
-            echunks, schunks = fe.result(), fs.result()
+        fe = self._arrays_pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
+        fs = self._arrays_pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
+        echunks, schunks = fe.result(), fs.result()
         yi, xi = (rows % size) % c, (cols % size) % c
         for i in range(len(rows)):
             key = (int(sr[i]), int(sc[i]))
@@ -469,10 +488,9 @@ class Root:
         wanted: dict[tuple, list[int]] = {}
         for r, cc in cells:
             wanted.setdefault((r * c // size, cc * c // size), []).append((r % per) * per + cc % per)
-        with ThreadPoolExecutor(2) as pool:
-            fe = pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
-            fs = pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
-            echunks, schunks = fe.result(), fs.result()
+        fe = self._arrays_pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
+        fs = self._arrays_pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
+        echunks, schunks = fe.result(), fs.result()
         for r, cc in cells:
             shard = (r * c // size, cc * c // size)
             n = (r % per) * per + cc % per

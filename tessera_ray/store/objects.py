@@ -262,7 +262,7 @@ class S3Objects(Objects):
 
 
 class HttpObjects(Objects):
-    """Plain HTTP(S) GETs with Range headers; one pooled session per thread."""
+    """Plain HTTP(S) GETs with Range headers, over one session whose connections are kept alive."""
 
     writable = False
 
@@ -270,22 +270,23 @@ class HttpObjects(Objects):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
-        self._local = threading.local()
+        self._session = None
+        self._lock = threading.Lock()
 
     @property
     def session(self):
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-            from urllib3.util.retry import Retry
+        with self._lock:
+            if self._session is None:
+                import requests
+                from requests.adapters import HTTPAdapter
+                from urllib3.util.retry import Retry
 
-            session = requests.Session()
-            retry = Retry(total=self.retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504))
-            session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-            session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-            self._local.session = session
-        return session
+                session = requests.Session()
+                retry = Retry(total=self.retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504))
+                for prefix in ("http://", "https://"):
+                    session.mount(prefix, HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=64))
+                self._session = session
+            return self._session
 
     def _request(self, key: str, headers: dict | None = None, method: str = "GET"):
         import requests
