@@ -245,7 +245,8 @@ def test_busy_port_is_a_clear_error(server, site):
         StaticServer(site, port=server.port).start()
 
 
-def test_serve_command_prints_url_and_stops_on_sigint(site):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_command_prints_url_and_stops_on_signal(site, stop):
     proc = subprocess.Popen(
         [str(BIN / "tessera-ray"), "serve", str(site), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -254,7 +255,7 @@ def test_serve_command_prints_url_and_stops_on_sigint(site):
         line = proc.stdout.readline()
         url = line.split(" at ")[1].split()[0].rstrip("/")
         assert requests.get(f"{url}/item.json").json() == {"type": "Feature"}
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()

@@ -438,3 +438,27 @@ def test_services_command_missing_world(tmp_path):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no such folder" in lines[0]
+
+
+def test_services_command_busy_port(world):
+    import socket
+
+    base = _three_free_ports()
+    with socket.create_server(("127.0.0.1", base + 1)):
+        proc = subprocess.run(
+            [str(BIN / "tessera-ray"), "services", "--world", str(world), "--port-base", str(base)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert proc.returncode == 3
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot listen on 127.0.0.1:{base + 1}" in lines[0]
+
+
+def test_s3_server_busy_port_is_a_clear_error(s3_server):
+    from tessera_ray.errors import ServiceError
+    from tessera_ray.synthetic.services import S3Server
+
+    with pytest.raises(ServiceError, match="cannot listen"):
+        S3Server(port=s3_server.port).start()
+

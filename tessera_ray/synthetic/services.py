@@ -648,13 +648,11 @@ class S3Server:
 
         # werkzeug logs every request line on stderr; keep the CLI's output clean
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        if self.port == 0:
-            self.port = _free_port(self.host)
+        if self.port:
+            _check_free(self.host, self.port)  # moto would wait forever on a busy port
         server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        try:
-            server.start()
-        except OSError as exc:
-            raise ServiceError(f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+        server.start()
+        self.port = server.get_host_and_port()[1]
         self._server = server
         return self
 
@@ -739,12 +737,14 @@ class S3Server:
         return count
 
 
-def _free_port(host: str) -> int:
+def _check_free(host: str, port: int) -> None:
     import socket
 
     with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 # --------------------------------------------------------------------------
