@@ -305,3 +305,14 @@ def test_manifest_bbox_query_reads_only_needed_row_groups(big_manifest):
     assert snap["requests"] <= 2 + 2 * 2  # HEAD + tail with footer, then at most two row groups' ranges
     assert len(root.units(2024)) == 960
 
+
+
+def test_s3_put_is_verified_by_reading_back(s3_root, monkeypatch):
+    """moto neither checks nor returns ChecksumSHA256, so the put reads the object back."""
+    from tessera_ray.store.objects import S3Objects, open_objects
+
+    objects = open_objects(s3_root)
+    assert objects.put("x/ok.bin", b"payload").size == 7
+    monkeypatch.setattr(S3Objects, "_get", lambda self, key, **kw: b"paylo4d")
+    with pytest.raises(DataError, match="does not read back as written"):
+        objects.put("x/bad.bin", b"payload")

@@ -6,7 +6,7 @@ Public API (what the embed job calls)::
 
     store = EmbeddingStore.create_or_open(root, shard_size=4096, chunk_size=32, model="tessera-v1.0")
     store.prepare(year, zones)                # driver: time axis and zone groups (metadata only)
-    store.is_published(unit, year)            # skip units already in the manifest
+    done = store.published_units(year)        # unit ids already in the manifest: skip them
     store.write_unit(unit, year, emb, scales, scenes={"s2": n2, "s1": n1})  # one writer per unit
     publish(root, year)                       # parts -> manifests/{year}.parquet, consolidate
 

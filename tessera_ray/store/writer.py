@@ -234,8 +234,12 @@ class EmbeddingStore:
         except ObjectNotFound:
             return None
 
-    def is_published(self, unit: Unit, year: int) -> bool:
-        """Whether the unit-year is in the year's manifest (a re-run skips it)."""
+    def published_units(self, year: int) -> set[str]:
+        """Ids of the units in the year's manifest: read it once, skip those units in a re-run."""
         from tessera_ray.store.manifest import published_unit_ids
 
-        return unit.id in published_unit_ids(self.objects, year)
+        return published_unit_ids(self.objects, year)
+
+    def is_published(self, unit: Unit, year: int) -> bool:
+        """Whether the unit-year is in the year's manifest (reads the manifest; see :meth:`published_units`)."""
+        return unit.id in self.published_units(year)
