@@ -80,6 +80,9 @@ resource "aws_s3_bucket_lifecycle_configuration" "root" {
       noncurrent_version_expiration {
         noncurrent_days = 1
       }
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 1
+      }
     }
   }
 
@@ -160,6 +163,7 @@ resource "aws_s3_bucket" "logs" {
 }
 
 resource "aws_s3_bucket_ownership_controls" "logs" {
+  #checkov:skip=CKV2_AWS_65:CloudFront standard logging delivers log files with ACLs, so this bucket must keep them enabled.
   bucket = aws_s3_bucket.logs.id
   rule {
     # CloudFront standard logging writes with ACLs.
@@ -245,6 +249,7 @@ resource "aws_cloudfront_response_headers_policy" "cors" {
     strict_transport_security {
       access_control_max_age_sec = 31536000
       include_subdomains         = true
+      preload                    = true
       override                   = true
     }
   }
