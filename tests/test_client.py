@@ -229,24 +229,18 @@ def test_local_and_http_reads_agree(served, built):
 
 
 @pytest.fixture
-def s3_root(monkeypatch):
-    from moto.server import ThreadedMotoServer
+def s3_root(s3_server, monkeypatch):
+    """A fresh bucket on the session's moto server; credentials and endpoint in the environment."""
+    import uuid
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import boto3
-
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="tessera-test")
-    yield "s3://tessera-test/run1"
-    server.stop()
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = f"store-{uuid.uuid4().hex[:8]}"
+    s3_server.create_bucket(bucket)
+    return f"s3://{bucket}/run1"
 
 
-def test_store_on_s3_written_verified_and_read(s3_root, built):
+def test_store_on_s3_written_verified_and_read(s3_root):
     from tessera_ray.store import read_manifest
     from tessera_ray.store.objects import open_objects
 
