@@ -204,6 +204,8 @@ def _dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
 class Root:
     """A published root opened for reading. Thread-safe; caches shard indexes."""
 
+    max_region_pixels = 4_000_000  # 2 GB of float32 embeddings
+
     def __init__(self, objects: Objects, threads: int = 16, chunk_cache: int = 256):
         self.objects = objects
         self.threads = threads
@@ -507,14 +509,23 @@ class Root:
         return q, s
 
     def region(self, bbox: tuple[float, float, float, float], year: int) -> list[ZoneRegion]:
-        """A lon/lat bbox (W, S, E, N) read per zone grid it touches, on each zone's own grid."""
+        """A lon/lat bbox (W, S, E, N) read per zone grid it touches, on each zone's own grid.
+
+        Refuses regions over ``max_region_pixels`` (float32 embeddings take
+        512 bytes a pixel) rather than exhaust memory; read those per tile.
+        """
         self._time_index(year)
         roi = roi_from_bbox(*bbox)
+        windows = [(zone, roi_window(roi, zone)) for zone in roi.zones()]
+        windows = [(zone, w) for zone, w in windows if w is not None]
+        pixels = sum(w.size for _, w in windows)
+        if pixels > self.max_region_pixels:
+            raise UserInputError(
+                f"bbox {bbox} covers {pixels:,} pixels ({pixels * 512 / 1e9:.1f} GB as float32), more than "
+                f"{self.max_region_pixels:,}; read it in parts (e.g. per 0.1-degree tile)"
+            )
         out = []
-        for zone in roi.zones():
-            window = roi_window(roi, zone)
-            if window is None:
-                continue
+        for zone, window in windows:
             q, s = self.read_window(zone, window, year)
             grid = zone_grid(zone)
             out.append(ZoneRegion(zone, grid.crs, grid.window_transform(window), window, _dequantise(q, s), s))

@@ -310,3 +310,27 @@ def test_s3_put_is_verified_by_reading_back(s3_root, monkeypatch):
     monkeypatch.setattr(S3Objects, "_get", lambda self, key, **kw: b"paylo4d")
     with pytest.raises(DataError, match="does not read back as written"):
         objects.put("x/bad.bin", b"payload")
+
+
+def test_too_large_region_is_refused_before_reading(served):
+    server, _ = served
+    root = tc.open_root(server.url)
+    with pytest.raises(UserInputError, match="read it in parts"):
+        root.region((2.0, -8.0, 4.0, -6.0), 2024)
+    assert root.stats["chunks_requests"] == 0
+
+
+def test_store_pickles_for_ray_tasks(s3_root):
+    import pickle
+
+    from tessera_ray.store import EmbeddingStore
+    from tessera_ray.store.testing import random_block
+
+    store = EmbeddingStore.create_or_open(s3_root, 256, 32)
+    store.prepare(2024, {31})
+    store.objects.client  # a live client must not stop pickling
+    again = pickle.loads(pickle.dumps(store))
+    emb, scales = random_block(np.random.default_rng(0), 256, 256)
+    rec = again.write_unit(UNITS[0], 2024, emb, scales)
+    assert [o["key"] for o in rec.objects] == sorted(o["key"] for o in rec.objects) and len(rec.objects) == 2
+    assert pickle.loads(pickle.dumps(tc.open_root(s3_root).objects)).url == s3_root

@@ -182,6 +182,14 @@ class S3Objects(Objects):
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self._local = threading.local()
 
+    def __getstate__(self) -> dict:
+        """Picklable for Ray tasks: clients are per process and thread, made on first use."""
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     @property
     def client(self):
         client = getattr(self._local, "client", None)
@@ -272,6 +280,12 @@ class HttpObjects(Objects):
         self.retries = retries
         self._session = None
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "timeout": self.timeout, "retries": self.retries}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
 
     @property
     def session(self):
