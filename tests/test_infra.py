@@ -161,16 +161,19 @@ def _checkov() -> str | None:
     return str(tool) if tool.exists() else shutil.which("checkov")
 
 
+def _checkov_env() -> dict:
+    return dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false")
+
+
 @pytest.mark.slow
 def test_checkov_finds_nothing_unexplained():
     """Every checkov finding is either fixed or skipped in the HCL with a reason."""
     checkov = _checkov()
     assert checkov, "checkov is not installed: run scripts/setup dev"
-    env = dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_RUN_SCA_PACKAGE_SCAN_V2="false")
     out = subprocess.run(
         [checkov, "-d", str(TERRAFORM), "--framework", "terraform", "-o", "json",
-         "--quiet", "--compact", "--skip-download"],
-        capture_output=True, text=True, env=env, timeout=300,
+         "--compact", "--skip-download"],
+        capture_output=True, text=True, env=_checkov_env(), timeout=300,
     )
     report = json.loads(out.stdout)
     reports = report if isinstance(report, list) else [report]
@@ -178,5 +181,5 @@ def test_checkov_finds_nothing_unexplained():
     assert not failed, failed
     skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
     assert skipped and all(c["check_result"].get("suppress_comment") for c in skipped)
-    passed = sum(r["summary"]["passed"] for r in reports)
-    assert passed > 30
+    assert sum(r["summary"]["parsing_errors"] for r in reports) == 0
+    assert sum(r["summary"]["passed"] for r in reports) > 30
