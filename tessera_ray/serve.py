@@ -103,8 +103,9 @@ def _canonical(name: bytes) -> bytes:
     return b"-".join(part[:1].upper() + part[1:] for part in name.split(b"-"))
 
 
-class _Instrumented:
-    """ASGI middleware: waits ``owner.latency_s`` per request, then counts it."""
+class Instrumented:
+    """ASGI middleware: waits ``owner.latency_s`` per request, counts it and
+    its body bytes in ``owner.stats``, and writes header names canonically."""
 
     def __init__(self, app: Any, owner: Any) -> None:
         self.app = app
@@ -129,6 +130,13 @@ class _Instrumented:
         await self.app(scope, receive, counting_send)
 
 
+def check_port(port: int) -> int:
+    """A TCP port number, or a one-line error (0 means "any free port")."""
+    if not 0 <= port <= 65535:
+        raise UserInputError(f"port {port} is not within 0..65535")
+    return port
+
+
 class BackgroundServer:
     """Runs an ASGI app under uvicorn in a daemon thread on ``host:port``.
 
@@ -140,7 +148,7 @@ class BackgroundServer:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.host = host
-        self.port = port
+        self.port = check_port(port)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -216,7 +224,7 @@ def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
     return Starlette(
         routes=[Mount("/", app=_Files(directory=root, html=True))],
         middleware=[
-            Middleware(_Instrumented, owner=owner),
+            Middleware(Instrumented, owner=owner),
             Middleware(
                 CORSMiddleware,
                 allow_origins=["*"],

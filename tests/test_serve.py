@@ -67,7 +67,12 @@ def test_get_whole_file(server):
 
 @pytest.mark.parametrize(
     ("spec", "start", "stop"),
-    [("bytes=10-19", 10, 20), ("bytes=-100", 9_900, 10_000), ("bytes=9990-", 9_990, 10_000), ("bytes=9990-20000", 9_990, 10_000)],
+    [
+        ("bytes=10-19", 10, 20),
+        ("bytes=-100", 9_900, 10_000),
+        ("bytes=9990-", 9_990, 10_000),
+        ("bytes=9990-20000", 9_990, 10_000),
+    ],
 )
 def test_range(server, spec, start, stop):
     r = requests.get(f"{server.url}/data.bin", headers={"Range": spec})

@@ -296,8 +296,9 @@ def test_cogs_over_vsicurl_equal_local_reads(world, items, client, http_server):
         served = client.get_collection(collection_of(item)).get_item(item["id"])
         href = served.assets[key].href
         assert served.assets[key].extra_fields.get("raster:bands") == item["assets"][key].get("raster:bands")
+        local_path = world / item["assets"][key]["href"]
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-            with rasterio.open(f"/vsicurl/{href}") as remote, rasterio.open(world / item["assets"][key]["href"]) as local:
+            with rasterio.open(f"/vsicurl/{href}") as remote, rasterio.open(local_path) as local:
                 assert_same_profile(remote, local)
                 assert remote.block_shapes == local.block_shapes
                 assert remote.overviews(1) == local.overviews(1) and local.overviews(1)

@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
     @app.command("services")
     def services(
         world: Path = typer.Option(..., "--world", help="A synthetic world folder (tessera-ray synth)."),
-        port_base: int = typer.Option(
+        port_base: int | None = typer.Option(
             None, "--port-base", help="Use ports P (HTTP), P+1 (STAC), P+2 (S3); default: free ports."
         ),
     ) -> None:

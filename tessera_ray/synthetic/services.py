@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tessera_ray.errors import ServiceError, UserInputError
-from tessera_ray.serve import BackgroundServer, ServerStats, StaticServer, _Instrumented, media_type
+from tessera_ray.serve import BackgroundServer, ServerStats, StaticServer, Instrumented, check_port, media_type
 
 GEOJSON = "application/geo+json"
 CONFORMANCE = [
@@ -135,8 +135,10 @@ class SearchParams:
             token = int(body.get("token") or 0)
         except (TypeError, ValueError):
             raise BadRequest("limit and token must be integers") from None
-        if limit < 1 or token < 0:
+        if limit < 1:
             raise BadRequest("limit must be positive")
+        if token < 0:
+            raise BadRequest("token must not be negative")
         params = cls(
             collections=_tuple(body.get("collections")),
             ids=_tuple(body.get("ids")),
@@ -549,7 +551,7 @@ def stac_app(catalogue: Catalogue, owner: Any) -> Any:
             Route("/search", search, methods=["GET", "POST"]),
         ],
         middleware=[
-            Middleware(_Instrumented, owner=owner),
+            Middleware(Instrumented, owner=owner),
             Middleware(_Faults, owner=owner),
             Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["*"]),
         ],
@@ -634,7 +636,7 @@ class S3Server:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.port = port
+        self.port = check_port(port)
         self._server: Any = None
 
     @property
@@ -763,7 +765,7 @@ class LocalServices:
         self.world_dir = Path(world_dir)
         if not (self.world_dir / "stac").is_dir():
             raise UserInputError(f"{world_dir} is not a synthetic world (no stac/ folder)")
-        ports = [0, 0, 0] if port_base is None else [port_base, port_base + 1, port_base + 2]
+        ports = [0, 0, 0] if port_base is None else [check_port(port_base + i) for i in range(3)]
         self.http = StaticServer(self.world_dir, port=ports[0])
         self._stac_port = ports[1]
         self.s3 = S3Server(port=ports[2])
