@@ -45,9 +45,12 @@ def register(app: typer.Typer) -> None:
             raise UserInputError("--unit-size, --block-size and --max-in-flight must be positive")
         if s2_collection not in ("sentinel-2-c1-l2a", "sentinel-2-l2a"):
             raise UserInputError(f"--s2-collection must be sentinel-2-c1-l2a or sentinel-2-l2a, got {s2_collection!r}")
-        area = load_roi(roi)
-        scenes = _search(area.bounds, year, stac, s1_stac, catalog, catalog_root, s2_collection, cache_dir)
-        units = units_for_roi(area, unit_size)
+        from tessera_ray.pipeline.ingest import search_bbox
+
+        units = units_for_roi(load_roi(roi), unit_size)
+        if not units:
+            raise UserInputError(f"ROI {roi} covers no pixel of any zone grid")
+        scenes = _search(search_bbox(units), year, stac, s1_stac, catalog, catalog_root, s2_collection, cache_dir)
         if not scenes:
             print(f"tessera-ray: warning: no Sentinel-2 or Sentinel-1 scenes over {roi} in {year}; nothing written",
                   file=sys.stderr)

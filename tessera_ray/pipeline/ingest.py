@@ -66,6 +66,17 @@ class IngestReport:
         self.unknown_orbit.update(block.unknown_orbit)
 
 
+def search_bbox(units: Sequence[Unit]) -> tuple[float, float, float, float]:
+    """The lon/lat bbox to search scenes in: all of every unit, not just the ROI.
+
+    A unit is read whole, so a scene touching only its part outside the ROI
+    still belongs in it; searching the ROI alone would make a unit's values
+    depend on the ROI that asked for it.
+    """
+    bounds = [Block(u.zone, u.window).lonlat_bounds() for u in units]
+    return (min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds), max(b[3] for b in bounds))
+
+
 def scenes_for_window(zone: int, window: Window, scenes: Sequence[Scene]) -> list[Scene]:
     """The scenes whose lon/lat bbox touches a window of a zone grid."""
     west, south, east, north = Block(zone, window).lonlat_bounds()
