@@ -292,10 +292,14 @@ def test_cogs_over_vsicurl_equal_local_reads(world, items, client, http_server):
 
     pairs = _cog_assets(items)
     assert len(pairs) >= 2
+    scaled = 0
     for item, key in pairs:
         served = client.get_collection(collection_of(item)).get_item(item["id"])
         href = served.assets[key].href
-        assert served.assets[key].extra_fields.get("raster:bands") == item["assets"][key].get("raster:bands")
+        bands = served.assets[key].extra_fields.get("raster:bands")
+        assert bands == item["assets"][key].get("raster:bands")
+        if bands and "scale" in bands[0]:
+            scaled += 1  # the L2A offset lives in the item, not in the GeoTIFF
         local_path = world / item["assets"][key]["href"]
         with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
             with rasterio.open(f"/vsicurl/{href}") as remote, rasterio.open(local_path) as local:
@@ -304,10 +308,14 @@ def test_cogs_over_vsicurl_equal_local_reads(world, items, client, http_server):
                 assert remote.overviews(1) == local.overviews(1) and local.overviews(1)
                 assert remote.tags() == local.tags()
                 assert remote.scales == local.scales and remote.offsets == local.offsets
+                if bands:
+                    assert bands[0]["data_type"] == remote.dtypes[0]
+                    assert bands[0]["nodata"] == remote.nodata or math.isnan(remote.nodata)
                 np.testing.assert_array_equal(remote.read(1), local.read(1))
                 factor = local.overviews(1)[-1]
                 shape_ = (local.height // factor, local.width // factor)
                 np.testing.assert_array_equal(remote.read(1, out_shape=shape_), local.read(1, out_shape=shape_))
+    assert scaled, "no COG asset with raster:bands scale/offset was compared"
 
 
 def test_s1_orbit_direction_tag_over_http(world, items, http_server):
