@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pystac
-from shapely.geometry import mapping
 
 from tessera_ray.synthetic.landscape import S2_BAND_IDS, S2_BANDS
 from tessera_ray.synthetic.scenes import S1_COLLECTION, S2_COLLECTION, RasterGrid, Scene
@@ -101,12 +100,23 @@ def _overview_count(shape: tuple[int, int], block_size: int) -> int:
 # --------------------------------------------------------------------------- STAC items
 
 
-def _asset_proj(scene: Scene, key: str) -> dict:
+def _asset(scene: Scene, key: str, title: str, roles: list[str], band: dict, **extra) -> dict:
     g = scene.asset_grid(key)
-    return {"proj:shape": list(g.shape), "proj:transform": list(g.transform), "gsd": g.resolution}
+    return {
+        "href": scene.href(key),
+        "type": COG_MEDIA_TYPE,
+        "title": title,
+        "roles": roles,
+        "gsd": g.resolution,
+        "proj:shape": list(g.shape),
+        "proj:transform": list(g.transform),
+        "raster:bands": [{**band, "spatial_resolution": g.resolution}],
+        **extra,
+    }
 
 
-def s2_item(scene: Scene) -> pystac.Item:
+def s2_item(scene: Scene) -> dict:
+    """An Earth Search ``sentinel-2-c1-l2a``-like item (no links; hrefs relative to the root)."""
     tile = scene.tile
     offset = -0.1 if scene.boa_offset else 0.0
     props = {
@@ -124,29 +134,20 @@ def s2_item(scene: Scene) -> pystac.Item:
         "s2:product_type": "S2MSI2A",
         "sat:relative_orbit": scene.relative_orbit,
     }
-    item = _item(scene, props, _EXTENSIONS_S2)
+    assets = {}
     for key, band_id in zip(S2_BANDS, S2_BAND_IDS):
         res = scene.asset_grid(key).resolution
-        item.add_asset(key, pystac.Asset(
-            href=scene.href(key), media_type=COG_MEDIA_TYPE, title=f"{key} ({band_id}) - {res:g}m",
-            roles=["data", "reflectance"],
-            extra_fields={
-                **_asset_proj(scene, key),
-                "eo:bands": [{"name": band_id, "common_name": _COMMON_NAMES[key]}],
-                "raster:bands": [{"nodata": 0, "data_type": "uint16", "bits_per_sample": 15,
-                                  "spatial_resolution": res, "scale": 0.0001, "offset": offset}],
-            },
-        ))  # fmt: skip
-    item.add_asset("scl", pystac.Asset(
-        href=scene.href("scl"), media_type=COG_MEDIA_TYPE, title="Scene classification map (SCL)",
-        roles=["data"],
-        extra_fields={**_asset_proj(scene, "scl"),
-                      "raster:bands": [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}]},
-    ))  # fmt: skip
-    return item
+        assets[key] = _asset(
+            scene, key, f"{key} ({band_id}) - {res:g}m", ["data", "reflectance"],
+            {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15, "scale": 0.0001, "offset": offset},
+            **{"eo:bands": [{"name": band_id, "common_name": _COMMON_NAMES[key]}]},
+        )  # fmt: skip
+    assets["scl"] = _asset(scene, "scl", "Scene classification map (SCL)", ["data"], {"nodata": 0, "data_type": "uint8"})
+    return _item(scene, props, _EXTENSIONS_S2, assets)
 
 
-def s1_item(scene: Scene) -> pystac.Item:
+def s1_item(scene: Scene) -> dict:
+    """An OPERA RTC-S1-like item from CMR-STAC: no orbit direction, like the real ones."""
     props = {
         "platform": scene.platform,
         "constellation": "sentinel-1",
@@ -158,41 +159,29 @@ def s1_item(scene: Scene) -> pystac.Item:
         "sar:polarizations": ["VV", "VH"],
         "sar:product_type": "RTC",
     }
-    item = _item(scene, props, _EXTENSIONS_S1)
-    for key in ("VV", "VH"):
-        item.add_asset(key, pystac.Asset(
-            href=scene.href(key), media_type=COG_MEDIA_TYPE, title=f"{key} gamma0 (linear power)", roles=["data"],
-            extra_fields={**_asset_proj(scene, key),
-                          "raster:bands": [{"nodata": "nan", "data_type": "float32", "spatial_resolution": 30}]},
-        ))  # fmt: skip
-    item.add_asset("mask", pystac.Asset(
-        href=scene.href("mask"), media_type=COG_MEDIA_TYPE, title="layover/shadow mask (0 valid, 255 fill)",
-        roles=["data", "mask"],
-        extra_fields={**_asset_proj(scene, "mask"),
-                      "raster:bands": [{"nodata": 255, "data_type": "uint8", "spatial_resolution": 30}]},
-    ))  # fmt: skip
-    return item
+    gamma0 = {"nodata": "nan", "data_type": "float32"}
+    assets = {
+        "VV": _asset(scene, "VV", "VV gamma0 (linear power)", ["data"], gamma0),
+        "VH": _asset(scene, "VH", "VH gamma0 (linear power)", ["data"], gamma0),
+        "mask": _asset(scene, "mask", "layover/shadow mask (0 valid, 1 shadow, 2 layover, 3 both, 255 fill)",
+                       ["data", "mask"], {"nodata": 255, "data_type": "uint8"}),
+    }  # fmt: skip
+    return _item(scene, props, _EXTENSIONS_S1, assets)
 
 
-def _item(scene: Scene, props: dict, extensions: list[str]) -> pystac.Item:
-    when = dt.datetime.fromisoformat(scene.datetime.replace("Z", "+00:00"))
-    geometry = {"type": "Polygon", "coordinates": [[list(p) for p in scene.footprint]]}
-    return pystac.Item(
-        id=scene.id,
-        geometry=geometry,
-        bbox=list(scene.bbox),
-        datetime=when,
-        properties=props,
-        stac_extensions=list(extensions),
-        collection=scene.collection,
-    )
-
-
-def item_dict(item: pystac.Item) -> dict:
-    """The item as JSON-ready dict: no links (hrefs stay relative to the world root)."""
-    d = item.to_dict(include_self_link=False, transform_hrefs=False)
-    d["links"] = []
-    return d
+def _item(scene: Scene, props: dict, extensions: list[str], assets: dict) -> dict:
+    return {
+        "type": "Feature",
+        "stac_version": pystac.get_stac_version(),
+        "stac_extensions": list(extensions),
+        "id": scene.id,
+        "collection": scene.collection,
+        "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in scene.footprint]]},
+        "bbox": list(scene.bbox),
+        "properties": {"datetime": scene.datetime, **props},
+        "assets": assets,
+        "links": [],
+    }
 
 
 def collection_dict(collection_id: str, items: list[dict], year: int) -> dict:
@@ -220,8 +209,9 @@ def collection_dict(collection_id: str, items: list[dict], year: int) -> dict:
 
 
 def write_json(path: Path, doc: dict) -> None:
+    """Compact, sorted keys: byte-identical for identical documents (and the fast C encoder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n")
+    path.write_text(json.dumps(doc, sort_keys=True) + "\n")
 
 
 def write_items_parquet(path: Path, items: list[dict]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 
 import numpy as np
@@ -150,7 +150,8 @@ class Scene:
         return dict(self.assets)[key]
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["grids"] = [asdict(g) for g in self.grids]
         d["assets"] = dict(self.assets)
         return d
 
@@ -196,7 +197,7 @@ class S2Tile:
 
 
 def _polygon_lonlat(poly: Polygon, epsg: int) -> Polygon:
-    ring = shapely.segmentize(poly, 200.0)
+    ring = shapely.segmentize(poly, 1000.0)
     xs, ys = np.asarray(ring.exterior.coords).T
     lon, lat = transform_points(xs, ys, f"EPSG:{epsg}", "EPSG:4326")
     return Polygon(zip(np.round(lon, 7), np.round(lat, 7)))
@@ -288,7 +289,7 @@ def s2_tracks(spec: WorldSpec) -> tuple[S2Track, ...]:
     frame = spec.frame
     x_lo, _ = frame.to_local(spec.bbox[0], 0.0)
     x_hi, _ = frame.to_local(spec.bbox[2], 0.0)
-    px = float(x_lo + (x_hi - x_lo) * rng.uniform(0.35, 0.65))
+    px = float(x_lo + (x_hi - x_lo) * rng.uniform(0.7, 0.85))  # the eastern tiles are partly imaged
     tilt = math.radians(12.0)
     edge = (round(px, 3), 0.0, math.cos(tilt), -math.sin(tilt))
     minute = int(rng.integers(0, 40))
@@ -403,7 +404,7 @@ def s1_bursts(spec: WorldSpec, track: S1Track) -> tuple[Burst, ...]:
 def burst_zone_grid(spec: WorldSpec, burst: Burst) -> tuple[int, RasterGrid, Polygon]:
     """The zone (of the burst's centre), the 30 m grid covering it and its lon/lat footprint."""
     frame = spec.frame
-    ring = np.asarray(shapely.segmentize(burst.polygon_local(), 100.0).exterior.coords)
+    ring = np.asarray(shapely.segmentize(burst.polygon_local(), 500.0).exterior.coords)
     lon, lat = frame.to_lonlat(ring[:, 0], ring[:, 1])
     clon, clat = frame.to_lonlat(*np.asarray(burst.polygon_local().centroid.coords[0]))
     zone = utm_zone(float(clon), float(clat))

@@ -72,11 +72,11 @@ FORMAT_VERSION = 1
 PRESETS: dict[str, dict] = {
     # ~1.2 km across: the test fixture, two overlapping tiles
     "test": dict(bbox=(0.116, 52.1695, 0.134, 52.1805), tile_size_m=1980, tile_overlap_m=300, parcel_m=110.0,
-                 cloud_radius_m=300.0, burst_across_m=2000.0, burst_along_m=1500.0, labels_per_class=30,
+                 cloud_radius_m=300.0, burst_across_m=2400.0, burst_along_m=2000.0, labels_per_class=30,
                  label_edge_m=15.0),
     # the default bbox near Cambridge, 2 x 2 tiles
     "demo": dict(bbox=DEFAULT_BBOX, tile_size_m=4200, tile_overlap_m=600, parcel_m=150.0, cloud_radius_m=500.0,
-                 burst_across_m=3000.0, burst_along_m=2400.0, labels_per_class=80, label_edge_m=20.0),
+                 burst_across_m=4500.0, burst_along_m=3600.0, labels_per_class=80, label_edge_m=20.0),
     # tens of km, for benchmarks
     "bench": dict(bbox=(0.0, 52.0, 0.4, 52.3), tile_size_m=10980, tile_overlap_m=960, parcel_m=200.0,
                   cloud_radius_m=1500.0, burst_across_m=12000.0, burst_along_m=9000.0, labels_per_class=100,
@@ -309,35 +309,12 @@ def _write_world(root: Path, spec: WorldSpec) -> None:
     scenes: list[Scene] = []
     items: dict[str, list[dict]] = {S2_COLLECTION: [], S1_COLLECTION: []}
     with rasterio.Env(**catalog.GDAL_ENV):
-        for scene in _s2_scenes(spec):
-            render = render_s2(spec, scene)
-            scene = replace(scene, cloud_cover=render.cloud_cover)
-            offset = np.uint16(scene.boa_offset)
-            for key in S2_BANDS:
-                dn = render.bands[key]
-                stored = np.where(dn > 0, dn + offset, 0).astype(np.uint16) if offset else dn
-                catalog.write_cog(root / scene.href(key), stored, epsg=scene.epsg, grid=scene.asset_grid(key),
-                                  nodata=0, block_size=spec.block_size, resampling="average")  # fmt: skip
-            catalog.write_cog(root / scene.href("scl"), render.scl, epsg=scene.epsg, grid=scene.grid(20.0),
-                              nodata=0, block_size=spec.block_size, resampling="nearest")  # fmt: skip
-            items[S2_COLLECTION].append(catalog.item_dict(catalog.s2_item(scene)))
+        for scene in plan_scenes(spec):
+            scene = write_scene(root, spec, scene)
+            items[scene.collection].append(catalog.s2_item(scene) if scene.collection == S2_COLLECTION else catalog.s1_item(scene))
             scenes.append(scene)
-        render_s2.cache_clear()
-        for scene in _s1_scenes(spec):
-            render = render_s1(spec, scene)
-            tags = {"ORBIT_PASS_DIRECTION": scene.orbit_direction, "TRACK_NUMBER": str(scene.relative_orbit),
-                    "BURST_ID": scene.tile.lower().replace("-", "_"), "PLATFORM": scene.platform.upper(),
-                    "ZERO_DOPPLER_START_TIME": scene.datetime}  # fmt: skip
-            for key, array, nodata, resampling in (
-                ("VV", render.vv, float("nan"), "average"),
-                ("VH", render.vh, float("nan"), "average"),
-                ("mask", render.mask, 255, "nearest"),
-            ):
-                catalog.write_cog(root / scene.href(key), array, epsg=scene.epsg, grid=scene.grids[0], nodata=nodata,
-                                  block_size=min(512, spec.block_size), resampling=resampling, tags=tags)  # fmt: skip
-            items[S1_COLLECTION].append(catalog.item_dict(catalog.s1_item(scene)))
-            scenes.append(scene)
-        render_s1.cache_clear()
+    render_s2.cache_clear()
+    render_s1.cache_clear()
 
     for collection, docs in items.items():
         catalog.write_json(root / "stac" / collection / "collection.json", catalog.collection_dict(collection, docs, spec.year))
@@ -352,7 +329,47 @@ def _write_world(root: Path, spec: WorldSpec) -> None:
         "collections": sorted(items),
         "scenes": [s.to_dict() for s in sorted(scenes, key=lambda s: (s.collection, s.datetime, s.id))],
     }
-    (root / "world.json").write_text(json.dumps(doc, sort_keys=True, indent=1) + "\n")
+    catalog.write_json(root / "world.json", doc)
+
+
+def plan_scenes(spec: WorldSpec):
+    """Every scene of a world, in writing order (Sentinel-2 tile by tile, then Sentinel-1).
+
+    ``cloud_cover`` is not known before rendering: :func:`write_scene` fills it in.
+    """
+    yield from _s2_scenes(spec)
+    yield from _s1_scenes(spec)
+
+
+def write_scene(root: Path, spec: WorldSpec, scene: Scene) -> Scene:
+    """Render one scene and write its COGs under ``root``; returns it with ``cloud_cover`` set.
+
+    ``generate_world`` calls this for every scene; tests call it for a few.
+    """
+    if scene.collection == S2_COLLECTION:
+        render = render_s2(spec, scene)
+        scene = replace(scene, cloud_cover=render.cloud_cover)
+        offset = np.uint16(scene.boa_offset)
+        for key in S2_BANDS:
+            dn = render.bands[key]
+            stored = np.where(dn > 0, dn + offset, 0).astype(np.uint16) if offset else dn
+            catalog.write_cog(root / scene.href(key), stored, epsg=scene.epsg, grid=scene.asset_grid(key),
+                              nodata=0, block_size=spec.block_size, resampling="average")  # fmt: skip
+        catalog.write_cog(root / scene.href("scl"), render.scl, epsg=scene.epsg, grid=scene.grid(20.0),
+                          nodata=0, block_size=spec.block_size, resampling="nearest")  # fmt: skip
+        return scene
+    render = render_s1(spec, scene)
+    tags = {"ORBIT_PASS_DIRECTION": scene.orbit_direction, "TRACK_NUMBER": str(scene.relative_orbit),
+            "BURST_ID": scene.tile.lower().replace("-", "_"), "PLATFORM": scene.platform.upper(),
+            "ZERO_DOPPLER_START_TIME": scene.datetime}  # fmt: skip
+    for key, array, nodata, resampling in (
+        ("VV", render.vv, float("nan"), "average"),
+        ("VH", render.vh, float("nan"), "average"),
+        ("mask", render.mask, 255, "nearest"),
+    ):
+        catalog.write_cog(root / scene.href(key), array, epsg=scene.epsg, grid=scene.grids[0], nodata=nodata,
+                          block_size=min(512, spec.block_size), resampling=resampling, tags=tags)  # fmt: skip
+    return scene
 
 
 def _s2_scenes(spec: WorldSpec):
