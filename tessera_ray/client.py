@@ -19,140 +19,23 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import threading
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
 from tessera_ray.store.layout import LAYOUT_ATTR, YEARS_ATTR, ZARR_DIR
+from tessera_ray.store.shards import EMPTY as _EMPTY
+from tessera_ray.store.shards import ShardedArray
 from tessera_ray.store.manifest import MANIFEST_DIR
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
 VALID, NODATA, NOT_PROCESSED, OUTSIDE = "valid", "no_data", "not_processed", "outside"
-_EMPTY = np.uint64(2**64 - 1)
 _MERGE_GAP = 4096  # bytes of unneeded data worth reading to save a request
-
-
-# --------------------------------------------------------------------------- codecs
-
-
-def _crc32c(data) -> int:
-    import google_crc32c  # zarr's own Crc32cCodec uses it, so it is always installed
-
-    return int(google_crc32c.value(bytes(data)))
-
-
-@dataclass(frozen=True)
-class ShardedArray:
-    """What a reader needs to know about one sharded Zarr array."""
-
-    key: str  # e.g. tessera.zarr/utm31/embeddings
-    shape: tuple[int, ...]
-    shard_shape: tuple[int, ...]
-    chunk_shape: tuple[int, ...]
-    dtype: np.dtype
-    fill_value: float
-    codecs: tuple  # inner chunk codecs, as in zarr.json
-    index_codecs: tuple
-    index_at_start: bool
-
-    @classmethod
-    def from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
-        codecs = meta["codecs"]
-        if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
-            raise DataError(f"{key} is not a sharded array")
-        conf = codecs[0]["configuration"]
-        fill = meta["fill_value"]
-        fill = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}.get(fill, fill)
-        return cls(
-            key=key,
-            shape=tuple(meta["shape"]),
-            shard_shape=tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]),
-            chunk_shape=tuple(conf["chunk_shape"]),
-            dtype=np.dtype(meta["data_type"]),
-            fill_value=float(fill),
-            codecs=tuple(conf["codecs"]),
-            index_codecs=tuple(conf.get("index_codecs", ())),
-            index_at_start=conf.get("index_location", "end") == "start",
-        )
-
-    @property
-    def chunks_per_shard(self) -> tuple[int, ...]:
-        return tuple(s // c for s, c in zip(self.shard_shape, self.chunk_shape))
-
-    @property
-    def index_nbytes(self) -> int:
-        n = int(np.prod(self.chunks_per_shard)) * 16
-        return n + 4 * sum(c["name"] == "crc32c" for c in self.index_codecs)
-
-    def shard_key(self, shard_coords: Sequence[int]) -> str:
-        return f"{self.key}/c/" + "/".join(str(int(i)) for i in shard_coords)
-
-    def decode_index(self, data: bytes, shard: str) -> np.ndarray:
-        if len(data) != self.index_nbytes:
-            raise DataError(f"shard {shard}: index is {len(data)} bytes, expected {self.index_nbytes}")
-        body = _strip_crc(data, self.index_codecs, f"shard {shard} index")
-        endian = _bytes_endian(self.index_codecs)
-        return np.frombuffer(body, dtype=f"{endian}u8").reshape(-1, 2)
-
-    def decode_chunk(self, data: bytes, where: str) -> np.ndarray:
-        body = data
-        for codec in reversed(self.codecs):
-            name = codec["name"]
-            if name == "crc32c":
-                body = _strip_crc(body, (codec,), where)
-            elif name == "blosc":
-                import numcodecs
-
-                body = _decode_with(numcodecs.Blosc(), body, where)
-            elif name == "zstd":
-                import numcodecs
-
-                body = _decode_with(numcodecs.Zstd(), body, where)
-            elif name == "gzip":
-                import numcodecs
-
-                body = _decode_with(numcodecs.GZip(), body, where)
-            elif name == "bytes":
-                endian = (codec.get("configuration") or {}).get("endian", "little")
-                dtype = self.dtype.newbyteorder("<" if endian == "little" else ">")
-                n = int(np.prod(self.chunk_shape))
-                arr = np.frombuffer(body, dtype=dtype)
-                if arr.size != n:
-                    raise DataError(f"{where}: decoded {arr.size} values, expected {n}")
-                return arr.reshape(self.chunk_shape).astype(self.dtype, copy=False)
-            else:
-                raise DataError(f"{where}: codec {name!r} is not supported by this client")
-        raise DataError(f"{where}: no bytes codec")
-
-
-def _bytes_endian(codecs) -> str:
-    for c in codecs:
-        if c["name"] == "bytes":
-            return "<" if (c.get("configuration") or {}).get("endian", "little") == "little" else ">"
-    return "<"
-
-
-def _strip_crc(data: bytes, codecs, where: str) -> bytes:
-    if not any(c["name"] == "crc32c" for c in codecs):
-        return data
-    body, stored = data[:-4], int.from_bytes(data[-4:], "little")
-    if _crc32c(body) != stored:
-        raise DataError(f"{where} failed its CRC32C checksum: the object is corrupt")
-    return body
-
-
-def _decode_with(codec, body: bytes, where: str) -> bytes:
-    try:
-        return bytes(codec.decode(body))
-    except Exception as exc:  # noqa: BLE001 - a decoder failure means corrupt bytes
-        raise DataError(f"{where} cannot be decoded ({type(exc).__name__}): the object is corrupt") from None
 
 
 # --------------------------------------------------------------------------- results
@@ -313,8 +196,7 @@ class Root:
         else:
             if len(data) != 16 * (hi - lo + 1):
                 raise DataError(f"shard {self.objects.child_url(key)} is shorter than its index: the object is corrupt")
-            endian = _bytes_endian(arr.index_codecs)
-            entries[lo : hi + 1] = np.frombuffer(data, dtype=f"{endian}u8").reshape(-1, 2)
+            entries[lo : hi + 1] = arr.decode_index_entries(data)
             known[lo : hi + 1] = True
         with self._lock:
             self._indexes[key] = (entries, known)

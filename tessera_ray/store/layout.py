@@ -23,10 +23,15 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tessera_ray.grid import RESOLUTION, ZONE_HEIGHT, ZONE_WIDTH, ZONE_X0, ZONE_Y0, zone_grid
+
+if TYPE_CHECKING:
+    from tessera_ray.store.shards import ShardedArray
 
 ZARR_DIR = "tessera.zarr"
 N_BANDS = 128
@@ -254,6 +259,26 @@ def shard_key(zone: int, array: str, t: int, shard_row: int, shard_col: int) -> 
     return f"{ZARR_DIR}/{name}/{array}/c/{t}/{shard_row}/{shard_col}"
 
 
+@lru_cache(maxsize=32)
+def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict]:
+    """``zarr.json`` of the embeddings and scales arrays, as zarr itself writes them."""
+    import zarr
+    from zarr.storage import MemoryStore
+
+    docs: dict = {}
+    group = zarr.create_group(store=MemoryStore(store_dict=docs), zarr_format=3)
+    _create_data_arrays(group, layout, n_years)
+    return {name: json.loads(docs[f"{name}/zarr.json"].to_bytes()) for name in ("embeddings", "scales")}
+
+
+def sharded_arrays(layout: StoreLayout, zone: int, n_years: int) -> dict[str, "ShardedArray"]:
+    """The embeddings and scales arrays of a zone, for encoding and decoding shards."""
+    from tessera_ray.store.shards import ShardedArray
+
+    meta = _array_metadata(layout, n_years)
+    return {name: ShardedArray.from_metadata(f"{ZARR_DIR}/{zone_grid(zone).name}/{name}", meta[name]) for name in meta}
+
+
 def encode_unit_shards(
     state: StoreState,
     zone: int,
@@ -269,26 +294,18 @@ def encode_unit_shards(
     ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 may cover a
     sub-window of the unit starting at ``offset`` (row, col) inside it; the
     rest of the shard stays at the fill values (0, +inf = not processed).
-    Inner chunks that are entirely fill are left out of the shard.
+    Inner chunks that are entirely fill are left out of the shard, and a
+    shard that would hold nothing is not written at all.
     """
-    import zarr
-    from zarr.storage import MemoryStore
-
-    docs: dict = {}
-    mem = MemoryStore(store_dict=docs)
-    root = zarr.create_group(store=mem, zarr_format=3)
-    group = root.create_group(zone_grid(zone).name)
-    _create_data_arrays(group, state.layout, t + 1)
-    s = state.layout.shard_size
-    h, w = scales.shape
-    r0, c0 = shard_row * s + offset[0], shard_col * s + offset[1]
-    with zarr.config.set({"array.write_empty_chunks": False}):
-        group["embeddings"][t, :, r0 : r0 + h, c0 : c0 + w] = np.moveaxis(embeddings, -1, 0)
-        group["scales"][t, r0 : r0 + h, c0 : c0 + w] = scales
+    arrays = sharded_arrays(state.layout, zone, t + 1)
+    r, c = offset
+    blocks = {
+        "embeddings": (np.moveaxis(embeddings, -1, 0)[None], (0, 0, r, c), (t, 0, shard_row, shard_col)),
+        "scales": (scales[None], (0, r, c), (t, shard_row, shard_col)),
+    }
     out = {}
-    for array in ("embeddings", "scales"):
-        key = shard_key(zone, array, t, shard_row, shard_col)
-        buf = docs.get(key[len(ZARR_DIR) + 1 :])
-        if buf is not None:
-            out[key] = buf.to_bytes()
+    for name, (block, origin, coords) in blocks.items():
+        data = arrays[name].encode_shard(block, origin)
+        if data is not None:
+            out[arrays[name].shard_key(coords)] = data
     return out
