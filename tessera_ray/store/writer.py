@@ -177,6 +177,7 @@ class EmbeddingStore:
         scales: np.ndarray,
         scenes: Mapping[str, int] | None = None,
         offset: tuple[int, int] = (0, 0),
+        created: str | None = None,
     ) -> PartRecord:
         """Write one unit-year as whole shards, verify them, then record the part.
 
@@ -184,6 +185,8 @@ class EmbeddingStore:
         sentinels NaN = no embedding, +inf = not processed. They may cover a
         window of the unit starting at ``offset``; the rest is "not processed".
         Writing a unit again replaces its shards (one writer per unit).
+        ``created`` (ISO 8601) replaces the write time in the part record, so a
+        job pinned to one time (``SOURCE_DATE_EPOCH``) writes the same bytes when re-run.
         """
         t = self._check_unit(unit, year, embeddings, scales, offset)
         shards = encode_unit_shards(self.state, unit.zone, t, unit.row, unit.col, embeddings, scales, offset)
@@ -204,7 +207,7 @@ class EmbeddingStore:
             model_id=self.state.model,
             model_checksum=self.model_checksum,
             code_version=self.state.root_attrs()["geoemb:build_version"],
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             objects=tuple(o.as_dict() for o in written),
         )
         self.objects.put(part_key(year, unit.id), record.to_json())
