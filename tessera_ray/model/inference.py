@@ -1,0 +1,336 @@
+"""Per-pixel arrays in the cube's layout -> int8 embeddings + float32 scales.
+
+Three pure steps, so the Ray actor can pack pixels of many units into shared
+device batches: :func:`prepare` (validate, flag, sample, normalise; numpy),
+:class:`ModelRunner` (device batches, quantisation) and :func:`assemble`.
+:func:`encode_pixels` chains them for one :class:`PixelSeries`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tessera_ray.errors import UserInputError
+from tessera_ray.model.config import EMBEDDING_DIM, S1_BANDS, S2_BANDS, EncoderConfig
+from tessera_ray.model.sampling import (
+    STREAM_S1,
+    STREAM_S2,
+    bucket_steps,
+    pixel_seeds,
+    random_steps,
+)
+
+MIN_SCALE = 1e-8
+# A SAR stack with no time step at all stands in as one all-zero (no data)
+# observation, so the S1 branch still sees a sequence.
+EMPTY_SAR_DOY = 1
+
+
+@dataclass(frozen=True, eq=False)
+class PixelSeries:
+    """The annual time series of N pixels of one block, flattened over pixels."""
+
+    block_id: str
+    """Names the unit/block in error messages."""
+    year: int
+    zone: int
+    rows: np.ndarray
+    """(N,) pixel rows on the zone grid (with cols, year and zone: the seed key)."""
+    cols: np.ndarray
+    s2_bands: np.ndarray
+    """(N, T, 10) Sentinel-2 DNs in model band order."""
+    s2_masks: np.ndarray
+    """(N, T) 1 = valid."""
+    s2_doys: np.ndarray
+    """(T,) raw day of year."""
+    sar_ascending: np.ndarray
+    """(N, Ta, 2) VV, VH on the int16 scale, 0 = no data."""
+    sar_ascending_doys: np.ndarray
+    sar_descending: np.ndarray
+    sar_descending_doys: np.ndarray
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def from_block(
+        cls,
+        *,
+        block_id: str,
+        year: int,
+        zone: int,
+        row: int,
+        col: int,
+        bands: np.ndarray,
+        masks: np.ndarray,
+        doys: np.ndarray,
+        sar_ascending: np.ndarray,
+        sar_ascending_doy: np.ndarray,
+        sar_descending: np.ndarray,
+        sar_descending_doy: np.ndarray,
+    ) -> "PixelSeries":
+        """From a cube block ((T, H, W, ...) stacks) whose upper-left pixel is (row, col)."""
+        bands = np.asarray(bands)
+        if bands.ndim != 4:
+            raise UserInputError(f"{block_id}: bands must be (T, H, W, 10), got {bands.shape}")
+        _, height, width, _ = bands.shape
+        rr, cc = np.meshgrid(
+            np.arange(row, row + height, dtype=np.int64),
+            np.arange(col, col + width, dtype=np.int64),
+            indexing="ij",
+        )
+
+        def per_pixel(stack: np.ndarray, name: str) -> np.ndarray:
+            stack = np.asarray(stack)
+            if stack.ndim < 3 or stack.shape[1:3] != (height, width):
+                raise UserInputError(
+                    f"{block_id}: {name} has shape {stack.shape}, expected (T, {height}, {width}, ...)"
+                )
+            moved = np.moveaxis(stack, 0, 2)  # (H, W, T, ...)
+            return np.ascontiguousarray(moved.reshape(height * width, *moved.shape[2:]))
+
+        return cls(
+            block_id=block_id,
+            year=int(year),
+            zone=int(zone),
+            rows=rr.ravel(),
+            cols=cc.ravel(),
+            s2_bands=per_pixel(bands, "bands"),
+            s2_masks=per_pixel(masks, "masks"),
+            s2_doys=np.asarray(doys),
+            sar_ascending=per_pixel(sar_ascending, "sar_ascending"),
+            sar_ascending_doys=np.asarray(sar_ascending_doy),
+            sar_descending=per_pixel(sar_descending, "sar_descending"),
+            sar_descending_doys=np.asarray(sar_descending_doy),
+        )
+
+    def take(self, index) -> "PixelSeries":
+        """The pixels at ``index`` (an index array, slice or boolean mask)."""
+        return PixelSeries(
+            block_id=self.block_id,
+            year=self.year,
+            zone=self.zone,
+            rows=self.rows[index],
+            cols=self.cols[index],
+            s2_bands=self.s2_bands[index],
+            s2_masks=self.s2_masks[index],
+            s2_doys=self.s2_doys,
+            sar_ascending=self.sar_ascending[index],
+            sar_ascending_doys=self.sar_ascending_doys,
+            sar_descending=self.sar_descending[index],
+            sar_descending_doys=self.sar_descending_doys,
+        )
+
+
+def _validate(p: PixelSeries) -> None:
+    """Shapes, NaN and DOY range: bad input is refused, never embedded."""
+    n = len(p.rows)
+
+    def fail(what: str) -> None:
+        raise UserInputError(f"{p.block_id}: {what}")
+
+    if np.shape(p.cols) != (n,):
+        fail(f"rows and cols differ in length ({n} vs {np.shape(p.cols)})")
+    t = len(p.s2_doys)
+    expected = {
+        "s2_bands": (p.s2_bands, (n, t, S2_BANDS)),
+        "s2_masks": (p.s2_masks, (n, t)),
+        "sar_ascending": (p.sar_ascending, (n, len(p.sar_ascending_doys), S1_BANDS)),
+        "sar_descending": (p.sar_descending, (n, len(p.sar_descending_doys), S1_BANDS)),
+    }
+    for name, (array, shape) in expected.items():
+        if np.shape(array) != shape:
+            fail(f"{name} has shape {np.shape(array)}, expected {shape}")
+        if np.issubdtype(np.asarray(array).dtype, np.floating) and np.isnan(array).any():
+            fail(f"{name} contains NaN")
+    for name in ("s2_doys", "sar_ascending_doys", "sar_descending_doys"):
+        doys = np.asarray(getattr(p, name))
+        if doys.ndim != 1:
+            fail(f"{name} must be one-dimensional, got shape {doys.shape}")
+        if doys.size and (np.isnan(doys.astype(np.float64)).any() or doys.min() < 1 or doys.max() > 366):
+            fail(f"{name} holds a day of year outside 1..366")
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedPixels:
+    """int8 embeddings (N, 128) and float32 scales (N,); scale NaN = no data."""
+
+    embeddings: np.ndarray
+    scales: np.ndarray
+
+    def dequantised(self) -> np.ndarray:
+        return dequantise(self.embeddings, self.scales)
+
+
+@dataclass(frozen=True, eq=False)
+class InputGroup:
+    """Model inputs of pixels sharing sequence lengths (one device batch shape)."""
+
+    pixels: np.ndarray
+    """(n,) indices into the pixels that were prepared."""
+    s2: np.ndarray
+    """(n, T2, 11) float32: normalised bands, raw DOY last."""
+    s1: np.ndarray
+    """(n, T1, 3) float32."""
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.s2.shape[1], self.s1.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedPixels:
+    count: int
+    nodata: np.ndarray
+    """(N,) no valid Sentinel-2 observation: not embedded, scale NaN."""
+    groups: tuple[InputGroup, ...]
+    """The pixels to run through the model; the rest get an all-zero embedding."""
+
+
+def normalise(values: np.ndarray, mean, std) -> np.ndarray:
+    """(x - mean) / (std + 1e-9) per channel (last axis), float32."""
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    return (values.astype(np.float32) - mean) / (std + np.float32(1e-9))
+
+
+def _model_input(values, doys, index, mean, std) -> np.ndarray:
+    """Gather the chosen steps, normalise, append raw DOY: (n, L, bands + 1)."""
+    picked = np.take_along_axis(values, index[:, :, None], axis=1)
+    doy = np.asarray(doys, dtype=np.float32)[index]
+    return np.concatenate((normalise(picked, mean, std), doy[:, :, None]), axis=2)
+
+
+def sar_series(pixels: PixelSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Ascending then descending along time: (N, Ta + Td, 2) and (Ta + Td,)."""
+    sar = np.concatenate((pixels.sar_ascending, pixels.sar_descending), axis=1)
+    doys = np.concatenate((pixels.sar_ascending_doys, pixels.sar_descending_doys))
+    if sar.shape[1] == 0:
+        sar = np.zeros((len(pixels), 1, S1_BANDS), dtype=np.int16)
+        doys = np.array([EMPTY_SAR_DOY])
+    return sar, doys
+
+
+def prepare(config: EncoderConfig, pixels: PixelSeries, seed: int = 0) -> PreparedPixels:
+    """Flag no-data and all-zero pixels, sample steps and build model inputs."""
+    _validate(pixels)  # again: an unpickled PixelSeries skipped __post_init__
+    n = len(pixels)
+    s2_valid = np.asarray(pixels.s2_masks) == 1
+    nodata = ~s2_valid.any(axis=1)
+    all_zero = ~nodata & ~np.asarray(pixels.s2_bands).reshape(n, -1).any(axis=1)
+    run = np.flatnonzero(~nodata & ~all_zero)
+    if run.size == 0:
+        return PreparedPixels(n, nodata, ())
+
+    s2 = pixels.s2_bands[run]
+    sar, sar_doys = sar_series(pixels)
+    sar = sar[run]
+    s1_valid = (sar != 0).any(axis=2)
+    norm = config.norm
+    if config.sampling == "random40":
+        seeds = pixel_seeds(seed, pixels.year, pixels.zone, pixels.rows[run], pixels.cols[run])
+        s2_index = random_steps(s2_valid[run], seeds, STREAM_S2, config.steps)
+        s1_index = random_steps(s1_valid, seeds, STREAM_S1, config.steps)
+        groups = [(np.arange(run.size), s2_index, s1_index)]
+    else:
+        s2_len, s2_all = bucket_steps(s2_valid[run], config.buckets)
+        s1_len, s1_all = bucket_steps(s1_valid, config.buckets)
+        pairs, member = np.unique(np.stack((s2_len, s1_len), axis=1), axis=0, return_inverse=True)
+        member = member.ravel()
+        groups = []
+        for g, (l2, l1) in enumerate(pairs.tolist()):
+            idx = np.flatnonzero(member == g)
+            groups.append((idx, s2_all[idx, :l2], s1_all[idx, :l1]))
+    return PreparedPixels(
+        n,
+        nodata,
+        tuple(
+            InputGroup(
+                pixels=run[local],
+                s2=_model_input(s2[local], pixels.s2_doys, s2_index, norm.s2_mean, norm.s2_std),
+                s1=_model_input(sar[local], sar_doys, s1_index, norm.s1_mean, norm.s1_std),
+            )
+            for local, s2_index, s1_index in groups
+        ),
+    )
+
+
+def quantise(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per pixel: scale = max|e| / 127 (at least 1e-8), q = clamp(round(e / scale))."""
+    scale = (embeddings.abs().amax(dim=1) / 127.0).clamp_min(MIN_SCALE)
+    q = torch.round(embeddings / scale[:, None]).clamp(-128, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """q * scale as float32 (NaN for no-data pixels)."""
+    return q.astype(np.float32) * np.asarray(scales, dtype=np.float32)[..., None]
+
+
+class ModelRunner:
+    """Runs an encoder over model inputs in device batches; quantises on the device.
+
+    The CPU and CUDA paths are the same code: on CUDA, inputs are pinned and
+    copied without blocking and the model runs under bf16 autocast.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
+                 batch_size: int = 256, bf16: bool | None = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = int(batch_size)
+        self.cuda = self.device.type == "cuda"
+        self.bf16 = self.cuda if bf16 is None else bf16
+
+    def _host(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        return tensor.pin_memory() if self.cuda else tensor
+
+    def __call__(self, s2: np.ndarray, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, T2, 11), (n, T1, 3) -> int8 (n, 128), float32 scales (n,)."""
+        n = len(s2)
+        s2_host, s1_host = self._host(s2), self._host(s1)
+        q_host = torch.empty((n, EMBEDDING_DIM), dtype=torch.int8, pin_memory=self.cuda)
+        scale_host = torch.empty((n,), dtype=torch.float32, pin_memory=self.cuda)
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                part = slice(start, min(start + self.batch_size, n))
+                s2_dev = s2_host[part].to(self.device, non_blocking=True)
+                s1_dev = s1_host[part].to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    embeddings = self.model(s2_dev, s1_dev)
+                q, scale = quantise(embeddings.float())
+                q_host[part].copy_(q, non_blocking=True)
+                scale_host[part].copy_(scale, non_blocking=True)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return q_host.numpy(), scale_host.numpy()
+
+
+def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarray]]) -> EncodedPixels:
+    """Place group results (in group order) into per-pixel arrays with the sentinels."""
+    embeddings = np.zeros((prepared.count, EMBEDDING_DIM), dtype=np.int8)
+    scales = np.full(prepared.count, MIN_SCALE, dtype=np.float32)
+    scales[prepared.nodata] = np.nan
+    for group, (q, scale) in zip(prepared.groups, results, strict=True):
+        embeddings[group.pixels] = q
+        scales[group.pixels] = scale
+    return EncodedPixels(embeddings, scales)
+
+
+def encode_pixels(model: torch.nn.Module | ModelRunner, config: EncoderConfig,
+                  pixels: PixelSeries, seed: int = 0, batch_size: int = 256) -> EncodedPixels:
+    """Embed every pixel of ``pixels``: the pipeline's one inference entry point."""
+    if isinstance(model, ModelRunner):
+        runner = model
+    else:
+        device = next(model.parameters()).device
+        runner = ModelRunner(model, device=device, batch_size=batch_size)
+    prepared = prepare(config, pixels, seed)
+    return assemble(prepared, [runner(g.s2, g.s1) for g in prepared.groups])
