@@ -73,6 +73,21 @@ def test_export_geotessera_tiles_read_offline_by_geotessera(published, tmp_path)
     main(["export-geotessera", "--root", server.url, "--year", "2024", "--out", str(out), "--bbox", TILE_BBOX])
     tiles = sorted((out / "global_0.1_degree_representation" / "2024").iterdir())
     assert [t.name for t in tiles] == ["grid_2.95_83.95", "grid_3.05_83.95"]
+    # registries: the columns geotessera reads, sizes of the files as written
+    import pandas as pd
+
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert {"year", "lon", "lat", "grid_size", "scales_size", "grid_path", "scales_path", "lon_i", "lat_i"} <= set(manifest)
+    for row in manifest.itertuples():
+        assert (out / row.grid_path).stat().st_size == row.grid_size
+        assert (out / row.scales_path).stat().st_size == row.scales_size
+        assert (row.lon_i, row.lat_i) == (round(row.lon * 100), round(row.lat * 100))
+    masks = pd.read_parquet(out / "landmasks.parquet")
+    assert all((out / k).stat().st_size == n for k, n in zip(masks.key, masks.file_size))
+    sums = (tiles[0] / "SHA256").read_text().split()
+    import hashlib
+
+    assert sums[0] == hashlib.sha256((tiles[0] / sums[1]).read_bytes()).hexdigest()
     gt = GeoTessera(registry_dir=out, embeddings_dir=out, cache_dir=tmp_path / "cache")
     ours = tc.open_root(server.url)
     for tile_dir in tiles:
