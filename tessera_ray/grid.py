@@ -36,6 +36,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyproj
 import shapely
+import shapely.prepared
 from affine import Affine
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
