@@ -24,6 +24,11 @@ from tessera_ray.model.sampling import (
 )
 
 MIN_SCALE = 1e-8
+# CPU matrix kernels switch algorithm for very few rows, which changes the
+# float rounding of a pixel with the company it is in. Device batches are
+# padded (with copies of their last pixel) to at least this many pixels so
+# that embeddings are byte-identical however pixels are batched.
+MIN_CPU_ROWS = 16
 # A SAR stack with no time step at all stands in as one all-zero (no data)
 # observation, so the S1 branch still sees a sequence.
 EMPTY_SAR_DOY = 1
@@ -277,7 +282,10 @@ class ModelRunner:
     """Runs an encoder over model inputs in device batches; quantises on the device.
 
     The CPU and CUDA paths are the same code: on CUDA, inputs are pinned and
-    copied without blocking and the model runs under bf16 autocast.
+    copied without blocking and the model runs under bf16 autocast. A short
+    last batch is padded (to MIN_CPU_ROWS pixels on the CPU, to the full batch
+    on CUDA, where every call then has the same shape) so that a pixel's
+    embedding does not depend on how many pixels share its batch.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
@@ -287,10 +295,19 @@ class ModelRunner:
         self.batch_size = int(batch_size)
         self.cuda = self.device.type == "cuda"
         self.bf16 = self.cuda if bf16 is None else bf16
+        self.min_rows = self.batch_size if self.cuda else MIN_CPU_ROWS
 
     def _host(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         return tensor.pin_memory() if self.cuda else tensor
+
+    def _padded(self, rows: torch.Tensor) -> torch.Tensor:
+        missing = self.min_rows - len(rows)
+        if missing <= 0:
+            return rows
+        filler = rows[-1:].expand(missing, *rows.shape[1:])
+        padded = torch.cat((rows, filler))
+        return padded.pin_memory() if self.cuda else padded
 
     def __call__(self, s2: np.ndarray, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, T2, 11), (n, T1, 3) -> int8 (n, 128), float32 scales (n,)."""
@@ -301,10 +318,11 @@ class ModelRunner:
         with torch.inference_mode():
             for start in range(0, n, self.batch_size):
                 part = slice(start, min(start + self.batch_size, n))
-                s2_dev = s2_host[part].to(self.device, non_blocking=True)
-                s1_dev = s1_host[part].to(self.device, non_blocking=True)
+                rows = part.stop - part.start
+                s2_dev = self._padded(s2_host[part]).to(self.device, non_blocking=True)
+                s1_dev = self._padded(s1_host[part]).to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    embeddings = self.model(s2_dev, s1_dev)
+                    embeddings = self.model(s2_dev, s1_dev)[:rows]
                 q, scale = quantise(embeddings.float())
                 q_host[part].copy_(q, non_blocking=True)
                 scale_host[part].copy_(scale, non_blocking=True)
