@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -94,10 +94,9 @@ class StoreState:
     model: str
     years: tuple[int, ...] = ()
     zones: tuple[int, ...] = ()
-    extra_attrs: dict = field(default_factory=dict, compare=False)
 
     def root_attrs(self) -> dict:
-        attrs = {
+        return {
             "geoemb:type": "pixel",
             "geoemb:dimensions": N_BANDS,
             "geoemb:model": self.model,
@@ -115,8 +114,6 @@ class StoreState:
             YEARS_ATTR: list(self.years),
             ZONES_ATTR: list(self.zones),
         }
-        attrs.update(self.extra_attrs)
-        return attrs
 
 
 def _code_version() -> str:
@@ -179,6 +176,7 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
 
 
 def _coord(group, name: str, values: np.ndarray, chunk: int, layout: StoreLayout, write: bool) -> None:
+    """A coordinate array; its chunks only when ``write`` (they never change once written)."""
     arr = group.create_array(
         name,
         shape=values.shape,
@@ -193,13 +191,17 @@ def _coord(group, name: str, values: np.ndarray, chunk: int, layout: StoreLayout
         arr[:] = values
 
 
+@lru_cache(maxsize=1)
 def zone_coordinates() -> dict[str, np.ndarray]:
     """Pixel-centre coordinates of the fixed zone grid (the same in every zone)."""
-    return {
+    coords = {
         "x": ZONE_X0 + (np.arange(ZONE_WIDTH, dtype="float64") + 0.5) * RESOLUTION,
         "y": ZONE_Y0 - (np.arange(ZONE_HEIGHT, dtype="float64") + 0.5) * RESOLUTION,
         "band": np.arange(N_BANDS, dtype="int32"),
     }
+    for values in coords.values():
+        values.setflags(write=False)
+    return coords
 
 
 def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tuple[dict[str, bytes], bytes]:
@@ -215,7 +217,7 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
     docs: dict = {}
     mem = MemoryStore(store_dict=docs)
     root = zarr.create_group(store=mem, zarr_format=3, attributes=state.root_attrs())
-    coords = zone_coordinates() if new_zones else {}
+    coords = zone_coordinates()
     for zone in state.zones:
         group = root.create_group(zone_grid(zone).name, attributes=zone_attrs(zone))
         _create_data_arrays(group, state.layout, len(state.years))
@@ -226,9 +228,9 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
         )
         if state.years:
             tarr[:] = np.asarray(state.years, "int32")
-        _coord(group, "band", zone_coordinates()["band"], N_BANDS, state.layout, fresh)
-        _coord(group, "x", coords.get("x", np.zeros(ZONE_WIDTH)), COORD_CHUNK, state.layout, fresh)
-        _coord(group, "y", coords.get("y", np.zeros(ZONE_HEIGHT)), COORD_CHUNK, state.layout, fresh)
+        _coord(group, "band", coords["band"], N_BANDS, state.layout, fresh)
+        _coord(group, "x", coords["x"], COORD_CHUNK, state.layout, fresh)
+        _coord(group, "y", coords["y"], COORD_CHUNK, state.layout, fresh)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         zarr.consolidate_metadata(mem)

@@ -184,7 +184,9 @@ class EmbeddingStore:
         ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 with the
         sentinels NaN = no embedding, +inf = not processed. They may cover a
         window of the unit starting at ``offset``; the rest is "not processed".
-        Writing a unit again replaces its shards (one writer per unit).
+        ``scenes`` counts the inputs, e.g. ``{"s2": 41, "s1": 60}`` (manifest
+        columns ``s2_scenes``, ``s1_scenes``). Writing a unit again replaces its
+        shards (one writer per unit). Memory: about twice the unit's int8 bytes.
         ``created`` (ISO 8601) replaces the write time in the part record, so a
         job pinned to one time (``SOURCE_DATE_EPOCH``) writes the same bytes when re-run.
         """
