@@ -243,6 +243,12 @@ def test_bad_searches_are_400_with_a_reason(stac_api, params, message):
     assert message in r.json()["description"]
 
 
+def test_failing_block_drops_unanswered_failures(stac_api):
+    with stac_api.failing(5, status=503):
+        assert requests.get(f"{stac_api.url}/").status_code == 503
+    assert requests.get(f"{stac_api.url}/").status_code == 200
+
+
 def test_injected_failures_then_recovery(stac_api):
     stac_api.fail_next(2, status=502)
     stac_api.fail_next(1, status=429)

@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tessera_ray.errors import ServiceError, UserInputError
-from tessera_ray.serve import BackgroundServer, ServerStats, StaticServer, Instrumented, check_port, media_type
+from tessera_ray.serve import BackgroundServer, Instrumented, ServerStats, StaticServer, check_port, media_type
 
 GEOJSON = "application/geo+json"
 CONFORMANCE = [
@@ -584,7 +585,9 @@ class StacServer(BackgroundServer):
     """A STAC API over ``world_dir``'s items with asset hrefs on ``asset_base_url``.
 
     ``fail_first=N`` makes the first N requests answer ``fail_status``;
-    :meth:`fail_next` arms more failures at any time (retry tests).
+    :meth:`fail_next` arms more failures at any time and :meth:`failing`
+    arms them for a ``with`` block (retry tests; prefer it on the shared
+    session fixture).
     ``stats`` and ``latency_s`` work as on :class:`~tessera_ray.serve.StaticServer`.
     """
 
@@ -609,6 +612,17 @@ class StacServer(BackgroundServer):
         """Make the next ``count`` requests answer ``status`` (e.g. 429, 502, 503)."""
         with self._faults_lock:
             self._faults.extend([status] * count)
+
+    @contextmanager
+    def failing(self, count: int, status: int = 503) -> Iterator[None]:
+        """``fail_next`` for the ``with`` block only: failures left unanswered are dropped on exit,
+        so a shared (session) server cannot pass them on to the next test."""
+        self.fail_next(count, status)
+        try:
+            yield
+        finally:
+            with self._faults_lock:
+                self._faults.clear()
 
     def _take_fault(self) -> int | None:
         with self._faults_lock:
