@@ -8,15 +8,17 @@
   demo, ``tessera-ray services`` and the CI smoke job).
 
 Why our own STAC server. We tried the existing servers that could run
-offline first (see docs/services.md for the details):
+offline first (details in docs/services.md). ``stac-fastapi-static`` 1.0.1
+pins ``stac-fastapi<6``, whose CORS middleware breaks on Starlette 1.x (every
+request answers 500); with FastAPI/Starlette downgraded it searches by bbox,
+intersects, datetime and CQL2 correctly, but ignores the Query extension
+(``{"eo:cloud_cover": {"lt": 20}}`` returns every item) and its GET ``next``
+links drop the search parameters (page 2 of one collection holds items of
+all), and it needs a root ``catalog.json`` linking every item.
 ``stac-fastapi-geoparquet`` and ``rustac`` search through DuckDB, whose
 spatial extension cannot be downloaded here; pgstac needs PostgreSQL with
-PostGIS and a migration step for a fixture; ``stac-fastapi-static`` pins
-``stac-fastapi<6`` (the current release is 7) and so drags an old FastAPI
-stack into our environment, needs a root ``catalog.json`` linking every
-item, and has no Query extension, which pystac-client users and Earth Search
-clients send for ``eo:cloud_cover``. A small Starlette app over items held in
-memory covers what our clients send, and nothing more.
+PostGIS. So this is a small Starlette app over items held in memory,
+covering what our clients send and nothing more.
 
 Supported: landing page + conformance, ``/collections``, ``/collections/{id}``,
 ``/collections/{id}/items[/{item}]``, ``/search`` GET and POST with
