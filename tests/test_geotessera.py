@@ -39,6 +39,7 @@ def geotessera_over_http(url: str):
     return GeoTesseraZarr(ObjectStore(http, read_only=True))
 
 
+@pytest.mark.slow
 def test_geotessera_zarr_reads_our_store_over_http(published):
     root, server, blocks = published
     gz = geotessera_over_http(server.url)
@@ -65,6 +66,7 @@ def test_geotessera_zarr_reads_our_store_over_http(published):
     np.testing.assert_array_equal(mosaic, part.embeddings[dr : dr + h, dc : dc + w])
 
 
+@pytest.mark.slow
 def test_export_geotessera_tiles_read_offline_by_geotessera(published, tmp_path):
     from geotessera import GeoTessera
 
