@@ -477,3 +477,65 @@ def test_s3_server_busy_port_is_a_clear_error(s3_server):
     with pytest.raises(ServiceError, match="cannot listen"):
         S3Server(port=s3_server.port).start()
 
+
+
+# --------------------------------------------------------------------------- search semantics on hand-made items
+
+
+def _item(iid, lon, when, cloud=None, collection="c1"):
+    props = {"datetime": when}
+    if cloud is not None:
+        props["eo:cloud_cover"] = cloud
+    geom = box(lon, 0, lon + 1, 1)
+    return {"type": "Feature", "id": iid, "collection": collection, "geometry": geom.__geo_interface__,
+            "bbox": list(geom.bounds), "properties": props, "assets": {}, "links": []}
+
+
+HAND = [
+    _item("west", -179.5, "2024-01-01T00:00:00Z", 5),
+    _item("east", 178.5, "2024-02-01T00:00:00.500Z", 50),
+    _item("mid", 10, "2024-03-01T00:00:00Z"),
+    _item("other", 10, "2024-04-01T00:00:00Z", 15, collection="c2"),
+]
+
+
+def _search(**body) -> list[str]:
+    from tessera_ray.synthetic.services import Catalogue, SearchParams
+
+    return [it["id"] for it in Catalogue({}, tuple(HAND)).search(SearchParams.from_body(body | {"limit": 50}))[0]]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"bbox": [179, 0.2, -179, 0.3]}, ["west", "east"]),  # across the antimeridian
+        ({"bbox": [9, 0, 10.5, 1]}, ["mid", "other"]),
+        ({"bbox": [9, 0, 0, 10.5, 1, 10]}, ["mid", "other"]),  # 3-D bbox
+        ({"datetime": "2024-02-01T00:00:00.5Z"}, ["east"]),
+        ({"datetime": "2024-02-01T00:00:01Z/.."}, ["mid", "other"]),
+        ({"datetime": "/2024-01-31T23:59:59Z"}, ["west"]),
+        ({"query": {"eo:cloud_cover": {"gte": 5, "lt": 50}}}, ["west", "other"]),
+        ({"query": {"eo:cloud_cover": {"in": [50]}}}, ["east"]),
+        ({"query": {"eo:cloud_cover": {"neq": 5}}}, ["east", "other"]),  # items without the property never match
+        ({"filter": {"op": "between", "args": [{"property": "eo:cloud_cover"}, 5, 15]}}, ["west", "other"]),
+        ({"filter": {"op": "isNull", "args": [{"property": "eo:cloud_cover"}]}}, ["mid"]),
+        ({"filter": {"op": "not", "args": [{"op": "<", "args": [{"property": "eo:cloud_cover"}, 10]}]}},
+         ["east", "other"]),
+        ({"filter": {"op": "or", "args": [{"op": "=", "args": [{"property": "id"}, "mid"]},
+                                           {"op": "in", "args": [{"property": "collection"}, ["c2"]]}]}},
+         ["mid", "other"]),
+        ({"filter": {"op": "or", "args": [{"op": "<", "args": [{"property": "eo:cloud_cover"}, 10]},
+                                           {"op": "=", "args": [{"property": "id"}, "mid"]}]}},
+         ["west", "mid"]),  # unknown or true is true
+        ({"filter": {"op": "and", "args": [{"op": "<", "args": [{"property": "eo:cloud_cover"}, 99]},
+                                            {"op": "<>", "args": [{"property": "id"}, "west"]}]}},
+         ["east", "other"]),  # unknown and true is unknown
+        ({"filter": {"op": ">", "args": [{"property": "datetime"}, {"timestamp": "2024-02-15T00:00:00Z"}]}},
+         ["mid", "other"]),
+        ({"filter": {"op": "s_intersects", "args": [{"property": "geometry"},
+                                                     {"type": "Point", "coordinates": [179, 0.5]}]}}, ["east"]),
+        ({"collections": ["c2"], "ids": ["other", "mid"]}, ["other"]),
+    ],
+)
+def test_search_semantics(body, expected):
+    assert _search(**body) == expected

@@ -299,7 +299,9 @@ def _cql2(expr: Any, item: dict | None) -> Any:
     """Evaluate a basic CQL2-JSON expression on ``item``.
 
     With ``item=None`` it only checks that every operator is supported.
-    Comparisons with a missing property are false (not an error), as in SQL.
+    Logic is three-valued, as in SQL: a comparison with a missing property
+    is unknown (None), ``not`` of unknown stays unknown, and only a true
+    result selects the item.
     """
     if isinstance(expr, list):
         return [_cql2(e, item) for e in expr]
@@ -319,16 +321,17 @@ def _cql2(expr: Any, item: dict | None) -> Any:
     args = [_cql2(a, item) for a in expr.get("args", [])]
     if item is None:
         return None
-    if op == "and":
-        return all(a is True for a in args)
-    if op == "or":
-        return any(a is True for a in args)
+    if op in ("and", "or"):
+        decisive = op == "or"  # True decides an "or", False an "and"
+        if any(a is decisive for a in args):
+            return decisive
+        return None if any(a is None for a in args) else not decisive
     if op == "not":
-        return args[0] is False
+        return None if args[0] is None else not args[0]
     if op == "isNull":
         return args[0] is None
     if any(a is None for a in args):
-        return False
+        return None
     a, *rest = (_comparable(v, args) for v in args)
     try:
         if op in _COMPARISONS:
