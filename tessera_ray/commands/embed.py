@@ -1,0 +1,66 @@
+"""``tessera-ray embed``: the embed job (also ``python jobs/embed.py`` and ``ray job submit``).
+
+Every option can also come from ``TESSERA_RAY_<OPTION>`` (flags win, then the
+environment, then the defaults).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+
+def _env(name: str) -> str:
+    return f"TESSERA_RAY_{name.upper()}"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed(
+        roi: str = typer.Option(..., "--roi", envvar=_env("roi"), help="bbox W,S,E,N or a vector file (any CRS)"),
+        year: List[int] = typer.Option(..., "--year", envvar=_env("year"), help="year to embed; repeat for several"),
+        out: str = typer.Option(..., "--out", envvar=_env("out"), help="root to publish to: a folder or s3://bucket/prefix"),
+        checkpoint: str = typer.Option(..., "--checkpoint", envvar=_env("checkpoint"),
+                                       help="encoder checkpoint: path, https:// or s3:// URI"),
+        variant: Optional[str] = typer.Option(None, "--variant", envvar=_env("variant"),
+                                              help="encoder variant, if the checkpoint does not say"),
+        stac: Optional[str] = typer.Option(None, "--stac", envvar=_env("stac"),
+                                           help="STAC API for Sentinel-2 (default: Earth Search)"),
+        s1_stac: Optional[str] = typer.Option(None, "--s1-stac", envvar=_env("s1_stac"),
+                                              help="STAC API for Sentinel-1 (default: --stac, else CMR-STAC)"),
+        catalog: Optional[str] = typer.Option(None, "--catalog", envvar=_env("catalog"),
+                                              help="stac-geoparquet snapshot to search instead of STAC APIs"),
+        catalog_root: Optional[str] = typer.Option(None, "--catalog-root", envvar=_env("catalog_root"),
+                                                   help="base of the snapshot's relative hrefs"),
+        unit_size: int = typer.Option(4096, "--unit-size", envvar=_env("unit_size"),
+                                      help="work unit = store shard, pixels per side"),
+        block_size: int = typer.Option(512, "--block-size", envvar=_env("block_size"),
+                                       help="pixels per side of a read block (bounds task memory)"),
+        batch_size: int = typer.Option(1024, "--batch-size", envvar=_env("batch_size"),
+                                       help="pixels per encoder device batch"),
+        max_in_flight: int = typer.Option(4, "--max-in-flight", envvar=_env("max_in_flight"),
+                                          help="read tasks submitted at once"),
+        encoders: int = typer.Option(1, "--encoders", envvar=_env("encoders"),
+                                     help="CPU encoder actors (on GPU clusters: one per GPU)"),
+        encoder_threads: int = typer.Option(1, "--encoder-threads", envvar=_env("encoder_threads"),
+                                            help="torch threads (and CPUs) per CPU encoder actor"),
+        seed: int = typer.Option(0, "--seed", envvar=_env("seed"), help="seed of the temporal sampling"),
+        cache_dir: Optional[str] = typer.Option(None, "--cache-dir", envvar=_env("cache_dir"),
+                                                help="keep STAC search results here between runs"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (units, scenes, bytes) and stop"),
+    ) -> None:
+        """Embed a ROI for one or more years and publish it (resumes: published units are skipped)."""
+        from tessera_ray.pipeline.embed import check_complete, run_embed, summary
+        from tessera_ray.pipeline.plan import EmbedConfig, created_from_env
+
+        config = EmbedConfig(
+            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, stac=stac, s1_stac=s1_stac,
+            catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
+            batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
+            seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(),
+        )
+        result = run_embed(config, echo=typer.echo)
+        if not dry_run:
+            typer.echo(summary(result))
+            check_complete(result)

@@ -1,0 +1,458 @@
+"""The embed job: plan -> search -> map (read) -> encode -> reduce (write) -> publish.
+
+The driver streams blocks through three stages with ``ray.wait``:
+
+* read tasks (one per block of a unit, at most ``max_in_flight`` at once)
+  return the block's :class:`~tessera_ray.model.PixelSeries` into the object
+  store and a small info record to the driver;
+* each finished read is handed, as an object reference (the pixels never pass
+  through the driver), to the :class:`~tessera_ray.pipeline.encode.EncoderPool`,
+  whose ``submit`` waits while every actor is busy;
+* once every block of a unit is submitted, one writer task per unit waits for
+  its encoded blocks, assembles the shard and calls
+  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`.
+
+At most ``open_units`` units are between their first read and their write, so
+the object store holds at most that many units of embeddings plus
+``max_in_flight`` blocks of time series, whatever the ROI. A unit whose read,
+encode or write keeps failing after Ray's retries is reported and left out of
+the manifest; every other unit still gets published.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from tessera_ray.errors import TesseraError
+from tessera_ray.grid import Unit, Window
+from tessera_ray.pipeline.plan import (
+    EmbedConfig,
+    ModelInfo,
+    YearPlan,
+    check_checkpoint,
+    estimate,
+    plan_units,
+    plan_year,
+)
+from tessera_ray.pipeline.progress import Progress
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "manifests/runs"
+READ_RETRIES = 2
+WRITE_RETRIES = 3
+
+
+class IncompleteRun(TesseraError):
+    """Some units asked for could not be published (the others were)."""
+
+    exit_code = 5
+
+
+@dataclass
+class YearResult:
+    year: int
+    units: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: dict = field(default_factory=dict)
+    """unit id -> one-line reason."""
+    pixels: int = 0
+    input_bytes: int = 0
+    written_bytes: int = 0
+    seconds: float = 0.0
+    published_units: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.pixels / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    years: list[YearResult]
+    seconds: float = 0.0
+    record_keys: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not any(y.failed for y in self.years)
+
+    def totals(self) -> dict:
+        keys = ("units", "done", "skipped", "pixels", "input_bytes", "written_bytes")
+        total = {k: sum(getattr(y, k) for y in self.years) for k in keys}
+        total["failed"] = sum(len(y.failed) for y in self.years)
+        total["px_per_s"] = total["pixels"] / self.seconds if self.seconds > 0 else 0.0
+        return total
+
+
+# --------------------------------------------------------------------------- Ray task bodies
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What a read task tells the driver (the pixels go to the encoder by reference)."""
+
+    pixels: int
+    input_bytes: int
+    skipped_scenes: tuple[str, ...]
+
+
+def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
+    """Read one block and flatten it into the encoder's per-pixel layout."""
+    from tessera_ray.model import PixelSeries
+    from tessera_ray.sources.read import Block, read_cube
+
+    cube = read_cube(Block(zone, window), scenes, read_config)
+    series = PixelSeries.from_block(
+        block_id=f"zone {zone} block {window.row},{window.col}", year=year, zone=zone, row=window.row, col=window.col,
+        bands=cube.bands, masks=cube.masks, doys=cube.doys,
+        sar_ascending=cube.sar_ascending, sar_ascending_doy=cube.sar_ascending_doy,
+        sar_descending=cube.sar_descending, sar_descending_doy=cube.sar_descending_doy,
+    )
+    nbytes = sum(a.nbytes for a in (cube.bands, cube.masks, cube.sar_ascending, cube.sar_descending))
+    return series, BlockInfo(window.size, nbytes, cube.skipped_scenes)
+
+
+def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: dict, model_checksum: str,
+               created: str | None, *encoded) -> dict:
+    """The reduce step: assemble a unit's encoded blocks into one shard and write it once."""
+    from tessera_ray.store import EmbeddingStore
+
+    size = unit.size
+    embeddings = np.zeros((size, size, 128), dtype=np.int8)
+    scales = np.full((size, size), np.inf, dtype=np.float32)
+    origin = unit.window
+    for window, block in zip(windows, encoded, strict=True):
+        rows = slice(window.row - origin.row, window.row - origin.row + window.height)
+        cols = slice(window.col - origin.col, window.col - origin.col + window.width)
+        embeddings[rows, cols] = block.embeddings.reshape(window.height, window.width, 128)
+        scales[rows, cols] = block.scales.reshape(window.height, window.width)
+    store = EmbeddingStore.open(root)
+    store.model_checksum = model_checksum
+    record = store.write_unit(unit, year, embeddings, scales, scenes=scenes, created=created)
+    return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects)}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause of a (possibly Ray-wrapped) error as one short line."""
+    cause = exc
+    while getattr(cause, "cause", None) is not None and cause is not cause.cause:
+        cause = cause.cause
+    text = " ".join(str(cause).split())
+    if "Traceback" in text:
+        text = text.split("Traceback")[0].strip() or type(cause).__name__
+    return f"{type(cause).__name__}: {text[:300]}"
+
+
+@dataclass
+class _UnitState:
+    unit: Unit
+    windows: list[Window]
+    scenes: object
+    """ObjectRef of the scenes over the unit (shared by its read tasks)."""
+    counts: dict
+    reads_left: int = 0
+    encoded: dict = field(default_factory=dict)
+    failed: str | None = None
+    input_bytes: int = 0
+
+
+def open_units_bound(config: EmbedConfig) -> int:
+    """Units allowed between first read and write: enough to keep the reads busy across unit edges."""
+    blocks_per_unit = math.ceil(config.unit_size / config.block_size) ** 2
+    return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
+
+
+def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress) -> YearResult:
+    """Stream every unit of a year through read -> encode -> write; never raises for a failing unit."""
+    import ray
+
+    from tessera_ray.pipeline.ingest import scenes_for_window
+    from tessera_ray.sources.cog import capture_env
+    from tessera_ray.sources.read import ReadConfig, estimate_memory
+    from tessera_ray.sources.scenes import S1, S2
+
+    result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
+    started = time.monotonic()
+    read_config = ReadConfig(env=capture_env())
+    reader = ray.remote(read_block)
+    read_options = dict(num_returns=2, num_cpus=1, max_retries=READ_RETRIES, retry_exceptions=True)
+    writer_memory = 3 * config.unit_size**2 * 132
+    writer = ray.remote(write_unit).options(num_cpus=1, memory=writer_memory, max_retries=WRITE_RETRIES,
+                                            retry_exceptions=True)
+    todo = deque(plan.units)
+    blocks: deque[tuple[_UnitState, Window]] = deque()
+    open_units: dict[Unit, _UnitState] = {}
+    reads: dict = {}   # info ref -> (state, window, series ref)
+    writes: dict = {}  # writer ref -> state
+    bound = open_units_bound(config)
+    progress.start(f"{plan.year}", len(plan.units))
+
+    def fail(state: _UnitState, reason: str) -> None:
+        if state.failed is None:
+            state.failed = reason
+            result.failed[state.unit.id] = reason
+            progress.unit_failed(state.unit.id, reason)
+        state.encoded.clear()
+
+    def open_next_unit() -> None:
+        unit = todo.popleft()
+        near = scenes_for_window(unit.zone, unit.window, plan.scenes)
+        counts = {"s2": sum(s.kind == S2 for s in near), "s1": sum(s.kind == S1 for s in near)}
+        windows = list(unit.window.blocks(config.block_size))
+        state = _UnitState(unit, windows, ray.put(near), counts, reads_left=len(windows))
+        open_units[unit] = state
+        blocks.extend((state, w) for w in windows)
+
+    def submit_reads() -> None:
+        while len(reads) < config.max_in_flight:
+            if not blocks:
+                if not todo or len(open_units) >= bound:
+                    return
+                open_next_unit()
+                continue
+            state, window = blocks.popleft()
+            if state.failed:
+                continue
+            near = scenes_for_window(state.unit.zone, window, plan.scenes)
+            memory = estimate_memory(max(window.shape), len({s.date for s in near if s.kind == S2}),
+                                     2 * len({s.date for s in near if s.kind == S1}), read_config)
+            series, info = reader.options(memory=memory, **read_options).remote(
+                state.unit.zone, window, plan.year, state.scenes, read_config)
+            reads[info] = (state, window, series)
+
+    def finish_unit_reads(state: _UnitState) -> None:
+        refs = [state.encoded[w] for w in state.windows]
+        ref = writer.remote(config.out, state.unit, plan.year, state.windows, state.counts, model.checksum,
+                            config.created, *refs)
+        state.encoded.clear()
+        writes[ref] = state
+
+    while todo or blocks or reads or writes:
+        submit_reads()
+        ready, _ = ray.wait([*reads, *writes], num_returns=1, timeout=5.0)
+        for ref in ready:
+            if ref in reads:
+                state, window, series = reads.pop(ref)
+                state.reads_left -= 1
+                try:
+                    info: BlockInfo = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - any task failure fails only this unit
+                    fail(state, f"reading block {window.row},{window.col}: {_one_line(exc)}")
+                else:
+                    state.input_bytes += info.input_bytes
+                    if not state.failed:
+                        state.encoded[window] = pool.submit(series)
+                del series
+                if state.reads_left == 0:
+                    if state.failed:
+                        open_units.pop(state.unit, None)
+                    else:
+                        finish_unit_reads(state)
+            else:
+                state = writes.pop(ref)
+                open_units.pop(state.unit, None)
+                try:
+                    written = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001
+                    fail(state, _one_line(exc))
+                    continue
+                result.done += 1
+                result.pixels += state.unit.window.size
+                result.input_bytes += state.input_bytes
+                result.written_bytes += written["bytes"]
+                progress.unit_done(state.unit.id, state.unit.window.size)
+    progress.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _start_ray(config: EmbedConfig) -> bool:
+    """Connect to ``RAY_ADDRESS`` (a job on a cluster) or start a local Ray; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    return not address
+
+
+def _public_url(url: str) -> str:
+    """A URL without user info or query (where tokens hide), for the run record."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict:
+    """What a run did, saved beside the manifests; holds no secrets (URLs are stripped of credentials)."""
+    cfg = asdict(config)
+    for key in ("out", "checkpoint", "stac", "s1_stac", "catalog", "catalog_root", "roi"):
+        if cfg.get(key):
+            cfg[key] = _public_url(cfg[key])
+    cfg.pop("cache_dir", None)
+    return {
+        "run_id": result.run_id,
+        "year": year.year,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "host": platform.node(),
+        "config": cfg,
+        "model": asdict(model),
+        "scenes": {"s2": plan.s2_scenes, "s1": plan.s1_scenes},
+        "units": {"asked": year.units, "done": year.done, "skipped": year.skipped, "failed": len(year.failed)},
+        "failed": year.failed,
+        "pixels": year.pixels,
+        "seconds": round(year.seconds, 3),
+        "px_per_s": round(year.rate, 1),
+        "input_bytes": year.input_bytes,
+        "written_bytes": year.written_bytes,
+        "published_units": year.published_units,
+    }
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tessera-ray")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print) -> RunResult:
+    """The whole job. Raises :class:`IncompleteRun` (after publishing the rest) if a unit failed."""
+    progress = progress or Progress()
+    started = time.monotonic()
+    units = plan_units(config.roi, config.unit_size)
+    model = check_checkpoint(config.checkpoint, config.variant)
+    plans = [plan_year(config, units, year) for year in config.years]
+    result = RunResult(new_run_id(), [])
+    if config.dry_run:
+        for plan in plans:
+            echo(describe_plan(plan, config))
+        return result
+    if not any(p.units for p in plans):
+        for plan in plans:
+            result.years.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
+        result.seconds = time.monotonic() - started
+        return result
+    from tessera_ray.store import EmbeddingStore, publish
+
+    store = EmbeddingStore.create_or_open(config.out, shard_size=config.unit_size, chunk_size=config.chunk_size,
+                                          model=f"tessera-{model.variant}", model_checksum=model.checksum)
+    zones = sorted({u.zone for u in units})
+    for plan in plans:
+        store.prepare(plan.year, zones)
+    started_ray = _start_ray(config)
+    try:
+        year_results = _run_years(config, plans, model, progress, store, publish)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    result.years = year_results
+    result.seconds = time.monotonic() - started
+    for plan, year in zip(plans, result.years):
+        if not plan.units:
+            continue
+        key = f"{RUNS_DIR}/{year.year}-{result.run_id}.json"
+        record = run_record(config, model, result, year, plan)
+        store.objects.put(key, json.dumps(record, indent=1, sort_keys=True).encode())
+        result.record_keys.append(key)
+    return result
+
+
+def _run_years(config, plans, model, progress, store, publish) -> list[YearResult]:
+    from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
+
+    spec = EncoderSpec(config.checkpoint, config.variant, seed=config.seed, batch_size=config.batch_size,
+                       cpu_threads=config.encoder_threads)
+    results = []
+    with EncoderPool(spec, num_actors=config.encoders) as pool:
+        for plan in plans:
+            if not plan.units:
+                results.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
+                continue
+            year = run_year(plan, config, pool, model, progress)
+            year.published_units = publish(config.out, plan.year).units
+            results.append(year)
+    return results
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def describe_plan(plan: YearPlan, config: EmbedConfig) -> str:
+    """The dry-run report of one year."""
+    est = estimate(plan)
+    blocks = sum(len(list(u.window.blocks(config.block_size))) for u in plan.units)
+    lines = [
+        f"year {plan.year}: {len(plan.units) + len(plan.published)} unit(s) of {config.unit_size} px over {config.roi}",
+        f"  to embed: {len(plan.units)} unit(s), {blocks} block(s) of <= {config.block_size} px, {plan.pixels:,} px",
+        f"  already published (skipped): {len(plan.published)}",
+        f"  scenes: {plan.s2_scenes} Sentinel-2, {plan.s1_scenes} Sentinel-1",
+        f"  estimated read (decoded): {_size(est.read_bytes)}; write (uncompressed): {_size(est.write_bytes)}",
+    ]
+    lines += [f"  unit {u.id}" for u in plan.units]
+    return "\n".join(lines)
+
+
+def summary(result: RunResult) -> str:
+    """The final lines a user reads."""
+    t = result.totals()
+    lines = [
+        f"units: {t['done']} done, {t['skipped']} skipped (already published), {t['failed']} failed "
+        f"of {t['units']}; {t['pixels']:,} px in {result.seconds:.1f} s ({t['px_per_s']:,.0f} px/s)",
+        f"bytes: {_size(t['input_bytes'])} read (decoded inputs), {_size(t['written_bytes'])} written",
+    ]
+    for year in result.years:
+        for unit_id, reason in sorted(year.failed.items()):
+            lines.append(f"failed {year.year} {unit_id}: {reason}")
+    if result.record_keys:
+        lines.append("run record: " + ", ".join(result.record_keys))
+    return "\n".join(lines)
+
+
+def check_complete(result: RunResult) -> None:
+    """Raise :class:`IncompleteRun` when something asked for was not published."""
+    failed = sum(len(y.failed) for y in result.years)
+    if failed:
+        asked = sum(y.units for y in result.years)
+        raise IncompleteRun(f"{failed} of {asked} unit(s) failed and were not published; re-run to retry them")
+

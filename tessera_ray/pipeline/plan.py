@@ -1,0 +1,206 @@
+"""Plan an embed job in the driver: configuration, units to do, scenes, estimates.
+
+Nothing here starts Ray or writes to the output root, so ``--dry-run`` and
+every check of the user's input (ROI, years, sizes, checkpoint, STAC) happen
+before the first object is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Sequence
+
+from tessera_ray.errors import UserInputError
+from tessera_ray.grid import Unit, load_roi, units_for_roi
+from tessera_ray.sources.scenes import S1, S2, Scene
+
+FIRST_YEAR = 2017
+S2_INPUT_BYTES = 10 * 2 + 1
+"""Bytes per pixel and Sentinel-2 scene decoded: ten uint16 bands and the SCL byte."""
+S1_INPUT_BYTES = 2 * 4
+"""Bytes per pixel and Sentinel-1 scene decoded: VV and VH float32."""
+OUTPUT_BYTES = 128 + 4
+"""Bytes per pixel stored before compression: int8 embedding and float32 scale."""
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Everything one embed job needs; built from flags, then ``TESSERA_RAY_*``, then defaults."""
+
+    roi: str
+    years: tuple[int, ...]
+    out: str
+    """Root of the published store: a folder or ``s3://bucket/prefix``."""
+    checkpoint: str
+    variant: str | None = None
+    stac: str | None = None
+    s1_stac: str | None = None
+    catalog: str | None = None
+    catalog_root: str | None = None
+    s2_collection: str = "sentinel-2-c1-l2a"
+    unit_size: int = 4096
+    """Pixels per side of a work unit, which is also the store's shard size."""
+    chunk_size: int = 32
+    block_size: int = 512
+    """Pixels per side of a read task's block: bounds the memory of reads and encodes."""
+    batch_size: int = 1024
+    """Pixels per encoder device batch."""
+    max_in_flight: int = 4
+    """Read tasks submitted at once."""
+    encoders: int = 1
+    """CPU encoder actors when the cluster has no GPU."""
+    encoder_threads: int = 1
+    seed: int = 0
+    dry_run: bool = False
+    cache_dir: str | None = None
+    created: str | None = None
+    """Time written into part records; from ``SOURCE_DATE_EPOCH`` for reproducible re-runs."""
+
+    def __post_init__(self) -> None:
+        this_year = datetime.now(timezone.utc).year
+        if not self.years:
+            raise UserInputError("give at least one --year")
+        for year in self.years:
+            if not FIRST_YEAR <= year <= this_year:
+                raise UserInputError(f"--year must be {FIRST_YEAR}..{this_year} (the Sentinel-2 L2A era), got {year}")
+        for name in ("unit_size", "block_size", "batch_size", "max_in_flight", "encoders", "encoder_threads"):
+            if getattr(self, name) <= 0:
+                raise UserInputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.unit_size % self.chunk_size:
+            raise UserInputError(f"--unit-size must be a multiple of {self.chunk_size}, got {self.unit_size}")
+        if self.catalog and (self.stac or self.s1_stac):
+            raise UserInputError("give either --catalog or --stac/--s1-stac, not both")
+
+
+def created_from_env(environ: dict | None = None) -> str | None:
+    """``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) as an ISO 8601 UTC time."""
+    value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), timezone.utc).isoformat(timespec="seconds")
+    except (ValueError, OverflowError):
+        raise UserInputError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class YearPlan:
+    """The work of one year: units to embed, units already published, the scenes to read."""
+
+    year: int
+    units: tuple[Unit, ...]
+    published: tuple[str, ...]
+    scenes: tuple[Scene, ...] = ()
+
+    @property
+    def s2_scenes(self) -> int:
+        return sum(s.kind == S2 for s in self.scenes)
+
+    @property
+    def s1_scenes(self) -> int:
+        return sum(s.kind == S1 for s in self.scenes)
+
+    @property
+    def pixels(self) -> int:
+        return sum(u.window.size for u in self.units)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Upper bounds of what a plan moves (decoded input, uncompressed output)."""
+
+    read_bytes: int
+    write_bytes: int
+
+
+def plan_units(roi: str, unit_size: int) -> list[Unit]:
+    """The units covering a ROI on the fixed grid, in a stable order."""
+    units = units_for_roi(load_roi(roi), unit_size)
+    if not units:
+        raise UserInputError(f"ROI {roi} covers no pixel of any zone grid")
+    return sorted(units, key=lambda u: (u.zone, u.row, u.col))
+
+
+def published_units(root: str, year: int) -> set[str]:
+    """Unit ids in the year's manifest, without creating anything at ``root``."""
+    from tessera_ray.store.manifest import published_unit_ids
+    from tessera_ray.store.objects import open_objects
+
+    return published_unit_ids(open_objects(root), year)
+
+
+def search(config: EmbedConfig, units: Sequence[Unit], year: int) -> list[Scene]:
+    """Every scene over the units in a year: one search per job and year (cached in ``cache_dir``)."""
+    from tessera_ray.pipeline.ingest import search_bbox
+    from tessera_ray.sources.catalog import search_catalog
+    from tessera_ray.sources.scenes import OPERA_RTC, profile_for_collection
+    from tessera_ray.sources.stac import SearchCache, search_scenes, year_range
+
+    if not units:
+        return []
+    bbox = search_bbox(units)
+    s2 = profile_for_collection(config.s2_collection, "s2")
+    start, end = year_range(year)
+    if config.catalog:
+        found = [
+            *search_catalog(config.catalog, s2, bbox, start, end, root=config.catalog_root),
+            *search_catalog(config.catalog, OPERA_RTC, bbox, start, end, root=config.catalog_root),
+        ]
+    else:
+        cache = SearchCache(config.cache_dir)
+        found = [
+            *search_scenes(s2, bbox, start, end, url=config.stac or s2.url, cache=cache),
+            *search_scenes(OPERA_RTC, bbox, start, end, url=config.s1_stac or config.stac or OPERA_RTC.url, cache=cache),
+        ]
+    return sorted(found, key=lambda s: s.sort_key)
+
+
+def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan:
+    """Skip published units, then search scenes for the rest; no Sentinel-2 scene at all is an error."""
+    done = published_units(config.out, year)
+    todo = tuple(u for u in units if u.id not in done)
+    scenes = tuple(search(config, todo, year))
+    if todo and not any(s.kind == S2 for s in scenes):
+        raise UserInputError(f"no Sentinel-2 scenes over ROI {config.roi} in {year}: nothing to embed")
+    return YearPlan(year, todo, tuple(sorted(u.id for u in units if u.id in done)), scenes)
+
+
+def estimate(plan: YearPlan) -> Estimate:
+    """Decoded input bytes (every scene over each unit, whole unit) and uncompressed output bytes."""
+    from tessera_ray.pipeline.ingest import scenes_for_window
+
+    read = 0
+    for unit in plan.units:
+        near = scenes_for_window(unit.zone, unit.window, plan.scenes)
+        per_pixel = sum(S2_INPUT_BYTES if s.kind == S2 else S1_INPUT_BYTES for s in near)
+        read += unit.window.size * per_pixel
+    return Estimate(read, plan.pixels * OUTPUT_BYTES)
+
+
+def weights_checksum(model) -> str:
+    """SHA-256 over the encoder's weights (names and bytes), whatever file format held them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver learns from the checkpoint before any work starts."""
+
+    variant: str
+    checksum: str
+    parameters: int = field(default=0)
+
+
+def check_checkpoint(checkpoint: str, variant: str | None) -> ModelInfo:
+    """Load the checkpoint once in the driver: a bad one fails before the store is touched."""
+    from tessera_ray.model import parameter_count, read_checkpoint
+
+    loaded = read_checkpoint(checkpoint, variant)
+    return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model))
