@@ -115,7 +115,7 @@ def world_2022(tmp_path_factory):
     from tessera_ray.synthetic import generate_world
 
     root = tmp_path_factory.mktemp("world2022")
-    generate_world(root, preset="test", year=2022)
+    generate_world(root, bbox=(0.120, 52.172, 0.128, 52.177), preset="test", year=2022)  # small: one or two tiles
     return root
 
 
