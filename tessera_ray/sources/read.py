@@ -23,7 +23,7 @@ import numpy as np
 from tessera_ray.cube import N_BANDS, TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
-from tessera_ray.sources.cog import ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, read_onto
+from tessera_ray.sources.cog import ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env, read_onto
 from tessera_ray.sources.scenes import S1, S2, Scene
 
 
@@ -57,7 +57,8 @@ class ReadConfig:
     max_requests: int = 16
     """Concurrent asset reads per worker process."""
     dates_in_flight: int = 4
-    env: ReaderEnv = field(default_factory=ReaderEnv)
+    env: ReaderEnv = field(default_factory=capture_env)
+    """GDAL settings and credentials, captured where the config is made (the driver)."""
 
 
 def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig | None = None) -> TimeSeriesCube:
