@@ -230,17 +230,17 @@ def test_local_and_http_reads_agree(served, built):
 
 @pytest.fixture
 def s3_root(s3_server, monkeypatch):
-    """A fresh bucket on the session's moto server; credentials and endpoint in the environment."""
+    """A fresh public-read bucket on the session's moto server; credentials and endpoint in the environment."""
     import uuid
 
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
     bucket = f"store-{uuid.uuid4().hex[:8]}"
-    s3_server.create_bucket(bucket)
+    s3_server.create_bucket(bucket, public_read=True)
     return f"s3://{bucket}/run1"
 
 
-def test_store_on_s3_written_verified_and_read(s3_root):
+def test_store_on_s3_written_verified_and_read(s3_root, monkeypatch):
     from tessera_ray.store import read_manifest
     from tessera_ray.store.objects import open_objects
 
@@ -256,6 +256,10 @@ def test_store_on_s3_written_verified_and_read(s3_root):
     b = blocks[0]
     np.testing.assert_array_equal(values[1], b.embeddings[250, 200].astype("float32") * b.scales[250, 200])
     assert list(status) == [tc.VALID, tc.VALID]
+    # a reader without any credentials goes anonymous (a public bucket) instead of failing
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    np.testing.assert_array_equal(tc.open_root(s3_root).points(lon, lat, 2024)[0], values)
 
 
 # --------------------------------------------------------------------------- manifests over HTTP

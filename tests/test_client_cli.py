@@ -123,6 +123,7 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(served, tmp_path, capsys):
     polar.write_text("lon,lat\n3.0,-7.4\n3.0,88.5\n")
     check(["sample", "--root", url, "--points", str(polar), *base], "outside every zone grid")
     check(["export", "--root", url, "--bbox", "1,2,3", "--year", "2024", "--out", str(tmp_path / "x.tif")], "bbox must be four numbers")
+    check(["export-geotessera", "--root", url, "--year", "1999", "--out", str(tmp_path / "gt")], "no published units for 1999")
 
 
 def test_corrupt_shard_fails_naming_it(tmp_path, capsys):

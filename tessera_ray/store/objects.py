@@ -171,7 +171,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 class S3Objects(Objects):
-    """S3 through boto3; credentials from the environment, endpoint from ``AWS_ENDPOINT_URL``."""
+    """S3 through boto3; credentials from the environment (anonymous without any), endpoint from ``AWS_ENDPOINT_URL``.
+
+    Each object is one PUT (S3 takes up to 5 GB that way; a 4096-px shard of
+    int8 embeddings is at most ~2.2 GB), so an object is either whole or absent.
+    """
 
     def __init__(self, url: str):
         parsed = urlparse(url)
@@ -195,9 +199,14 @@ class S3Objects(Objects):
         client = getattr(self._local, "client", None)
         if client is None:
             import boto3
+            from botocore import UNSIGNED
+            from botocore.config import Config
 
+            session = boto3.session.Session()
+            # no credentials at all: read a public bucket anonymously rather than fail
+            config = None if session.get_credentials() is not None else Config(signature_version=UNSIGNED)
             endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint)
+            client = session.client("s3", endpoint_url=endpoint, config=config)
             self._local.client = client
         return client
 
