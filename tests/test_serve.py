@@ -281,13 +281,13 @@ def test_serve_command_missing_folder(tmp_path):
 def cog(site):
     """A tiled COG (64 px blocks, two overviews) inside the served folder."""
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     data = np.random.default_rng(3).integers(1, 3000, (256, 256), dtype=np.uint16)
     path = site / "cog.tif"
     with rasterio.open(
         path, "w", driver="COG", width=256, height=256, count=1, dtype="uint16", crs="EPSG:32631",
-        transform=from_origin(300000, 5800000, 10, 10), nodata=0, blocksize=64, compress="DEFLATE",
+        transform=Affine(10, 0, 300000, 0, -10, 5800000), nodata=0, blocksize=64, compress="DEFLATE",
         overview_count=2,
     ) as dst:
         dst.write(data, 1)
