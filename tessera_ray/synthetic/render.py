@@ -28,7 +28,6 @@ import shapely
 from tessera_ray.grid import transform_points
 from tessera_ray.synthetic.landscape import (
     BUILT_UP,
-    OUTSIDE,
     S2_10M,
     S2_BANDS,
     WATER,

@@ -208,7 +208,7 @@ def _snap(v: float, step: int) -> int:
 
 
 def _lattice(lo: float, hi: float, size: int, step: int, centred: bool) -> list[int]:
-    """Lower edges of tiles (spacing ``step``, side ``size``) covering [lo, hi].
+    """Lower edges of the fewest tiles (spacing ``step``, side ``size``) covering [lo, hi].
 
     The lattice is anchored on the region's centre: on an overlap strip (so
     the middle of the region is in two tiles), or on a tile's centre when
@@ -216,9 +216,9 @@ def _lattice(lo: float, hi: float, size: int, step: int, centred: bool) -> list[
     """
     c = (lo + hi) / 2.0
     origin = _snap(c - size / 2.0, 60) if centred else _snap(c - step - (size - step) / 2.0, 60)
-    first = math.floor((lo - origin - size) / step)
-    last = math.ceil((hi - origin) / step)
-    return [origin + k * step for k in range(first, last + 1) if origin + k * step < hi and origin + k * step + size > lo]
+    first = math.floor((lo - origin) / step)  # the last tile starting west/south of lo
+    last = max(math.ceil((hi - origin - size) / step), first)  # the first tile reaching past hi
+    return [origin + k * step for k in range(first, last + 1)]
 
 
 def s2_tiles(spec: WorldSpec) -> list[S2Tile]:

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ import pyproj
 from tessera_ray.errors import RoiError, UserInputError
 from tessera_ray.grid import roi_from_bbox, transform_points
 from tessera_ray.synthetic import catalog
-from tessera_ray.synthetic.landscape import CLASSES, OUTSIDE, S2_BANDS, parcels_at
+from tessera_ray.synthetic.landscape import CLASSES, S2_BANDS, parcels_at
 from tessera_ray.synthetic.render import (
     SCL_INVALID,
     pixel_centres,
@@ -72,13 +73,13 @@ FORMAT_VERSION = 1
 PRESETS: dict[str, dict] = {
     # ~1.2 km across: the test fixture, two overlapping tiles
     "test": dict(bbox=(0.116, 52.1695, 0.134, 52.1805), tile_size_m=1980, tile_overlap_m=300, parcel_m=110.0,
-                 cloud_radius_m=300.0, burst_across_m=2400.0, burst_along_m=2000.0, labels_per_class=30,
+                 cloud_radius_m=300.0, burst_across_m=3000.0, burst_along_m=2400.0, labels_per_class=30,
                  label_edge_m=15.0),
     # the default bbox near Cambridge, 2 x 2 tiles
-    "demo": dict(bbox=DEFAULT_BBOX, tile_size_m=4200, tile_overlap_m=600, parcel_m=150.0, cloud_radius_m=500.0,
-                 burst_across_m=4500.0, burst_along_m=3600.0, labels_per_class=80, label_edge_m=20.0),
+    "demo": dict(bbox=DEFAULT_BBOX, tile_size_m=3600, tile_overlap_m=600, parcel_m=150.0, cloud_radius_m=500.0,
+                 burst_across_m=6000.0, burst_along_m=4500.0, labels_per_class=80, label_edge_m=20.0),
     # tens of km, for benchmarks
-    "bench": dict(bbox=(0.0, 52.0, 0.4, 52.3), tile_size_m=10980, tile_overlap_m=960, parcel_m=200.0,
+    "bench": dict(bbox=(0.0, 52.1, 0.28, 52.28), tile_size_m=10980, tile_overlap_m=960, parcel_m=200.0,
                   cloud_radius_m=1500.0, burst_across_m=12000.0, burst_along_m=9000.0, labels_per_class=100,
                   label_edge_m=25.0),
 }  # fmt: skip
@@ -136,11 +137,15 @@ class World:
     def s1_scenes(self) -> list[Scene]:
         return self.collection_scenes(S1_COLLECTION)
 
+    @cached_property
+    def _by_id(self) -> dict[str, Scene]:
+        return {s.id: s for s in self.scenes}
+
     def scene(self, item_id: str) -> Scene:
-        for s in self.scenes:
-            if s.id == item_id:
-                return s
-        raise KeyError(f"no item {item_id!r} in this world")
+        try:
+            return self._by_id[item_id]
+        except KeyError:
+            raise KeyError(f"no item {item_id!r} in this world") from None
 
     def asset_path(self, scene: Scene | str, key: str) -> Path:
         scene = self.scene(scene) if isinstance(scene, str) else scene
