@@ -312,14 +312,17 @@ class Root:
         fs = self._arrays_pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
         echunks, schunks = fe.result(), fs.result()
         yi, xi = (rows % size) % c, (cols % size) % c
-        for i in range(len(rows)):
-            key = (int(sr[i]), int(sc[i]))
-            sch = schunks[((t, *key), int(n[i]))]
+        groups, members = np.unique(np.stack([sr, sc, n], axis=1), axis=0, return_inverse=True)
+        order = np.argsort(members.ravel(), kind="stable")
+        bounds = np.searchsorted(members.ravel()[order], np.arange(len(groups) + 1))
+        for g, (a, b, k) in enumerate(groups):  # one pass per touched chunk, not per point
+            idx = order[bounds[g] : bounds[g + 1]]
+            sch = schunks[((t, int(a), int(b)), int(k))]
             if sch is not None:
-                s[i] = sch[0, yi[i], xi[i]]
-            ech = echunks[((t, 0, *key), int(n[i]))]
+                s[idx] = sch[0, yi[idx], xi[idx]]
+            ech = echunks[((t, 0, int(a), int(b)), int(k))]
             if ech is not None:
-                q[i] = ech[0, :, yi[i], xi[i]]
+                q[idx] = ech[0][:, yi[idx], xi[idx]].T
         return q, s
 
     def points(self, lons, lats, year: int) -> tuple[np.ndarray, np.ndarray]:
