@@ -305,14 +305,14 @@ class Root:
         size, c = emb.shard_shape[-1], emb.chunk_shape[-1]
         sr, sc = rows // size, cols // size
         n = ((rows % size) // c) * (size // c) + (cols % size) // c
+        groups, members = np.unique(np.stack([sr, sc, n], axis=1), axis=0, return_inverse=True)
         wanted: dict[tuple, list[int]] = {}
-        for a, b, k in zip(sr, sc, n):
-            wanted.setdefault((int(a), int(b)), []).append(int(k))
+        for a, b, k in groups.tolist():
+            wanted.setdefault((a, b), []).append(k)
         fe = self._arrays_pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
         fs = self._arrays_pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
         echunks, schunks = fe.result(), fs.result()
         yi, xi = (rows % size) % c, (cols % size) % c
-        groups, members = np.unique(np.stack([sr, sc, n], axis=1), axis=0, return_inverse=True)
         order = np.argsort(members.ravel(), kind="stable")
         bounds = np.searchsorted(members.ravel()[order], np.arange(len(groups) + 1))
         for g, (a, b, k) in enumerate(groups):  # one pass per touched chunk, not per point
