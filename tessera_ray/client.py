@@ -148,7 +148,8 @@ class Root:
             self.stats[f"{kind}_bytes"] += len(data)
         return data
 
-    def _time_index(self, year: int) -> int:
+    def year_index(self, year: int) -> int:
+        """Position of ``year`` on the time axis; a clear error if the root does not hold it."""
         if int(year) not in self.years:
             raise UserInputError(f"year {year} is not in {self.url}; it has {self.years or 'no years'}")
         return self.years.index(int(year))
@@ -272,7 +273,7 @@ class Root:
         import pyarrow.parquet as pq
         import shapely
 
-        self._time_index(year)
+        self.year_index(year)
         key = f"{MANIFEST_DIR}/{int(year)}.parquet"
         try:
             pf = pq.ParquetFile(_RangeFile(self, key))
@@ -296,7 +297,7 @@ class Root:
     def read_pixels(self, zone: int, rows, cols, year: int) -> tuple[np.ndarray, np.ndarray]:
         """int8 (N, 128) and scales (N,) of pixels of one zone grid (+inf where not processed)."""
         rows, cols = np.asarray(rows, "int64"), np.asarray(cols, "int64")
-        t = self._time_index(year)
+        t = self.year_index(year)
         q = np.zeros((len(rows), 128), "int8")
         s = np.full(len(rows), np.inf, "float32")
         if (zone, "embeddings") not in self.arrays or not len(rows):
@@ -330,7 +331,7 @@ class Root:
         lons, lats = np.asarray(lons, "float64").ravel(), np.asarray(lats, "float64").ravel()
         if lons.shape != lats.shape:
             raise UserInputError("lons and lats differ in length")
-        self._time_index(year)
+        self.year_index(year)
         values = np.full((len(lons), 128), np.nan, "float32")
         status = np.full(len(lons), OUTSIDE, dtype=object)
         finite = np.isfinite(lons) & np.isfinite(lats) & (np.abs(lats) <= 90) & (np.abs(lons) <= 180)
@@ -359,7 +360,7 @@ class Root:
 
     def read_window(self, zone: int, window: Window, year: int) -> tuple[np.ndarray, np.ndarray]:
         """int8 (H, W, 128) and scales (H, W) of a window of a zone grid."""
-        t = self._time_index(year)
+        t = self.year_index(year)
         q = np.zeros((window.height, window.width, 128), "int8")
         s = np.full(window.shape, np.inf, "float32")
         if (zone, "embeddings") not in self.arrays:
@@ -399,7 +400,7 @@ class Root:
         Refuses regions over ``max_region_pixels`` (float32 embeddings take
         512 bytes a pixel) rather than exhaust memory; read those per tile.
         """
-        self._time_index(year)
+        self.year_index(year)
         roi = roi_from_bbox(*bbox)
         windows = [(zone, roi_window(roi, zone)) for zone in roi.zones()]
         windows = [(zone, w) for zone, w in windows if w is not None]

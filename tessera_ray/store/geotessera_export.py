@@ -93,7 +93,7 @@ def export_geotessera(
     manifest = read_manifest(root.objects, year)
     if manifest is None or manifest.empty:
         raise UserInputError(f"{root.url} has no published units for {year}")
-    root._time_index(year)
+    root.year_index(year)
     tiles = tiles_of_units(manifest)
     if bbox is not None:
         w, s, e, n = bbox
