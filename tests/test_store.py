@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -59,11 +58,10 @@ def test_zarr_reads_back_exactly_what_was_written(store_root):
         np.testing.assert_array_equal(zone["embeddings"][0, :, rows, cols], emb_exp)
         np.testing.assert_array_equal(zone["scales"][0, rows, cols], sc_exp)
     # the partly written unit keeps +inf (not processed) around its block, NaN inside it
-    part = zone_scales = g["utm31"]["scales"][0, UNITS[1].window.slices()[0], UNITS[1].window.slices()[1]]
+    part = g["utm31"]["scales"][0, UNITS[1].window.slices()[0], UNITS[1].window.slices()[1]]
     assert np.isinf(part).any() and np.isnan(part).any() and np.isfinite(part).any()
     # a shard never written reads as fill: not processed
     assert np.isinf(g["utm31"]["scales"][0, 0:10, 0:10]).all()
-    del zone_scales
 
 
 def test_layout_matches_geotessera_conventions(store_root):
@@ -297,38 +295,47 @@ def test_killed_between_any_two_writes_leaves_a_valid_published_state(tmp_path, 
     np.testing.assert_array_equal(values[UNITS[2].id], scales)
 
 
-def test_killed_process_leaves_no_partial_objects(tmp_path):
-    """SIGKILL a writer in the middle of a shard: no half object, nothing published."""
+@pytest.mark.parametrize("moment", ["mid-shard", "before-part"])
+def test_killed_writer_process_publishes_nothing_partial(tmp_path, moment):
+    """SIGKILL a writer while a shard is half on disk, or after its shards but before its part record."""
     import signal
     import subprocess
     import sys
-    import time
 
     root = tmp_path / "r"
     build_random_store(str(root), UNITS[:1])
     script = f"""
 import os, time, numpy as np
 from tessera_ray.store import EmbeddingStore
-from tessera_ray.store.objects import LocalObjects
+from tessera_ray.store import objects
 from tessera_ray.grid import Unit
 from tessera_ray.store.testing import random_block
-real = LocalObjects.put
-def slow_put(self, key, data):
-    if "_parts" in key:
-        print("parts", flush=True); time.sleep(60)
-    return real(self, key, data)
-LocalObjects.put = slow_put
+moment = {moment!r}
+real_put, real_fsync = objects.LocalObjects.put, os.fsync
+def put(self, key, data):
+    if moment == "before-part" and "_parts" in key:
+        print("stop", flush=True); time.sleep(60)
+    return real_put(self, key, data)
+def fsync(fd):
+    if moment == "mid-shard":
+        print("stop", flush=True); time.sleep(60)
+    return real_fsync(fd)
+objects.LocalObjects.put = put
+os.fsync = fsync
 store = EmbeddingStore.open({str(root)!r})
 emb, scales = random_block(np.random.default_rng(3), 256, 256)
 store.write_unit(Unit(31, 4001, 160, 256), 2024, emb, scales)
 """
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "parts"  # shards written, part record not yet
+    assert proc.stdout.readline().strip() == "stop"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not list(root.rglob("*.tmp"))
+    shard = root / shard_key(31, "embeddings", 0, 4001, 160)
+    assert shard.exists() == (moment == "before-part")  # never a half object under the real key
     publish(str(root), 2024)
     assert sorted(read_manifest(str(root), 2024).unit_id) == [UNITS[0].id]
+    ids, values = visible_state(root)
+    assert ids == [UNITS[0].id]
 
 
 def test_publish_rejects_a_part_whose_object_changed(tmp_path):
