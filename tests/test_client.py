@@ -180,10 +180,12 @@ def test_corrupt_shard_is_an_error_naming_it(tmp_path):
     lon, lat = lonlat_of(31, [u.window.row + 10], [u.window.col + 5 * 32 + 10])
     with pytest.raises(DataError, match=key):
         tc.open_root(str(root)).pixel(lon[0], lat[0], 2024)
-    # a truncated object
+    # a truncated object, on disk and over HTTP
     path.write_bytes(clean[: len(clean) // 2])
     with pytest.raises(DataError, match=key):
         tc.open_root(str(root)).points(*every_chunk, 2024)
+    with StaticServer(root) as server, pytest.raises(DataError, match=f"{key}.*(truncated|corrupt)"):
+        tc.open_root(server.url).points(*every_chunk, 2024)
     path.write_bytes(clean)
     assert tc.open_root(str(root)).pixel(lon[0], lat[0], 2024).status == tc.VALID
 

@@ -321,6 +321,8 @@ class HttpObjects(Objects):
             raise ServiceError(f"cannot reach {url}: {type(exc).__name__}") from None
         if resp.status_code == 404:
             raise ObjectNotFound(f"no object {url}")
+        if resp.status_code == 416:
+            raise DataError(f"{url} is shorter than the range asked for: the object is truncated or corrupt")
         if resp.status_code >= 400:
             raise ServiceError(f"{url} answered HTTP {resp.status_code}")
         return resp
