@@ -1,0 +1,201 @@
+"""The embed job through ``tessera-ray embed``: plan, dry run, bad input, a run, resume, a failing unit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessera_ray.cli import main
+from tessera_ray.grid import Unit, load_roi, units_for_roi
+
+ROI = "0.124,52.174,0.1245,52.1745"
+"""Two 32 px units of the test world."""
+UNIT_IDS = ["utm31_32_11363_0665", "utm31_32_11364_0665"]
+EPOCH = "1767225600"  # 2026-01-01T00:00:00Z
+
+
+def run(argv, capsys):
+    """The CLI in-process: (exit code, stdout, stderr)."""
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from tessera_ray.model import build_encoder, get_variant, save_checkpoint
+
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    config = get_variant("tiny")
+    save_checkpoint(build_encoder(config, seed=0), path, config, init_seed=0)
+    return path
+
+
+def _units_bounds():
+    from shapely.ops import unary_union
+
+    return unary_union([Unit.from_id(u).polygon_lonlat() for u in UNIT_IDS]).bounds
+
+
+def embed_args(world, out, checkpoint, roi=ROI, *extra):
+    return ["embed", "--roi", roi, "--year", "2024", "--out", str(out), "--checkpoint", str(checkpoint),
+            "--catalog", str(world / "stac" / "items.parquet"), "--unit-size", "32", "--block-size", "16", *extra]
+
+
+def test_plan_covers_the_roi_with_fixed_units():
+    from tessera_ray.pipeline.plan import plan_units
+
+    units = plan_units(ROI, 32)
+    assert [u.id for u in units] == UNIT_IDS
+    roi = load_roi(ROI).geometry
+    assert all(u.polygon_lonlat().intersects(roi) for u in units)
+    # a bigger ROI contains the same units: units depend on the grid, not on the ROI
+    bigger = {u.id for u in units_for_roi(load_roi("0.120,52.174,0.1245,52.1745"), 32)}
+    assert set(UNIT_IDS) <= bigger and len(bigger) == 4
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(world, checkpoint, tmp_path, capsys):
+    out = tmp_path / "root"
+    code, stdout, err = run(embed_args(world, out, checkpoint, ROI, "--dry-run"), capsys)
+    assert code == 0, err
+    assert "to embed: 2 unit(s), 8 block(s) of <= 16 px, 2,048 px" in stdout
+    assert "already published (skipped): 0" in stdout
+    # the world's own record of its scenes: those whose footprint touches the two units
+    from shapely.geometry import Polygon, box
+
+    from tessera_ray.synthetic import World
+
+    units = box(*_units_bounds())
+    w = World.open(world)
+    n_s2 = sum(Polygon(s.footprint).intersects(units) for s in w.s2_scenes)
+    n_s1 = sum(Polygon(s.footprint).intersects(units) for s in w.s1_scenes)
+    assert f"scenes: {n_s2} Sentinel-2, {n_s1} Sentinel-1" in stdout
+    assert "estimated read (decoded):" in stdout
+    assert all(f"unit {u}" in stdout for u in UNIT_IDS)
+    assert not out.exists()
+
+
+def test_flags_come_from_the_environment(world, checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TESSERA_RAY_UNIT_SIZE", "64")
+    monkeypatch.setenv("TESSERA_RAY_BLOCK_SIZE", "64")
+    args = embed_args(world, tmp_path / "root", checkpoint, ROI, "--dry-run")
+    i = args.index("--unit-size")
+    del args[i:i + 4]  # no --unit-size/--block-size flags: the environment decides
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    assert "of 64 px over" in stdout and "block(s) of <= 64 px" in stdout
+    # a flag wins over the environment
+    code, stdout, _ = run(args + ["--unit-size", "32"], capsys)
+    assert "of 32 px over" in stdout
+
+
+@pytest.mark.parametrize(
+    "change, message, exit_code",
+    [
+        ({"--roi": "0,0,1"}, "bbox", 2),
+        ({"--roi": "/no/such/file.geojson"}, "neither a bbox", 2),
+        ({"--year": "2016"}, "--year must be 2017", 2),
+        ({"--unit-size": "48"}, "multiple of 32", 2),
+        ({"--roi": "10.0,45.0,10.001,45.001"}, "no Sentinel-2 scenes", 2),
+        ({"--checkpoint": "BAD"}, "checkpoint", 2),
+    ],
+)
+def test_bad_input_is_one_line(world, checkpoint, tmp_path, capsys, change, message, exit_code):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    args = embed_args(world, tmp_path / "root", checkpoint)
+    for flag, value in change.items():
+        args[args.index(flag) + 1] = str(bad) if value == "BAD" else value
+    code, _, err = run(args, capsys)
+    assert code == exit_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessera-ray: error:") and message in lines[0], err
+    assert not (tmp_path / "root").exists()
+
+
+def test_unreachable_stac_is_one_line(world, checkpoint, tmp_path, capsys, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("TESSERA_RAY_STAC_RETRIES", "0")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = embed_args(world, tmp_path / "root", checkpoint)
+    i = args.index("--catalog")
+    args[i:i + 2] = ["--stac", f"http://127.0.0.1:{port}"]
+    code, _, err = run(args, capsys)
+    assert code == 3, err
+    assert len(err.strip().splitlines()) == 1 and "127.0.0.1" in err
+    assert not (tmp_path / "root").exists()
+
+
+def _block(out: Path, unit: Unit) -> None:
+    """Put a folder where one of the unit's shard objects goes: its writer fails on every try."""
+    from tessera_ray.store.layout import shard_key
+
+    (out / "tessera.zarr" / shard_key(unit.zone, "scales", 0, unit.row, unit.col)).mkdir(parents=True)
+
+
+@pytest.mark.slow
+def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, capsys, ray_cluster, monkeypatch):
+    """A unit that keeps failing is left out (exit 5); the re-run does only that unit."""
+    from tessera_ray.client import open_root
+    from tessera_ray.store import read_manifest
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    out = tmp_path / "root"
+    bad = Unit.from_id(UNIT_IDS[1])
+    _block(out, bad)
+    code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
+    assert code == 5, err
+    assert "units: 1 done, 0 skipped (already published), 1 failed of 2" in stdout
+    assert f"failed 2024 {bad.id}:" in stdout
+    assert err.strip().splitlines()[-1] == (
+        "tessera-ray: error: 1 of 2 unit(s) failed and were not published; re-run to retry them")
+    assert list(read_manifest(str(out), 2024)["unit_id"]) == [UNIT_IDS[0]]
+    records = sorted((out / "manifests" / "runs").glob("2024-*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["units"] == {"asked": 2, "done": 1, "skipped": 0, "failed": 1}
+    assert bad.id in record["failed"]
+
+    # fix the cause and run again: only the failed unit is embedded
+    shutil.rmtree(out / "tessera.zarr" / "utm31" / "scales" / "c" / "0" / str(bad.row))
+    good = Unit.from_id(UNIT_IDS[0])
+    first_shard = out / "tessera.zarr" / "utm31" / "embeddings" / "c" / "0" / str(good.row) / str(good.col)
+    before = first_shard.stat().st_mtime_ns
+    code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
+    assert code == 0, err
+    assert "units: 1 done, 1 skipped (already published), 0 failed of 2" in stdout
+    assert first_shard.stat().st_mtime_ns == before
+    assert sorted(read_manifest(str(out), 2024)["unit_id"]) == UNIT_IDS
+
+    # and once more: nothing to do, nothing touched
+    manifest = out / "manifests" / "2024.parquet"
+    stamp = manifest.stat().st_mtime_ns
+    code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
+    assert code == 0, err
+    assert "units: 0 done, 2 skipped (already published), 0 failed of 2" in stdout
+    assert manifest.stat().st_mtime_ns == stamp
+    assert len(list((out / "manifests" / "runs").glob("2024-*.json"))) == 2
+
+    # what was published is what a reader gets: land pixels valid, the rest of the unit filled
+    with open_root(str(out)) as root:
+        for unit_id in UNIT_IDS:
+            unit = Unit.from_id(unit_id)
+            emb, scales = root.read_window(unit.zone, unit.window, 2024)
+            assert emb.shape == (32, 32, 128) and emb.dtype == np.int8
+            assert not np.isinf(scales).any()  # every pixel of a unit is processed
+            assert np.isfinite(scales).mean() > 0.5
+            assert (np.abs(emb[np.isfinite(scales)]).max(axis=-1) > 0).all()
+    secrets = json.dumps([json.loads(p.read_text()) for p in (out / "manifests" / "runs").glob("*.json")])
+    assert "AWS_SECRET" not in secrets and os.environ.get("AWS_SECRET_ACCESS_KEY", "\0") not in secrets
