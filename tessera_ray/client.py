@@ -121,7 +121,8 @@ class Root:
         try:
             meta = json.loads(self._get("metadata", key))
         except ObjectNotFound:
-            raise UserInputError(f"{self.url} is not a tessera-ray root (no {key})") from None
+            hint = "; give the folder that holds tessera.zarr" if self.url.rstrip("/").endswith(ZARR_DIR) else ""
+            raise UserInputError(f"{self.url} is not a tessera-ray root (no {key}){hint}") from None
         except (ValueError, UnicodeDecodeError):
             raise UserInputError(f"{self.url} is not a tessera-ray root ({key} is not Zarr metadata)") from None
         attrs = meta.get("attributes", {})

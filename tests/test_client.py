@@ -196,6 +196,8 @@ def test_bad_inputs_are_clear_errors(served, tmp_path):
         tc.open_root(server.url + "/manifests")
     with pytest.raises(UserInputError, match="not a tessera-ray root"):
         tc.open_root(str(tmp_path))
+    with pytest.raises(UserInputError, match="give the folder that holds tessera.zarr"):
+        tc.open_root(server.url + "/tessera.zarr")
     root = tc.open_root(server.url)
     with pytest.raises(UserInputError, match=r"year 1999 is not in .*\[2024\]"):
         root.pixel(3.0, -7.4, 1999)
