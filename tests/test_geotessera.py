@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import geotessera  # noqa: F401 - scripts/setup dev installs 0.11; a missing reader must fail, not skip
 import numpy as np
 import pytest
 
@@ -11,7 +12,6 @@ from tessera_ray.grid import Tile, Unit, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.store.testing import build_random_store
 
-geotessera = pytest.importorskip("geotessera", reason="scripts/setup dev installs geotessera 0.11")
 
 # units around (3.0 E, 83.95 N) in zone 31 holding the tiles grid_2.95_83.95 and grid_3.05_83.95
 # whole: tiles this far north are ~120 px wide, so a tile costs megabytes, not hundreds
