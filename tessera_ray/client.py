@@ -436,10 +436,17 @@ class Root:
         if len(parts) == 1 and parts[0].crs == crs and resolution in (None, 10.0):
             p = parts[0]
             return p.embeddings, p.transform, crs
-        dst_res = resolution or (10.0 if crs.startswith("EPSG:326") or crs.startswith("EPSG:327") else None)
+        if resolution is None:  # keep the stored pixel size, as seen in the target CRS
+            big = max(parts, key=lambda p: p.window.size)
+            t = big.transform
+            left, top = t.c, t.f
+            right, bottom = t.c + t.a * big.window.width, t.f + t.e * big.window.height
+            native, _, _ = calculate_default_transform(
+                big.crs, crs, big.window.width, big.window.height, left=left, bottom=bottom, right=right, top=top
+            )
+            resolution = (abs(native.a), abs(native.e))
         transform, width, height = calculate_default_transform(
-            WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north,
-            **({"resolution": dst_res} if dst_res else {}),
+            WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north, resolution=resolution
         )
         out = np.full((128, height, width), np.nan, "float32")
         for p in parts:

@@ -143,6 +143,9 @@ def test_region_equals_zarr_window_and_mosaic(served, built):
     src = part.embeddings[~np.isnan(part.embeddings[..., 0])]
     assert len(got) > 0.5 * merc.shape[0] * merc.shape[1]
     assert {tuple(v[:4]) for v in got[:50]} <= {tuple(v[:4]) for v in src}  # nearest neighbour, no blending
+    geo, transform, crs = root.mosaic(bbox, 2024, crs="EPSG:4326")  # pixel size kept, in degrees
+    assert crs == "EPSG:4326" and 0.5 < geo.shape[0] / part.embeddings.shape[0] < 2
+    assert 0.5 < geo.shape[1] / part.embeddings.shape[1] < 2
 
 
 def test_region_across_zones(served):
