@@ -247,6 +247,7 @@ def s3_root(s3_server, monkeypatch):
     return f"s3://{bucket}/run1"
 
 
+@pytest.mark.slow
 def test_store_on_s3_written_verified_and_read(s3_root, monkeypatch):
     from tessera_ray.store import read_manifest
     from tessera_ray.store.objects import open_objects
