@@ -186,8 +186,8 @@ class EmbeddingStore:
         window of the unit starting at ``offset``; the rest is "not processed".
         ``scenes`` counts the inputs, e.g. ``{"s2": 41, "s1": 60}`` (manifest
         columns ``s2_scenes``, ``s1_scenes``). Writing a unit again replaces its
-        shards (one writer per unit). Peak memory: the inputs plus about three
-        times the encoded shard (chunks, the joined object, the read-back check).
+        shards (one writer per unit). Peak memory: the inputs plus about twice
+        the encoded shard (its encoded chunks, then the joined object).
         ``created`` (ISO 8601) replaces the write time in the part record, so a
         job pinned to one time (``SOURCE_DATE_EPOCH``) writes the same bytes when re-run.
         """
