@@ -423,11 +423,13 @@ class Root:
     def mosaic(self, bbox, year: int, crs: str | None = None, resolution: float | None = None):
         """One (H, W, 128) float32 array of a bbox reprojected to ``crs`` (nearest neighbour).
 
-        ``crs`` defaults to the UTM zone of the bbox centre; a region inside
-        one zone in that zone's CRS is returned as stored, without resampling.
-        Returns ``(array, transform, crs)``.
+        ``crs`` defaults to the UTM zone of the bbox centre. In a zone's CRS
+        at 10 m the output is snapped to that zone's grid, so its pixels are
+        returned as stored and only the other zones' pixels are resampled
+        (a bbox across a UTM seam); in any other CRS the stored pixel size is
+        kept unless ``resolution`` says otherwise. Returns ``(array, transform, crs)``.
         """
-        from rasterio.warp import Resampling, calculate_default_transform, reproject
+        from rasterio.warp import Resampling, reproject, transform_bounds
 
         parts = self.region(bbox, year)
         west, south, east, north = bbox
@@ -436,20 +438,17 @@ class Root:
         if len(parts) == 1 and parts[0].crs == crs and resolution in (None, 10.0):
             p = parts[0]
             return p.embeddings, p.transform, crs
-        if resolution is None:  # keep the stored pixel size, as seen in the target CRS
-            big = max(parts, key=lambda p: p.window.size)
-            t = big.transform
-            left, top = t.c, t.f
-            right, bottom = t.c + t.a * big.window.width, t.f + t.e * big.window.height
-            native, _, _ = calculate_default_transform(
-                big.crs, crs, big.window.width, big.window.height, left=left, bottom=bottom, right=right, top=top
-            )
-            resolution = (abs(native.a), abs(native.e))
-        transform, width, height = calculate_default_transform(
-            WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north, resolution=resolution
-        )
+        zone_of_crs = {zone_grid(z).crs: z for z in range(1, 61)}.get(crs)
+        if zone_of_crs is not None and resolution in (None, 10.0):
+            # a zone CRS: snap to that zone's grid, so its own pixels pass through untouched
+            grid = zone_grid(zone_of_crs)
+            window = grid.bounds_to_window(*transform_bounds(WGS84, crs, *bbox, densify_pts=21))
+            transform, width, height = grid.window_transform(window), window.width, window.height
+        else:
+            transform, width, height = self._target_grid(parts, bbox, crs, resolution)
         out = np.full((128, height, width), np.nan, "float32")
-        for p in parts:
+        # the target zone's own pixels first; other zones only fill what is left
+        for p in sorted(parts, key=lambda p: p.zone != zone_of_crs):
             src = np.ascontiguousarray(np.moveaxis(p.embeddings, -1, 0))
             dst = np.full_like(out, np.nan)
             reproject(
@@ -459,6 +458,25 @@ class Root:
             fill = np.isnan(out) & ~np.isnan(dst)
             out[fill] = dst[fill]
         return np.moveaxis(out, 0, -1), transform, crs
+
+    @staticmethod
+    def _target_grid(parts, bbox, crs, resolution):
+        """Transform and size covering ``bbox`` in ``crs``; by default the stored pixel size."""
+        from rasterio.warp import calculate_default_transform
+
+        west, south, east, north = bbox
+        if resolution is None:  # keep the stored pixel size, as seen in the target CRS
+            big = max(parts, key=lambda p: p.window.size)
+            t = big.transform
+            left, top = t.c, t.f
+            right, bottom = t.c + t.a * big.window.width, t.f + t.e * big.window.height
+            native, _, _ = calculate_default_transform(
+                big.crs, crs, big.window.width, big.window.height, left=left, bottom=bottom, right=right, top=top
+            )
+            resolution = (abs(native.a), abs(native.e))
+        return calculate_default_transform(
+            WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north, resolution=resolution
+        )
 
     def export_geotiff(self, bbox, year: int, path, crs: str | None = None) -> str:
         """Write a region as a 128-band float32 Cloud-Optimised GeoTIFF (NaN = no embedding)."""

@@ -346,3 +346,32 @@ def test_store_pickles_for_ray_tasks(s3_root):
     rec = again.write_unit(UNITS[0], 2024, emb, scales)
     assert [o["key"] for o in rec.objects] == sorted(o["key"] for o in rec.objects) and len(rec.objects) == 2
     assert pickle.loads(pickle.dumps(tc.open_root(s3_root).objects)).url == s3_root
+
+
+def test_mosaic_across_a_utm_seam_takes_both_zones(tmp_path):
+    """A bbox across 6 E: each side from its own zone, one grid in the requested CRS, no gap at the seam."""
+    root = tmp_path / "seam"
+    blocks = build_random_store(str(root), [Unit(31, 3999, 289, 256), Unit(32, 3999, 30, 256)], partial=False)
+    reader = tc.open_root(str(root))
+    bbox = (5.99, -7.404, 6.01, -7.396)
+    parts = reader.region(bbox, 2024)
+    assert [p.zone for p in parts] == [31, 32]
+    array, transform, crs = reader.mosaic(bbox, 2024, crs="EPSG:32632")
+    assert crs == "EPSG:32632"
+    from rasterio.transform import xy
+
+    rows, cols = np.nonzero(~np.isnan(array[..., 0]))
+    xs, _ = xy(transform, rows, cols)
+    from tessera_ray.grid import transform_points
+
+    lons, _ = transform_points(np.asarray(xs), np.zeros(len(xs)) - 818000, "EPSG:32632", "EPSG:4326")
+    assert lons.min() < 5.995 and lons.max() > 6.005  # data on both sides of the seam
+    # the zone-32 side is zone 32's pixels as stored (same CRS, same grid: no resampling)
+    p32 = parts[1]
+    dc = round((p32.transform.c - transform.c) / 10)
+    dr = round((transform.f - p32.transform.f) / 10)
+    h, w = p32.embeddings.shape[:2]
+    window = array[dr : dr + h, dc : dc + w]
+    stored = ~np.isnan(p32.embeddings[..., 0])
+    np.testing.assert_array_equal(window[stored], p32.embeddings[stored])
+    assert len(blocks) == 2
