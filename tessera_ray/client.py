@@ -13,6 +13,9 @@ shard, never wrong numbers.
     X, status = root.points(lons, lats, 2024)    # (N, 128) float32, NaN where none
     zones = root.region((w, s, e, n), 2024)      # one ZoneRegion per UTM zone
     array, transform, crs = root.mosaic((w, s, e, n), 2024, crs="EPSG:3857")
+    root.export_geotiff((w, s, e, n), 2024, "region.tif")   # 128-band COG
+    units = root.units(2024, bbox=(w, s, e, n))  # manifest rows, only the row groups needed
+    root.stats                                   # requests and bytes so far, by kind
 """
 
 from __future__ import annotations
