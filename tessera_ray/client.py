@@ -1,12 +1,13 @@
 """Range-read client for a published root (``https://``, ``s3://`` or a path).
 
 It reads the sharded Zarr arrays itself rather than through zarr-python, so
-that a read costs only what it must: each shard's index is fetched once (one
-suffix-range request, CRC32C-checked) and cached, points are grouped by shard,
-and the inner chunks they touch are fetched concurrently, one range request per
-chunk (neighbouring chunks of a region are merged into one request). Every
-chunk's CRC32C is checked too, so a corrupt object is an error naming the
-shard, never wrong numbers.
+that a read costs only what it must: points are grouped by shard, each shard's
+index is read at most once per batch and cached (with the index at the start of
+the shard, only the rows of entries a batch needs; a whole index is
+CRC32C-checked), and the inner chunks are then fetched concurrently, one range
+request per chunk (neighbouring chunks merged into one request). Every chunk's
+CRC32C is checked too, so a corrupt object is an error naming the shard, never
+wrong numbers.
 
     root = open_root("https://example.org/tessera")
     px = root.pixel(0.1, 52.2, 2024)             # Pixel(values (128,), status)
