@@ -142,7 +142,7 @@ def _block(out: Path, unit: Unit) -> None:
     """Put a folder where one of the unit's shard objects goes: its writer fails on every try."""
     from tessera_ray.store.layout import shard_key
 
-    (out / "tessera.zarr" / shard_key(unit.zone, "scales", 0, unit.row, unit.col)).mkdir(parents=True)
+    (out / shard_key(unit.zone, "scales", 0, unit.row, unit.col) / "in-the-way").mkdir(parents=True)
 
 
 @pytest.mark.slow
@@ -150,6 +150,7 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
     """A unit that keeps failing is left out (exit 5); the re-run does only that unit."""
     from tessera_ray.client import open_root
     from tessera_ray.store import read_manifest
+    from tessera_ray.store.layout import shard_key
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     out = tmp_path / "root"
@@ -171,7 +172,7 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
     # fix the cause and run again: only the failed unit is embedded
     shutil.rmtree(out / "tessera.zarr" / "utm31" / "scales" / "c" / "0" / str(bad.row))
     good = Unit.from_id(UNIT_IDS[0])
-    first_shard = out / "tessera.zarr" / "utm31" / "embeddings" / "c" / "0" / str(good.row) / str(good.col)
+    first_shard = out / shard_key(good.zone, "embeddings", 0, good.row, good.col)
     before = first_shard.stat().st_mtime_ns
     code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
     assert code == 0, err
