@@ -70,15 +70,19 @@ FIRST_YEAR, LAST_YEAR = 2017, 2100
 MAX_SPAN_DEG = 1.0
 FORMAT_VERSION = 1
 
+# Sizes per preset (seed 0, year 2024; any bbox can be given instead of the preset's):
+#   test   1.2 x 1.2 km, 2 tiles of 1.98 km (198 px), 183 S2 + 245 S1 scenes (8 bursts)
+#   demo   3.4 x 5.6 km, 2 x 2 tiles of 3.6 km (360 px), 366 S2 + 337 S1 scenes (11 bursts)
+#   bench  19 x 20 km, 2 x 2 tiles of 10.98 km (1098 px), 366 S2 + 1037 S1 scenes (34 bursts), ~5 GB
 PRESETS: dict[str, dict] = {
     # ~1.2 km across: the test fixture, two overlapping tiles
     "test": dict(bbox=(0.116, 52.1695, 0.134, 52.1805), tile_size_m=1980, tile_overlap_m=300, parcel_m=110.0,
                  cloud_radius_m=300.0, burst_across_m=3000.0, burst_along_m=2400.0, labels_per_class=30,
                  label_edge_m=15.0),
-    # the default bbox near Cambridge, 2 x 2 tiles
+    # the default bbox near Cambridge
     "demo": dict(bbox=DEFAULT_BBOX, tile_size_m=3600, tile_overlap_m=600, parcel_m=150.0, cloud_radius_m=500.0,
                  burst_across_m=6000.0, burst_along_m=4500.0, labels_per_class=80, label_edge_m=20.0),
-    # tens of km, for benchmarks
+    # about 20 km across, for benchmarks (minutes to generate)
     "bench": dict(bbox=(0.0, 52.1, 0.28, 52.28), tile_size_m=10980, tile_overlap_m=960, parcel_m=200.0,
                   cloud_radius_m=1500.0, burst_across_m=12000.0, burst_along_m=9000.0, labels_per_class=100,
                   label_edge_m=25.0),
