@@ -5,7 +5,10 @@ that a read costs only what it must: points are grouped by shard, each shard's
 index is read at most once per batch and cached (with the index at the start of
 the shard, only the rows of entries a batch needs; a whole index is
 CRC32C-checked), and the inner chunks are then fetched concurrently, one range
-request per chunk (neighbouring chunks merged into one request). Every chunk's
+request per chunk (neighbouring chunks merged into one request). Arrays marked
+``tessera_ray:fixed_offsets`` (raw chunks, all written, in C order) need no
+index read at all: a chunk's offset follows from the metadata, and a chunk
+whose CRC32C does not match there is read again through the index. Every chunk's
 CRC32C is checked too, so a corrupt object is an error naming the shard, never
 wrong numbers.
 
@@ -34,7 +37,7 @@ from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
 from tessera_ray.store.layout import LAYOUT_ATTR, YEARS_ATTR, ZARR_DIR
 from tessera_ray.store.shards import EMPTY as _EMPTY
-from tessera_ray.store.shards import ShardedArray
+from tessera_ray.store.shards import ShardedArray, crc32c
 from tessera_ray.store.manifest import MANIFEST_DIR
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
@@ -223,6 +226,8 @@ class Root:
                     out[(shard, n)] = cached
                 else:
                     need.setdefault(shard, []).append(n)
+        if arr.fixed_offsets:
+            need = self._fixed_chunks(arr, need, out)
         shards = list(need)
         indexes = dict(zip(shards, self._io.map(lambda s: self._index(arr, s, need[s]), shards)))
         jobs = []
@@ -238,6 +243,55 @@ class Root:
         for job in jobs:
             out.update(job.result())
         return out
+
+    def _fixed_chunks(self, arr: ShardedArray, need: dict[tuple, list[int]], out: dict) -> dict[tuple, list[int]]:
+        """Fetch chunks of fixed-offset shards at their computed offsets, no index read.
+
+        Fills ``out`` with the chunks whose CRC32C matches (None for a shard
+        that does not exist) and returns those that did not, to be read through
+        the shard index: a shard not laid out densely (another writer, another
+        order) is then still read right, and a corrupt chunk fails there,
+        naming the shard. Shards whose index is already cached use it instead.
+        """
+        size = arr.fixed_chunk_nbytes
+        jobs, rest = [], {}
+        for shard, numbers in need.items():
+            with self._lock:
+                indexed = arr.shard_key(shard) in self._indexes
+            if indexed:
+                rest[shard] = numbers
+                continue
+            todo = [(arr.fixed_offset(n), size, n) for n in numbers]
+            jobs += [(shard, self._io.submit(self._fetch_fixed_run, arr, shard, run)) for run in _merge_ranges(todo)]
+        for shard, job in jobs:
+            got, failed = job.result()
+            out.update(got)
+            if failed:
+                rest.setdefault(shard, []).extend(failed)
+                with self._lock:
+                    self.stats["fixed_offset_fallbacks"] += len(failed)
+        return rest
+
+    def _fetch_fixed_run(self, arr: ShardedArray, shard: tuple, run: list) -> tuple[dict, list[int]]:
+        key = arr.shard_key(shard)
+        start = run[0][0]
+        end = max(off + size for off, size, _ in run)
+        try:
+            data = self._get("chunks", key, start, end - start)
+        except ObjectNotFound:
+            return {(shard, n): None for _, _, n in run}, []
+        except DataError:  # the object is shorter than a dense shard: not one, ask its index
+            return {}, [n for _, _, n in run]
+        got, failed = {}, []
+        for off, size, n in run:
+            piece = data[off - start : off - start + size]
+            if len(piece) != size or crc32c(piece[:-4]) != int.from_bytes(piece[-4:], "little"):
+                failed.append(n)
+                continue
+            chunk = arr.decode_chunk(piece, f"shard {self.objects.child_url(key)} chunk {n}")
+            self._cache_chunk((arr.key, shard, n), chunk)
+            got[(shard, n)] = chunk
+        return got, failed
 
     def _fetch_run(self, arr: ShardedArray, shard: tuple, run: list) -> dict:
         key = arr.shard_key(shard)

@@ -39,6 +39,7 @@ COORD_CHUNK = 65536  # pixel-centre coordinates: 512 KB decoded, a few KB compre
 TIME_CHUNK = 64  # years per chunk of the time coordinate: appending a year rewrites one small chunk
 LAYOUT_ATTR = "tessera_ray:layout"
 YEARS_ATTR = "tessera_ray:years"
+FIXED_OFFSETS_ATTR = "tessera_ray:fixed_offsets"  # array attribute: every inner chunk at a computable offset
 ZONES_ATTR = "tessera_ray:zones"
 
 
@@ -53,6 +54,18 @@ class StoreLayout:
     so a reader fetches just the 16-byte entries it needs (a cold pixel then
     costs bytes, not the 256 KB index of a 4096/32 shard); "end" is zarr's
     default. Both are standard Zarr v3 sharding and read by zarr and geotessera.
+
+    ``compression`` "none" stores the embeddings and scales chunks as raw
+    bytes (+ CRC32C) and writes every inner chunk of a shard, fill chunks
+    too, in C order after the index: a chunk's offset is then
+    ``index_nbytes + n * chunk_nbytes``, known from the metadata alone, so a
+    cold pixel costs one request per array instead of two (index entry, then
+    chunk). The arrays say so in their ``tessera_ray:fixed_offsets``
+    attribute; other readers still go through the index. "zstd" is Blosc-zstd
+    with only the non-fill chunks stored. Measured on tiny-model embeddings of
+    the synthetic world (docs/store.md, ``jobs/bench_read.py``): int8
+    embeddings barely compress, so "none" costs a few per cent more storage
+    for fully processed shards, but a partly processed shard is stored whole.
     """
 
     shard_size: int = 4096
@@ -60,8 +73,11 @@ class StoreLayout:
     clevel: int = 3
     chunk_checksum: bool = True
     index_location: str = "start"
+    compression: str = "none"
 
     def __post_init__(self) -> None:
+        if self.compression not in ("zstd", "none"):
+            raise ValueError(f"compression must be zstd or none, not {self.compression!r}")
         if self.index_location not in ("start", "end"):
             raise ValueError(f"index_location must be start or end, not {self.index_location!r}")
         if self.shard_size % self.chunk_size:
@@ -76,13 +92,19 @@ class StoreLayout:
             "clevel": self.clevel,
             "chunk_checksum": self.chunk_checksum,
             "index_location": self.index_location,
+            "compression": self.compression,
         }
+
+    @property
+    def fixed_offsets(self) -> bool:
+        """Whether every inner chunk lies at an offset computable from the metadata (see class doc)."""
+        return self.compression == "none" and self.chunk_checksum and self.index_location == "start"
 
     @classmethod
     def from_dict(cls, d: dict) -> "StoreLayout":
         return cls(
             int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]),
-            str(d.get("index_location", "end")),
+            str(d.get("index_location", "end")), str(d.get("compression", "zstd")),
         )
 
 
@@ -140,10 +162,11 @@ def zone_attrs(zone: int) -> dict:
     }
 
 
-def _compressors(layout: StoreLayout, shuffle: str):
+def _compressors(layout: StoreLayout, shuffle: str, data: bool = False):
+    """Chunk codecs after ``bytes``; coordinates are always compressed, data arrays per the layout."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    codecs = [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
+    codecs = [] if data and layout.compression == "none" else [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
     if layout.chunk_checksum:
         codecs.append(Crc32cCodec())
     return codecs
@@ -151,6 +174,7 @@ def _compressors(layout: StoreLayout, shuffle: str):
 
 def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
     s, c = layout.shard_size, layout.chunk_size
+    attrs = {FIXED_OFFSETS_ATTR: True} if layout.fixed_offsets else {}
     group.create_array(
         "embeddings",
         shape=(n_years, N_BANDS, ZONE_HEIGHT, ZONE_WIDTH),
@@ -158,8 +182,9 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
         shards={"shape": (1, N_BANDS, s, s), "index_location": layout.index_location},
         dtype="int8",
         fill_value=0,
-        compressors=_compressors(layout, "noshuffle"),
+        compressors=_compressors(layout, "noshuffle", data=True),
         dimension_names=["time", "band", "y", "x"],
+        attributes=attrs,
         overwrite=True,
     )
     group.create_array(
@@ -169,8 +194,9 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
         shards={"shape": (1, s, s), "index_location": layout.index_location},
         dtype="float32",
         fill_value=np.float32("inf"),
-        compressors=_compressors(layout, "shuffle"),
+        compressors=_compressors(layout, "shuffle", data=True),
         dimension_names=["time", "y", "x"],
+        attributes=attrs,
         overwrite=True,
     )
 
@@ -296,8 +322,9 @@ def encode_unit_shards(
     ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 may cover a
     sub-window of the unit starting at ``offset`` (row, col) inside it; the
     rest of the shard stays at the fill values (0, +inf = not processed).
-    Inner chunks that are entirely fill are left out of the shard, and a
-    shard that would hold nothing is not written at all.
+    Inner chunks that are entirely fill are left out of the shard (except
+    with fixed offsets, where every chunk is written), and a shard that would
+    hold nothing is not written at all.
     """
     arrays = sharded_arrays(state.layout, zone, t + 1)
     r, c = offset
@@ -307,7 +334,7 @@ def encode_unit_shards(
     }
     out = {}
     for name, (block, origin, coords) in blocks.items():
-        data = arrays[name].encode_shard(block, origin)
+        data = arrays[name].encode_shard(block, origin, dense=state.layout.fixed_offsets)
         if data is not None:
             out[arrays[name].shard_key(coords)] = data
     return out

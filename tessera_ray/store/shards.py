@@ -4,7 +4,10 @@ One shard is one object: its inner chunks, each passed through the array's
 chunk codecs (bytes, Blosc or Zstd, CRC32C), plus an index of
 ``(offset, nbytes)`` uint64 pairs in C order of the chunks, at the start or end
 of the object, with its own CRC32C. Empty chunks (all fill value) are left out
-and marked ``2**64 - 1`` in the index.
+and marked ``2**64 - 1`` in the index, unless the shard is written dense: every
+chunk, fill too, raw bytes + CRC32C in C order after the index, so that chunk
+``n`` lies at ``index_nbytes + n * fixed_chunk_nbytes`` (the array's
+``tessera_ray:fixed_offsets`` attribute says so).
 
 The writer encodes whole shards here rather than through zarr-python: zarr
 3.1 spends ~10x blosc's time on per-chunk overhead (11 MB/s against ~500 MB/s
@@ -47,6 +50,7 @@ class ShardedArray:
     codecs: tuple  # inner chunk codecs, as in zarr.json
     index_codecs: tuple
     index_at_start: bool
+    fixed_offsets: bool = False  # declared by the writer and possible with these codecs
 
     @classmethod
     def from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
@@ -56,6 +60,8 @@ class ShardedArray:
         conf = codecs[0]["configuration"]
         fill = meta["fill_value"]
         fill = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}.get(fill, fill)
+        raw = [c["name"] for c in conf["codecs"]] == ["bytes", "crc32c"]
+        declared = bool((meta.get("attributes") or {}).get("tessera_ray:fixed_offsets", False))
         return cls(
             key=key,
             shape=tuple(meta["shape"]),
@@ -66,6 +72,7 @@ class ShardedArray:
             codecs=tuple(conf["codecs"]),
             index_codecs=tuple(conf.get("index_codecs", ())),
             index_at_start=conf.get("index_location", "end") == "start",
+            fixed_offsets=declared and raw and conf.get("index_location", "end") == "start",
         )
 
     @property
@@ -79,6 +86,15 @@ class ShardedArray:
     @property
     def index_nbytes(self) -> int:
         return self.n_chunks * 16 + 4 * sum(c["name"] == "crc32c" for c in self.index_codecs)
+
+    @property
+    def fixed_chunk_nbytes(self) -> int:
+        """Stored size of one raw inner chunk with its CRC32C (fixed-offset shards)."""
+        return int(np.prod(self.chunk_shape)) * self.dtype.itemsize + 4
+
+    def fixed_offset(self, n: int) -> int:
+        """Byte offset of chunk ``n`` in a dense fixed-offset shard (index at the start)."""
+        return self.index_nbytes + n * self.fixed_chunk_nbytes
 
     def shard_key(self, shard_coords: Sequence[int]) -> str:
         return f"{self.key}/c/" + "/".join(str(int(i)) for i in shard_coords)
@@ -144,8 +160,11 @@ class ShardedArray:
             return bool(np.isnan(chunk).all())
         return bool((chunk == self.fill_value).all())
 
-    def encode_shard(self, block: np.ndarray, origin: Sequence[int], threads: int = 4) -> bytes | None:
-        """The bytes of a shard holding ``block`` at ``origin`` (fill elsewhere); None if all fill."""
+    def encode_shard(self, block: np.ndarray, origin: Sequence[int], threads: int = 4, dense: bool = False) -> bytes | None:
+        """The bytes of a shard holding ``block`` at ``origin`` (fill elsewhere); None if all fill.
+
+        ``dense`` writes every chunk, fill ones too, in C order (fixed offsets).
+        """
         cs, cps = self.chunk_shape, self.chunks_per_shard
         lo = [o // c for o, c in zip(origin, cs)]
         hi = [(o + n - 1) // c for o, n, c in zip(origin, block.shape, cs)]
@@ -163,9 +182,13 @@ class ShardedArray:
                 chunks[int(np.ravel_multi_index(idx, cps))] = chunk
         if not chunks:
             return None
-        numbers = sorted(chunks)
+        if dense:
+            fill = self.encode_chunk(np.full(cs, self.fill_value, self.dtype))
+            numbers = list(range(self.n_chunks))
+        else:
+            numbers = sorted(chunks)
         with ThreadPoolExecutor(threads) as pool:  # blosc releases the GIL
-            encoded = list(pool.map(lambda n: self.encode_chunk(chunks[n]), numbers))
+            encoded = list(pool.map(lambda n: self.encode_chunk(chunks[n]) if n in chunks else fill, numbers))
         index = np.full((self.n_chunks, 2), EMPTY, "uint64")
         offset = self.index_nbytes if self.index_at_start else 0
         for n, data in zip(numbers, encoded):

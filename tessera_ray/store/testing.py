@@ -76,10 +76,12 @@ def build_random_store(
     seed: int = 0,
     partial: bool = True,
     index_location: str = "start",
+    compression: str | None = None,
 ) -> list[WrittenBlock]:
     """Create a store, write random units for each year and publish them."""
     store = EmbeddingStore.create_or_open(
-        root, shard_size, chunk_size, model="random-test-model", model_checksum="0" * 64, index_location=index_location
+        root, shard_size, chunk_size, model="random-test-model", model_checksum="0" * 64,
+        index_location=index_location, compression=compression,
     )
     blocks = []
     for k, year in enumerate(years):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -119,12 +119,22 @@ class EmbeddingStore:
         model_checksum: str = "",
         chunk_checksum: bool = True,
         index_location: str = "start",
+        compression: str | None = None,
     ) -> "EmbeddingStore":
-        """Open the store at ``root``, creating it if empty; its layout must match."""
+        """Open the store at ``root``, creating it if empty; its layout must match.
+
+        ``compression`` ("none" = fixed-offset shards, or "zstd", see
+        :class:`StoreLayout`) defaults to the existing store's, else to the
+        layout's default.
+        """
         objects = open_objects(root)
         layout = StoreLayout(shard_size, chunk_size, chunk_checksum=chunk_checksum, index_location=index_location)
+        if compression is not None:
+            layout = replace(layout, compression=compression)
         if objects.exists(ROOT_DOC):
             store = cls.open(root)
+            if compression is None:
+                layout = replace(layout, compression=store.layout.compression)
             if store.layout != layout:
                 raise UserInputError(f"{root} was created with layout {store.layout.as_dict()}, not {layout.as_dict()}")
             store.model_checksum = model_checksum
