@@ -1,0 +1,263 @@
+"""Encoder actors: one model pinned per GPU (or per set of CPU threads).
+
+An :class:`EncoderActor` takes pixel batches of many units concurrently. Each
+request is prepared (validated, sampled, normalised) in its own thread; one
+device thread packs the prepared pixels of every waiting request into device
+batches of equal sequence length, runs them and hands each request its rows.
+Under load the device therefore sees full batches mixed from many units.
+
+An :class:`EncoderPool` sizes itself to the cluster's GPUs (or a configured
+number of CPU actors) and bounds the requests in flight per actor: ``submit``
+waits while every actor is full, so readers cannot flood the object store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixels
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What every actor of a pool loads and how it runs."""
+
+    checkpoint: str
+    """Local path, https:// or s3:// URI of the checkpoint."""
+    variant: str | None = None
+    seed: int = 0
+    """Run seed of the temporal sampling (with each pixel's key)."""
+    batch_size: int = 1024
+    """Pixels per device batch."""
+    cpu_threads: int = 1
+    """Torch threads of a CPU actor."""
+    actor_cpus: float | None = None
+    """CPUs a CPU actor reserves from Ray (default: ``cpu_threads``)."""
+    storage_options: dict = field(default_factory=dict, hash=False)
+
+
+@dataclass(eq=False)
+class _Request:
+    prepared: PreparedPixels
+    results: list = field(default_factory=list)
+    remaining: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class EncoderActor:
+    """Holds one encoder on one device; use through ``ray.remote`` (see EncoderPool)."""
+
+    def __init__(self, spec: EncoderSpec, device: str | None = None) -> None:
+        import torch
+
+        from tessera_ray.model.checkpoint import read_checkpoint
+        from tessera_ray.model.inference import ModelRunner
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            torch.set_num_threads(max(1, spec.cpu_threads))
+        loaded = read_checkpoint(spec.checkpoint, spec.variant, spec.storage_options)
+        self.spec = spec
+        self.config = loaded.config
+        self.runner = ModelRunner(loaded.model, device=device, batch_size=spec.batch_size)
+        self._queue: deque[_Request] = deque()
+        self._wake = threading.Condition()
+        self._stats = {"requests": 0, "pixels": 0, "device_calls": 0}
+        threading.Thread(target=self._device_loop, daemon=True, name="encoder-device").start()
+
+    def encode(self, pixels: PixelSeries) -> EncodedPixels:
+        """Embed one pixel batch; blocks this request's thread until its rows are done."""
+        from tessera_ray.model.inference import assemble, prepare
+
+        prepared = prepare(self.config, pixels, self.spec.seed)
+        request = _Request(prepared, [None] * len(prepared.groups), len(prepared.groups))
+        if request.remaining:
+            with self._wake:
+                self._queue.append(request)
+                self._wake.notify()
+            request.done.wait()
+        if request.error is not None:
+            raise request.error
+        with self._wake:
+            self._stats["requests"] += 1
+            self._stats["pixels"] += prepared.count
+        return assemble(prepared, request.results)
+
+    def info(self) -> dict:
+        import torch
+
+        device = self.runner.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        with self._wake:
+            stats = dict(self._stats)
+        return {
+            "variant": self.config.name,
+            "device": str(device),
+            "device_name": name,
+            "threads": torch.get_num_threads(),
+            "batch_size": self.runner.batch_size,
+            **stats,
+        }
+
+    def _device_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue:
+                    self._wake.wait()
+                waiting = list(self._queue)
+                self._queue.clear()
+            self._run(waiting)
+
+    def _run(self, requests: list[_Request]) -> None:
+        """Pack the groups of all waiting requests by sequence lengths and run them."""
+        by_key: dict[tuple[int, int], list[tuple[_Request, int]]] = defaultdict(list)
+        for request in requests:
+            for index, group in enumerate(request.prepared.groups):
+                by_key[group.key].append((request, index))
+        for members in by_key.values():
+            groups = [r.prepared.groups[i] for r, i in members]
+            try:
+                q, scales = self.runner(
+                    np.concatenate([g.s2 for g in groups]), np.concatenate([g.s1 for g in groups])
+                )
+                error = None
+            except BaseException as exc:  # handed to the waiting requests
+                error = exc
+            with self._wake:
+                self._stats["device_calls"] += 1
+            start = 0
+            for (request, index), group in zip(members, groups):
+                stop = start + len(group.pixels)
+                if error is None:
+                    request.results[index] = (q[start:stop], scales[start:stop])
+                else:
+                    request.error = error
+                start = stop
+                request.remaining -= 1
+                if request.remaining == 0:
+                    request.done.set()
+
+
+class EncoderPool:
+    """Encoder actors on a running Ray cluster, with bounded requests in flight.
+
+    ``num_actors``: CPU actors to start when ``use_gpu`` is false. ``use_gpu``
+    None means: one GPU actor per GPU of the cluster if it has any.
+    """
+
+    def __init__(self, spec: EncoderSpec, num_actors: int = 1, use_gpu: bool | None = None,
+                 max_in_flight: int = 2, start_timeout_s: float = 300.0) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("EncoderPool needs a running Ray (ray.init first)")
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.use_gpu = gpus > 0 if use_gpu is None else use_gpu
+        if self.use_gpu:
+            count, options = max(gpus, 1), {"num_gpus": 1, "num_cpus": 1}
+        else:
+            cpus = spec.cpu_threads if spec.actor_cpus is None else spec.actor_cpus
+            count, options = num_actors, {"num_gpus": 0, "num_cpus": cpus}
+        self.max_in_flight = max(1, int(max_in_flight))
+        actor_class = ray.remote(EncoderActor).options(
+            max_concurrency=self.max_in_flight + 1, **options
+        )
+        device = None if self.use_gpu else "cpu"
+        self._actors = [actor_class.remote(spec, device) for _ in range(count)]
+        self._in_flight: list[set] = [set() for _ in self._actors]
+        self.peak_in_flight = 0
+        self._wait_until_started(start_timeout_s)
+
+    def _wait_until_started(self, timeout: float) -> None:
+        """Fail here, with the reason, if an actor cannot load or cannot be placed."""
+        import ray
+
+        probes = [a.info.remote() for a in self._actors]
+        ready, _ = ray.wait(probes, num_returns=len(probes), timeout=timeout)
+        if len(ready) < len(probes):
+            self.close()
+            raise RuntimeError(
+                f"encoder actors did not start within {timeout:.0f} s; cluster resources "
+                f"{ray.cluster_resources()}, available {ray.available_resources()}"
+            )
+        try:
+            ray.get(probes)
+        except Exception:
+            self.close()
+            raise
+
+    def __enter__(self) -> "EncoderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def size(self) -> int:
+        return len(self._actors)
+
+    def in_flight(self) -> int:
+        return sum(len(s) for s in self._in_flight)
+
+    def submit(self, pixels: PixelSeries):
+        """Send one pixel batch to the least busy actor; waits while all are full.
+
+        Returns the ObjectRef of its :class:`EncodedPixels`.
+        """
+        import ray
+
+        while True:
+            self._reap(timeout=0)
+            slot = min(range(len(self._actors)), key=lambda i: len(self._in_flight[i]))
+            if len(self._in_flight[slot]) < self.max_in_flight:
+                break
+            self._reap(timeout=None)
+        ref = self._actors[slot].encode.remote(pixels)
+        self._in_flight[slot].add(ref)
+        self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight[slot]))
+        return ref
+
+    def _reap(self, timeout: float | None) -> None:
+        """Forget finished requests (waiting for at least one when timeout is None)."""
+        import ray
+
+        pending = [ref for refs in self._in_flight for ref in refs]
+        if not pending:
+            return
+        done, _ = ray.wait(pending, num_returns=1 if timeout is None else len(pending),
+                           timeout=timeout, fetch_local=False)
+        finished = set(done)
+        for refs in self._in_flight:
+            refs -= finished
+
+    def map(self, batches: Iterable[PixelSeries]) -> Iterator[EncodedPixels]:
+        """Embed batches in order, keeping at most the pool's capacity in flight."""
+        import ray
+
+        queue: deque = deque()
+        for batch in batches:
+            queue.append(self.submit(batch))
+            while queue and len(queue) >= self.size * self.max_in_flight:
+                yield ray.get(queue.popleft())
+        while queue:
+            yield ray.get(queue.popleft())
+
+    def info(self) -> list[dict]:
+        import ray
+
+        return ray.get([a.info.remote() for a in self._actors])
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        self._in_flight = []

@@ -1,0 +1,110 @@
+"""Encoder actors on the session's Ray: same bytes as direct calls, bounded in flight."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tessera_ray.errors import UserInputError
+from tessera_ray.model import build_encoder, encode_pixels, get_variant, save_checkpoint
+from tessera_ray.model.inference import PixelSeries
+from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
+
+SEED = 5
+
+
+def unit_batches(count, n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(count):
+        t, ta, td = 20 + u, 6 + u % 3, 5
+        bands = rng.integers(1, 10000, (n, t, 10), dtype=np.uint16)
+        masks = (rng.random((n, t)) < 0.6).astype(np.uint8)
+        masks[0] = 0  # one no-data pixel per batch
+        asc = rng.integers(0, 20000, (n, ta, 2), dtype=np.int16)
+        desc = rng.integers(0, 20000, (n, td, 2), dtype=np.int16)
+        out.append(PixelSeries(
+            block_id=f"utm31_64_{u:04d}_0000", year=2024, zone=31,
+            rows=u * 64 + np.arange(n), cols=np.arange(n) * 3,
+            s2_bands=bands, s2_masks=masks, s2_doys=np.sort(rng.choice(366, t, replace=False) + 1),
+            sar_ascending=asc, sar_ascending_doys=np.arange(1, ta + 1) * 20,
+            sar_descending=desc, sar_descending_doys=np.arange(1, td + 1) * 30,
+        ))
+    return out
+
+
+def checkpoint(tmp_path_factory, name):
+    config = get_variant(name)
+    model = build_encoder(config, seed=3)
+    path = tmp_path_factory.mktemp("enc") / f"{name}.pt"
+    save_checkpoint(model, path, config)
+    return config, model, str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(ray_cluster, tmp_path_factory):
+    """One CPU actor, small device batches, at most two requests in flight."""
+    config, model, path = checkpoint(tmp_path_factory, "tiny")
+    spec = EncoderSpec(path, seed=SEED, batch_size=16, cpu_threads=1, actor_cpus=0.5)
+    with EncoderPool(spec, num_actors=1, use_gpu=False, max_in_flight=2) as pool:
+        yield config, model, pool
+
+
+def assert_same(got, want):
+    np.testing.assert_array_equal(got.embeddings, want.embeddings)
+    np.testing.assert_array_equal(got.scales, want.scales)
+
+
+def test_pool_results_equal_direct_calls_in_any_order(ray_cluster, tiny_pool):
+    config, model, pool = tiny_pool
+    batches = unit_batches(6)
+    direct = [encode_pixels(model, config, b, seed=SEED, batch_size=256) for b in batches]
+    order = np.random.default_rng(1).permutation(len(batches))
+    refs = {int(i): pool.submit(batches[i]) for i in order}
+    for i, ref in refs.items():
+        assert_same(ray_cluster.get(ref), direct[i])
+    assert np.isnan(direct[0].scales[0])
+    (info,) = pool.info()
+    assert info["device"] == "cpu" and info["threads"] == 1 and info["pixels"] >= 6 * 24
+
+
+def test_submit_waits_when_every_actor_is_full(tiny_pool):
+    _, _, pool = tiny_pool
+    batches = unit_batches(6, n=16, seed=2)
+    seen = []
+    for batch in batches:
+        pool.submit(batch)
+        seen.append(pool.in_flight())
+    outputs = list(pool.map(batches))
+    assert max(seen) <= 2 and pool.peak_in_flight <= 2
+    assert len(outputs) == 6 and all(o.embeddings.shape == (16, 128) for o in outputs)
+
+
+def test_bad_input_fails_its_request_only(ray_cluster, tiny_pool):
+    _, _, pool = tiny_pool
+    good = unit_batches(1, n=8)[0]
+    fields = {f: getattr(good, f) for f in good.__dataclass_fields__}
+    bad = PixelSeries(**{**fields, "s2_bands": good.s2_bands.astype(np.float32)})
+    bad.s2_bands[3, 2, 1] = np.nan  # after construction: the actor must check again
+    bad_ref, good_ref = pool.submit(bad), pool.submit(good)
+    with pytest.raises(UserInputError, match="utm31_64_0000_0000: s2_bands contains NaN"):
+        ray_cluster.get(bad_ref)
+    assert ray_cluster.get(good_ref).embeddings.shape == (8, 128)
+
+
+def test_two_actors_large_batches_v11_equal_direct_calls(ray_cluster, tmp_path_factory):
+    config, model, path = checkpoint(tmp_path_factory, "tiny-v1.1")
+    batches = unit_batches(5, seed=3)
+    direct = [encode_pixels(model, config, b, seed=SEED) for b in batches]
+    spec = EncoderSpec(path, seed=SEED, batch_size=1000, cpu_threads=1, actor_cpus=0.5)
+    with EncoderPool(spec, num_actors=2, use_gpu=False, max_in_flight=3) as pool:
+        results = list(pool.map(batches[::-1]))[::-1]
+        assert pool.size == 2
+    for got, want in zip(results, direct):
+        assert_same(got, want)
+
+
+def test_missing_checkpoint_is_reported(ray_cluster, tmp_path):
+    spec = EncoderSpec(str(tmp_path / "absent.pt"), actor_cpus=0.5)
+    with pytest.raises(Exception, match="checkpoint not found"):
+        EncoderPool(spec, num_actors=1, use_gpu=False)
