@@ -6,9 +6,9 @@ index is read at most once per batch and cached (with the index at the start of
 the shard, only the rows of entries a batch needs; a whole index is
 CRC32C-checked), and the inner chunks are then fetched concurrently, one range
 request per chunk (neighbouring chunks merged into one request). Arrays marked
-``tessera_ray:fixed_offsets`` (raw chunks, all written, in C order) need no
-index read at all: a chunk's offset follows from the metadata, and a chunk
-whose CRC32C does not match there is read again through the index. Every chunk's
+``tessera_ray:fixed_offsets`` (raw chunks, all written, tagged, in C order)
+need no index read at all: a chunk's offset follows from the metadata, and a
+chunk whose tag or CRC32C does not match there is read again through the index. Every chunk's
 CRC32C is checked too, so a corrupt object is an error naming the shard, never
 wrong numbers.
 
@@ -37,7 +37,7 @@ from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
 from tessera_ray.store.layout import LAYOUT_ATTR, YEARS_ATTR, ZARR_DIR
 from tessera_ray.store.shards import EMPTY as _EMPTY
-from tessera_ray.store.shards import ShardedArray, crc32c
+from tessera_ray.store.shards import TAG_NBYTES, ShardedArray, chunk_tag, crc32c
 from tessera_ray.store.manifest import MANIFEST_DIR
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
@@ -247,13 +247,13 @@ class Root:
     def _fixed_chunks(self, arr: ShardedArray, need: dict[tuple, list[int]], out: dict) -> dict[tuple, list[int]]:
         """Fetch chunks of fixed-offset shards at their computed offsets, no index read.
 
-        Fills ``out`` with the chunks whose CRC32C matches (None for a shard
-        that does not exist) and returns those that did not, to be read through
-        the shard index: a shard not laid out densely (another writer, another
-        order) is then still read right, and a corrupt chunk fails there,
-        naming the shard. Shards whose index is already cached use it instead.
+        Fills ``out`` with the chunks whose tag (``TRfo`` + chunk number) and
+        CRC32C match (None for a shard that does not exist) and returns those
+        that did not, to be read through the shard index: a shard not laid out
+        densely (another writer, another order) is then still read right, and
+        a corrupt chunk fails there, naming the shard. Shards whose index is already cached use it instead.
         """
-        size = arr.fixed_chunk_nbytes
+        size = arr.fixed_stride
         jobs, rest = [], {}
         for shard, numbers in need.items():
             with self._lock:
@@ -285,7 +285,9 @@ class Root:
         got, failed = {}, []
         for off, size, n in run:
             piece = data[off - start : off - start + size]
-            if len(piece) != size or crc32c(piece[:-4]) != int.from_bytes(piece[-4:], "little"):
+            tag, piece = piece[:TAG_NBYTES], piece[TAG_NBYTES:]
+            ok = len(piece) == size - TAG_NBYTES and tag == chunk_tag(n)
+            if not ok or crc32c(piece[:-4]) != int.from_bytes(piece[-4:], "little"):
                 failed.append(n)
                 continue
             chunk = arr.decode_chunk(piece, f"shard {self.objects.child_url(key)} chunk {n}")

@@ -17,10 +17,11 @@ UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256), Unit(32, 4000, 170,
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("client-store")
-    blocks = build_random_store(str(root), UNITS, years=(2024,))
+@pytest.fixture(scope="module", params=["none", "zstd"], ids=["fixed-offsets", "zstd"])
+def built(request, tmp_path_factory):
+    """The same random units in both layouts: raw fixed-offset shards and Blosc-zstd shards."""
+    root = tmp_path_factory.mktemp(f"client-store-{request.param}")
+    blocks = build_random_store(str(root), UNITS, years=(2024,), compression=request.param)
     return root, blocks
 
 
@@ -83,16 +84,19 @@ def test_pixel_statuses(served):
 
 
 def test_request_budget(served):
-    """One index read per shard and array, one read per touched chunk, cached afterwards."""
+    """One index read per shard and array (none with fixed offsets), one read per touched chunk, cached afterwards."""
     server, blocks = served
     root = tc.open_root(server.url)
+    fixed = root.arrays[(31, "embeddings")].fixed_offsets
     r, c = UNITS[0].window.row, UNITS[0].window.col
     lon, lat = lonlat_of(31, [r + 100], [c + 100])
     server.stats.reset()
     root.pixel(lon[0], lat[0], 2024)
     cold = server.stats.snapshot()
-    assert cold["requests"] == 4  # embeddings + scales: index, then chunk
-    # index entries are read alone (16 bytes each); the rest is one int8 and one float32 chunk
+    # embeddings + scales: the chunk at its computed offset; else the index entries, then the chunk
+    assert cold["requests"] == (2 if fixed else 4)
+    assert root.stats["index_requests"] == (0 if fixed else 2)
+    # index entries are read alone (16 bytes each); the rest is one int8 and one float32 chunk (+ CRC32C)
     assert cold["bytes_sent"] < 128 * 32 * 32 + 32 * 32 * 4 + 1000
     server.stats.reset()
     root.pixel(lon[0], lat[0], 2024)
@@ -107,7 +111,7 @@ def test_request_budget(served):
     server.stats.reset()
     fresh.points(lon, lat, 2024)
     snap = server.stats.snapshot()
-    assert fresh.stats["index_requests"] == 2  # one per array's shard
+    assert fresh.stats["index_requests"] == (0 if fixed else 2)  # one per array's shard, none with fixed offsets
     assert fresh.stats["chunks_requests"] <= 2 * touched
     assert snap["requests"] == fresh.stats["index_requests"] + fresh.stats["chunks_requests"]
     assert set(snap["paths"]) == {
@@ -155,9 +159,10 @@ def test_region_across_zones(served):
     assert [p.zone for p in parts] == [31, 32]
 
 
-def test_corrupt_shard_is_an_error_naming_it(tmp_path):
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_corrupt_shard_is_an_error_naming_it(tmp_path, compression):
     root = tmp_path / "r"
-    build_random_store(str(root), UNITS[:1], partial=False)
+    build_random_store(str(root), UNITS[:1], partial=False, compression=compression)
     u = UNITS[0]
     key = shard_key(31, "embeddings", 0, u.row, u.col)
     path = root / key
@@ -175,14 +180,23 @@ def test_corrupt_shard_is_an_error_naming_it(tmp_path):
     corrupt(index_bytes + 100)
     with pytest.raises(DataError, match=f"{key} chunk .* corrupt"):
         tc.open_root(str(root)).points(*every_chunk, 2024)
-    # a flipped byte in the index, read whole for a batch: the index CRC32C catches it
-    corrupt(16 * 5 + 3)
-    with pytest.raises(DataError, match=f"{key} index failed its CRC32C"):
-        tc.open_root(str(root)).points(*every_chunk, 2024)
-    # the same entry read alone (no index CRC): the chunk it points to fails instead
     lon, lat = lonlat_of(31, [u.window.row + 10], [u.window.col + 5 * 32 + 10])
-    with pytest.raises(DataError, match=key):
-        tc.open_root(str(root)).pixel(lon[0], lat[0], 2024)
+    corrupt(16 * 5 + 3)
+    if compression == "none":
+        # fixed offsets never read the index: every chunk still passes its own CRC32C, values are right
+        path.write_bytes(clean)
+        expected = tc.open_root(str(root)).points(*every_chunk, 2024)[0]
+        corrupt(16 * 5 + 3)
+        reader = tc.open_root(str(root))
+        np.testing.assert_array_equal(reader.points(*every_chunk, 2024)[0], expected)
+        assert reader.stats["index_requests"] == 0
+    else:
+        # a flipped byte in the index, read whole for a batch: the index CRC32C catches it
+        with pytest.raises(DataError, match=f"{key} index failed its CRC32C"):
+            tc.open_root(str(root)).points(*every_chunk, 2024)
+        # the same entry read alone (no index CRC): the chunk it points to fails instead
+        with pytest.raises(DataError, match=key):
+            tc.open_root(str(root)).pixel(lon[0], lat[0], 2024)
     # a truncated object, on disk and over HTTP
     path.write_bytes(clean[: len(clean) // 2])
     with pytest.raises(DataError, match=key):
@@ -191,6 +205,56 @@ def test_corrupt_shard_is_an_error_naming_it(tmp_path):
         tc.open_root(server.url).points(*every_chunk, 2024)
     path.write_bytes(clean)
     assert tc.open_root(str(root)).pixel(lon[0], lat[0], 2024).status == tc.VALID
+
+
+def reversed_shard(data: bytes, n_chunks: int, stride: int) -> bytes:
+    """A dense shard with its tagged chunks stored in reverse order and its index rewritten to match."""
+    import google_crc32c
+
+    head = 16 * n_chunks + 4
+    index = np.frombuffer(data[: head - 4], "<u8").reshape(-1, 2).copy()
+    pieces = [data[head + n * stride : head + (n + 1) * stride] for n in range(n_chunks)]
+    for k, n in enumerate(reversed(range(n_chunks))):
+        index[n] = (head + k * stride + 8, stride - 8)
+    index_bytes = index.astype("<u8").tobytes()
+    return index_bytes + google_crc32c.value(index_bytes).to_bytes(4, "little") + b"".join(reversed(pieces))
+
+
+def expected_points(root, rows, cols):
+    q, s = zarr_pixels(root, 31, rows, cols)  # zarr goes through the index
+    return q.astype("float32") * np.where(np.isfinite(s), s, np.nan)[:, None]
+
+
+def test_fixed_offsets_fall_back_to_the_index_when_chunks_are_elsewhere(tmp_path):
+    """Chunks that are not where fixed offsets put them (CRC-valid, but other chunks) are read through the index."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:1], partial=False, compression="none")
+    u = UNITS[0]
+    rng = np.random.default_rng(5)
+    rows, cols = rng.integers(u.window.row, u.window.row + 256, 60), rng.integers(u.window.col, u.window.col + 256, 60)
+    lon, lat = lonlat_of(31, rows, cols)
+    expected = tc.open_root(str(root)).points(lon, lat, 2024)[0]
+    # our own chunks, tagged, in reverse order: every chunk passes its CRC32C, none its tag
+    path = root / shard_key(31, "embeddings", 0, u.row, u.col)
+    arr = tc.open_root(str(root)).arrays[(31, "embeddings")]
+    path.write_bytes(reversed_shard(path.read_bytes(), arr.n_chunks, arr.fixed_stride))
+    np.testing.assert_array_equal(expected_points(root, rows, cols), expected)
+    with StaticServer(root) as server:
+        reader = tc.open_root(server.url)
+        np.testing.assert_array_equal(reader.points(lon, lat, 2024)[0], expected)
+    assert reader.stats["fixed_offset_fallbacks"] > 0 and reader.stats["index_requests"] == 1  # embeddings only
+    # zarr-python itself rewriting the unit (Morton order, no tags; same codecs): new values, read right
+    z = zarr.open_group(LocalStore(root / ZARR_DIR), mode="r+", use_consolidated=False)["utm31"]
+    r0, c0 = u.window.row, u.window.col
+    z["embeddings"][0, :, r0 : r0 + 256, c0 : c0 + 256] = np.asarray(z["embeddings"][0, :, r0 : r0 + 256, c0 : c0 + 256]) // 2
+    halved = expected_points(root, rows, cols)
+    assert not np.array_equal(halved[np.isfinite(halved)], expected[np.isfinite(expected)])
+    reader = tc.open_root(str(root))
+    np.testing.assert_array_equal(reader.points(lon, lat, 2024)[0], halved)
+    assert reader.stats["fixed_offset_fallbacks"] > 0
 
 
 def test_bad_inputs_are_clear_errors(served, tmp_path):

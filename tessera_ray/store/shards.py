@@ -5,9 +5,14 @@ chunk codecs (bytes, Blosc or Zstd, CRC32C), plus an index of
 ``(offset, nbytes)`` uint64 pairs in C order of the chunks, at the start or end
 of the object, with its own CRC32C. Empty chunks (all fill value) are left out
 and marked ``2**64 - 1`` in the index, unless the shard is written dense: every
-chunk, fill too, raw bytes + CRC32C in C order after the index, so that chunk
-``n`` lies at ``index_nbytes + n * fixed_chunk_nbytes`` (the array's
-``tessera_ray:fixed_offsets`` attribute says so).
+chunk, fill too, raw bytes + CRC32C in C order after the index, each preceded by
+an 8-byte tag ``TRfo`` + its number (uint32 LE), so that chunk ``n`` with its
+tag lies at ``index_nbytes + n * (8 + chunk_nbytes)`` (the array's
+``tessera_ray:fixed_offsets`` attribute says so). The tags are bytes the index
+does not point to, which Zarr sharding allows and other readers skip; they let
+a reader that skips the index check that the CRC-valid chunk it got is the one
+it asked for (zarr-python, for one, writes shards in Morton order, and a sparse
+writer shifts every later chunk by whole chunks).
 
 The writer encodes whole shards here rather than through zarr-python: zarr
 3.1 spends ~10x blosc's time on per-chunk overhead (11 MB/s against ~500 MB/s
@@ -28,6 +33,13 @@ import numpy as np
 from tessera_ray.errors import DataError
 
 EMPTY = np.uint64(2**64 - 1)
+TAG_NBYTES = 8
+_TAG_MAGIC = b"TRfo"
+
+
+def chunk_tag(n: int) -> bytes:
+    """The tag before chunk ``n`` of a dense fixed-offset shard."""
+    return _TAG_MAGIC + int(n).to_bytes(4, "little")
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
@@ -88,13 +100,13 @@ class ShardedArray:
         return self.n_chunks * 16 + 4 * sum(c["name"] == "crc32c" for c in self.index_codecs)
 
     @property
-    def fixed_chunk_nbytes(self) -> int:
-        """Stored size of one raw inner chunk with its CRC32C (fixed-offset shards)."""
-        return int(np.prod(self.chunk_shape)) * self.dtype.itemsize + 4
+    def fixed_stride(self) -> int:
+        """Bytes per chunk in a dense fixed-offset shard: tag + raw chunk + CRC32C."""
+        return TAG_NBYTES + int(np.prod(self.chunk_shape)) * self.dtype.itemsize + 4
 
     def fixed_offset(self, n: int) -> int:
-        """Byte offset of chunk ``n`` in a dense fixed-offset shard (index at the start)."""
-        return self.index_nbytes + n * self.fixed_chunk_nbytes
+        """Byte offset of chunk ``n``'s tag in a dense fixed-offset shard (index at the start)."""
+        return self.index_nbytes + n * self.fixed_stride
 
     def shard_key(self, shard_coords: Sequence[int]) -> str:
         return f"{self.key}/c/" + "/".join(str(int(i)) for i in shard_coords)
@@ -163,7 +175,8 @@ class ShardedArray:
     def encode_shard(self, block: np.ndarray, origin: Sequence[int], threads: int = 4, dense: bool = False) -> bytes | None:
         """The bytes of a shard holding ``block`` at ``origin`` (fill elsewhere); None if all fill.
 
-        ``dense`` writes every chunk, fill ones too, in C order (fixed offsets).
+        ``dense`` writes every chunk, fill ones too, tagged, in C order (fixed
+        offsets; only with the index at the start and raw chunks of one size).
         """
         cs, cps = self.chunk_shape, self.chunks_per_shard
         lo = [o // c for o, c in zip(origin, cs)]
@@ -191,7 +204,10 @@ class ShardedArray:
             encoded = list(pool.map(lambda n: self.encode_chunk(chunks[n]) if n in chunks else fill, numbers))
         index = np.full((self.n_chunks, 2), EMPTY, "uint64")
         offset = self.index_nbytes if self.index_at_start else 0
-        for n, data in zip(numbers, encoded):
+        if dense:
+            encoded = [piece for n, data in zip(numbers, encoded) for piece in (chunk_tag(n), data)]
+        for n, data in zip(numbers, encoded[1::2] if dense else encoded):
+            offset += TAG_NBYTES if dense else 0
             index[n] = (offset, len(data))
             offset += len(data)
         index_bytes = index.astype(f"{_bytes_endian(self.index_codecs)}u8").tobytes()
