@@ -55,7 +55,9 @@ def _zone_aligned(scene, res=10.0):
 def test_synth_command_reproduces_the_same_bytes(tiny, tmp_path):
     """`tessera-ray synth` with the fixture's arguments writes the very same files."""
     out = tmp_path / "again"
-    done = _cli("synth", "--out", str(out), "--preset", "test")
+    spec = tiny.spec
+    done = _cli("synth", "--out", str(out), "--preset", spec.preset, "--bbox", ",".join(map(str, spec.bbox)),
+                "--year", str(spec.year), "--seed", str(spec.seed))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Sentinel-2 scenes" in done.stdout
     assert _digest(out) == _digest(tiny.root)
@@ -451,6 +453,13 @@ def test_synth_refuses_to_overwrite_a_folder_that_is_not_a_world(tmp_path, capsy
         cli_main(["synth", "--out", str(tmp_path), "--preset", "test"])
     assert "refusing" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_opening_a_folder_that_is_not_a_world_is_one_clear_error(tmp_path):
+    from tessera_ray.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="not a synthetic world"):
+        World.open(tmp_path)
 
 
 def test_defaults_are_the_documented_ones():
