@@ -155,16 +155,20 @@ def test_sentinel2_truth_equals_a_nearest_read_of_the_cogs(tiny):
 
 
 def test_clouds_are_bright_and_shadows_dark(tiny):
-    scene = max(tiny.s2_scenes, key=lambda s: min(s.cloud_cover, 100 - s.cloud_cover))
-    crs, transform, shape = _zone_aligned(scene)
-    t = tiny.s2_truth(scene.id, crs, transform, shape)
-    blue = t["bands"][..., S2_BANDS.index("blue")].astype(float)
-    clear = t["valid"] & (t["scl"] != 6)
-    assert blue[t["cloud"]].mean() > 2 * blue[clear].mean()
-    if t["shadow"].sum() > 20:
+    checked = 0
+    for scene in sorted(tiny.s2_scenes, key=lambda s: abs(s.cloud_cover - 50))[:8]:
+        assert 0 <= scene.cloud_cover <= 100
+        crs, transform, shape = _zone_aligned(scene)
+        t = tiny.s2_truth(scene.id, crs, transform, shape)
+        clear = t["valid"] & (t["scl"] != 6)
+        if t["cloud"].sum() < 50 or t["shadow"].sum() < 50 or clear.sum() < 50:
+            continue
+        blue = t["bands"][..., S2_BANDS.index("blue")].astype(float)
         nir = t["bands"][..., S2_BANDS.index("nir")].astype(float)
+        assert blue[t["cloud"]].mean() > 2 * blue[clear].mean()
         assert nir[t["shadow"]].mean() < 0.6 * nir[clear].mean()
-    assert 0 <= scene.cloud_cover <= 100
+        checked += 1
+    assert checked >= 2
 
 
 def test_scl_classes_and_swath_edges_exist(tiny):
