@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -223,8 +223,15 @@ def _plain(scene: Scene) -> Scene:
 
 
 def _crs_string(crs) -> str:
-    epsg = pyproj.CRS.from_user_input(crs).to_epsg()
-    return f"EPSG:{epsg}" if epsg else pyproj.CRS.from_user_input(crs).to_wkt()
+    """Any CRS input (string, pyproj or rasterio CRS) as "EPSG:n" where it has a code, else WKT."""
+    return _crs_text(crs if isinstance(crs, str) else pyproj.CRS.from_user_input(crs).to_wkt())
+
+
+@lru_cache(maxsize=64)
+def _crs_text(text: str) -> str:
+    crs = pyproj.CRS.from_user_input(text)
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
 def _lookup(crs, transform, shape, epsg: int, grid: RasterGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
