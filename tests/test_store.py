@@ -11,7 +11,7 @@ import pytest
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit
-from tessera_ray.store import EmbeddingStore, publish, read_manifest
+from tessera_ray.store import EmbeddingStore, StoreLayout, publish, read_manifest
 from tessera_ray.store.layout import ZARR_DIR, shard_key
 from tessera_ray.store.manifest import manifest_key
 from tessera_ray.store.objects import open_objects
@@ -189,9 +189,9 @@ def test_publish_again_is_idempotent(tmp_path):
 
 
 def test_default_upstream_layout(tmp_path):
-    """4096-px shards of 32-px chunks; a small block in a sparse zone array."""
+    """4096-px shards of 32-px chunks; a small block in a sparse zone array (zstd: fill chunks left out)."""
     root = tmp_path / "big"
-    store = EmbeddingStore.create_or_open(str(root), model="m")
+    store = EmbeddingStore.create_or_open(str(root), model="m", compression="zstd")
     unit = Unit(30, 300, 12)
     store.prepare(2024, {30})
     emb, scales = random_block(np.random.default_rng(1), 70, 90)
@@ -206,6 +206,39 @@ def test_default_upstream_layout(tmp_path):
     # sparse: the shard holds only the touched chunks
     size = (root / shard_key(30, "embeddings", 0, 300, 12)).stat().st_size
     assert size < 4 * 4 * 128 * 32 * 32 * 1.1 + 16 * 128 * 128 + 4
+
+
+def test_both_layouts_read_back_identically_and_fixed_offsets_hold(tmp_path):
+    """zarr reads the same values from both layouts; in fixed-offset shards chunk n sits where the metadata says."""
+    from tessera_ray.store.shards import chunk_tag
+
+    roots = {c: tmp_path / c for c in ("zstd", "none")}
+    blocks = {c: build_random_store(str(r), UNITS[:2], compression=c, seed=3) for c, r in roots.items()}
+    assert StoreLayout().compression == "none"  # the default: fixed offsets
+    g = {c: open_zarr(r) for c, r in roots.items()}
+    for block in blocks["none"]:
+        rows, cols = block.unit.window.slices()
+        for name in ("embeddings", "scales"):
+            sel = (0, slice(None), rows, cols) if name == "embeddings" else (0, rows, cols)
+            np.testing.assert_array_equal(g["none"]["utm31"][name][sel], g["zstd"]["utm31"][name][sel])
+    emb = g["none"]["utm31"]["embeddings"]
+    assert emb.attrs["tessera_ray:fixed_offsets"] is True and "tessera_ray:fixed_offsets" not in g["zstd"]["utm31"]["embeddings"].attrs
+    assert [type(c).__name__ for c in emb.metadata.codecs[0].codecs] == ["BytesCodec", "Crc32cCodec"]
+    n_chunks, index_nbytes = 64, 64 * 16 + 4
+    for name, stride in (("embeddings", 8 + 128 * 32 * 32 + 4), ("scales", 8 + 32 * 32 * 4 + 4)):
+        # the whole unit: every chunk, fill too, tagged, in C order after the index
+        data = (roots["none"] / shard_key(31, name, 0, UNITS[0].row, UNITS[0].col)).read_bytes()
+        assert len(data) == index_nbytes + n_chunks * stride
+        index = np.frombuffer(data[: 16 * n_chunks], "<u8").reshape(-1, 2)
+        for n in range(n_chunks):
+            off = index_nbytes + n * stride
+            assert data[off : off + 8] == chunk_tag(n) and tuple(index[n]) == (off + 8, stride - 8)
+        # the partly written unit stops after its last chunk holding data; the index marks the rest empty
+        data = (roots["none"] / shard_key(31, name, 0, UNITS[1].row, UNITS[1].col)).read_bytes()
+        index = np.frombuffer(data[: 16 * n_chunks], "<u8").reshape(-1, 2)
+        stored = int((index[:, 0] != 2**64 - 1).sum())
+        assert stored < n_chunks and len(data) == index_nbytes + stored * stride
+        assert (index[stored:, 0] == 2**64 - 1).all()
 
 
 def test_layout_mismatch_and_unprepared_year_are_clear_errors(tmp_path):

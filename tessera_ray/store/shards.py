@@ -6,7 +6,8 @@ chunk codecs (bytes, Blosc or Zstd, CRC32C), plus an index of
 of the object, with its own CRC32C. Empty chunks (all fill value) are left out
 and marked ``2**64 - 1`` in the index, unless the shard is written dense: every
 chunk, fill too, raw bytes + CRC32C in C order after the index, each preceded by
-an 8-byte tag ``TRfo`` + its number (uint32 LE), so that chunk ``n`` with its
+an 8-byte tag ``TRfo`` + its number (uint32 LE), up to the last chunk that is
+not all fill (the index marks the rest empty), so that chunk ``n`` with its
 tag lies at ``index_nbytes + n * (8 + chunk_nbytes)`` (the array's
 ``tessera_ray:fixed_offsets`` attribute says so). The tags are bytes the index
 does not point to, which Zarr sharding allows and other readers skip; they let
@@ -175,8 +176,9 @@ class ShardedArray:
     def encode_shard(self, block: np.ndarray, origin: Sequence[int], threads: int = 4, dense: bool = False) -> bytes | None:
         """The bytes of a shard holding ``block`` at ``origin`` (fill elsewhere); None if all fill.
 
-        ``dense`` writes every chunk, fill ones too, tagged, in C order (fixed
-        offsets; only with the index at the start and raw chunks of one size).
+        ``dense`` writes every chunk up to the last one holding data, fill ones
+        too, tagged, in C order (fixed offsets; only with the index at the
+        start and raw chunks of one size).
         """
         cs, cps = self.chunk_shape, self.chunks_per_shard
         lo = [o // c for o, c in zip(origin, cs)]
@@ -195,9 +197,9 @@ class ShardedArray:
                 chunks[int(np.ravel_multi_index(idx, cps))] = chunk
         if not chunks:
             return None
-        if dense:
+        if dense:  # up to the last chunk holding data: a reader past the end asks the index (all fill)
             fill = self.encode_chunk(np.full(cs, self.fill_value, self.dtype))
-            numbers = list(range(self.n_chunks))
+            numbers = list(range(max(chunks) + 1))
         else:
             numbers = sorted(chunks)
         with ThreadPoolExecutor(threads) as pool:  # blosc releases the GIL
