@@ -1,21 +1,30 @@
-"""Benchmark: reading the published root over HTTP, against downloading geotessera npy tiles.
+"""Benchmark: reading the published root over HTTP in both shard layouts, against downloading geotessera npy tiles.
 
-Builds a store in the upstream layout (4096-px shards of 32-px chunks) holding
-random embeddings for one geotessera 0.1-degree tile, serves it with
-``StaticServer`` and an injected per-request latency (a round trip to object
-storage), and measures, each from a cold client (medians of ``--runs``):
+Builds the same store twice, in the upstream shape (4096-px shards of 32-px
+chunks) and each layout (``fixed-offsets``: raw chunks at offsets known from
+the metadata; ``zstd``: Blosc-zstd chunks found through the shard index),
+holding random embeddings for one geotessera 0.1-degree tile. One
+``StaticServer`` with an injected per-request latency (a round trip to object
+storage) serves both, and each read is measured from a cold client (medians
+of ``--runs``):
 
 * one pixel cold, then the same pixel and a neighbouring chunk warm;
 * 1,000 random points in the tile;
 * a 1 km x 1 km region;
 * beside them: downloading the geotessera npy tile (+ scales + landmask) that
   holds the same data, exported from the same store, over the same server;
-* geotessera 0.11's own ``GeoTesseraZarr`` reading one pixel of our store.
+* geotessera 0.11's own ``GeoTesseraZarr`` reading one pixel of each store.
+
+Storage: the shard bytes of both bench stores (random int8: incompressible,
+and one tile inside a 4096-px unit, so the fixed-offset shards also store the
+fill chunks before the tile), and, with ``--storage-root``, the shards of a
+root written by ``tessera-ray embed`` (real model embeddings) re-encoded in
+both layouts.
 
 Requests and bytes come from the server's counters (they do not drift); the
 client's own counters split them into index and chunk reads.
 
-    python jobs/bench_read.py --latency 0.02 --runs 3
+    python jobs/bench_read.py --latency 0.02 --runs 3 [--storage-root ROOT]
 
 Writes bench-results/bench_read.json and bench-results/bench_read.md.
 """
@@ -29,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +50,18 @@ YEAR = 2024
 TILE_CENTRE = (0.15, 52.25)  # grid_0.15_52.25, near Cambridge, UTM zone 31
 
 
-def build(root: Path, shard: int, chunk: int, seed: int):
-    """A store holding random data over the tile's window; the tile and its units."""
+LAYOUTS = {"fixed-offsets": "none", "zstd": "zstd"}  # name -> StoreLayout.compression
+
+
+def build(root: Path, shard: int, chunk: int, seed: int, compression: str):
+    """A store holding random data over the tile's window; the tile."""
     from tessera_ray.grid import Tile, Unit
     from tessera_ray.store import EmbeddingStore, publish
     from tessera_ray.store.testing import random_block
 
     tile = Tile(*TILE_CENTRE)
     tw = tile.window
-    store = EmbeddingStore.create_or_open(str(root), shard, chunk, model="bench-random")
+    store = EmbeddingStore.create_or_open(str(root), shard, chunk, model="bench-random", compression=compression)
     store.prepare(YEAR, {tile.zone})
     rng = np.random.default_rng(seed)
     for r in range(tw.row // shard, (tw.row + tw.height - 1) // shard + 1):
@@ -60,6 +73,47 @@ def build(root: Path, shard: int, chunk: int, seed: int):
             store.write_unit(unit, YEAR, emb, scales, offset=(offset.row, offset.col))
     publish(str(root), YEAR)
     return tile
+
+
+def shard_bytes(root: Path) -> dict:
+    """Bytes of the embeddings and scales shard objects of a local root."""
+    out = {}
+    for name in ("embeddings", "scales"):
+        out[name] = sum(p.stat().st_size for p in root.glob(f"tessera.zarr/utm*/{name}/c/**/*") if p.is_file())
+    return out
+
+
+def reencoded_sizes(src: str) -> dict:
+    """The shards of a published root (e.g. real embeddings) re-encoded in both layouts: bytes and seconds."""
+    from tessera_ray import client as tc
+    from tessera_ray.grid import Window
+    from tessera_ray.store.layout import StoreLayout, StoreState, encode_unit_shards
+
+    root = tc.open_root(src)
+    out = {name: {"embeddings": 0, "scales": 0, "encode_seconds": 0.0} for name in LAYOUTS}
+    units, pixels = 0, Counter()
+    for (zone, array), arr in sorted(root.arrays.items()):
+        if array != "scales":
+            continue
+        size, chunk = arr.shard_shape[-1], arr.chunk_shape[-1]
+        for key in root.objects.list(f"{arr.key}/c/"):
+            t, r, c = (int(v) for v in key.rsplit("/c/", 1)[1].split("/"))
+            q, s = root.read_window(zone, Window(r * size, c * size, size, size), root.years[t])
+            units += 1
+            pixels["valid"] += int(np.isfinite(s).sum())
+            pixels["no_data"] += int(np.isnan(s).sum())
+            pixels["not_processed"] += int(np.isposinf(s).sum())
+            for name, compression in LAYOUTS.items():
+                state = StoreState(StoreLayout(size, chunk, compression=compression), "m", tuple(root.years), (zone,))
+                t0 = time.perf_counter()
+                shards = encode_unit_shards(state, zone, t, r, c, q, s)
+                out[name]["encode_seconds"] += time.perf_counter() - t0
+                for k, data in shards.items():
+                    out[name]["embeddings" if "/embeddings/" in k else "scales"] += len(data)
+    for v in out.values():
+        v["encode_seconds"] = round(v["encode_seconds"], 2)
+    return {"root": src, "units": units, "shard": size, "chunk": chunk, "pixels": dict(pixels),
+            "raw_int8_bytes": 128 * sum(pixels.values()), **out} if units else {"root": src, "units": 0}
 
 
 def measure(server, fn, runs: int):
@@ -87,22 +141,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--chunk", type=int, default=32)
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--storage-root", help="a root written by tessera-ray embed: re-encode its shards in both layouts")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Consolidated metadata")
 
-    import requests
-
     from tessera_ray import client as tc
     from tessera_ray.grid import zone_grid
     from tessera_ray.serve import StaticServer
-    from tessera_ray.store.geotessera_export import EMBEDDINGS_DIR, LANDMASKS_DIR, export_geotessera
+    from tessera_ray.store.geotessera_export import export_geotessera
 
     work = Path(tempfile.mkdtemp(prefix="bench-read-"))
-    t0 = time.perf_counter()
-    tile = build(work, args.shard, args.chunk, args.seed)
-    build_s = time.perf_counter() - t0
-    export_geotessera(tc.open_root(str(work)), YEAR, work / "geotessera", bbox=tile.bounds)
+    build_s = {}
+    for name, compression in LAYOUTS.items():
+        t0 = time.perf_counter()
+        tile = build(work / name, args.shard, args.chunk, args.seed, compression)
+        build_s[name] = round(time.perf_counter() - t0, 1)
+    export_geotessera(tc.open_root(str(work / "zstd")), YEAR, work / "geotessera", bbox=tile.bounds)
     tw, grid = tile.window, zone_grid(tile.zone)
     rng = np.random.default_rng(args.seed + 1)
 
@@ -124,77 +179,36 @@ def main(argv=None) -> dict:
         "layout": {"shard": args.shard, "chunk": args.chunk, "index_location": "start"},
         "latency_s": args.latency,
         "runs": args.runs,
-        "build_seconds": round(build_s, 1),
+        "build_seconds": build_s,
         "tile": tile.name,
         "tile_pixels": [tw.height, tw.width],
         "n_points": args.points,
+        "shards_touched": shards_touched,
+        "chunks_touched": chunks_touched,
+        "layouts": {},
     }
     with StaticServer(work, latency_s=args.latency) as server:
-        url = server.url
-
-        def opened():
-            root = tc.open_root(url)
-            server.stats.reset()
-            return root
-
-        def cold_pixel():
-            root = opened()
-            px = root.pixel(plon, plat, YEAR)
-            assert px.status == tc.VALID
-            return dict(root.stats)
-
-        def warm():
-            root = tc.open_root(url)
-            root.pixel(plon, plat, YEAR)
-            server.stats.reset()
-            t = time.perf_counter()
-            root.pixel(plon, plat, YEAR)
-            same = server.stats.snapshot()
-            root.pixel(nlon, nlat, YEAR)
-            other = server.stats.snapshot()
-            return {
-                "same_pixel_requests": same["requests"],
-                "neighbour_chunk_requests": other["requests"] - same["requests"],
-                "neighbour_chunk_bytes": other["bytes_sent"] - same["bytes_sent"],
-                "warm_seconds": round(time.perf_counter() - t, 4),
+        for name in LAYOUTS:
+            url = f"{server.url}/{name}"
+            r = results["layouts"][name] = read_cases(server, url, args.runs, (plon, plat), (nlon, nlat), (lons, lats),
+                                                      region_bbox)
+            r["storage"] = shard_bytes(work / name)
+            r["geotessera_zarr_pixel"] = geotessera_pixel(server, url, plon, plat)
+            values = tc.open_root(url).points(lons, lats, YEAR)[0]
+            if name == next(iter(LAYOUTS)):
+                reference = values
+            else:  # both layouts hold the same data: the client must return the same numbers
+                np.testing.assert_array_equal(values, reference)
+            cold, pts = r["pixel_cold"], r["points"]
+            r["goals"] = {
+                "pixel_cold_requests_le_2": cold["requests"] <= 2,
+                "pixel_cold_bytes_le_300KB": cold["bytes"] <= 300_000,
+                "points_index_reads_le_shards": pts.get("index_requests", 0) <= 2 * shards_touched,
+                "points_chunk_reads_le_chunks": pts.get("chunks_requests", 0) <= 2 * chunks_touched,
             }
-
-        def points():
-            root = opened()
-            values, status = root.points(lons, lats, YEAR)
-            return {**dict(root.stats), "valid": int((status == tc.VALID).sum()),
-                    "shards_touched": shards_touched, "chunks_touched": chunks_touched}
-
-        def region():
-            root = opened()
-            (part,) = root.region(region_bbox, YEAR)
-            return {**dict(root.stats), "pixels": list(part.scales.shape)}
-
-        def npy_tile():
-            session = requests.Session()
-            name = tile.name
-            for rel in (f"{EMBEDDINGS_DIR}/{YEAR}/{name}/{name}.npy", f"{EMBEDDINGS_DIR}/{YEAR}/{name}/{name}_scales.npy",
-                        f"{LANDMASKS_DIR}/{name}.tiff"):
-                resp = session.get(f"{url}/geotessera/{rel}")
-                resp.raise_for_status()
-            return {}
-
-        results["open_root"] = measure(server, lambda: (tc.open_root(url), None)[1], args.runs)
-        results["pixel_cold"] = measure(server, cold_pixel, args.runs)
-        results["pixel_warm"] = warm()
-        results["points"] = measure(server, points, args.runs)
-        results["region_1km"] = measure(server, region, args.runs)
-        results["npy_tile_download"] = measure(server, npy_tile, args.runs)
-        results["geotessera_zarr_pixel"] = geotessera_pixel(server, url, plon, plat)
-
-    cold = results["pixel_cold"]
-    pts = results["points"]
-    results["goals"] = {
-        "pixel_cold_round_trips_le_2": True,  # index entries of both arrays in parallel, then both chunks
-        "pixel_cold_bytes_le_300KB": cold["bytes"] <= 300_000,
-        "points_index_reads_le_shards": pts.get("index_requests", 0) <= 2 * shards_touched,
-        "points_chunk_reads_le_chunks": pts.get("chunks_requests", 0) <= 2 * chunks_touched,
-    }
+        results["npy_tile_download"] = measure(server, lambda: npy_tile(server.url, tile.name), args.runs)
+    if args.storage_root:
+        results["storage_model_embeddings"] = reencoded_sizes(args.storage_root)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench_read.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -202,6 +216,72 @@ def main(argv=None) -> dict:
     (out_dir / "bench_read.md").write_text(md)
     print(md)
     return results
+
+
+def read_cases(server, url: str, runs: int, pixel, neighbour, points_lonlat, region_bbox) -> dict:
+    """Every read of the benchmark against one store, each from a cold client."""
+    from tessera_ray import client as tc
+
+    plon, plat = pixel
+    lons, lats = points_lonlat
+
+    def opened():
+        root = tc.open_root(url)
+        server.stats.reset()
+        return root
+
+    def cold_pixel():
+        root = opened()
+        px = root.pixel(plon, plat, YEAR)
+        assert px.status == tc.VALID
+        return dict(root.stats)
+
+    def warm():
+        root = tc.open_root(url)
+        root.pixel(plon, plat, YEAR)
+        server.stats.reset()
+        t = time.perf_counter()
+        root.pixel(plon, plat, YEAR)
+        same = server.stats.snapshot()
+        root.pixel(*neighbour, YEAR)
+        other = server.stats.snapshot()
+        return {
+            "same_pixel_requests": same["requests"],
+            "neighbour_chunk_requests": other["requests"] - same["requests"],
+            "neighbour_chunk_bytes": other["bytes_sent"] - same["bytes_sent"],
+            "warm_seconds": round(time.perf_counter() - t, 4),
+        }
+
+    def points():
+        root = opened()
+        _, status = root.points(lons, lats, YEAR)
+        return {**dict(root.stats), "valid": int((status == tc.VALID).sum())}
+
+    def region():
+        root = opened()
+        (part,) = root.region(region_bbox, YEAR)
+        return {**dict(root.stats), "pixels": list(part.scales.shape)}
+
+    return {
+        "open_root": measure(server, lambda: (tc.open_root(url), None)[1], runs),
+        "pixel_cold": measure(server, cold_pixel, runs),
+        "pixel_warm": warm(),
+        "points": measure(server, points, runs),
+        "region_1km": measure(server, region, runs),
+    }
+
+
+def npy_tile(url: str, name: str) -> dict:
+    """Download the geotessera tile files that hold the same data."""
+    import requests
+
+    from tessera_ray.store.geotessera_export import EMBEDDINGS_DIR, LANDMASKS_DIR
+
+    session = requests.Session()
+    for rel in (f"{EMBEDDINGS_DIR}/{YEAR}/{name}/{name}.npy", f"{EMBEDDINGS_DIR}/{YEAR}/{name}/{name}_scales.npy",
+                f"{LANDMASKS_DIR}/{name}.tiff"):
+        session.get(f"{url}/geotessera/{rel}").raise_for_status()
+    return {}
 
 
 def geotessera_pixel(server, url: str, lon: float, lat: float) -> dict | None:
@@ -230,36 +310,73 @@ def geotessera_pixel(server, url: str, lon: float, lat: float) -> dict | None:
 
 
 def markdown(r: dict) -> str:
-    def row(name, m, note=""):
-        return f"| {name} | {m['requests']} | {m['bytes'] / 1000:,.1f} | {m['seconds'] * 1000:,.0f} | {note} |"
+    names = list(r["layouts"])
+    L = r["layouts"]
 
-    p, w, g = r["points"], r["pixel_warm"], r.get("geotessera_zarr_pixel")
+    def cells(m):
+        return f"{m['requests']} | {m['bytes'] / 1000:,.1f} | {m['seconds'] * 1000:,.0f}"
+
+    def split(m):
+        return f"{m.get('index_requests', 0)} index + {m.get('chunks_requests', 0)} chunk reads"
+
+    def row(label, key, note=None):
+        extra = " / ".join(split(L[n][key]) for n in names) if note is None else note
+        return f"| {label} | " + " | ".join(cells(L[n][key]) for n in names) + f" | {extra} |"
+
+    head = " | ".join(f"{n} req | kB | ms" for n in names)
     lines = [
-        f"Read benchmark (`python jobs/bench_read.py --latency {r['latency_s']} --runs {r['runs']}`): "
-        f"store in the {r['layout']['shard']}/{r['layout']['chunk']} layout (index at shard start), random "
-        f"embeddings over tile {r['tile']} ({r['tile_pixels'][0]} x {r['tile_pixels'][1]} px), served by "
-        f"`StaticServer` with {r['latency_s'] * 1000:.0f} ms per request; cold client each run, median time.",
+        f"Read benchmark (`python jobs/bench_read.py --latency {r['latency_s']} --runs {r['runs']}`): the same "
+        f"random embeddings over tile {r['tile']} ({r['tile_pixels'][0]} x {r['tile_pixels'][1]} px) in a "
+        f"{r['layout']['shard']}/{r['layout']['chunk']} store (index at shard start), once per layout "
+        f"({', '.join(names)}), served by `StaticServer` with {r['latency_s'] * 1000:.0f} ms per request; cold "
+        "client each run, median time. Notes give index / chunk reads per layout.",
         "",
-        "| read | requests | kB | ms | note |",
-        "|---|---:|---:|---:|---|",
-        row("open root (zarr.json)", r["open_root"]),
-        row("one pixel, cold", r["pixel_cold"],
-            f"{r['pixel_cold'].get('index_requests', 0)} index reads ({r['pixel_cold'].get('index_bytes', 0) / 1000:.1f} kB: "
-            f"3 chunk rows of entries) + {r['pixel_cold'].get('chunks_requests', 0)} chunk reads, embeddings + scales "
-            "in parallel: 2 round trips"),
-        f"| same pixel, warm | {w['same_pixel_requests']} | 0 | - | chunk cache |",
-        f"| pixel in another chunk, warm | {w['neighbour_chunk_requests']} | {w['neighbour_chunk_bytes'] / 1000:,.1f} | - | chunks only: index rows cached |",
-        row(f"{r['n_points']:,} random points in the tile", p,
-            f"{p.get('index_requests', 0)} index reads for {p['shards_touched']} shard(s) x 2 arrays; "
-            f"{p.get('chunks_requests', 0)} chunk reads for {p['chunks_touched']} chunks x 2 arrays"),
-        row("1 km x 1 km region", r["region_1km"], f"{r['region_1km']['pixels'][0]} x {r['region_1km']['pixels'][1]} px"),
-        row("geotessera npy tile download (same data)", r["npy_tile_download"], "grid .npy + scales .npy + landmask .tiff"),
+        f"| read | {head} | notes |",
+        "|---|" + "---:|---:|---:|" * len(names) + "---|",
+        row("open root (zarr.json)", "open_root", ""),
+        row("one pixel, cold", "pixel_cold"),
+        "| same pixel, warm | " + " | ".join(f"{L[n]['pixel_warm']['same_pixel_requests']} | 0 | -" for n in names)
+        + " | chunk cache |",
+        "| pixel in another chunk, warm | " + " | ".join(
+            f"{L[n]['pixel_warm']['neighbour_chunk_requests']} | {L[n]['pixel_warm']['neighbour_chunk_bytes'] / 1000:,.1f} | -"
+            for n in names) + " | |",
+        row(f"{r['n_points']:,} random points in the tile", "points",
+            f"{r['shards_touched']} shard(s), {r['chunks_touched']} chunks x 2 arrays; "
+            + " / ".join(split(L[n]["points"]) for n in names)),
+        row("1 km x 1 km region", "region_1km"),
     ]
-    if g:
-        lines.append(f"| geotessera `GeoTesseraZarr` open zone (cold) | {g['open_requests']} | {g['open_bytes'] / 1000:,.1f} | "
-                     f"{g['open_seconds'] * 1000:,.0f} | reads all x/y coordinates |")
-        lines.append(f"| geotessera `GeoTesseraZarr` one pixel | {g['pixel_requests']} | {g['pixel_bytes'] / 1000:,.1f} | "
-                     f"{g['pixel_seconds'] * 1000:,.0f} | after open |")
+    gt = [L[n].get("geotessera_zarr_pixel") for n in names]
+    if all(gt):
+        lines.append("| geotessera `GeoTesseraZarr` one pixel (after open) | " + " | ".join(
+            f"{g['pixel_requests']} | {g['pixel_bytes'] / 1000:,.1f} | {g['pixel_seconds'] * 1000:,.0f}" for g in gt)
+            + " | reads through the index in both |")
+    n = r["npy_tile_download"]
+    lines += [
+        f"| geotessera npy tile download (same data) | {n['requests']} | {n['bytes'] / 1000:,.1f} | "
+        f"{n['seconds'] * 1000:,.0f} |" + " | | |" * (len(names) - 1) + " grid .npy + scales .npy + landmask .tiff |",
+        "",
+        "Goals (issue 5): " + "; ".join(
+            f"{nm}: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in L[nm]["goals"].items()) for nm in names),
+        "",
+        "| shard storage | " + " | ".join(names) + " | ratio |",
+        "|---|" + "---:|" * len(names) + "---:|",
+    ]
+
+    def storage_rows(label, get):
+        out = []
+        for array in ("embeddings", "scales"):
+            v = [get(nm)[array] for nm in names]
+            out.append(f"| {label}: {array} | " + " | ".join(f"{x / 1e6:,.2f} MB" for x in v) + f" | {v[0] / v[1]:.3f} |")
+        return out
+
+    lines += storage_rows(f"bench store, random int8, tile inside one {r['layout']['shard']}-px unit",
+                          lambda nm: L[nm]["storage"])
+    m = r.get("storage_model_embeddings")
+    if m and m.get("units"):
+        lines += storage_rows(
+            f"model embeddings ({m['units']} unit(s) of {m['shard']} px from `{m['root']}`, "
+            f"{m['pixels'].get('valid', 0):,} valid px)", lambda nm: m[nm])
+        lines.append("| encode seconds (both arrays) | " + " | ".join(f"{m[nm]['encode_seconds']}" for nm in names) + " | |")
     lines.append("")
     return "\n".join(lines) + "\n"
 

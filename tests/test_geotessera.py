@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import geotessera  # noqa: F401 - scripts/setup dev installs 0.11; a missing reader must fail, not skip
 import numpy as np
 import pytest
@@ -22,11 +24,25 @@ TILE_BBOX = "2.96,83.91,3.04,83.99"
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gt-store")
-    blocks = build_random_store(str(root), UNITS, years=(2024,), partial=False)
-    with StaticServer(root) as server:
-        yield root, server, blocks
+def stores(tmp_path_factory):
+    """Build and serve the random units once per layout: ``stores(compression) -> (root, server, blocks)``."""
+    built, servers = {}, ExitStack()
+
+    def get(compression: str):
+        if compression not in built:
+            root = tmp_path_factory.mktemp(f"gt-store-{compression}")
+            blocks = build_random_store(str(root), UNITS, years=(2024,), partial=False, compression=compression)
+            built[compression] = (root, servers.enter_context(StaticServer(root)), blocks)
+        return built[compression]
+
+    with servers:
+        yield get
+
+
+@pytest.fixture(scope="module", params=["none", "zstd"], ids=["fixed-offsets", "zstd"])
+def published(request, stores):
+    """The same units in both layouts: raw fixed-offset shards and Blosc-zstd shards."""
+    return stores(request.param)
 
 
 def geotessera_over_http(url: str):
@@ -67,10 +83,11 @@ def test_geotessera_zarr_reads_our_store_over_http(published):
 
 
 @pytest.mark.slow
-def test_export_geotessera_tiles_read_offline_by_geotessera(published, tmp_path):
+def test_export_geotessera_tiles_read_offline_by_geotessera(stores, tmp_path):
+    """The export reads through our client (both layouts compared above), so the default layout is enough."""
     from geotessera import GeoTessera
 
-    root, server, blocks = published
+    root, server, blocks = stores("none")
     out = tmp_path / "gt"
     main(["export-geotessera", "--root", server.url, "--year", "2024", "--out", str(out), "--bbox", TILE_BBOX])
     tiles = sorted((out / "global_0.1_degree_representation" / "2024").iterdir())
