@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embed_helpers import EPOCH, write_checkpoint
+from embed_helpers import embed_args as _embed_args
 from tessera_ray.cli import main
 from tessera_ray.grid import Unit, load_roi, units_for_roi
 
 ROI = "0.124,52.174,0.1245,52.1745"
 """Two 32 px units of the test world."""
 UNIT_IDS = ["utm31_32_11363_0665", "utm31_32_11364_0665"]
-EPOCH = "1767225600"  # 2026-01-01T00:00:00Z
 
 
 def run(argv, capsys):
@@ -32,12 +33,7 @@ def run(argv, capsys):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from tessera_ray.model import build_encoder, get_variant, save_checkpoint
-
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = get_variant("tiny")
-    save_checkpoint(build_encoder(config, seed=0), path, config, init_seed=0)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 def _units_bounds():
@@ -47,8 +43,7 @@ def _units_bounds():
 
 
 def embed_args(world, out, checkpoint, roi=ROI, *extra):
-    return ["embed", "--roi", roi, "--year", "2024", "--out", str(out), "--checkpoint", str(checkpoint),
-            "--catalog", str(world / "stac" / "items.parquet"), "--unit-size", "32", "--block-size", "16", *extra]
+    return _embed_args(world, out, checkpoint, roi, *extra)
 
 
 def test_plan_covers_the_roi_with_fixed_units():

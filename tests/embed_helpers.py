@@ -1,0 +1,23 @@
+"""Helpers shared by the embed job's tests (a checkpoint, the job's arguments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EPOCH = "1767225600"
+"""SOURCE_DATE_EPOCH of the tests: 2026-01-01T00:00:00Z."""
+
+
+def write_checkpoint(path: Path, variant: str = "tiny") -> Path:
+    """A random-init checkpoint (what ``tessera-ray model init`` writes)."""
+    from tessera_ray.model import build_encoder, get_variant, save_checkpoint
+
+    config = get_variant(variant)
+    save_checkpoint(build_encoder(config, seed=0), path, config, init_seed=0)
+    return path
+
+
+def embed_args(world: Path, out, checkpoint: Path, roi: str, *extra: str) -> list[str]:
+    """``tessera-ray embed`` arguments over the test world's stac-geoparquet catalog, 32 px units."""
+    return ["embed", "--roi", roi, "--year", "2024", "--out", str(out), "--checkpoint", str(checkpoint),
+            "--catalog", str(world / "stac" / "items.parquet"), "--unit-size", "32", "--block-size", "16", *extra]
