@@ -3,7 +3,8 @@
 Builds the same store twice, in the upstream shape (4096-px shards of 32-px
 chunks) and each layout (``fixed-offsets``: raw chunks at offsets known from
 the metadata; ``zstd``: Blosc-zstd chunks found through the shard index),
-holding random embeddings for one geotessera 0.1-degree tile. One
+holding random embeddings in the whole unit(s) under one geotessera
+0.1-degree tile (2 GB of int8 per 4096-px unit and layout). One
 ``StaticServer`` with an injected per-request latency (a round trip to object
 storage) serves both, and each read is measured from a cold client (medians
 of ``--runs``):
@@ -15,11 +16,9 @@ of ``--runs``):
   holds the same data, exported from the same store, over the same server;
 * geotessera 0.11's own ``GeoTesseraZarr`` reading one pixel of each store.
 
-Storage: the shard bytes of both bench stores (random int8: incompressible,
-and one tile inside a 4096-px unit, so the fixed-offset shards also store the
-fill chunks before the tile), and, with ``--storage-root``, the shards of a
-root written by ``tessera-ray embed`` (real model embeddings) re-encoded in
-both layouts.
+Storage: the shard bytes of both bench stores (random int8: incompressible),
+and, with ``--storage-root``, the shards of a root written by ``tessera-ray
+embed`` (real model embeddings) re-encoded in both layouts.
 
 Requests and bytes come from the server's counters (they do not drift); the
 client's own counters split them into index and chunk reads.
@@ -54,7 +53,7 @@ LAYOUTS = {"fixed-offsets": "none", "zstd": "zstd"}  # name -> StoreLayout.compr
 
 
 def build(root: Path, shard: int, chunk: int, seed: int, compression: str):
-    """A store holding random data over the tile's window; the tile."""
+    """A store whose units under the tile hold random data, whole (an interior unit as the embed job writes it)."""
     from tessera_ray.grid import Tile, Unit
     from tessera_ray.store import EmbeddingStore, publish
     from tessera_ray.store.testing import random_block
@@ -66,11 +65,9 @@ def build(root: Path, shard: int, chunk: int, seed: int, compression: str):
     rng = np.random.default_rng(seed)
     for r in range(tw.row // shard, (tw.row + tw.height - 1) // shard + 1):
         for c in range(tw.col // shard, (tw.col + tw.width - 1) // shard + 1):
-            unit = Unit(tile.zone, r, c, shard)
-            part = tw.intersection(unit.window)
-            emb, scales = random_block(rng, part.height, part.width, nan_fraction=0.02)
-            offset = part.relative_to(unit.window)
-            store.write_unit(unit, YEAR, emb, scales, offset=(offset.row, offset.col))
+            emb, scales = random_block(rng, shard, shard, nan_fraction=0.02)
+            store.write_unit(Unit(tile.zone, r, c, shard), YEAR, emb, scales)
+            del emb, scales
     publish(str(root), YEAR)
     return tile
 
@@ -326,7 +323,7 @@ def markdown(r: dict) -> str:
     head = " | ".join(f"{n} req | kB | ms" for n in names)
     lines = [
         f"Read benchmark (`python jobs/bench_read.py --latency {r['latency_s']} --runs {r['runs']}`): the same "
-        f"random embeddings over tile {r['tile']} ({r['tile_pixels'][0]} x {r['tile_pixels'][1]} px) in a "
+        f"random embeddings in the unit(s) under tile {r['tile']} ({r['tile_pixels'][0]} x {r['tile_pixels'][1]} px) in a "
         f"{r['layout']['shard']}/{r['layout']['chunk']} store (index at shard start), once per layout "
         f"({', '.join(names)}), served by `StaticServer` with {r['latency_s'] * 1000:.0f} ms per request; cold "
         "client each run, median time. Notes give index / chunk reads per layout.",
@@ -369,7 +366,7 @@ def markdown(r: dict) -> str:
             out.append(f"| {label}: {array} | " + " | ".join(f"{x / 1e6:,.2f} MB" for x in v) + f" | {v[0] / v[1]:.3f} |")
         return out
 
-    lines += storage_rows(f"bench store, random int8, tile inside one {r['layout']['shard']}-px unit",
+    lines += storage_rows(f"bench store, random int8, whole {r['layout']['shard']}-px unit(s)",
                           lambda nm: L[nm]["storage"])
     m = r.get("storage_model_embeddings")
     if m and m.get("units"):

@@ -225,20 +225,34 @@ def test_both_layouts_read_back_identically_and_fixed_offsets_hold(tmp_path):
     assert emb.attrs["tessera_ray:fixed_offsets"] is True and "tessera_ray:fixed_offsets" not in g["zstd"]["utm31"]["embeddings"].attrs
     assert [type(c).__name__ for c in emb.metadata.codecs[0].codecs] == ["BytesCodec", "Crc32cCodec"]
     n_chunks, index_nbytes = 64, 64 * 16 + 4
+    # a unit written over its top 200 rows (dense, stops after chunk row 6) and one with a small
+    # block in its bottom-right corner (fill chunks would be most of the shard: written sparse)
+    store = EmbeddingStore.open(str(roots["none"]))
+    top, corner = Unit(31, 4002, 160, 256), Unit(31, 4002, 161, 256)
+    store.write_unit(top, 2024, *random_block(np.random.default_rng(8), 200, 256))
+    store.write_unit(corner, 2024, *random_block(np.random.default_rng(9), 50, 60), offset=(200, 190))
     for name, stride in (("embeddings", 8 + 128 * 32 * 32 + 4), ("scales", 8 + 32 * 32 * 4 + 4)):
+        def shard(unit):
+            data = (roots["none"] / shard_key(31, name, 0, unit.row, unit.col)).read_bytes()
+            return data, np.frombuffer(data[: 16 * n_chunks], "<u8").reshape(-1, 2)
+
         # the whole unit: every chunk, fill too, tagged, in C order after the index
-        data = (roots["none"] / shard_key(31, name, 0, UNITS[0].row, UNITS[0].col)).read_bytes()
+        data, index = shard(UNITS[0])
         assert len(data) == index_nbytes + n_chunks * stride
-        index = np.frombuffer(data[: 16 * n_chunks], "<u8").reshape(-1, 2)
         for n in range(n_chunks):
             off = index_nbytes + n * stride
             assert data[off : off + 8] == chunk_tag(n) and tuple(index[n]) == (off + 8, stride - 8)
-        # the partly written unit stops after its last chunk holding data; the index marks the rest empty
-        data = (roots["none"] / shard_key(31, name, 0, UNITS[1].row, UNITS[1].col)).read_bytes()
-        index = np.frombuffer(data[: 16 * n_chunks], "<u8").reshape(-1, 2)
-        stored = int((index[:, 0] != 2**64 - 1).sum())
-        assert stored < n_chunks and len(data) == index_nbytes + stored * stride
-        assert (index[stored:, 0] == 2**64 - 1).all()
+        # the top of a unit: dense up to its last chunk holding data, the index marks the rest empty
+        data, index = shard(top)
+        assert len(data) == index_nbytes + 56 * stride
+        assert (index[56:, 0] == 2**64 - 1).all() and data[index_nbytes + 55 * stride :][:8] == chunk_tag(55)
+        # a corner block: sparse, no tags, only the 2 x 3 chunks holding data
+        data, index = shard(corner)
+        assert len(data) == index_nbytes + 6 * (stride - 8) and (index[:, 0] != 2**64 - 1).sum() == 6
+    publish(str(roots["none"]), 2024)
+    g = open_zarr(roots["none"])["utm31"]
+    np.testing.assert_array_equal(g["scales"][0, 4002 * 256 + 200 : 4002 * 256 + 250, 161 * 256 + 190 : 161 * 256 + 250],
+                                  random_block(np.random.default_rng(9), 50, 60)[1])
 
 
 def test_layout_mismatch_and_unprepared_year_are_clear_errors(tmp_path):

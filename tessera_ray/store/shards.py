@@ -13,7 +13,9 @@ tag lies at ``index_nbytes + n * (8 + chunk_nbytes)`` (the array's
 does not point to, which Zarr sharding allows and other readers skip; they let
 a reader that skips the index check that the CRC-valid chunk it got is the one
 it asked for (zarr-python, for one, writes shards in Morton order, and a sparse
-writer shifts every later chunk by whole chunks).
+writer shifts every later chunk by whole chunks). A mostly empty shard is
+written sparse even then (at most ``DENSE_MAX_OVERHEAD`` times its data);
+readers find its chunks through the index, after one failed tag check.
 
 The writer encodes whole shards here rather than through zarr-python: zarr
 3.1 spends ~10x blosc's time on per-chunk overhead (11 MB/s against ~500 MB/s
@@ -35,6 +37,7 @@ from tessera_ray.errors import DataError
 
 EMPTY = np.uint64(2**64 - 1)
 TAG_NBYTES = 8
+DENSE_MAX_OVERHEAD = 1.5  # a dense shard stores at most this many chunks per chunk holding data
 _TAG_MAGIC = b"TRfo"
 
 
@@ -178,7 +181,9 @@ class ShardedArray:
 
         ``dense`` writes every chunk up to the last one holding data, fill ones
         too, tagged, in C order (fixed offsets; only with the index at the
-        start and raw chunks of one size).
+        start and raw chunks of one size), as long as that stores at most
+        ``DENSE_MAX_OVERHEAD`` times the chunks holding data; a mostly empty
+        shard (the edge of a region, the coast) is written sparse instead.
         """
         cs, cps = self.chunk_shape, self.chunks_per_shard
         lo = [o // c for o, c in zip(origin, cs)]
@@ -197,7 +202,10 @@ class ShardedArray:
                 chunks[int(np.ravel_multi_index(idx, cps))] = chunk
         if not chunks:
             return None
-        if dense:  # up to the last chunk holding data: a reader past the end asks the index (all fill)
+        # dense up to the last chunk holding data (a reader past the end asks the index: all fill),
+        # unless the fill chunks before it would cost more than DENSE_MAX_OVERHEAD: then sparse, read via the index
+        dense = dense and max(chunks) + 1 <= DENSE_MAX_OVERHEAD * len(chunks)
+        if dense:
             fill = self.encode_chunk(np.full(cs, self.fill_value, self.dtype))
             numbers = list(range(max(chunks) + 1))
         else:
