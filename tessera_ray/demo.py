@@ -43,6 +43,9 @@ class DemoReport:
     accuracy: float | None
     """Nearest-class-centroid accuracy of the sampled embeddings (held-out half of the points)."""
     year: int
+    http_requests: int = 0
+    http_bytes: int = 0
+    """What the world's HTTP server (the COGs) sent to the job."""
 
 
 def central_roi(bbox, fraction: float = ROI_FRACTION) -> str:
@@ -114,6 +117,7 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
             stac=services.urls()["stac"], unit_size=DEMO_UNIT, block_size=DEMO_BLOCK, max_in_flight=2,
         )
         result = run_embed(config)
+        stats = services.http.stats
     check_complete(result)
     seconds["embed"] = time.monotonic() - start
     totals = result.totals()
@@ -123,7 +127,8 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
         points, valid, accuracy = sample_labels(server.url, world_dir, roi, world.year)
         seconds["sample"] = time.monotonic() - start
         report = DemoReport(out, server.url, roi, totals["done"], totals["skipped"], totals["pixels"],
-                            totals["px_per_s"], seconds, points, valid, accuracy, world.year)
+                            totals["px_per_s"], seconds, points, valid, accuracy, world.year,
+                            stats.requests, stats.bytes_sent)
         if serve is not None:
             serve(report)
     return report
@@ -140,6 +145,7 @@ tessera-ray demo: done
   root        {r.root}  (tessera.zarr/ + manifests/{r.year}.parquet)
   units       {r.units_done} embedded, {r.units_skipped} reused from an earlier run
   speed       {r.pixels:,} px at {r.px_per_s:,.0f} px/s
+  inputs      {r.http_requests:,} HTTP requests, {r.http_bytes / 1e6:,.1f} MB of COGs through the STAC API's hrefs
   time        {steps}
   labels      {r.points_valid} of {r.points} labelled points read back over HTTP; land-cover classes
               from the embeddings (nearest centroid, held-out half): {acc}
