@@ -1,0 +1,252 @@
+"""Encoder throughput: the optimised inference path against a plain PyTorch loop.
+
+For each variant, the same synthetic pixels go through
+* ``encode_pixels`` (vectorised sampling, sequence-length groups, device
+  batches, ``inference_mode``; bf16 on a GPU) at several batch sizes, and
+* a baseline: a Python loop over pixels doing the NumPy sampling of one pixel,
+  one fp32 forward per pixel under ``no_grad``, no grouping.
+
+Both use the same per-pixel seeds, so their outputs must agree; the report
+gives pixels per second (median of repeats), the speed-up over the baseline and
+the largest difference between the two outputs (dequantised, and in int8 steps).
+
+    python jobs/bench_encode.py            # default, ~3 min on 2 cores
+    python jobs/bench_encode.py --quick    # smoke run, ~30 s
+
+Writes bench-results/bench_encode.json and bench-results/bench_encode.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tessera_ray.model import PixelSeries, build_encoder, encode_pixels, get_variant  # noqa: E402
+from tessera_ray.model.inference import (  # noqa: E402
+    EMPTY_SAR_DOY,
+    MIN_SCALE,
+    ModelRunner,
+    normalise,
+)
+from tessera_ray.model.sampling import (  # noqa: E402
+    STREAM_S1,
+    STREAM_S2,
+    bucket_length,
+    pixel_seeds,
+    uniforms,
+)
+
+# variant -> (pixels, batch sizes) for the default and the quick run
+PLAN = {
+    "tiny": ((512, (16, 64, 256, 512)), (256, (16, 256))),
+    "small": ((256, (16, 64, 256)), (128, (64,))),
+    "v1.0-qat": ((32, (16, 32)), (8, (8,))),
+    "v1.0": ((16, (16,)), (4, (4,))),
+    "v1.1": ((16, (16,)), (4, (4,))),
+}
+RUN_SEED = 7
+
+
+def synthetic_pixels(n: int, seed: int = 0) -> PixelSeries:
+    """A year of plausible-looking series: ~70 S2 dates, cloud gaps, two SAR orbits."""
+    rng = np.random.default_rng(seed)
+    t, ta, td = 72, 30, 30
+    doys = np.sort(rng.choice(np.arange(1, 367), t, replace=False))
+    season = np.sin(doys / 366 * 2 * np.pi)[None, :, None]
+    base = rng.uniform(500, 4000, (n, 1, 10))
+    bands = np.clip(base * (1 + 0.3 * season) + rng.normal(0, 150, (n, t, 10)), 1, 12000)
+    clear = rng.uniform(0.1, 0.9, (n, 1))
+    masks = (rng.random((n, t)) < clear).astype(np.uint8)
+    sar = rng.integers(2000, 9000, (n, ta + td, 2)).astype(np.int16)
+    sar[rng.random((n, ta + td)) < 0.2] = 0
+    return PixelSeries(
+        block_id="bench", year=2024, zone=31,
+        rows=np.arange(n) // 64, cols=np.arange(n) % 64,
+        s2_bands=bands.astype(np.uint16), s2_masks=masks, s2_doys=doys.astype(np.uint16),
+        sar_ascending=sar[:, :ta], sar_ascending_doys=np.linspace(3, 360, ta).astype(np.int16),
+        sar_descending=sar[:, ta:], sar_descending_doys=np.linspace(6, 363, td).astype(np.int16),
+    )
+
+
+# ------------------------------------------------------------------ baseline
+
+
+def _pixel_steps(valid: np.ndarray, seed, stream: int, config) -> np.ndarray:
+    """The sampling rule for ONE pixel, the way a per-pixel data loader does it."""
+    candidates = np.flatnonzero(valid) if valid.any() else np.arange(len(valid))
+    n = len(candidates)
+    if config.sampling == "buckets":
+        b = int(bucket_length(np.array([n]), config.buckets)[0])
+        return candidates[np.minimum(np.arange(b) * n // b, n - 1)]
+    u = uniforms(np.array([seed], dtype=np.uint64), stream, max(len(valid), config.steps))[0]
+    if n >= config.steps:
+        return np.sort(candidates[np.argsort(u[candidates], kind="stable")[: config.steps]])
+    return np.sort(candidates[np.minimum((u[: config.steps] * n).astype(np.int64), n - 1)])
+
+
+def baseline(model, config, pixels: PixelSeries) -> tuple[np.ndarray, np.ndarray]:
+    """A plain loop: per pixel, sample with NumPy, one fp32 forward, quantise."""
+    n = len(pixels)
+    seeds = pixel_seeds(RUN_SEED, pixels.year, pixels.zone, pixels.rows, pixels.cols)
+    sar = np.concatenate([pixels.sar_ascending, pixels.sar_descending], axis=1)
+    sar_doys = np.concatenate([pixels.sar_ascending_doys, pixels.sar_descending_doys])
+    if sar.shape[1] == 0:
+        sar, sar_doys = np.zeros((n, 1, 2), np.int16), np.array([EMPTY_SAR_DOY])
+    q_out = np.zeros((n, 128), np.int8)
+    s_out = np.full(n, MIN_SCALE, np.float32)
+    norm = config.norm
+    with torch.no_grad():
+        for i in range(n):
+            valid = pixels.s2_masks[i] == 1
+            if not valid.any():
+                s_out[i] = np.nan
+                continue
+            if not pixels.s2_bands[i].any():
+                continue
+            i2 = _pixel_steps(valid, seeds[i], STREAM_S2, config)
+            i1 = _pixel_steps((sar[i] != 0).any(axis=1), seeds[i], STREAM_S1, config)
+            s2 = np.concatenate([normalise(pixels.s2_bands[i, i2], norm.s2_mean, norm.s2_std),
+                                 pixels.s2_doys[i2, None].astype(np.float32)], axis=1)
+            s1 = np.concatenate([normalise(sar[i, i1], norm.s1_mean, norm.s1_std),
+                                 sar_doys[i1, None].astype(np.float32)], axis=1)
+            e = model(torch.from_numpy(s2[None]), torch.from_numpy(s1[None]))[0]
+            scale = max(float(e.abs().max()) / 127.0, MIN_SCALE)
+            scale_t = torch.tensor(scale, dtype=torch.float32)
+            q_out[i] = torch.round(e / scale_t).clamp(-128, 127).to(torch.int8).numpy()
+            s_out[i] = scale_t.item()
+    return q_out, s_out
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def compare(a_q, a_s, b_q, b_s) -> dict:
+    both = np.isfinite(a_s) & np.isfinite(b_s)
+    deq_a = a_q[both].astype(np.float32) * a_s[both, None]
+    deq_b = b_q[both].astype(np.float32) * b_s[both, None]
+    return {
+        "max_abs_diff": float(np.abs(deq_a - deq_b).max()) if both.any() else 0.0,
+        "max_int8_step_diff": int(np.abs(a_q.astype(int) - b_q.astype(int)).max()),
+        "int8_values_differing": float(np.mean(a_q != b_q)),
+        "identical_bytes": bool(np.array_equal(a_q, b_q) and np.array_equal(a_s, b_s, equal_nan=True)),
+        "same_nodata": bool(np.array_equal(np.isnan(a_s), np.isnan(b_s))),
+    }
+
+
+def bench_variant(name: str, n: int, batch_sizes, repeats: int, cuda: bool) -> dict:
+    config = get_variant(name)
+    model = build_encoder(config, seed=0)
+    pixels = synthetic_pixels(n, seed=1)
+    # one baseline run: it is the slow reference, and its timing drifts least
+    base_s, (base_q, base_sc) = timed(lambda: baseline(model, config, pixels), 1)
+    row = {"variant": name, "pixels": n, "baseline_px_s": n / base_s, "cpu": [], "gpu": None}
+    for bs in batch_sizes:
+        runner = ModelRunner(model, "cpu", batch_size=bs)
+        secs, out = timed(lambda: encode_pixels(runner, config, pixels, seed=RUN_SEED), repeats)
+        row["cpu"].append({"batch_size": bs, "px_s": n / secs, "speedup": base_s / secs,
+                           **compare(out.embeddings, out.scales, base_q, base_sc)})
+    if cuda:
+        row["gpu"] = []
+        for bs in (256, 1024, 4096):
+            runner = ModelRunner(build_encoder(config, seed=0), "cuda", batch_size=bs)
+            gpu_pixels = synthetic_pixels(max(n, 4 * bs) if name in ("tiny", "small") else max(n, bs), 1)
+            encode_pixels(runner, config, gpu_pixels.take(slice(0, min(len(gpu_pixels), bs))), RUN_SEED)
+            secs, out = timed(lambda: encode_pixels(runner, config, gpu_pixels, seed=RUN_SEED), repeats)
+            ref = encode_pixels(model, config, gpu_pixels.take(slice(0, n)), seed=RUN_SEED)
+            row["gpu"].append({"batch_size": bs, "pixels": len(gpu_pixels), "px_s": len(gpu_pixels) / secs,
+                               **compare(out.embeddings[:n], out.scales[:n], ref.embeddings, ref.scales)})
+        model.to("cpu")
+    return row
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"Encoder throughput, CPU ({report['cpu_threads']} torch threads, {report['cpu']}); "
+        f"GPU: {report['gpu'] or 'not measured (no GPU on this machine)'}.",
+        "Baseline: Python loop over pixels, per-pixel NumPy sampling, fp32 forward of one pixel, "
+        "no grouping. Same per-pixel seeds, so outputs are compared: a forward of one pixel "
+        "rounds floats slightly differently (~1e-6) from a batched one, which now and then "
+        "moves an int8 value by one step.",
+        "",
+        "| variant | pixels | batch | px/s | baseline px/s | speed-up | max abs diff | max int8 steps | int8 values differing | identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in report["results"]:
+        for r in row["cpu"]:
+            lines.append(
+                f"| {row['variant']} | {row['pixels']} | {r['batch_size']} | {r['px_s']:.1f} | "
+                f"{row['baseline_px_s']:.1f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.2e} | "
+                f"{r['max_int8_step_diff']} | {100 * r['int8_values_differing']:.3f}% | "
+                f"{'yes' if r['identical_bytes'] else 'no'} |"
+            )
+    if any(row["gpu"] for row in report["results"]):
+        lines += ["", "| variant | GPU batch | px/s (bf16) | max abs diff vs CPU fp32 |", "|---|---:|---:|---:|"]
+        for row in report["results"]:
+            for r in row["gpu"] or []:
+                lines.append(f"| {row['variant']} | {r['batch_size']} | {r['px_s']:.0f} | {r['max_abs_diff']:.2e} |")
+    lines += ["", f"Command: `{report['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (~30 s)")
+    parser.add_argument("--variants", default=",".join(PLAN), help="comma-separated variant names")
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="torch CPU threads (use 1 on a machine shared with other work: "
+                             "spinning OpenMP threads on busy cores cost more than they give)")
+    parser.add_argument("--out", default="bench-results", help="output folder")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available()
+    report = {
+        "command": "python jobs/bench_encode.py" + (" --quick" if args.quick else ""),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "results": [],
+    }
+    repeats = 1 if args.quick else args.repeats
+    for name in args.variants.split(","):
+        n, batch_sizes = PLAN[name][1 if args.quick else 0]
+        row = bench_variant(name, n, batch_sizes, repeats, cuda)
+        report["results"].append(row)
+        best = max(row["cpu"], key=lambda r: r["px_s"])
+        print(f"{name:>9}: baseline {row['baseline_px_s']:8.1f} px/s, best {best['px_s']:8.1f} px/s "
+              f"(batch {best['batch_size']}, {best['speedup']:.2f}x, max diff {best['max_abs_diff']:.1e})",
+              flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_encode.json").write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    (out / "bench_encode.md").write_text(table)
+    print()
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()
