@@ -1,0 +1,190 @@
+"""Training data: a globally shuffled pool of pixel time series, and two views per pixel.
+
+Pixels are drawn from every unit folder (the upstream npy layout written by
+``tessera-ray ingest``; local or any fsspec URL), kept with their whole
+annual series, and visited in a full permutation of the pool, so a batch
+mixes pixels from all units instead of one neighbourhood. A view is one
+random temporal sample of a pixel (the model package's v1.0 rule), keyed by
+(seed, step, view) and the pixel: the data stream is a pure function of the
+step, which makes resumed runs see exactly the batches they would have seen.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from tessera_ray.cube import META_FILE, STACKS
+from tessera_ray.errors import DataError, UserInputError
+from tessera_ray.grid import Window, zone_grid
+from tessera_ray.model.config import EncoderConfig
+from tessera_ray.model.inference import PixelSeries, normalise, sar_series
+from tessera_ray.model.sampling import STREAM_S1, STREAM_S2, mix64, pixel_seeds, random_steps
+
+
+@dataclass(frozen=True, eq=False)
+class UnitCube:
+    """One unit folder's stacks (memory-mapped when local) and where it lies."""
+
+    source: str
+    zone: int
+    window: Window
+    arrays: dict
+
+    def series(self, rows: np.ndarray, cols: np.ndarray, year: int) -> PixelSeries:
+        """The pixels at window-relative (rows, cols) as a :class:`PixelSeries`."""
+        a = self.arrays
+
+        def pick(stack):
+            return np.ascontiguousarray(np.moveaxis(np.asarray(stack[:, rows, cols]), 0, 1))
+
+        return PixelSeries(
+            block_id=self.source, year=year, zone=self.zone,
+            rows=rows.astype(np.int64) + self.window.row, cols=cols.astype(np.int64) + self.window.col,
+            s2_bands=pick(a["bands"]), s2_masks=pick(a["masks"]), s2_doys=np.asarray(a["doys"]),
+            sar_ascending=pick(a["sar_ascending"]), sar_ascending_doys=np.asarray(a["sar_ascending_doy"]),
+            sar_descending=pick(a["sar_descending"]), sar_descending_doys=np.asarray(a["sar_descending_doy"]),
+        )
+
+
+def _fs(url: str, storage_options: dict | None):
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))
+
+
+def open_unit(url: str, storage_options: dict | None = None) -> UnitCube:
+    """A unit folder; local folders are memory-mapped, remote ones read whole."""
+    fs, path = _fs(url, storage_options)
+    local = fs.protocol in ("file", ("file", "local")) or "file" in np.atleast_1d(fs.protocol)
+    try:
+        meta = json.loads(fs.cat_file(f"{path}/{META_FILE}"))
+        arrays = {}
+        for name in STACKS:
+            if local:
+                arrays[name] = np.load(f"{path}/{name}.npy", mmap_mode="r")
+            else:
+                arrays[name] = np.load(io.BytesIO(fs.cat_file(f"{path}/{name}.npy")))
+    except FileNotFoundError as exc:
+        raise DataError(f"{url} is not a complete unit folder ({exc.filename or exc})") from None
+    return UnitCube(url, int(meta["zone"]), Window(*meta["window"]), arrays)
+
+
+def find_units(root: str, storage_options: dict | None = None) -> list[str]:
+    """The unit folders under ``root`` (those holding a cube.json), sorted; ``root`` itself if it is one."""
+    fs, path = _fs(root, storage_options)
+    prefix = root[: len(root) - len(root.lstrip("/"))] if "://" not in root else root.split("://", 1)[0] + "://"
+    if fs.exists(f"{path}/{META_FILE}"):
+        return [root]
+    found = sorted(
+        p for p in (e.rstrip("/") for e in fs.ls(path, detail=False)) if fs.exists(f"{p}/{META_FILE}")
+    ) if fs.isdir(path) else []
+    if not found:
+        raise UserInputError(f"no unit folders (with {META_FILE}) under {root}: run tessera-ray ingest first")
+    return [p if "://" not in root else prefix + p for p in found]
+
+
+@dataclass(frozen=True, eq=False)
+class PixelPool:
+    """Training pixels from many units; pool pixel i is ``units[owner[i]]`` pixel ``local[i]``."""
+
+    units: tuple[PixelSeries, ...]
+    owner: np.ndarray
+    local: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+
+def build_pool(cubes: list[UnitCube], per_unit: int, seed: int, year: int = 0, min_valid: int = 2) -> PixelPool:
+    """Up to ``per_unit`` random pixels of each unit with at least ``min_valid`` clear Sentinel-2 dates."""
+    rng = np.random.default_rng([seed, 7])
+    units, owner, local = [], [], []
+    for cube in cubes:
+        clear = np.zeros(cube.window.shape, np.int32)
+        masks = cube.arrays["masks"]
+        for t in range(masks.shape[0]):
+            clear += np.asarray(masks[t]) == 1
+        rows, cols = np.nonzero(clear >= min_valid)
+        if rows.size == 0:
+            continue
+        pick = np.sort(rng.choice(rows.size, size=min(per_unit, rows.size), replace=False))
+        series = cube.series(rows[pick], cols[pick], year)
+        nonzero = series.s2_bands.reshape(len(series), -1).any(axis=1)
+        series = series.take(np.flatnonzero(nonzero))
+        owner.append(np.full(len(series), len(units)))
+        local.append(np.arange(len(series)))
+        units.append(series)
+    if not units:
+        raise DataError(f"no pixel with {min_valid} clear Sentinel-2 dates in {len(cubes)} unit folder(s)")
+    return PixelPool(tuple(units), np.concatenate(owner), np.concatenate(local))
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A full permutation of the pool for one epoch (the global shuffle)."""
+    return np.random.default_rng([seed, 11, epoch]).permutation(n)
+
+
+def batch_indices(n: int, batch: int, seed: int, step: int) -> np.ndarray:
+    """Pool indices of ``step``'s batch: consecutive slices of per-epoch permutations."""
+    per_epoch = max(1, n // batch)
+    epoch, k = divmod(step, per_epoch)
+    return epoch_order(n, seed, epoch)[k * batch:(k + 1) * batch]
+
+
+def view_seed(seed: int, step: int, view: int) -> int:
+    """The run seed of one view of one step (a hash, so views never share draws)."""
+    return int(mix64(np.array([seed * 1_000_003 + step * 4 + view], dtype=np.uint64))[0])
+
+
+def _gather(values: np.ndarray, doys: np.ndarray, index: np.ndarray, mean, std) -> np.ndarray:
+    picked = np.take_along_axis(values, index[:, :, None], axis=1)
+    doy = np.asarray(doys, dtype=np.float32)[index]
+    return np.concatenate((normalise(picked, mean, std), doy[:, :, None]), axis=2)
+
+
+def view(series: PixelSeries, config: EncoderConfig, run_seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """One random temporal sample of each pixel: model inputs (n, steps, 11) and (n, steps, 3)."""
+    seeds = pixel_seeds(run_seed, series.year, series.zone, series.rows, series.cols)
+    s2_index = random_steps(np.asarray(series.s2_masks) == 1, seeds, STREAM_S2, steps)
+    sar, sar_doys = sar_series(series)
+    s1_index = random_steps((sar != 0).any(axis=2), seeds, STREAM_S1, steps)
+    norm = config.norm
+    return (_gather(series.s2_bands, series.s2_doys, s2_index, norm.s2_mean, norm.s2_std),
+            _gather(sar, sar_doys, s1_index, norm.s1_mean, norm.s1_std))
+
+
+def two_views(pool: PixelPool, index: np.ndarray, config: EncoderConfig, seed: int, step: int,
+              steps: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Both views of the pool pixels at ``index`` (batch order kept), as float32 arrays."""
+    out = [[np.empty((len(index), steps, 11), np.float32), np.empty((len(index), steps, 3), np.float32)]
+           for _ in range(2)]
+    owners = pool.owner[index]
+    for u in np.unique(owners):
+        at = np.flatnonzero(owners == u)
+        series = pool.units[u].take(pool.local[index[at]])
+        for v in range(2):
+            s2, s1 = view(series, config, view_seed(seed, step, v), steps)
+            out[v][0][at], out[v][1][at] = s2, s1
+    return (out[0][0], out[0][1]), (out[1][0], out[1][1])
+
+
+def series_at_points(cubes: list[UnitCube], lons: np.ndarray, lats: np.ndarray,
+                     year: int = 0) -> tuple[list[PixelSeries], list[np.ndarray]]:
+    """The series of the pixels under lon/lat points, per unit; with the point indices each covers."""
+    found, where = [], []
+    taken = np.zeros(len(lons), bool)
+    for cube in cubes:
+        rows, cols = zone_grid(cube.zone).lonlat_to_pixel(np.asarray(lons, float), np.asarray(lats, float))
+        r = np.asarray(rows) - cube.window.row
+        c = np.asarray(cols) - cube.window.col
+        inside = (~taken) & (r >= 0) & (c >= 0) & (r < cube.window.height) & (c < cube.window.width)
+        idx = np.flatnonzero(inside)
+        if idx.size:
+            found.append(cube.series(r[idx].astype(np.int64), c[idx].astype(np.int64), year))
+            where.append(idx)
+            taken[idx] = True
+    return found, where

@@ -1,0 +1,99 @@
+"""The demo's encoder: trained by this package on the synthetic world, cached on disk.
+
+The world's catalog file (``stac/items.parquet``) is searched and the whole
+world read as one block in this process (no Ray, no services), then a small
+run of the training loop learns from it. The checkpoint is keyed by the
+world's ``world.json`` and the training settings, so a second call returns
+at once and a changed world retrains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from tessera_ray.train.loop import TrainConfig, labelled_points, run
+
+DEMO_CONFIG = TrainConfig(
+    variant="tiny", steps=60, batch_size=128, lr=2e-3, warmup=10, seq_len=16,
+    projector_width=256, projector_layers=3, pool_per_unit=40000,
+    checkpoint_every=1000, eval_every=1000, log_every=10,
+)
+DEMO_BLOCK = 160
+"""Pixels per side of the world's central block the demo encoder learns from."""
+CHECKPOINT_NAME = "demo-encoder.pt"
+KEY_NAME = "demo-encoder.json"
+
+
+def world_cube(world_dir: str | Path, out_dir: str | Path) -> Path:
+    """The world's time series as one unit folder (read once, reused)."""
+    from tessera_ray.grid import Window, zone_grid
+    from tessera_ray.sources.catalog import search_catalog
+    from tessera_ray.sources.read import Block, read_cube
+    from tessera_ray.sources.scenes import OPERA_RTC, profile_for_collection
+    from tessera_ray.sources.stac import year_range
+    from tessera_ray.synthetic import S2_COLLECTION, World
+
+    target = Path(out_dir) / "demo-cube"
+    if (target / "cube.json").is_file():
+        return target
+    world = World.open(world_dir)
+    start, end = year_range(world.year)
+    items = str(world.items_parquet)
+    scenes = [*search_catalog(items, profile_for_collection(S2_COLLECTION, "s2"), world.bbox, start, end),
+              *search_catalog(items, OPERA_RTC, world.bbox, start, end)]
+    west, south, east, north = world.bbox
+    zone = _zone(world.bbox)
+    rows, cols = zone_grid(zone).lonlat_to_pixel(np.array([west, east, west, east]), np.array([south, south, north, north]))
+    # a central square: reading cost grows with area, and it holds plenty of parcels
+    height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+    size = min(DEMO_BLOCK, height, width)
+    window = Window(int(rows.min()) + (height - size) // 2, int(cols.min()) + (width - size) // 2, size, size)
+    read_cube(Block(zone, window), scenes).save_npy(target)
+    return target
+
+
+def _zone(bbox) -> int:
+    from tessera_ray.grid import utm_zone
+
+    return utm_zone((bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2)
+
+
+def _key(world_dir: Path, config: TrainConfig) -> str:
+    digest = hashlib.sha256((world_dir / "world.json").read_bytes())
+    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def ensure_demo_encoder(world_dir: str | Path, out_dir: str | Path, config: TrainConfig = DEMO_CONFIG,
+                        quiet: bool = True) -> Path:
+    """Train the demo's small encoder on the synthetic world once; return its checkpoint path."""
+    import geopandas as gpd
+
+    from tessera_ray.synthetic import World
+
+    world_dir, out_dir = Path(world_dir), Path(out_dir)
+    World.open(world_dir)  # a clear error for a folder that is not a world
+    final = out_dir / CHECKPOINT_NAME
+    key_file = out_dir / KEY_NAME
+    key = _key(world_dir, config)
+    if final.is_file() and key_file.is_file() and json.loads(key_file.read_text()).get("key") == key:
+        return final
+    cube = world_cube(world_dir, out_dir)
+    labels = gpd.read_parquet(world_dir / "labels.parquet")
+    train = labels[labels["split"] == "train"] if "split" in labels else labels
+    labelled = labelled_points([str(cube)], train.geometry.x.to_numpy(), train.geometry.y.to_numpy(),
+                               train["class_id"].to_numpy())
+    work = out_dir / "demo-run"
+    shutil.rmtree(work, ignore_errors=True)
+    result = run(config, [str(cube)], work, labelled, resume=False, quiet=quiet, cpu_threads=1)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.checkpoint, final)
+    key_file.write_text(json.dumps({"key": key, "steps": result.step, "loss": result.loss,
+                                    "probe": result.probe}, indent=1))
+    return final
