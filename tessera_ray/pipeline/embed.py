@@ -74,6 +74,8 @@ class YearResult:
     written_bytes: int = 0
     seconds: float = 0.0
     published_units: int = 0
+    unreadable_scenes: set = field(default_factory=set)
+    """Scenes a read task could not read and left out (corrupt or unreachable assets)."""
 
     @property
     def rate(self) -> float:
@@ -258,6 +260,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                     fail(state, f"reading block {window.row},{window.col}: {_one_line(exc)}")
                 else:
                     state.input_bytes += info.input_bytes
+                    result.unreadable_scenes.update(info.skipped_scenes)
                     if not state.failed:
                         state.encoded[window] = pool.submit(series)
                 del series
@@ -333,6 +336,7 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "input_bytes": year.input_bytes,
         "written_bytes": year.written_bytes,
         "published_units": year.published_units,
+        "unreadable_scenes": sorted(year.unreadable_scenes),
     }
 
 
@@ -442,6 +446,10 @@ def summary(result: RunResult) -> str:
         f"bytes: {_size(t['input_bytes'])} read (decoded inputs), {_size(t['written_bytes'])} written",
     ]
     for year in result.years:
+        if year.unreadable_scenes:
+            names = sorted(year.unreadable_scenes)
+            lines.append(f"{year.year}: left out {len(names)} unreadable scene(s): {', '.join(names[:5])}"
+                         + (" ..." if len(names) > 5 else ""))
         for unit_id, reason in sorted(year.failed.items()):
             lines.append(f"failed {year.year} {unit_id}: {reason}")
     if result.record_keys:
