@@ -43,11 +43,12 @@ GDAL_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("GDAL_HTTP_RETRY_DELAY", "0.5"),
     ("GDAL_HTTP_TIMEOUT", "60"),
     ("GDAL_CACHEMAX", "256"),
-    ("GDAL_INGESTED_BYTES_AT_OPEN", "32768"),
     ("VSI_CACHE", "TRUE"),
     ("VSI_CACHE_SIZE", "8388608"),
-    ("CPL_VSIL_CURL_CHUNK_SIZE", "65536"),
 )
+#: Options GDAL's /vsicurl/ reads once per process, when first used (so a
+#: per-read rasterio.Env cannot change them); exported to the environment.
+GDAL_PROCESS_OPTIONS = ("CPL_VSIL_CURL_CHUNK_SIZE", "CPL_VSIL_CURL_CACHE_SIZE")
 #: Hosts that get the Earthdata bearer header (suffix match); more from TESSERA_RAY_EARTHDATA_HOSTS.
 EARTHDATA_HOSTS: tuple[str, ...] = (
     ".earthdata.nasa.gov", ".earthdatacloud.nasa.gov", ".asf.alaska.edu", "asf.alaska.edu",
@@ -130,7 +131,11 @@ class ReaderEnv:
     def activate(self, href: str | None = None, auth: bool = False) -> Iterator[None]:
         import rasterio
 
-        with rasterio.Env(**self.options(href, auth)):
+        opts = self.options(href, auth)
+        for key in GDAL_PROCESS_OPTIONS:
+            if key in opts:
+                os.environ.setdefault(key, str(opts[key]))
+        with rasterio.Env(**opts):
             yield
 
 
