@@ -42,7 +42,7 @@ from tessera_ray.store.manifest import MANIFEST_DIR
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
 VALID, NODATA, NOT_PROCESSED, OUTSIDE = "valid", "no_data", "not_processed", "outside"
-_MERGE_GAP = 4096  # bytes of unneeded data worth reading to save a request
+_MERGE_GAP = 16384  # bytes of unneeded data worth reading to save a request (4 raw scales chunks)
 
 
 # --------------------------------------------------------------------------- results
