@@ -10,7 +10,9 @@ Public API (what the embed job calls)::
     store.write_unit(unit, year, emb, scales, scenes={"s2": n2, "s1": n1})  # one writer per unit
     publish(root, year)                       # parts -> manifests/{year}.parquet, consolidate
 
-``root`` is a local folder or ``s3://bucket/prefix``; readers use
+``compression="none"`` (the default: raw chunks at fixed offsets, a cold pixel
+in one request per array) or ``"zstd"`` chooses the shard layout; see
+docs/store.md. ``root`` is a local folder or ``s3://bucket/prefix``; readers use
 :mod:`tessera_ray.client` over HTTP, S3 or a path.
 """
 
