@@ -30,8 +30,10 @@ CHECKPOINT_NAME = "demo-encoder.pt"
 KEY_NAME = "demo-encoder.json"
 
 
-def world_cube(world_dir: str | Path, out_dir: str | Path) -> Path:
-    """The world's time series as one unit folder (read once, reused)."""
+def world_cube(world_dir: str | Path, out_dir: str | Path, size: int | None = None,
+               name: str = "demo-cube") -> Path:
+    """The world's time series as one unit folder (read once, reused): its central
+    ``size`` x ``size`` px block (default :data:`DEMO_BLOCK`), or all of it for ``size=0``."""
     from tessera_ray.grid import Window, zone_grid
     from tessera_ray.sources.catalog import search_catalog
     from tessera_ray.sources.read import Block, read_cube
@@ -39,7 +41,7 @@ def world_cube(world_dir: str | Path, out_dir: str | Path) -> Path:
     from tessera_ray.sources.stac import year_range
     from tessera_ray.synthetic import S2_COLLECTION, World
 
-    target = Path(out_dir) / "demo-cube"
+    target = Path(out_dir) / name
     if (target / "cube.json").is_file():
         return target
     world = World.open(world_dir)
@@ -52,8 +54,9 @@ def world_cube(world_dir: str | Path, out_dir: str | Path) -> Path:
     rows, cols = zone_grid(zone).lonlat_to_pixel(np.array([west, east, west, east]), np.array([south, south, north, north]))
     # a central square: reading cost grows with area, and it holds plenty of parcels
     height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
-    size = min(DEMO_BLOCK, height, width)
-    window = Window(int(rows.min()) + (height - size) // 2, int(cols.min()) + (width - size) // 2, size, size)
+    size = DEMO_BLOCK if size is None else size
+    h, w = (min(size, height), min(size, width)) if size else (height, width)
+    window = Window(int(rows.min()) + (height - h) // 2, int(cols.min()) + (width - w) // 2, h, w)
     read_cube(Block(zone, window), scenes).save_npy(target)
     return target
 

@@ -1,0 +1,115 @@
+"""Does training help? Linear probes on the synthetic world's held-out labels.
+
+Three feature sets for the same labelled pixels (the world's ``labels.parquet``,
+``split`` column: fit on "train", score on "test"):
+
+* ``trained``: the demo encoder (``ensure_demo_encoder``: trained by
+  ``tessera_ray.train`` on the world's central block), dequantised int8 embeddings;
+* ``random``: the same variant with random weights (seed 0), same inference path;
+* ``raw``: monthly median composites of the ten Sentinel-2 bands (120 features).
+
+For each, a standardised logistic regression is fitted on k labels per class
+drawn from the train split (k = 1, 2, 5, 10, 20, 40; 5 draws each) and scored
+on every test point (accuracy, macro F1).
+
+    python jobs/report_quality.py [--world DIR] [--out DIR] [--checkpoint PT]
+
+Writes bench-results/report_quality.json and bench-results/report_quality.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tessera_ray.heads.evaluate import label_efficiency  # noqa: E402
+from tessera_ray.heads.features import monthly_composites  # noqa: E402
+from tessera_ray.model import build_encoder, encode_pixels, read_checkpoint  # noqa: E402
+from tessera_ray.train import data  # noqa: E402
+from tessera_ray.train.demo import ensure_demo_encoder, world_cube  # noqa: E402
+
+CURVE = (1, 2, 5, 10, 20, 40)
+
+
+def features_at_labels(world: Path, work: Path):
+    import geopandas as gpd
+
+    cube = world_cube(world, work, size=0, name="report-cube")
+    labels = gpd.read_parquet(world / "labels.parquet")
+    series, where = data.series_at_points([data.open_unit(str(cube))], labels.geometry.x.to_numpy(),
+                                          labels.geometry.y.to_numpy())
+    order = np.concatenate(where)
+    return series, labels["class_name"].to_numpy()[order], (labels["split"].to_numpy()[order] == "test")
+
+
+def embed(model, config, series) -> np.ndarray:
+    return np.concatenate([encode_pixels(model, config, s).dequantised() for s in series])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=Path, default=Path("tessera-demo/world"))
+    parser.add_argument("--out", type=Path, default=Path("tessera-demo/quality"))
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the demo encoder (trained if missing)")
+    parser.add_argument("--results", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+    if not (args.world / "world.json").is_file():
+        from tessera_ray.synthetic import generate_world
+
+        print(f"generating the demo world in {args.world} ...", flush=True)
+        generate_world(args.world, preset="demo")
+    t0 = time.perf_counter()
+    checkpoint = args.checkpoint or ensure_demo_encoder(args.world, args.out)
+    train_seconds = time.perf_counter() - t0
+    loaded = read_checkpoint(checkpoint)
+    series, classes, test = features_at_labels(args.world, args.out)
+    sets = {
+        "trained": embed(loaded.model, loaded.config, series),
+        "random": embed(build_encoder(loaded.config, seed=0), loaded.config, series),
+        "raw": np.concatenate([monthly_composites(s) for s in series]),
+    }
+    keep = np.all([np.isfinite(f).all(axis=1) for f in sets.values()], axis=0)
+    results = {}
+    for name, feats in sets.items():
+        curve = label_efficiency(feats[keep], classes[keep], per_class=CURVE, test=test[keep], repeats=5)
+        results[name] = {str(r["per_class"]): r for r in curve}
+    ks = [str(k) for k in CURVE]
+    lines = [
+        f"Linear probe (logistic regression) on the synthetic demo world's held-out labels "
+        f"({int((test & keep).sum())} test points, {len(np.unique(classes))} classes; "
+        f"train labels per class drawn from {int((~test & keep).sum())} train points, 5 draws). "
+        f"Encoder: `{loaded.config.name}` from `{checkpoint}`.",
+        "",
+        "| features | " + " | ".join(f"{k}/class acc (F1)" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
+    for name in sets:
+        cells = [f"{results[name][k]['accuracy']:.3f} ({results[name][k]['macro_f1']:.3f})" if k in results[name] else "-"
+                 for k in ks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    at10 = {name: results[name].get("10", {}).get("accuracy") for name in sets}
+    lines += ["", f"At 10 labels per class: trained {at10['trained']:.3f}, random weights {at10['random']:.3f}, "
+                  f"raw monthly composites {at10['raw']:.3f}.",
+              "", "Command: `python jobs/report_quality.py`"]
+    text = "\n".join(lines)
+    print(text)
+    args.results.mkdir(parents=True, exist_ok=True)
+    key = json.loads((args.out / "demo-encoder.json").read_text()) if (args.out / "demo-encoder.json").is_file() else {}
+    record = {"checkpoint": str(checkpoint), "variant": loaded.config.name, "results": results, "at_10": at10,
+              "test_points": int((test & keep).sum()), "encoder_seconds": round(train_seconds, 1),
+              "training": key, "machine": platform.machine(), "python": platform.python_version()}
+    (args.results / "report_quality.json").write_text(json.dumps(record, indent=1))
+    (args.results / "report_quality.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Downstream heads on embeddings: probes, classifiers, regressors, maps and false-colour views."""
