@@ -73,7 +73,7 @@ FORMAT_VERSION = 1
 # Sizes per preset (seed 0, year 2024; any bbox can be given instead of the preset's):
 #   test   1.2 x 1.2 km, 2 tiles of 1.98 km (198 px), 183 S2 + 245 S1 scenes (8 bursts)
 #   demo   3.4 x 5.6 km, 2 x 2 tiles of 3.6 km (360 px), 366 S2 + 337 S1 scenes (11 bursts)
-#   bench  19 x 20 km, 2 x 2 tiles of 10.98 km (1098 px), 366 S2 + 1037 S1 scenes (34 bursts), ~5 GB
+#   bench  19 x 20 km, 2 x 2 tiles of 10.98 km (1098 px), 366 S2 + 1037 S1 scenes (34 bursts), 4.5 GB
 PRESETS: dict[str, dict] = {
     # ~1.2 km across: the test fixture, two overlapping tiles
     "test": dict(bbox=(0.116, 52.1695, 0.134, 52.1805), tile_size_m=1980, tile_overlap_m=300, parcel_m=110.0,
