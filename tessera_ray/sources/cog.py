@@ -139,12 +139,16 @@ class ReaderEnv:
             yield
 
 
+_NOT_OPTIONS = ("GDAL_HTTP_HEADERS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def capture_env(environ: dict | None = None) -> ReaderEnv:
     """The driver's reader settings: defaults, overridden by GDAL_*/CPL_*/VSI_* variables set there."""
     env = os.environ if environ is None else environ
     gdal = dict(GDAL_DEFAULTS)
     for key, value in env.items():
-        if key.startswith(("GDAL_", "CPL_", "VSI_", "AWS_")) and key != "GDAL_HTTP_HEADERS":
+        # rasterio.Env refuses AWS keys as options (GDAL takes them from the process environment)
+        if key.startswith(("GDAL_", "CPL_", "VSI_", "AWS_")) and key not in _NOT_OPTIONS:
             gdal[key] = value
     extra = tuple(h.strip().lower() for h in env.get("TESSERA_RAY_EARTHDATA_HOSTS", "").split(",") if h.strip())
     return ReaderEnv(
