@@ -120,6 +120,7 @@ def test_ray_job_submit_to_s3_matches_a_direct_run(world, stac_api, s3_server, r
     assert secret not in output.replace(json.dumps(runtime_env), "")
     assert "succeeded" in output, output[-3000:]
     assert "units: 1 done, 0 skipped (already published), 0 failed of 1" in output, output[-3000:]
+    assert "unreadable scene" not in output, output[-3000:]
 
     # the direct run of the same job, in-process, to a local folder
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from tessera_ray.errors import TesseraError
+from tessera_ray.errors import DataError, TesseraError
 from tessera_ray.grid import Unit, Window
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
@@ -118,7 +118,13 @@ def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
     from tessera_ray.model import PixelSeries
     from tessera_ray.sources.read import Block, read_cube
 
+    from tessera_ray.pipeline.ingest import scenes_for_window
+
     cube = read_cube(Block(zone, window), scenes, read_config)
+    near = scenes_for_window(zone, window, scenes)
+    if near and len(cube.skipped_scenes) >= len(near):
+        # a service or configuration failure, not bad scenes: fail (and retry) rather than publish no data
+        raise DataError(f"none of the {len(near)} scenes over block {window.row},{window.col} could be read")
     series = PixelSeries.from_block(
         block_id=f"zone {zone} block {window.row},{window.col}", year=year, zone=zone, row=window.row, col=window.col,
         bands=cube.bands, masks=cube.masks, doys=cube.doys,
