@@ -14,6 +14,7 @@ over HTTP -> the labelled points sampled back through the client -> a report.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -92,6 +93,7 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
     from tessera_ray.synthetic.services import LocalServices
     from tessera_ray.train import ensure_demo_encoder
 
+    warnings.filterwarnings("ignore", message="Dataset has no geotransform")  # training reads the world's cube
     out = Path(out).absolute()
     world_dir, model_dir = out / "world", out / "model"
     seconds: dict[str, float] = {}

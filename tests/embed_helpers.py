@@ -21,3 +21,12 @@ def embed_args(world: Path, out, checkpoint: Path, roi: str, *extra: str) -> lis
     """``tessera-ray embed`` arguments over the test world's stac-geoparquet catalog, 32 px units."""
     return ["embed", "--roi", roi, "--year", "2024", "--out", str(out), "--checkpoint", str(checkpoint),
             "--catalog", str(world / "stac" / "items.parquet"), "--unit-size", "32", "--block-size", "16", *extra]
+
+
+def store_files(root: Path) -> dict[str, bytes]:
+    """Every file under a published root but the run records (each run's own) and ``*.tmp`` leftovers."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file() and not p.name.endswith(".tmp") and not p.relative_to(root).as_posix().startswith("manifests/runs/")
+    }

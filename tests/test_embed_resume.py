@@ -18,21 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from embed_helpers import EPOCH, embed_args, write_checkpoint
+from embed_helpers import EPOCH, embed_args, store_files, write_checkpoint
 
 ROI = "0.120,52.174,0.1245,52.1745"
 """Four 32 px units."""
 REPO = Path(__file__).resolve().parents[1]
 ONE_BLOCK = ("--block-size", "32")
 """One read task per unit: the per-block cost of opening every scene is paid once."""
-
-
-def store_files(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.endswith(".tmp") and "manifests/runs" not in p.relative_to(root).as_posix()
-    }
 
 
 @pytest.mark.slow

@@ -4,8 +4,9 @@ A Ray head of its own (``ray start --head --block`` on loopback, own ports and
 temp dir, in its own process group so the test stops exactly what it
 started), moto's S3 and the STAC API; the job is submitted with
 ``--working-dir .`` and writes to ``s3://``. The published root is then read
-over moto's plain HTTP endpoint (public-read bucket) and compared with a
-direct in-process run of the same job to a local folder.
+over HTTP (the bucket prefix synced to a folder served by ``StaticServer``)
+and compared with a direct in-process run of the same job to a local folder:
+every object byte for byte (but the run records), the manifest and values.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embed_helpers import EPOCH, write_checkpoint
+from embed_helpers import EPOCH, store_files, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = REPO / ".venv" / "bin" / "ray"
@@ -98,6 +99,7 @@ def test_ray_job_submit_to_s3_matches_a_direct_run(world, stac_api, s3_server, r
     from tessera_ray.cli import main
     from tessera_ray.client import open_root
     from tessera_ray.grid import Unit
+    from tessera_ray.serve import StaticServer
     from tessera_ray.store import read_manifest
 
     address, env = ray_head
@@ -128,11 +130,24 @@ def test_ray_job_submit_to_s3_matches_a_direct_run(world, stac_api, s3_server, r
     main(["embed", *job_args, "--out", str(local)])
     capsys.readouterr()
 
-    url = f"{s3_server.endpoint_url}/{BUCKET}/{PREFIX}"  # plain HTTP GETs with ranges, no credentials
-    with open_root(url) as remote, open_root(str(local)) as direct:
+    # the bucket prefix, synced to a folder and served over plain HTTP (as a CDN in front of the bucket would)
+    synced = tmp_path / "synced"
+    client = s3_server.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/")
+            for o in page.get("Contents", [])]
+    for key in keys:
+        target = synced / key[len(PREFIX) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    # every object but the run record is byte-identical to the direct run's
+    theirs, ours = store_files(synced), store_files(local)
+    assert sorted(theirs) == sorted(ours)
+    assert [k for k in ours if theirs[k] != ours[k]] == []
+
+    with StaticServer(synced) as server, open_root(server.url) as remote, open_root(str(local)) as direct:
         theirs = remote.units(2024)
         ours = read_manifest(str(local), 2024)
-        assert list(theirs["unit_id"]) == list(ours["unit_id"]) == [Unit.from_id(ours["unit_id"][0]).id]
+        assert list(theirs["unit_id"]) == list(ours["unit_id"]) and len(ours) == 1
         for column in ("valid_pixels", "nodata_pixels", "s2_scenes", "s1_scenes", "model_checksum"):
             assert list(theirs[column]) == list(ours[column]), column
         unit = Unit.from_id(ours["unit_id"][0])
@@ -140,9 +155,9 @@ def test_ray_job_submit_to_s3_matches_a_direct_run(world, stac_api, s3_server, r
         e2, s2 = direct.read_window(unit.zone, unit.window, 2024)
         np.testing.assert_array_equal(e1, e2)
         np.testing.assert_array_equal(s1, s2)
-        assert np.isfinite(s1).sum() > 0
+        assert np.isfinite(s1).mean() > 0.5
     # the run record was written beside the manifests, without credentials
-    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/manifests/runs/")["Contents"]]
-    assert len(keys) == 1
-    record = s3_server.client().get_object(Bucket=BUCKET, Key=keys[0])["Body"].read().decode()
+    records = list((synced / "manifests" / "runs").glob("*.json"))
+    assert len(records) == 1
+    record = records[0].read_text()
     assert secret not in record and json.loads(record)["units"]["done"] == 1
