@@ -234,7 +234,7 @@ def test_normalisation_and_inputs_use_the_published_statistics(tiny):
 
 def test_encode_pixels_equals_the_steps_done_by_hand(tiny):
     config, model = tiny
-    p = make_series(n=12, t=50, seed=4)
+    p = make_series(n=6, t=50, seed=4)
     got = encode_pixels(model, config, p, seed=9)
     seeds = pixel_seeds(9, 2024, 31, p.rows, p.cols)
     s2_idx = loop_random_steps(p.s2_masks == 1, seeds, STREAM_S2, 40)
@@ -244,7 +244,7 @@ def test_encode_pixels_equals_the_steps_done_by_hand(tiny):
 
     s1_idx = loop_random_steps((sar != 0).any(-1), seeds, STREAM_S1, 40)
     mean, std = np.float32(V10_S2_MEAN), np.float32(V10_S2_STD)
-    for i in range(12):
+    for i in range(6):
         s2 = (p.s2_bands[i, s2_idx[i]].astype(np.float32) - mean) / (std + np.float32(1e-9))
         s2 = np.concatenate([s2, p.s2_doys[s2_idx[i], None].astype(np.float32)], 1)
         n1 = config.norm
@@ -280,16 +280,16 @@ def test_no_data_and_all_zero_pixels(tiny):
 def test_embeddings_are_byte_identical_across_batching_and_order(name):
     config = get_variant(name)
     model = build_encoder(config, seed=1)
-    p = make_series(n=64, t=40, ta=20, td=15, seed=5, valid_fraction=0.5)
-    ref = encode_pixels(model, config, p, seed=3, batch_size=64)
-    again = encode_pixels(model, config, p, seed=3, batch_size=64)
-    order = np.random.default_rng(0).permutation(64)
-    for batch_size in (1, 33):
-        part = encode_pixels(model, config, p.take(order[:29]), seed=3, batch_size=batch_size)
-        np.testing.assert_array_equal(part.embeddings, ref.embeddings[order[:29]])
-        np.testing.assert_array_equal(part.scales, ref.scales[order[:29]])
+    p = make_series(n=40, t=40, ta=20, td=15, seed=5, valid_fraction=0.5)
+    ref = encode_pixels(model, config, p, seed=3, batch_size=40)
+    again = encode_pixels(model, config, p, seed=3, batch_size=40)
+    order = np.random.default_rng(0).permutation(40)
+    for batch_size, subset in ((1, order[:12]), (17, order[5:])):
+        part = encode_pixels(model, config, p.take(subset), seed=3, batch_size=batch_size)
+        np.testing.assert_array_equal(part.embeddings, ref.embeddings[subset])
+        np.testing.assert_array_equal(part.scales, ref.scales[subset])
     np.testing.assert_array_equal(again.embeddings, ref.embeddings)
-    other_seed = encode_pixels(model, config, p, seed=4, batch_size=64)
+    other_seed = encode_pixels(model, config, p, seed=4, batch_size=40)
     if config.sampling == "random40":
         assert not np.array_equal(other_seed.embeddings, ref.embeddings)
     else:  # v1.1 uses every valid step: no randomness
