@@ -328,6 +328,18 @@ def test_store_on_s3_written_verified_and_read(s3_root, monkeypatch):
     b = blocks[0]
     np.testing.assert_array_equal(values[1], b.embeddings[250, 200].astype("float32") * b.scales[250, 200])
     assert list(status) == [tc.VALID, tc.VALID]
+    # a unit processed over its top 200 rows: its fixed-offset shards stop there, and a pixel
+    # below (S3 answers InvalidRange) is "not processed" through the index, not an error
+    from tessera_ray.store import EmbeddingStore, publish
+    from tessera_ray.store.testing import random_block
+
+    top = UNITS[1]
+    EmbeddingStore.open(s3_root).write_unit(top, 2024, *random_block(np.random.default_rng(2), 200, 256))
+    publish(s3_root, 2024)
+    reader = tc.open_root(s3_root)
+    below = lonlat_of(31, [top.window.row + 250], [top.window.col + 250])
+    assert reader.pixel(below[0][0], below[1][0], 2024).status == tc.NOT_PROCESSED
+    assert reader.stats["fixed_offset_fallbacks"] == 2 and reader.stats["index_requests"] == 2
     # a reader without any credentials goes anonymous (a public bucket) instead of failing
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

@@ -243,8 +243,11 @@ class S3Objects(Objects):
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **kw)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+            if code == "InvalidRange":  # as HTTP 416: the client then asks the shard index
+                raise DataError(f"{self.child_url(key)} is shorter than the range asked for: truncated or corrupt") from None
             raise ServiceError(f"cannot read {self.child_url(key)}: {exc}") from None
 
     def get(self, key: str) -> bytes:
