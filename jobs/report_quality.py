@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     at10 = {name: results[name].get("10", {}).get("accuracy") for name in sets}
     lines += ["", f"At 10 labels per class: trained {at10['trained']:.3f}, random weights {at10['random']:.3f}, "
                   f"raw monthly composites {at10['raw']:.3f}.",
-              "", "Command: `python jobs/report_quality.py`"]
+              "", "Command: `python jobs/report_quality.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
     text = "\n".join(lines)
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)
