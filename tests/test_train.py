@@ -168,3 +168,22 @@ def test_resume_refuses_another_variant_or_settings(units, tmp_path, cpu_threads
         run(replace(SHORT, lr=1.0), units, tmp_path, cpu_threads=1)
     with pytest.raises(UserInputError, match="exists"):
         run(SHORT, units, tmp_path, resume=False, cpu_threads=1)
+
+
+@pytest.mark.slow
+def test_demo_encoder_is_trained_once_then_cached(world, tmp_path):
+    import time
+
+    from tessera_ray.train import ensure_demo_encoder
+    from tessera_ray.train.demo import DEMO_CONFIG
+
+    config = replace(DEMO_CONFIG, steps=6, batch_size=32, pool_per_unit=500)
+    path = ensure_demo_encoder(world, tmp_path, config)
+    assert read_checkpoint(path).config.name == DEMO_CONFIG.variant
+    first = path.stat().st_mtime_ns
+    t0 = time.perf_counter()
+    assert ensure_demo_encoder(world, tmp_path, config) == path
+    assert time.perf_counter() - t0 < 2 and path.stat().st_mtime_ns == first
+    # other settings: trained again
+    ensure_demo_encoder(world, tmp_path, replace(config, steps=7))
+    assert torch.load(path, weights_only=True)["step"] == 7
