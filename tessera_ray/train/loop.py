@@ -113,14 +113,19 @@ def _device_batch(views, device):
 
 
 class Twin(nn.Module):
-    """Encoder then projector in one forward, so DDP sees every parameter used."""
+    """Encoder then projector for every view in ONE forward call.
+
+    DDP expects one forward per backward; the encoder runs once per view inside
+    it (BatchNorm statistics stay per view, as in Barlow Twins).
+    """
 
     def __init__(self, model: TrainingModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        return self.model.projector(self.model(s2, s1))
+    def forward(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pairs = zip(views[0::2], views[1::2])
+        return tuple(self.model.projector(self.model(s2, s1)) for s2, s1 in pairs)
 
 
 def training_loss(project: nn.Module, s2a, s1a, s2b, s1b, config: TrainConfig,
@@ -129,18 +134,16 @@ def training_loss(project: nn.Module, s2a, s1a, s2b, s1b, config: TrainConfig,
 
     Mix: alpha ~ Beta(1, 1) (uniform), x_m = alpha x_a + (1 - alpha) x_b[perm].
     """
-    za, zb = project(s2a, s1a), project(s2b, s1b)
+    if config.mix_weight <= 0:
+        za, zb = project(s2a, s1a, s2b, s1b)
+        bt = barlow_twins_loss(za, zb, config.lambd)
+        return bt, {"bt": float(bt.detach())}
+    alpha = float(torch.rand((), generator=generator))
+    perm = torch.randperm(len(s2a), generator=generator).to(s2a.device)
+    za, zb, zm = project(s2a, s1a, s2b, s1b, mix_inputs(s2a, s2b, alpha, perm), mix_inputs(s1a, s1b, alpha, perm))
     bt = barlow_twins_loss(za, zb, config.lambd)
-    parts = {"bt": float(bt.detach())}
-    loss = bt
-    if config.mix_weight > 0:
-        alpha = float(torch.rand((), generator=generator))
-        perm = torch.randperm(len(s2a), generator=generator).to(s2a.device)
-        zm = project(mix_inputs(s2a, s2b, alpha, perm), mix_inputs(s1a, s1b, alpha, perm))
-        mix = mix_regulariser(zm, za, zb, alpha, perm, config.mix_weight)
-        parts["mix"] = float(mix.detach())
-        loss = loss + mix
-    return loss, parts
+    mix = mix_regulariser(zm, za, zb, alpha, perm, config.mix_weight)
+    return bt + mix, {"bt": float(bt.detach()), "mix": float(mix.detach())}
 
 
 def new_model(config: TrainConfig) -> TrainingModel:
