@@ -26,6 +26,8 @@ DEMO_CONFIG = TrainConfig(
 )
 DEMO_BLOCK = 160
 """Pixels per side of the world's central block the demo encoder learns from."""
+RECIPE = 2
+"""Bumped when the training code changes what a config produces, so caches retrain."""
 CHECKPOINT_NAME = "demo-encoder.pt"
 KEY_NAME = "demo-encoder.json"
 
@@ -69,7 +71,7 @@ def _zone(bbox) -> int:
 
 def _key(world_dir: Path, config: TrainConfig) -> str:
     digest = hashlib.sha256((world_dir / "world.json").read_bytes())
-    digest.update(json.dumps(asdict(config), sort_keys=True).encode())
+    digest.update(json.dumps({"recipe": RECIPE, **asdict(config)}, sort_keys=True).encode())
     return digest.hexdigest()
 
 
