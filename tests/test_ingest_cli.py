@@ -58,7 +58,10 @@ def test_ingest_writes_one_folder_per_unit_in_the_upstream_layout(world, stac_ap
     got = TimeSeriesCube.load_npy(out / units[0].id)
     np.testing.assert_array_equal(got.bands, whole.bands)
     np.testing.assert_array_equal(got.masks, whole.masks)
-    np.testing.assert_array_equal(got.sar_descending, whole.sar_descending)
+    # S1 is warped (30 m bilinear): GDAL's float arithmetic depends on the window's origin, so a block
+    # edge may move a value across an int16 step; never by more
+    assert got.sar_descending.shape == whole.sar_descending.shape
+    assert np.abs(got.sar_descending.astype(int) - whole.sar_descending).max() <= 1
     assert not (out / ".blocks").exists()
 
 
