@@ -156,8 +156,13 @@ def test_regress_and_viz(store, tmp_path, capsys):
 
     root, classes = store
     labels = _labels(tmp_path, classes)
-    assert main(["regress", "--root", str(root), "--year", str(YEAR), "--labels", str(labels)]) == 0
+    values = tmp_path / "values.tif"
+    assert main(["regress", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
+                 "--bbox", _bbox(), "--out", str(values)]) == 0
     assert "R2" in capsys.readouterr().out
+    with rasterio.open(values) as src:
+        band = src.read(1)
+        assert src.count == 1 and src.crs.to_epsg() == 32631 and np.isfinite(band).mean() > 0.9
     png, cog = tmp_path / "pca.png", tmp_path / "pca.tif"
     assert main(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(png), "--cog", str(cog)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
