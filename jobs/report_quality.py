@@ -57,7 +57,8 @@ def embed(model, config, series) -> np.ndarray:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=Path("tessera-demo/world"))
-    parser.add_argument("--out", type=Path, default=Path("tessera-demo/quality"))
+    parser.add_argument("--out", type=Path, default=Path("tessera-demo/model"),
+                        help="the demo encoder folder (tessera-ray demo writes tessera-demo/model)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the demo encoder (trained if missing)")
     parser.add_argument("--results", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
