@@ -188,6 +188,21 @@ def open_units_bound(config: EmbedConfig) -> int:
     return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
 
 
+def _task_cpus(pool, config: EmbedConfig) -> float:
+    """CPUs a read or write task reserves: 1, or 0 when CPU encoders hold every CPU of the cluster.
+
+    CPU encoder actors reserve their threads for their lifetime; on a 1-CPU
+    machine a task asking for a CPU would then never start. With none left the
+    tasks share the CPUs, still bounded by ``max_in_flight`` and their memory.
+    """
+    import ray
+
+    if pool.use_gpu:
+        return 1.0
+    free = ray.cluster_resources().get("CPU", 0) - pool.size * config.encoder_threads
+    return 1.0 if free >= 1 else 0.0
+
+
 def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress) -> YearResult:
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit."""
     import ray
@@ -200,10 +215,11 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
     started = time.monotonic()
     read_config = ReadConfig(env=capture_env())
+    task_cpus = _task_cpus(pool, config)
     reader = ray.remote(read_block)
-    read_options = dict(num_returns=2, num_cpus=1, max_retries=READ_RETRIES, retry_exceptions=True)
+    read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True)
     writer_memory = 3 * config.unit_size**2 * 132
-    writer = ray.remote(write_unit).options(num_cpus=1, memory=writer_memory, max_retries=WRITE_RETRIES,
+    writer = ray.remote(write_unit).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
                                             retry_exceptions=True)
     todo = deque(plan.units)
     blocks: deque[tuple[_UnitState, Window]] = deque()
