@@ -22,7 +22,6 @@ the manifest; every other unit still gets published.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import platform
@@ -47,8 +46,6 @@ from tessera_ray.pipeline.plan import (
     plan_year,
 )
 from tessera_ray.pipeline.progress import Progress
-
-log = logging.getLogger(__name__)
 
 RUNS_DIR = "manifests/runs"
 READ_RETRIES = 2
