@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from tessera_ray import client as tc
-from tessera_ray.cli import main
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.store.layout import shard_key
 from tessera_ray.store.testing import build_random_store
+
+from cli_helpers import run_cli as run
 
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256)]
 
@@ -25,17 +26,6 @@ def served(tmp_path_factory):
     blocks = build_random_store(str(root), UNITS)
     with StaticServer(root) as server:
         yield root, server.url, blocks
-
-
-def run(argv, capsys):
-    """Run the CLI; (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def sample_points(n=40, seed=0):

@@ -12,23 +12,13 @@ import pytest
 
 from embed_helpers import EPOCH, write_checkpoint
 from embed_helpers import embed_args as _embed_args
-from tessera_ray.cli import main
 from tessera_ray.grid import Unit, load_roi, units_for_roi
+
+from cli_helpers import run_cli as run
 
 ROI = "0.124,52.174,0.1245,52.1745"
 """Two 32 px units of the test world."""
 UNIT_IDS = ["utm31_32_11363_0665", "utm31_32_11364_0665"]
-
-
-def run(argv, capsys):
-    """The CLI in-process: (exit code, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

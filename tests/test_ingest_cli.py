@@ -7,19 +7,10 @@ import socket
 import numpy as np
 import pytest
 
-from tessera_ray.cli import main
 from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.grid import Unit, roi_from_bbox, units_for_roi
 
-
-def _run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from cli_helpers import run_cli as _run
 
 
 def _roi(world_root):

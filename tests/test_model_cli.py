@@ -7,18 +7,13 @@ import json
 import pytest
 import torch
 
-from tessera_ray.cli import main
 from tessera_ray.model import build_encoder, get_variant, load_encoder
+
+from cli_helpers import run_cli
 
 
 def run(capsys, *argv):
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(list(argv), capsys)
 
 
 def test_init_then_info(tmp_path, capsys):
