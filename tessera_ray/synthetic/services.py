@@ -32,6 +32,7 @@ datetime, then collection, then id. Not supported: CQL2 text, sortby, fields.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import threading
 from collections.abc import Iterator
@@ -249,13 +250,12 @@ def _property(item: dict, name: str) -> Any:
     return item["properties"].get(name)
 
 
+# Comparisons by their CQL2 symbol; the Query extension names the same ones.
+_COMPARISONS = {"=": operator.eq, "<>": operator.ne, "<": operator.lt,
+                "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _QUERY_OPS = {
-    "eq": lambda a, b: a == b,
-    "neq": lambda a, b: a != b,
-    "lt": lambda a, b: a < b,
-    "lte": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "gte": lambda a, b: a >= b,
+    **{name: _COMPARISONS[symbol] for name, symbol in
+       (("eq", "="), ("neq", "<>"), ("lt", "<"), ("lte", "<="), ("gt", ">"), ("gte", ">="))},
     "in": lambda a, b: a in b,
 }
 
@@ -284,14 +284,6 @@ def _query_predicate(query: dict):  # type: ignore[no-untyped-def]
     return test
 
 
-_COMPARISONS = {
-    "=": lambda a, b: a == b,
-    "<>": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
 _CQL2_OPS = {"and", "or", "not", "in", "between", "isNull", "s_intersects", *_COMPARISONS}
 
 
