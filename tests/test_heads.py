@@ -119,6 +119,8 @@ def test_probe_command_reports_metrics_and_curve(store, tmp_path, capsys):
     record = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert record["accuracy"] == 1.0 and [r["per_class"] for r in record["curve"]][:3] == [1, 2, 5]
     assert (tmp_path / "p" / "curve.csv").read_text().startswith("per_class,accuracy,macro_f1")
+    png = (tmp_path / "p" / "curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000  # a drawn plot, not an empty canvas
 
 
 def test_classify_writes_a_map_cog_with_the_store_grid(store, tmp_path, capsys):

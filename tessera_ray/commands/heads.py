@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         column: Optional[str] = typer.Option(None, "--column", help="label column (default: label, class_name, class, class_id)"),
         model: str = typer.Option("logistic", "--model", help="logistic | mlp"),
         folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation"),
-        out: Optional[Path] = typer.Option(None, "--out", help="folder for probe.json, curve.csv (and curve.png)"),
+        out: Optional[Path] = typer.Option(None, "--out", help="folder for probe.json, curve.csv and curve.png"),
     ) -> None:
         """k-fold accuracy and macro F1 of a classifier on the embeddings, and a label-efficiency curve."""
         from tessera_ray.heads.evaluate import cross_validate, label_efficiency, make_head

@@ -1,4 +1,4 @@
-"""The label-efficiency curve as CSV, and as a PNG plot where matplotlib is installed."""
+"""The label-efficiency curve as CSV and as a PNG plot."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def write_curve(curve: list[dict], out: str | Path, title: str = "label efficiency") -> list[Path]:
+    """``out/curve.csv`` (one row per labels-per-class step) and ``out/curve.png``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "curve.csv"
@@ -14,20 +15,30 @@ def write_curve(curve: list[dict], out: str | Path, title: str = "label efficien
         writer = csv.DictWriter(fh, fieldnames=["per_class", "accuracy", "macro_f1", "repeats"])
         writer.writeheader()
         writer.writerows(curve)
-    written = [path]
-    try:
-        import matplotlib
+    png = out / "curve.png"
+    plot_curves({"accuracy": curve}, png, title, metrics=("accuracy", "macro_f1"))
+    return [path, png]
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return written
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([r["per_class"] for r in curve], [r["accuracy"] for r in curve], "o-", label="accuracy")
-    ax.plot([r["per_class"] for r in curve], [r["macro_f1"] for r in curve], "s--", label="macro F1")
-    ax.set(xscale="log", xlabel="labels per class", ylabel="score", title=title, ylim=(0, 1))
-    ax.legend()
+
+def plot_curves(curves: dict[str, list[dict]], png: str | Path, title: str,
+                metrics: tuple[str, ...] = ("accuracy",)) -> Path:
+    """Score against labels per class (log axis), one line per curve and metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, curve in curves.items():
+        ks = [r["per_class"] for r in curve]
+        for metric, style in zip(metrics, ("o-", "s--")):
+            label = metric.replace("_", " ") if len(curves) == 1 else f"{name} ({metric.replace('_', ' ')})"
+            ax.plot(ks, [r[metric] for r in curve], style, label=label)
+    ax.set(xscale="log", xlabel="labels per class", ylabel="score", title=title, ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "curve.png", dpi=100)
+    png = Path(png)
+    fig.savefig(png, dpi=100)
     plt.close(fig)
-    return written + [out / "curve.png"]
+    return png
