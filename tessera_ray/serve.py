@@ -8,6 +8,9 @@ It is read-only and never serves a file outside its folder (``..``,
 
 Benchmarks stand it in for object storage: ``latency_s`` delays every request
 (as a round trip to S3 would) and ``stats`` counts requests and body bytes.
+Failure tests make chosen paths answer an error status (502, 429, ...) for
+their next N requests or until cleared (:meth:`StaticServer.failing`), the
+way an object store's front end sometimes does.
 
 The range, conditional and path handling is Starlette's ``StaticFiles``;
 this module adds the content types our files need, CORS, the latency and
@@ -17,6 +20,7 @@ the counters, and runs uvicorn in a background thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 import os
 import socket
@@ -24,7 +28,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tessera_ray.errors import ServiceError, UserInputError
 
@@ -130,6 +134,68 @@ class Instrumented:
         await self.app(scope, receive, counting_send)
 
 
+@dataclass
+class _Fault:
+    path: str
+    status: int
+    left: int | None
+    """Requests still to fail; None: every request until cleared."""
+
+
+class Faults:
+    """Injected failures: which request paths answer which status, how many more times.
+
+    ``path`` is a URL path (``/a/b.tif``) or a prefix ending in ``/`` (``/``
+    matches everything). ``answered`` counts the failures sent so far.
+    Thread-safe: uvicorn's loop takes faults while a test arms them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+        self.answered = 0
+
+    def add(self, path: str, status: int, count: int | None) -> None:
+        with self._lock:
+            self._faults.append(_Fault(path, status, count))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, path: str) -> int | None:
+        """The status to answer a request for ``path`` with, or None to serve it."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.path == path or (fault.path.endswith("/") and path.startswith(fault.path)):
+                    if fault.left is not None:
+                        fault.left -= 1
+                        if fault.left == 0:
+                            self._faults.remove(fault)
+                    self.answered += 1
+                    return fault.status
+        return None
+
+
+class FaultInjector:
+    """ASGI middleware answering ``owner.faults``' injected failures before the app sees the request."""
+
+    def __init__(self, app: Any, owner: Any) -> None:
+        self.app = app
+        self.owner = owner
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        status = self.owner.faults.take(scope["path"]) if scope["type"] == "http" else None
+        if status is None:
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import PlainTextResponse
+
+        headers = {"Retry-After": "0"} if status in (429, 503) else None
+        await PlainTextResponse(f"injected failure ({status})", status_code=status, headers=headers)(
+            scope, receive, send)
+
+
 def check_port(port: int) -> int:
     """A TCP port number, or a one-line error (0 means "any free port")."""
     if not 0 <= port <= 65535:
@@ -225,6 +291,7 @@ def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
         routes=[Mount("/", app=_Files(directory=root, html=True))],
         middleware=[
             Middleware(Instrumented, owner=owner),
+            Middleware(FaultInjector, owner=owner),
             Middleware(
                 CORSMiddleware,
                 allow_origins=["*"],
@@ -241,7 +308,9 @@ class StaticServer(BackgroundServer):
     """Serves the folder ``root`` over HTTP on loopback (see module docstring).
 
     ``latency_s`` may be changed while the server runs; ``stats`` counts
-    every request, including HEAD, OPTIONS and errors.
+    every request, including HEAD, OPTIONS, errors and injected failures;
+    :meth:`fail_next` and :meth:`failing` inject failures (as
+    :class:`~tessera_ray.synthetic.services.StacServer` does, per path here).
     """
 
     def __init__(
@@ -253,7 +322,23 @@ class StaticServer(BackgroundServer):
         self.root = root.resolve()
         self.latency_s = latency_s
         self.stats = ServerStats()
+        self.faults = Faults()
         super().__init__(static_app(self.root, self), host, port)
+
+    def fail_next(self, count: int | None, status: int = 502, path: str = "/") -> None:
+        """Make the next ``count`` requests for ``path`` (None: all of them, until cleared) answer ``status``."""
+        if count is not None and count <= 0:
+            raise UserInputError(f"count must be positive or None, got {count}")
+        self.faults.add(path, status, count)
+
+    @contextlib.contextmanager
+    def failing(self, count: int | None, status: int = 502, path: str = "/") -> Iterator[None]:
+        """``fail_next`` for the ``with`` block only: failures not yet answered are dropped on exit."""
+        self.fail_next(count, status, path)
+        try:
+            yield
+        finally:
+            self.faults.clear()
 
     def __enter__(self) -> StaticServer:
         self.start()

@@ -17,6 +17,13 @@ the object store holds at most that many units of embeddings plus
 ``max_in_flight`` blocks of time series, whatever the ROI. A unit whose read,
 encode or write keeps failing after Ray's retries is reported and left out of
 the manifest; every other unit still gets published.
+
+A read task skips (and reports) only scenes whose assets are bad in
+themselves (undecodable or gone); an asset its source did not deliver
+(:class:`~tessera_ray.sources.cog.AssetUnavailable`: 5xx, 429, timeouts,
+connection errors, denied access) fails the task instead, so a published
+unit never depends on an outage: a re-run publishes exactly what an
+undisturbed run would have.
 """
 
 from __future__ import annotations
@@ -72,7 +79,7 @@ class YearResult:
     seconds: float = 0.0
     published_units: int = 0
     unreadable_scenes: set = field(default_factory=set)
-    """Scenes a read task could not read and left out (corrupt or unreachable assets)."""
+    """Scenes left out because an asset's bytes do not decode or it is gone (never for an outage)."""
 
     @property
     def rate(self) -> float:

@@ -15,6 +15,13 @@ Two ways out:
 * :func:`ingest_to_npy` has each task write its block next to the output and
   the driver stitch a unit's blocks into one folder in the upstream layout
   (:func:`~tessera_ray.cube.merge_npy`, memory-mapped), published by rename.
+
+Failures follow :mod:`tessera_ray.sources.cog`: a scene with a bad asset is
+skipped and reported; an asset its source did not deliver
+(:class:`~tessera_ray.sources.cog.AssetUnavailable`) fails the block task,
+Ray retries it, and if it keeps failing the run stops with that error
+(exit 3): units already written stay complete, the others are not written,
+and a re-run writes them with the same values an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -28,8 +35,13 @@ from typing import Callable, Iterator, Sequence
 from tessera_ray.cube import TimeSeriesCube, merge_npy
 from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import Unit, Window
+from tessera_ray.sources.cog import AssetUnavailable
 from tessera_ray.sources.read import Block, ReadConfig, estimate_memory, read_cube
 from tessera_ray.sources.scenes import S1, S2, Scene
+
+
+READ_RETRIES = 2
+"""Ray's retries of a block task, after a system failure or an :class:`AssetUnavailable`."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ def _run_blocks(
                 f"a {config.block_size} px block with {len({s.date for s in todo})} dates needs "
                 f"{memory / 2**30:.1f} GiB, more than the cluster's {capacity / 2**30:.1f} GiB: lower --block-size"
             )
-        options = dict(num_cpus=1, memory=memory, max_retries=2)
+        options = dict(num_cpus=1, memory=memory, max_retries=READ_RETRIES, retry_exceptions=[AssetUnavailable])
         ref = remote.options(**options).remote(block, todo, config.read, out_dir(unit, block))
         pending[ref] = (unit, block)
 
@@ -142,6 +154,8 @@ def _run_blocks(
                 result = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause
+                if isinstance(cause, AssetUnavailable):
+                    raise AssetUnavailable(f"unit {unit.id} not written ({cause}); re-run to retry it") from None
                 if isinstance(cause, TesseraError):
                     raise cause from None
                 raise DataError(f"reading block {block.window} of {unit.id} failed: {type(cause).__name__}: {cause}") from None

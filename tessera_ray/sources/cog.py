@@ -8,9 +8,21 @@
   blocks the target needs: a plain window read when the grids match, an
   integer upsampling (20 m -> 10 m nearest) without GDAL's resampler, and a
   warped read of the covering window otherwise (other CRS, bilinear, 30 m S1).
-* Transient errors (GDAL's "not recognized as a supported file format",
-  IReadBlock failures, 5xx) are retried with backoff; an asset that stays
-  unreadable raises :class:`UnreadableAsset` for the caller to skip.
+* A failed read is retried with backoff (GDAL's own per-request retries come
+  first); retries bypass GDAL's /vsicurl/ cache, which otherwise remembers a
+  failed request for the life of the process. What the failures say decides
+  what happens next (:func:`is_transient`):
+
+  - the asset itself is bad: its bytes do not decode (not a TIFF, truncated,
+    corrupt tiles) or it is gone (HTTP 404/410, no such key or file):
+    :class:`UnreadableAsset`, a :class:`DataError`; the caller skips the
+    scene and reports it, as a re-run would find the same bytes;
+  - the source did not deliver: HTTP 5xx, 429, 408, timeouts, refused or
+    reset connections, denied access (401/403, bad or expired credentials),
+    out of memory: :class:`AssetUnavailable`, a :class:`ServiceError`; never
+    skipped, since the output would then depend on a passing outage (or on
+    expired credentials silently dropping a whole sensor); the read task fails
+    and is retried, and a unit that keeps failing is left for a re-run.
 
 rasterio sets GDAL options thread-locally in non-main threads, so the bearer
 header set for a Sentinel-1 read in a pool thread never reaches another
@@ -20,8 +32,10 @@ thread's Sentinel-2 request.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +46,7 @@ from urllib.parse import urlparse
 import numpy as np
 from affine import Affine
 
-from tessera_ray.errors import DataError
+from tessera_ray.errors import DataError, ServiceError
 
 GDAL_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),
@@ -56,7 +70,15 @@ EARTHDATA_HOSTS: tuple[str, ...] = (
 
 
 class UnreadableAsset(DataError):
-    """An asset that stayed unreadable after the retries (truncated, corrupt, gone)."""
+    """An asset whose bytes do not decode (not a TIFF, truncated, corrupt) or that is gone: skip it and report it."""
+
+
+class AssetUnavailable(ServiceError):
+    """An asset its source did not deliver after the retries (5xx, 429, timeout, connection, access denied).
+
+    Never skipped: the read task fails so that Ray retries it, and a unit
+    that keeps failing is reported and published by a later run.
+    """
 
 
 class Secret:
@@ -112,9 +134,17 @@ class ReaderEnv:
     retries: int = 3
     retry_delay: float = 0.5
 
-    def options(self, href: str | None = None, auth: bool = False) -> dict[str, str | int]:
-        """GDAL options for reading ``href``; the bearer header only for Earthdata hosts of auth sources."""
+    def options(self, href: str | None = None, auth: bool = False, fresh: bool = False) -> dict[str, str | int]:
+        """GDAL options for reading ``href``; the bearer header only for Earthdata hosts of auth sources.
+
+        ``fresh`` bypasses GDAL's /vsicurl/ cache (file sizes, failures, blocks) for this read and
+        drops what it holds for the file when the read is done: a retry must go back to the network.
+        """
         opts: dict[str, str | int] = dict(self.gdal)
+        if fresh and href is not None and vsi_path(href).startswith("/vsi"):
+            # a colon-separated list of path prefixes, so not the URL (it holds colons) but its file
+            # system ("/vsicurl/"): the options are thread-local and this thread reads one file at a time
+            opts["CPL_VSIL_CURL_NON_CACHED"] = "/" + vsi_path(href).split("/")[1] + "/"
         if "GDAL_CACHEMAX" in opts:  # rasterio sets it through GDALSetCacheMax, which takes MB as an int
             opts["GDAL_CACHEMAX"] = int(str(opts["GDAL_CACHEMAX"]).removesuffix("MB"))
         if auth and href is not None and self.token is not None and self.wants_token(href):
@@ -128,10 +158,10 @@ class ReaderEnv:
         )
 
     @contextlib.contextmanager
-    def activate(self, href: str | None = None, auth: bool = False) -> Iterator[None]:
+    def activate(self, href: str | None = None, auth: bool = False, fresh: bool = False) -> Iterator[None]:
         import rasterio
 
-        opts = self.options(href, auth)
+        opts = self.options(href, auth, fresh)
         for key in GDAL_PROCESS_OPTIONS:
             if key in opts:
                 os.environ.setdefault(key, str(opts[key]))
@@ -214,21 +244,86 @@ def read_onto(
     env: ReaderEnv | None = None,
     auth: bool = False,
 ) -> BandRead:
-    """Band 1 of the COG at ``href`` on ``target``, retried; :class:`UnreadableAsset` if it stays unreadable."""
+    """Band 1 of the COG at ``href`` on ``target``, retried.
+
+    Raises :class:`UnreadableAsset` when the asset itself is bad and
+    :class:`AssetUnavailable` when any attempt failed for a reason outside
+    the asset (see the module docstring).
+    """
     import rasterio
     from rasterio.errors import RasterioError
 
     env = env or ReaderEnv()
-    last: Exception | None = None
+    failures: list[Exception] = []
     for attempt in range(env.retries + 1):
         try:
-            with env.activate(href, auth), rasterio.open(vsi_path(href)) as src:
+            with env.activate(href, auth, fresh=attempt > 0), rasterio.open(vsi_path(href)) as src:
                 return BandRead(_read(src, target, resampling), src.tags())
         except (RasterioError, OSError, ValueError) as exc:
-            last = exc
+            failures.append(exc)
             if attempt < env.retries:
                 time.sleep(env.retry_delay * 2**attempt)
-    raise UnreadableAsset(f"{_public(href)}: {type(last).__name__}: {' '.join(str(last).split())[:200]}")
+    transient = next((exc for exc in failures if is_transient(exc)), None)
+    if transient is not None:
+        raise AssetUnavailable(f"{_public(href)}: {_describe(transient)} ({len(failures)} attempt(s))")
+    raise UnreadableAsset(f"{_public(href)}: {_describe(failures[-1])}")
+
+
+_HTTP_STATUS = re.compile(r"HTTP (?:response|error) code\D{0,40}?(\d{3})")
+#: 4xx answers that are about the server or the request's credentials, not about the object.
+_TRANSIENT_4XX = frozenset({401, 403, 407, 408, 425, 429})
+_TRANSIENT_ERRNO = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ETIMEDOUT,
+                              errno.ECONNRESET, errno.ECONNREFUSED})
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed read says nothing about the asset itself, so that a later read may succeed.
+
+    Decided by GDAL's error classes as rasterio raises them (measured
+    against our HTTP server, moto's S3 and broken files; docs/pipeline.md):
+    ``CPLE_HttpResponseError`` carries "HTTP response code: N" for an HTTP
+    error and "CURL error: ..." for timeouts and connection failures; the
+    ``CPLE_AWS*`` classes name S3's error codes. Undecodable bytes come as
+    ``CPLE_OpenFailedError`` ("not recognized as being in a supported file
+    format") or ``CPLE_AppDefinedError`` (libtiff's read and decode errors).
+    A range request that fails after the header was read also surfaces as a
+    libtiff read error ("got 0 bytes"): that is why :func:`read_onto` retries
+    with GDAL's cache bypassed, where the failing server shows its status.
+    """
+    for err in _chain(exc):
+        name = type(err).__name__
+        if name == "CPLE_HttpResponseError":
+            status = _HTTP_STATUS.search(str(err))
+            code = int(status.group(1)) if status else None  # no code: a curl (network) error
+            return code is None or code >= 500 or code in _TRANSIENT_4XX
+        if name == "CPLE_AWSObjectNotFoundError":
+            return False
+        if name.startswith("CPLE_AWS") or name == "CPLE_OutOfMemoryError":
+            return True  # S3 throttling/internal errors, credentials, buckets: not about one object
+        if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNO:
+            return True
+    return False
+
+
+_URL_QUERY = re.compile(r"(\w+://[^\s'\"?]*)\?[^\s'\"]*")
+
+
+def _describe(exc: BaseException) -> str:
+    """The error and its innermost cause on one line, without URL query strings (signed URLs carry secrets)."""
+    chain = list(_chain(exc))
+    text = f"{type(exc).__name__}: {str(exc)}"
+    if len(chain) > 1 and str(chain[-1]) not in text:
+        text += f" ({chain[-1]})"
+    return _URL_QUERY.sub(r"\1", " ".join(text.split()))[:300]
 
 
 def _public(href: str) -> str:

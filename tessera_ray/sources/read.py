@@ -5,8 +5,15 @@ The composition of :mod:`.cog` (I/O) and :mod:`.sentinel2` / :mod:`.sentinel1`
 of each pixel follows from the SCLs alone, so the ten spectral bands of a
 scene that owns no pixel of the block are never fetched. Asset reads run in
 a thread pool capped per process (:class:`~.cog.RequestSlots`), several dates
-at a time. A scene whose assets stay unreadable is left out of its date's
-mosaic and named in the cube's ``skipped_scenes``.
+at a time.
+
+A scene with a bad asset (:class:`~.cog.UnreadableAsset`: its bytes do not
+decode, or it is gone) is left out of its date's mosaic and named in the
+cube's ``skipped_scenes``: every read of those bytes gives the same answer.
+An asset its source did not deliver (:class:`~.cog.AssetUnavailable`: 5xx,
+429, timeouts, connection errors, denied access) fails the whole read, and
+the reads still queued are dropped: leaving that scene out would make the
+cube depend on when the outage happened.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import numpy as np
 from tessera_ray.cube import N_BANDS, TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
-from tessera_ray.sources.cog import ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env, read_onto
+from tessera_ray.sources.cog import (
+    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env, read_onto,
+)
 from tessera_ray.sources.scenes import S1, S2, Scene
 
 
@@ -62,7 +71,10 @@ class ReadConfig:
 
 
 def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig | None = None) -> TimeSeriesCube:
-    """The time series of ``target`` from ``scenes`` (any mix of S2 and S1; those missing it are ignored)."""
+    """The time series of ``target`` from ``scenes`` (any mix of S2 and S1; those missing it are ignored).
+
+    Raises :class:`~.cog.AssetUnavailable` when an asset's source failed (see the module docstring).
+    """
     config = config or ReadConfig()
     block = Block.of(target)
     west, south, east, north = block.lonlat_bounds()
@@ -72,8 +84,13 @@ def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig 
         config.dates_in_flight, thread_name_prefix="date"
     ) as dates:
         reader.io = io
-        bands, masks, doys = reader.sentinel2([s for s in near if s.kind == S2], dates)
-        sar = reader.sentinel1([s for s in near if s.kind == S1], dates)
+        try:
+            bands, masks, doys = reader.sentinel2([s for s in near if s.kind == S2], dates)
+            sar = reader.sentinel1([s for s in near if s.kind == S1], dates)
+        except AssetUnavailable:
+            for pool in (dates, io):  # the block fails: do not read the rest of the year first
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
     h, w = block.window.shape
     stacks = {}
     for direction in (sentinel1.ASCENDING, sentinel1.DESCENDING):
