@@ -105,6 +105,7 @@ def reference(world, embed, tmp_path_factory, ray_cluster):
     return files
 
 
+@pytest.mark.slow
 def test_asset_failing_a_few_times_gives_the_undisturbed_store(embed, served, victim, reference, tmp_path, capsys,
                                                                monkeypatch):
     """Three 502s outlast one read's two tries: the read task fails, Ray runs it again, it succeeds."""
@@ -121,6 +122,7 @@ def test_asset_failing_a_few_times_gives_the_undisturbed_store(embed, served, vi
     assert store_files(out) == reference
 
 
+@pytest.mark.slow
 def test_asset_that_keeps_failing_fails_its_unit_until_a_rerun(embed, served, victim, reference, tmp_path, capsys,
                                                                monkeypatch):
     """An outage fails only the unit that needs the asset (exit 5); the re-run publishes the undisturbed bytes."""

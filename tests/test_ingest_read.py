@@ -1,13 +1,17 @@
-"""read_cube on hand-made scenes: mosaic order, offset, skipped COGs, orbit split."""
+"""read_cube on hand-made scenes: mosaic order, offset, skipped COGs, an outage that fails the read, orbit split."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cog_helpers import utm_transform, write_cog
 from tessera_ray.grid import Window, zone_grid
+from tessera_ray.serve import StaticServer
 from tessera_ray.sources import sentinel1, sentinel2
-from tessera_ray.sources.cog import ReaderEnv
+from tessera_ray.sources.cog import AssetUnavailable, ReaderEnv
 from tessera_ray.sources.read import Block, ReadConfig, read_cube
 from tessera_ray.sources.scenes import S1, S2, Asset, Scene
 
@@ -91,6 +95,29 @@ def test_corrupt_cog_is_skipped_and_reported(tmp_path):
     cube = read_cube(Block(ZONE, Window(ROW, COL, 16, 16)), [a, b], CONFIG)
     assert cube.skipped_scenes == ("A",)
     assert (cube.bands[0, ..., 0] == 3000).all() and cube.masks[0].all()
+
+
+def _served(scene, server, root):
+    """The scene with its assets' hrefs on ``server`` (which serves ``root``)."""
+    assets = tuple(replace(a, href=f"{server.url}/{Path(a.href).relative_to(root).as_posix()}") for a in scene.assets)
+    return replace(scene, assets=assets)
+
+
+def test_outage_fails_the_read_instead_of_leaving_the_scene_out(tmp_path):
+    """A scene whose asset the server does not deliver is not skipped: the cube would depend on the outage."""
+    clear = np.full((32, 32), 4, np.uint8)
+    scenes = [s2_scene(tmp_path, "A", _t(1, 10), clear, 2000), s2_scene(tmp_path, "B", _t(1, 11), clear, 3000)]
+    nir = tmp_path / "A" / "nir.tif"
+    block = Block(ZONE, Window(ROW, COL, 16, 16))
+    config = replace(CONFIG, env=replace(CONFIG.env, gdal=CONFIG.env.gdal + (("GDAL_HTTP_MAX_RETRY", "0"),)))
+    with StaticServer(tmp_path) as server:
+        served = [_served(s, server, tmp_path) for s in scenes]
+        with server.failing(None, 503, "/A/nir.tif"), pytest.raises(AssetUnavailable, match="A/nir.tif"):
+            read_cube(block, served, config)
+        nir.write_bytes(nir.read_bytes()[:300])  # the same scene with a corrupt asset is left out and reported
+        cube = read_cube(block, served, config)
+    assert cube.skipped_scenes == ("A",)
+    assert (cube.bands[0, ..., 0] == 3000).all()
 
 
 def test_scene_outside_the_block_is_not_read(tmp_path):

@@ -230,6 +230,32 @@ def test_latency_is_injected_and_settable(server):
     assert fast < 0.3
 
 
+def test_failures_are_injected_per_path_for_the_next_requests(server):
+    before = server.faults.answered
+    with server.failing(2, 502, "/data.bin"):
+        statuses = [requests.get(f"{server.url}/data.bin").status_code for _ in range(3)]
+        assert requests.get(f"{server.url}/item.json").status_code == 200  # other paths are served
+    assert statuses == [502, 502, 200]
+    assert server.faults.answered - before == 2
+
+
+def test_failures_until_cleared_and_by_prefix(server):
+    with server.failing(None, 429, "/emb.zarr/"):
+        for _ in range(3):
+            r = requests.get(f"{server.url}/emb.zarr/zarr.json")
+            assert r.status_code == 429 and r.headers["Retry-After"] == "0" and "injected" in r.text
+        assert requests.head(f"{server.url}/emb.zarr/embeddings/c/0/0/0").status_code == 429
+        assert requests.get(f"{server.url}/data.bin", headers={"Range": "bytes=0-9"}).content == PAYLOAD[:10]
+    assert requests.get(f"{server.url}/emb.zarr/zarr.json").status_code == 200  # cleared on leaving the block
+
+
+def test_failure_count_must_be_positive(server):
+    from tessera_ray.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="count"):
+        server.fail_next(0)
+
+
 def test_two_servers_get_distinct_free_ports(site):
     with StaticServer(site) as a, StaticServer(site) as b:
         assert a.port != b.port

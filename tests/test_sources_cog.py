@@ -1,4 +1,5 @@
-"""COG reads onto unit grids, on COGs written here: window, 20 m -> 10 m, warped, corrupt, over HTTP with a token."""
+"""COG reads onto unit grids, on COGs written here: window, 20 m -> 10 m, warped, corrupt, over HTTP with a token,
+and which failures skip an asset (bad bytes, gone) and which fail the read (the source did not deliver)."""
 
 import logging
 import pickle
@@ -8,9 +9,12 @@ import pyproj
 import pytest
 
 from cog_helpers import RecordingServer, utm_transform, write_cog
+from tessera_ray.errors import DataError, ServiceError
 from tessera_ray.grid import Window, zone_grid
+from tessera_ray.serve import StaticServer
 from tessera_ray.sources.cog import (
-    ReaderEnv, Secret, TargetGrid, UnreadableAsset, capture_env, earthdata_token, read_onto,
+    GDAL_DEFAULTS, AssetUnavailable, ReaderEnv, Secret, TargetGrid, UnreadableAsset, capture_env, earthdata_token,
+    read_onto,
 )
 
 ROW, COL = 442_080, 40_960  # a pixel of zone 31's grid near x=500 km, y=5000 km
@@ -28,6 +32,9 @@ def _origin(row, col, zone=31):
 
 
 FAST = ReaderEnv(retries=1, retry_delay=0.0)
+HTTP = ReaderEnv(gdal=GDAL_DEFAULTS + (("GDAL_HTTP_MAX_RETRY", "0"), ("GDAL_HTTP_TIMEOUT", "1")), retries=1,
+                 retry_delay=0.0)
+"""Our retries only (GDAL's own would absorb a few failures), a 1 s timeout."""
 
 
 def test_same_grid_is_a_plain_window_read_with_nodata_outside(tmp_path):
@@ -137,3 +144,97 @@ def test_bearer_header_only_for_earthdata_hosts(tmp_path):
         server.seen.clear()
         read_onto(href + "?x=2", target, "bilinear", with_host, auth=True)
         assert server.seen and all(r["headers"].get("Authorization") == "Bearer tok-s1" for r in server.seen)
+
+
+# ------------------------------------------------------------------ failures over HTTP
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A folder of 256 px COGs (64 px tiles): ``a.tif`` ... ``h.tif``, a truncated and a non-TIFF one."""
+    root = tmp_path_factory.mktemp("site")
+    src = np.random.default_rng(4).integers(1, 5000, (256, 256)).astype(np.uint16)
+    for name in "abcdefgh":
+        path = write_cog(root / f"{name}.tif", src, "EPSG:32631", utm_transform(*_origin(ROW, COL), 10), nodata=0,
+                         blocksize=64)
+    data = path.read_bytes()
+    (root / "truncated.tif").write_bytes(data[: len(data) // 2])
+    (root / "junk.tif").write_bytes(b"<html>not a tiff</html>" * 20)
+    return root
+
+
+@pytest.fixture
+def server(site):
+    """A fresh server per test: new URLs, so nothing comes from GDAL's cache of an earlier test."""
+    with StaticServer(site) as srv:
+        yield srv
+
+
+FAR = _target(Window(ROW + 200, COL + 200, 40, 40))
+"""A window in the COG's last tiles, which GDAL's first request (the header) does not bring."""
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 429, 408, 401, 403])
+def test_source_failure_fails_the_read_and_is_not_a_bad_asset(server, status):
+    with server.failing(None, status, "/a.tif"):
+        with pytest.raises(AssetUnavailable) as caught:
+            read_onto(f"{server.url}/a.tif?X-Amz-Signature=SECRET", FAR, env=HTTP)
+    assert isinstance(caught.value, ServiceError) and not isinstance(caught.value, DataError)
+    message = str(caught.value)
+    assert f"{server.url}/a.tif" in message and f"HTTP response code: {status}" in message
+    assert "SECRET" not in message and "2 attempt(s)" in message
+    assert server.faults.answered == 2  # the retry went back to the server
+
+
+def test_retry_after_a_failure_goes_back_to_the_server(server, site):
+    """GDAL's /vsicurl/ remembers a failed request for the life of the process: the retry must bypass that,
+    and leave nothing behind that fails the next read of the same file (Ray retries a task in the same worker)."""
+    expected = read_onto(str(site / "b.tif"), FAR, env=FAST).data
+    with server.failing(1, 502, "/b.tif"):
+        got = read_onto(f"{server.url}/b.tif", FAR, env=HTTP).data
+    np.testing.assert_array_equal(got, expected)
+    assert server.faults.answered == 1
+    once = ReaderEnv(gdal=HTTP.gdal, retries=0)  # no retry within a read: only what read_onto remembers helps
+    for failing, name in ((HTTP, "c.tif"), (once, "g.tif")):
+        with server.failing(None, 503, f"/{name}"):
+            with pytest.raises(AssetUnavailable):
+                read_onto(f"{server.url}/{name}", FAR, env=failing)
+        for _ in range(2):  # the first read after the outage, and the one after it (cached again)
+            np.testing.assert_array_equal(read_onto(f"{server.url}/{name}", FAR, env=once).data, expected)
+
+
+def test_range_failing_after_the_header_was_read_fails_the_read(server):
+    """The header is cached, then the tile requests fail: libtiff says "got 0 bytes", as for a truncated file;
+    the retry, with the cache bypassed, meets the failing server and tells the two apart."""
+    read_onto(f"{server.url}/d.tif", _target(Window(ROW, COL, 8, 8)), env=HTTP)
+    with server.failing(None, 502, "/d.tif"):
+        with pytest.raises(AssetUnavailable, match="502"):
+            read_onto(f"{server.url}/d.tif", FAR, env=HTTP)
+
+
+def test_network_failures_fail_the_read(server):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(AssetUnavailable, match="CURL error"):
+        read_onto(f"http://127.0.0.1:{port}/e.tif", FAR, env=HTTP)
+    server.latency_s = 1.5  # past GDAL_HTTP_TIMEOUT=1
+    with pytest.raises(AssetUnavailable, match="timed out"):
+        read_onto(f"{server.url}/e.tif", FAR, env=ReaderEnv(gdal=HTTP.gdal, retries=0))
+
+
+@pytest.mark.parametrize("name, status, says", [
+    ("truncated.tif", None, "got"),
+    ("junk.tif", None, "not recognized"),
+    ("missing.tif", None, "404"),
+    ("f.tif", 410, "410"),
+])
+def test_bad_or_gone_asset_is_unreadable(server, name, status, says):
+    """The bytes do not decode, or the server says the object is not there: skip the scene (a DataError)."""
+    if status:
+        server.fail_next(None, status, f"/{name}")
+    with pytest.raises(UnreadableAsset, match=says) as caught:
+        read_onto(f"{server.url}/{name}?sig=SECRET", FAR, env=HTTP)
+    assert isinstance(caught.value, DataError) and "SECRET" not in str(caught.value)

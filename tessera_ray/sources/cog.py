@@ -9,8 +9,10 @@
   integer upsampling (20 m -> 10 m nearest) without GDAL's resampler, and a
   warped read of the covering window otherwise (other CRS, bilinear, 30 m S1).
 * A failed read is retried with backoff (GDAL's own per-request retries come
-  first); retries bypass GDAL's /vsicurl/ cache, which otherwise remembers a
-  failed request for the life of the process. What the failures say decides
+  first); retries, and any later read of an href whose last read failed in
+  this process, bypass GDAL's /vsicurl/ cache, which otherwise remembers a
+  failed request for the life of the process (measured: a 502 answered once
+  fails every later open of that URL in the process, without a request). What the failures say decides
   what happens next (:func:`is_transient`):
 
   - the asset itself is bad: its bytes do not decode (not a TIFF, truncated,
@@ -257,9 +259,12 @@ def read_onto(
     failures: list[Exception] = []
     for attempt in range(env.retries + 1):
         try:
-            with env.activate(href, auth, fresh=attempt > 0), rasterio.open(vsi_path(href)) as src:
-                return BandRead(_read(src, target, resampling), src.tags())
+            with env.activate(href, auth, fresh=attempt > 0 or href in _FAILED), rasterio.open(vsi_path(href)) as src:
+                band = BandRead(_read(src, target, resampling), src.tags())
+            _FAILED.discard(href)
+            return band
         except (RasterioError, OSError, ValueError) as exc:
+            _FAILED.add(href)
             failures.append(exc)
             if attempt < env.retries:
                 time.sleep(env.retry_delay * 2**attempt)
@@ -269,6 +274,28 @@ def read_onto(
     raise UnreadableAsset(f"{_public(href)}: {_describe(failures[-1])}")
 
 
+class _FailedHrefs:
+    """Hrefs whose last read in this process failed: GDAL's cache may hold the failure, so the next read
+    (a retry, a Ray retry of the task in the same worker, another block) bypasses it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hrefs: set[str] = set()
+
+    def __contains__(self, href: str) -> bool:
+        with self._lock:
+            return href in self._hrefs
+
+    def add(self, href: str) -> None:
+        with self._lock:
+            self._hrefs.add(href)
+
+    def discard(self, href: str) -> None:
+        with self._lock:
+            self._hrefs.discard(href)
+
+
+_FAILED = _FailedHrefs()
 _HTTP_STATUS = re.compile(r"HTTP (?:response|error) code\D{0,40}?(\d{3})")
 #: 4xx answers that are about the server or the request's credentials, not about the object.
 _TRANSIENT_4XX = frozenset({401, 403, 407, 408, 425, 429})
