@@ -14,7 +14,7 @@ from tessera_ray.grid import Window, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.sources.cog import (
     GDAL_DEFAULTS, AssetUnavailable, ReaderEnv, Secret, TargetGrid, UnreadableAsset, capture_env, earthdata_token,
-    read_onto,
+    is_transient, read_onto,
 )
 
 ROW, COL = 442_080, 40_960  # a pixel of zone 31's grid near x=500 km, y=5000 km
@@ -238,3 +238,35 @@ def test_bad_or_gone_asset_is_unreadable(server, name, status, says):
     with pytest.raises(UnreadableAsset, match=says) as caught:
         read_onto(f"{server.url}/{name}?sig=SECRET", FAR, env=HTTP)
     assert isinstance(caught.value, DataError) and "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("causes, transient", [
+    ([("CPLE_AWSObjectNotFoundError", "The specified key does not exist")], False),
+    ([("CPLE_AWSAccessDeniedError", "Access Denied")], True),
+    ([("CPLE_AWSInvalidCredentialsError", "The AWS Access Key Id you provided does not exist")], True),
+    ([("CPLE_AWSError", "SlowDown: Please reduce your request rate")], True),
+    ([("CPLE_OutOfMemoryError", "Cannot allocate 1048576 bytes")], True),
+    ([("CPLE_AppDefinedError", "TIFFReadEncodedTile() failed."), ("CPLE_AppDefinedError", "ZIPDecode: Decoding error")],
+     False),
+])
+def test_s3_and_memory_errors_are_classified_by_gdal_class(causes, transient):
+    """The S3 and memory classes we cannot provoke on loopback (moto accepts any key), built as rasterio chains them."""
+    import rasterio._err
+    from rasterio.errors import RasterioIOError
+
+    exc = RasterioIOError("Read failed. See previous exception for details.")
+    inner = exc
+    for name, message in causes:
+        cause = getattr(rasterio._err, name)(1, 1, message)
+        inner.__cause__ = cause
+        inner = cause
+    assert is_transient(exc) is transient
+
+
+def test_a_machine_running_short_is_transient_for_local_files():
+    """GDAL words a local open failure without an errno: the strerror text is what is left."""
+    from rasterio.errors import RasterioIOError
+
+    assert is_transient(RasterioIOError("/data/b04.tif: Too many open files"))
+    assert is_transient(OSError(24, "Too many open files"))
+    assert not is_transient(RasterioIOError("/data/b04.tif: No such file or directory"))

@@ -301,6 +301,8 @@ _HTTP_STATUS = re.compile(r"HTTP (?:response|error) code\D{0,40}?(\d{3})")
 _TRANSIENT_4XX = frozenset({401, 403, 407, 408, 425, 429})
 _TRANSIENT_ERRNO = frozenset({errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ETIMEDOUT,
                               errno.ECONNRESET, errno.ECONNREFUSED})
+#: The same as GDAL words them for a local file (rasterio gives no errno then).
+_TRANSIENT_TEXTS = tuple(os.strerror(code) for code in sorted(_TRANSIENT_ERRNO))
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -338,6 +340,8 @@ def is_transient(exc: BaseException) -> bool:
             return True  # S3 throttling/internal errors, credentials, buckets: not about one object
         if isinstance(err, OSError) and err.errno in _TRANSIENT_ERRNO:
             return True
+        if any(text in str(err) for text in _TRANSIENT_TEXTS):
+            return True  # this machine ran short (files, memory), not the asset
     return False
 
 
