@@ -10,6 +10,7 @@ scenes) to keep each run a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import date
 from urllib.parse import urlparse
@@ -30,14 +31,20 @@ QUICK = {"TESSERA_RAY_READ_RETRIES": "1", "TESSERA_RAY_READ_RETRY_DELAY": "0", "
 """Two tries per asset read, no waiting, no GDAL-level retries: the faults reach our retry logic."""
 
 
+@pytest.fixture(scope="module")
+def servers():
+    """Every server of this module, open until its end: no two get the same port, so no two share URLs."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
 @pytest.fixture
-def served(world):
+def served(world, servers):
     """The world over HTTP on a server of the test's own: its faults and counters are the test's, and its
     URLs are new to GDAL's cache in the session's Ray workers, so every asset is fetched again."""
     from tessera_ray.serve import StaticServer
 
-    with StaticServer(world) as server:
-        yield server
+    return servers.enter_context(StaticServer(world))
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +95,14 @@ def victim(winter):
 
 
 @pytest.fixture(scope="module")
-def reference(world, embed, tmp_path_factory, ray_cluster):
+def reference(world, servers, embed, tmp_path_factory, ray_cluster):
     """Every file of an undisturbed run's store."""
     from tessera_ray.cli import main
     from tessera_ray.serve import StaticServer
 
     out = tmp_path_factory.mktemp("reference") / "root"
-    with pytest.MonkeyPatch.context() as mp, StaticServer(world) as server:
+    server = servers.enter_context(StaticServer(world))
+    with pytest.MonkeyPatch.context() as mp:
         _quick(mp)
         try:
             main(embed(out, server.url))

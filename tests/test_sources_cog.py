@@ -183,7 +183,7 @@ def test_source_failure_fails_the_read_and_is_not_a_bad_asset(server, status):
     message = str(caught.value)
     assert f"{server.url}/a.tif" in message and f"HTTP response code: {status}" in message
     assert "SECRET" not in message and "2 attempt(s)" in message
-    assert server.faults.answered == 2  # the retry went back to the server
+    assert server.faults.answered >= 2  # the retry went back to the server
 
 
 def test_retry_after_a_failure_goes_back_to_the_server(server, site):
