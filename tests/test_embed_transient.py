@@ -20,6 +20,8 @@ import pytest
 from cli_helpers import run_cli
 from embed_helpers import EPOCH, embed_args, store_files, write_checkpoint
 from tessera_ray.grid import Unit
+from tessera_ray.pipeline.embed import READ_RETRIES
+from tessera_ray.pipeline.ingest import READ_RETRIES as INGEST_RETRIES
 
 HIT, WITNESS = "utm31_32_11363_0664", "utm31_32_11363_0667"
 """West unit: under tiles 31UCU only. East unit: under 31UDU only."""
@@ -141,6 +143,7 @@ def test_asset_that_keeps_failing_fails_its_unit_until_a_rerun(embed, served, vi
     with served.failing(None, 502, victim):
         code, stdout, err = run_cli(embed(out, served.url), capsys)
     assert code == 5, err
+    assert served.faults.answered >= 2 * (READ_RETRIES + 1)  # two tries per read, in every try of the task
     assert "units: 1 done, 0 skipped (already published), 1 failed of 2" in stdout
     failure = next(line for line in stdout.splitlines() if line.startswith(f"failed 2024 {HIT}:"))
     assert "AssetUnavailable" in failure and f"{served.url}{victim}" in failure and "502" in failure, failure
@@ -166,6 +169,7 @@ def test_ingest_stops_on_an_outage_and_writes_no_partial_unit(winter, served, vi
     with served.failing(None, 503, victim):
         code, _, err = run_cli(args, capsys)
     assert code == 3, err
+    assert served.faults.answered >= 2 * (INGEST_RETRIES + 1)  # Ray tried the block task again
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"unit {HIT} not written" in lines[0] and "503" in lines[0], err
     assert not (out / HIT).exists()
