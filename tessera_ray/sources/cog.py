@@ -12,8 +12,8 @@
   first); retries, and any later read of an href whose last read failed in
   this process, bypass GDAL's /vsicurl/ cache, which otherwise remembers a
   failed request for the life of the process (measured: a 502 answered once
-  fails every later open of that URL in the process, without a request). What the failures say decides
-  what happens next (:func:`is_transient`):
+  fails every later open of that URL in the process, without a request).
+  What the failures say decides what happens next (:func:`is_transient`):
 
   - the asset itself is bad: its bytes do not decode (not a TIFF, truncated,
     corrupt tiles) or it is gone (HTTP 404/410, no such key or file):
