@@ -1,12 +1,14 @@
 """Does training help? Linear probes on the synthetic world's held-out labels.
 
-Three feature sets for the same labelled pixels (the world's ``labels.parquet``,
+Four feature sets for the same labelled pixels (the world's ``labels.parquet``,
 ``split`` column: fit on "train", score on "test"):
 
 * ``trained``: the demo encoder (``ensure_demo_encoder``: trained by
   ``tessera_ray.train`` on the world's central block), dequantised int8 embeddings;
 * ``random``: the same variant with random weights (seed 0), same inference path;
-* ``raw``: monthly median composites of the ten Sentinel-2 bands (120 features).
+* ``raw``: monthly median composites of the ten Sentinel-2 bands (120 features);
+* ``raw+s1``: the same plus monthly medians of Sentinel-1 VV and VH (144 features),
+  the encoder's other input.
 
 For each, a standardised logistic regression is fitted on k labels per class
 drawn from the train split (k = 1, 2, 5, 10, 20, 40; 5 draws each) and scored
@@ -14,7 +16,7 @@ on every test point (accuracy, macro F1).
 
     python jobs/report_quality.py [--world DIR] [--out DIR] [--checkpoint PT]
 
-Writes bench-results/report_quality.json and bench-results/report_quality.md.
+Writes bench-results/report_quality.json, .md and .png (the label-efficiency curves).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tessera_ray.heads.evaluate import label_efficiency  # noqa: E402
-from tessera_ray.heads.features import monthly_composites  # noqa: E402
+from tessera_ray.heads.features import monthly_composites, monthly_sar_composites  # noqa: E402
+from tessera_ray.heads.report import plot_curves  # noqa: E402
 from tessera_ray.model import build_encoder, encode_pixels, read_checkpoint  # noqa: E402
 from tessera_ray.train import data  # noqa: E402
 from tessera_ray.train.demo import ensure_demo_encoder, world_cube  # noqa: E402
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
         "trained": embed(loaded.model, loaded.config, series),
         "random": embed(build_encoder(loaded.config, seed=0), loaded.config, series),
         "raw": np.concatenate([monthly_composites(s) for s in series]),
+        "raw+s1": np.concatenate([np.hstack([monthly_composites(s), monthly_sar_composites(s)]) for s in series]),
     }
     keep = np.all([np.isfinite(f).all(axis=1) for f in sets.values()], axis=0)
     results = {}
@@ -98,7 +102,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     at10 = {name: results[name].get("10", {}).get("accuracy") for name in sets}
     lines += ["", f"At 10 labels per class: trained {at10['trained']:.3f}, random weights {at10['random']:.3f}, "
-                  f"raw monthly composites {at10['raw']:.3f}.",
+                  f"raw monthly composites {at10['raw']:.3f} (with Sentinel-1 {at10['raw+s1']:.3f}).",
               "", "Command: `python jobs/report_quality.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
     text = "\n".join(lines)
     print(text)
@@ -109,6 +113,8 @@ def main(argv=None) -> int:
               "training": key, "machine": platform.machine(), "python": platform.python_version()}
     (args.results / "report_quality.json").write_text(json.dumps(record, indent=1))
     (args.results / "report_quality.md").write_text(text + "\n")
+    plot_curves({name: list(results[name].values()) for name in sets}, args.results / "report_quality.png",
+                f"linear probe, synthetic world ({loaded.config.name} encoder)")
     return 0
 
 

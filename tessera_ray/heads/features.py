@@ -1,4 +1,4 @@
-"""A per-pixel baseline without a model: monthly median composites of the Sentinel-2 bands."""
+"""Per-pixel baselines without a model: monthly median composites of the Sentinel-2 bands (and Sentinel-1)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,26 @@ def monthly_composites(series: PixelSeries) -> np.ndarray:
     """
     bands = np.asarray(series.s2_bands, np.float32)
     clear = np.asarray(series.s2_masks) == 1
-    masked = np.where(clear[:, :, None], bands, np.nan)
-    month = np.searchsorted(MONTH_STARTS, np.asarray(series.s2_doys), side="right") - 1
+    return _monthly_medians(np.where(clear[:, :, None], bands, np.nan), np.asarray(series.s2_doys))
+
+
+def monthly_sar_composites(series: PixelSeries) -> np.ndarray:
+    """(N, 12 x 2) float32: per month, the median VV and VH (int16 scale) over both orbit directions."""
+    sar = np.concatenate([series.sar_ascending, series.sar_descending], axis=1).astype(np.float32)
+    doys = np.concatenate([series.sar_ascending_doys, series.sar_descending_doys])
+    return _monthly_medians(np.where(sar == 0, np.nan, sar), doys)
+
+
+def _monthly_medians(masked: np.ndarray, doys: np.ndarray) -> np.ndarray:
+    """Monthly nan-medians of (N, T, C) over T; an empty month takes the pixel's annual median."""
+    month = np.searchsorted(MONTH_STARTS, doys, side="right") - 1
     with warnings.catch_warnings():  # all-NaN months are expected
         warnings.simplefilter("ignore", RuntimeWarning)
         annual = np.nanmedian(masked, axis=1)
-        out = np.empty((len(bands), 12, bands.shape[2]), np.float32)
+        out = np.empty((len(masked), 12, masked.shape[2]), np.float32)
         for m in range(12):
             at = month == m
             out[:, m] = np.nanmedian(masked[:, at], axis=1) if at.any() else np.nan
             out[:, m] = np.where(np.isnan(out[:, m]), annual, out[:, m])
-    return out.reshape(len(bands), -1)
+    return out.reshape(len(masked), -1)
 

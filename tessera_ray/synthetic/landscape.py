@@ -8,7 +8,8 @@ hash (splitmix64) of integer keys, never from a stateful RNG.
 
 Land cover is a Voronoi tessellation of jittered lattice points: field-like
 polygons of roughly ``spacing`` metres, one class per parcel, with per-parcel
-variation of phenology (a few days' shift), vigour and soil brightness.
+variation of phenology (sowing dates weeks apart), vigour, mowing dates and
+soil brightness.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ class LandCoverClass:
 
 
 CLASSES: tuple[LandCoverClass, ...] = (
-    LandCoverClass(1, "winter_crop", 0.17),
-    LandCoverClass(2, "summer_crop", 0.17),
-    LandCoverClass(3, "deciduous_forest", 0.15),
-    LandCoverClass(4, "evergreen_forest", 0.14),
-    LandCoverClass(5, "grassland", 0.17),
-    LandCoverClass(6, "water", 0.09),
-    LandCoverClass(7, "built_up", 0.11),
+    LandCoverClass(1, "winter_cereal", 0.12),
+    LandCoverClass(2, "maize", 0.11),
+    LandCoverClass(3, "deciduous_forest", 0.12),
+    LandCoverClass(4, "evergreen_forest", 0.11),
+    LandCoverClass(5, "grassland", 0.14),
+    LandCoverClass(6, "water", 0.08),
+    LandCoverClass(7, "built_up", 0.10),
+    LandCoverClass(8, "oilseed_rape", 0.11),
+    LandCoverClass(9, "sugar_beet", 0.11),
 )
 WATER = 6
 BUILT_UP = 7
@@ -62,9 +65,13 @@ _PHENOLOGY: dict[int, tuple[tuple[int, float], ...]] = {
     2: ((1, 0.05), (120, 0.05), (150, 0.15), (180, 0.60), (215, 0.92), (250, 0.80), (275, 0.40), (290, 0.10)),
     3: ((1, 0.25), (100, 0.28), (135, 0.88), (250, 0.88), (290, 0.55), (320, 0.25)),
     4: ((1, 0.75), (150, 0.88), (250, 0.88), (330, 0.76)),
-    5: ((1, 0.50), (90, 0.60), (130, 0.85), (160, 0.45), (190, 0.75), (230, 0.50), (260, 0.70), (330, 0.55)),
+    5: ((1, 0.50), (80, 0.58), (130, 0.88), (240, 0.85), (300, 0.70), (366, 0.50)),  # before mowing
     6: ((1, 0.0), (366, 0.0)),
-    7: ((1, 0.10), (366, 0.10)),
+    7: ((1, 0.45), (366, 0.45)),  # gardens and verges; the parcel's vigour sets how much of the block they cover
+    # oilseed rape grows like a winter cereal (its yellow flowering is what tells it apart, see ``flowering``)
+    8: ((1, 0.35), (60, 0.45), (100, 0.75), (140, 0.92), (175, 0.70), (200, 0.10), (270, 0.05), (300, 0.20), (335, 0.30)),
+    # sugar beet: canopy closes later than cereals, stays green until lifted in late autumn
+    9: ((1, 0.05), (105, 0.05), (135, 0.15), (165, 0.75), (200, 0.92), (290, 0.85), (315, 0.15), (330, 0.05)),
 }
 
 # Sentinel-1 gamma0 in dB: (VV at no vegetation, VV gain per vegetation fraction, VH, VH gain).
@@ -76,6 +83,8 @@ _BACKSCATTER: dict[int, tuple[float, float, float, float]] = {
     5: (-13.0, 3.0, -20.5, 5.0),
     6: (-21.0, 0.0, -27.0, 0.0),
     7: (-4.0, 0.0, -11.0, 0.0),
+    8: (-14.0, 5.5, -21.5, 7.5),
+    9: (-14.5, 6.0, -22.5, 8.0),
 }
 
 
@@ -193,28 +202,78 @@ def texture_at(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- signals
+#
+# Each parcel is managed on its own: its season is shifted (sowing or leaf-out
+# date), its canopy is more or less vigorous, its soil lighter or darker;
+# meadows are mown once to three times on their own dates, built-up blocks
+# hold more or less garden. A class is a family of curves, not one curve, and
+# some classes differ only briefly (rape from cereals while it flowers): what
+# makes scarce labels hard and representations matter.
+
+TAG_CUT = 19
+
+# half-range of the per-parcel season shift, in days, per class
+_SHIFT_DAYS = {1: 25.0, 2: 25.0, 3: 10.0, 4: 5.0, 5: 12.0, 8: 25.0, 9: 25.0}
+# per-parcel vigour range (multiplies the vegetation fraction), per class
+_VIGOUR = {1: (0.6, 1.1), 2: (0.6, 1.1), 3: (0.8, 1.05), 4: (0.8, 1.05), 5: (0.6, 1.1), 7: (0.2, 1.0),
+           8: (0.6, 1.1), 9: (0.6, 1.1)}
+_FLOWER = np.array([0.07, -0.005, 0.06, 0.02, 0.02, 0.06, 0.03, 0.02, 0.03, 0.02])  # yellow petals over the canopy
+_MOWN = 5
+
+
+def _per_parcel(seed: int, tag: int, parcel: np.ndarray, k: int = 0) -> np.ndarray:
+    """A uniform draw in [0, 1) per parcel (and per ``k`` for several draws of one kind)."""
+    return unit_uniform(hash_keys(seed, tag, parcel.view(np.int64), k))
+
+
+def _season_shift(class_id: np.ndarray, parcel: np.ndarray, seed: int) -> np.ndarray:
+    span = np.array([_SHIFT_DAYS.get(c, 0.0) for c in range(256)])[class_id]
+    return 2.0 * span * (unit_uniform(hash_keys(seed, TAG_SHIFT, parcel.view(np.int64))) - 0.5)
+
+
+def _mowing(parcel: np.ndarray, doy: np.ndarray, seed: int) -> np.ndarray:
+    """Canopy left by one to three cuts a year (each on the parcel's own date), regrowing over 35 days."""
+    cuts = 1 + np.floor(3.0 * _per_parcel(seed, TAG_CUT, parcel)).astype(int)
+    factor = np.ones(parcel.shape)
+    for k in range(3):
+        day = 135.0 + 55.0 * k + 30.0 * _per_parcel(seed, TAG_CUT, parcel, k + 1)
+        since = doy - day
+        regrow = np.where((since >= 0) & (since < 35.0), 0.3 + 0.7 * since / 35.0, 1.0)
+        factor = np.where(k < cuts, np.minimum(factor, regrow), factor)
+    return factor
 
 
 def vegetation_fraction(class_id: np.ndarray, parcel: np.ndarray, doy: int, seed: int) -> np.ndarray:
-    """Vegetation fraction per parcel on a day of year (phenology shifted a few days per parcel)."""
+    """Vegetation fraction per parcel on a day of year (the parcel's season, vigour and mowing)."""
     class_id = np.asarray(class_id)
-    shift = 16.0 * (unit_uniform(hash_keys(seed, TAG_SHIFT, parcel.view(np.int64))) - 0.5)
-    vigour = 0.85 + 0.25 * unit_uniform(hash_keys(seed, TAG_VIGOUR, parcel.view(np.int64)))
+    day = doy - _season_shift(class_id, parcel, seed)
+    lo, hi = (np.array([_VIGOUR.get(c, (1.0, 1.0))[i] for c in range(256)])[class_id] for i in (0, 1))
+    vigour = lo + (hi - lo) * unit_uniform(hash_keys(seed, TAG_VIGOUR, parcel.view(np.int64)))
     out = np.zeros(class_id.shape)
     for cid, knots in _PHENOLOGY.items():
         sel = class_id == cid
         if sel.any():
             days, values = np.array(knots, dtype=np.float64).T
-            out[sel] = np.interp(doy - shift[sel], days, values, period=366.0)
+            out[sel] = np.interp(day[sel], days, values, period=366.0)
+    mown = class_id == _MOWN
+    out[mown] *= _mowing(parcel[mown], day[mown], seed)
     return np.clip(out * vigour, 0.0, 1.0)
+
+
+def flowering(class_id: np.ndarray, parcel: np.ndarray, doy: int, seed: int) -> np.ndarray:
+    """How yellow a parcel is with flowers (0..1): oilseed rape, about three weeks in spring."""
+    class_id = np.asarray(class_id)
+    day = doy - _season_shift(class_id, parcel, seed)
+    return np.where(class_id == 8, np.exp(-0.5 * ((day - 118.0) / 9.0) ** 2), 0.0)
 
 
 def reflectance(class_id: np.ndarray, parcel: np.ndarray, doy: int, seed: int) -> np.ndarray:
     """Surface reflectance (n, 10) per parcel on a day of year, model band order."""
     class_id = np.asarray(class_id)
     v = vegetation_fraction(class_id, parcel, doy, seed)[:, None]
-    bright = 0.85 + 0.3 * unit_uniform(hash_keys(seed, TAG_BRIGHT, parcel.view(np.int64)))[:, None]
+    bright = 0.7 + 0.6 * unit_uniform(hash_keys(seed, TAG_BRIGHT, parcel.view(np.int64)))[:, None]
     out = (1.0 - v) * _SOIL * bright + v * _LEAF
+    out += flowering(class_id, parcel, doy, seed)[:, None] * _FLOWER
     forest = class_id == 4
     out[forest] = ((1.0 - v) * _DARK_SOIL * bright + v * _NEEDLE)[forest]
     deciduous = class_id == 3

@@ -6,9 +6,11 @@ reader gets from a file is, by construction, what the truth says.
 Sentinel-2: surface reflectance per parcel and date (phenology), times a
 per-pixel texture, then the atmosphere of the date: clouds and cirrus from
 smooth value noise in the local frame (the same clouds for every tile on that
-date), cloud shadows as a displaced copy of the clouds, a little haze. Cloud,
-shadow and swath state are decided per 20 m pixel (the SCL's grid) and the
-10 m bands inherit them, so the SCL describes every band's pixel exactly.
+date; about two dates in three cloudy, as over England), cloud shadows as a
+displaced copy of the clouds, haze. Cloud, shadow and swath state are decided
+per 20 m pixel (the SCL's grid) and the 10 m bands inherit them. Like the real
+scene classification, the SCL misses the thin veil at cloud edges and the
+penumbra beside shadows: those pixels stay valid with altered values.
 
 Sentinel-1: gamma0 per parcel and date in dB, to linear, times gamma
 distributed speckle from the scene's own RNG, NaN outside the burst.
@@ -137,13 +139,20 @@ class Sky:
         return value_noise(x, y, 5.0 * spec.cloud_radius_m, spec.seed, _TAG_CIRRUS, self.ordinal)
 
 
+# Chances of an overcast and a clear date (winter shifts both by up to 0.1),
+# the strongest haze (red reflectance), and how far below the cloud threshold
+# the unflagged veil and penumbra reach (in units of the cloud noise).
+P_OVERCAST, P_CLEAR, HAZE_MAX = 0.35, 0.15, 0.05
+THIN_MARGIN, DIM_MARGIN = 0.08, 0.06
+
+
 @lru_cache(maxsize=512)
 def sky(spec: WorldSpec, date: dt.date) -> Sky:
     rng = np.random.default_rng([spec.seed, 301, date.toordinal()])
     regime = rng.uniform()
     winter = math.cos(2 * math.pi * (date.timetuple().tm_yday - 15) / 365.25)  # 1 in January
-    p_overcast = 0.12 + 0.1 * winter
-    p_clear = 0.30 - 0.1 * winter
+    p_overcast = P_OVERCAST + 0.1 * winter
+    p_clear = P_CLEAR - 0.08 * winter
     if regime < p_overcast:
         threshold = -1.0
     elif regime < p_overcast + p_clear:
@@ -153,8 +162,42 @@ def sky(spec: WorldSpec, date: dt.date) -> Sky:
     cirrus = float(rng.uniform(0.6, 0.9)) if rng.uniform() < 0.35 else 2.0
     angle = math.radians(rng.uniform(-25.0, 25.0))
     dist = rng.uniform(0.3, 0.8) * spec.cloud_radius_m
-    haze = float(rng.uniform(0.0, 0.015))
+    haze = float(rng.uniform(0.0, HAZE_MAX))
     return Sky(date.toordinal(), threshold, cirrus, (dist * math.sin(angle), dist * math.cos(angle)), haze)
+
+
+def atmosphere(spec: WorldSpec, today: Sky, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """The state of the sky over each point on one date (boolean arrays).
+
+    ``cloud``/``high``, ``shadow`` and ``cirrus`` are what the SCL reports.
+    ``thin`` (a veil just outside a cloud) and ``dim`` (the penumbra beside a
+    shadow) are what it misses, as the real scene classification does: they
+    stay valid observations with altered values.
+    """
+    cloudy = today.cloudiness(spec, x, y)
+    shade = today.cloudiness(spec, x - today.shadow_shift[0], y - today.shadow_shift[1])
+    cloud = cloudy > today.threshold
+    shadow = (shade > today.threshold) & ~cloud
+    cirrus = (today.cirrus(spec, x, y) > today.cirrus_threshold) & ~cloud & ~shadow
+    return {
+        "cloud": cloud,
+        "high": cloudy > today.threshold + 0.1,
+        "shadow": shadow,
+        "cirrus": cirrus,
+        "thin": (cloudy > today.threshold - THIN_MARGIN) & ~cloud,
+        "dim": (shade > today.threshold - DIM_MARGIN) & ~cloud & ~shadow,
+    }
+
+
+def through_atmosphere(surface: np.ndarray, today: Sky, state: dict[str, np.ndarray], band: int) -> np.ndarray:
+    """Top-of-canopy reflectance of one band as the sensor sees it through the date's sky."""
+    v = surface + today.haze * _HAZE[band]
+    v = np.where(state["cirrus"], v + 0.025, v)
+    v = np.where(state["dim"], v * 0.7, v)
+    v = np.where(state["thin"], 0.8 * v + 0.2 * _CLOUD[band], v)
+    v = np.where(state["shadow"], v * 0.35, v)
+    v = np.where(state["cloud"], 0.3 * v + 0.7 * _CLOUD[band], v)
+    return np.where(state["high"], 0.1 * v + 0.9 * _CLOUD[band], v)
 
 
 # --------------------------------------------------------------------------- Sentinel-2
@@ -205,39 +248,32 @@ def render_s2(spec: WorldSpec, scene: Scene) -> S2Render:
 
     # state of each 20 m pixel
     nodata = ~swath_mask(spec, scene.relative_orbit, g20.x, g20.y)
-    cloudy = today.cloudiness(spec, g20.x, g20.y)
-    cloud = cloudy > today.threshold
-    high = cloudy > today.threshold + 0.1
-    shadow = (today.cloudiness(spec, g20.x - today.shadow_shift[0], g20.y - today.shadow_shift[1]) > today.threshold) & ~cloud
-    cirrus = (today.cirrus(spec, g20.x, g20.y) > today.cirrus_threshold) & ~cloud & ~shadow
+    state20 = atmosphere(spec, today, g20.x, g20.y)
     veg = vegetation_fraction(g20.classes, g20.parcels, doy, spec.seed)[g20.index]
     cls20 = g20.class_id
     scl = np.where(veg >= 0.35, SCL_VEGETATION, SCL_NOT_VEGETATED).astype(np.uint8)
     scl[cls20 == BUILT_UP] = SCL_NOT_VEGETATED
     scl[cls20 == WATER] = SCL_WATER
-    scl[cirrus] = SCL_CIRRUS
-    scl[shadow] = SCL_SHADOW
-    scl[cloud] = SCL_CLOUD_MEDIUM
-    scl[high] = SCL_CLOUD_HIGH
+    scl[state20["cirrus"]] = SCL_CIRRUS
+    scl[state20["shadow"]] = SCL_SHADOW
+    scl[state20["cloud"]] = SCL_CLOUD_MEDIUM
+    scl[state20["high"]] = SCL_CLOUD_HIGH
     scl[nodata] = SCL_NODATA
-    state20 = {"nodata": nodata, "cloud": cloud, "high": high, "shadow": shadow, "cirrus": cirrus}
     state10 = {k: _upsample(v.reshape(shape20)).ravel() for k, v in state20.items()}
+    nodata10 = _upsample(nodata.reshape(shape20)).ravel()
+    cloud, shadow = state20["cloud"], state20["shadow"]
 
     bands = {}
-    for ground, state, shape, keys in (
-        (g10, state10, shape10, [b for b in S2_BANDS if b in S2_10M]),
-        (g20, state20, shape20, [b for b in S2_BANDS if b not in S2_10M]),
+    for ground, state, gone, shape, keys in (
+        (g10, state10, nodata10, shape10, [b for b in S2_BANDS if b in S2_10M]),
+        (g20, state20, nodata, shape20, [b for b in S2_BANDS if b not in S2_10M]),
     ):
         refl = reflectance(ground.classes, ground.parcels, doy, spec.seed)
         for key in keys:
             k = S2_BANDS.index(key)
-            v = refl[ground.index, k] * ground.texture + today.haze * _HAZE[k]
-            v = np.where(state["cirrus"], v + 0.025, v)
-            v = np.where(state["shadow"], v * 0.35, v)
-            v = np.where(state["cloud"], 0.3 * v + 0.7 * _CLOUD[k], v)
-            v = np.where(state["high"], 0.1 * v + 0.9 * _CLOUD[k], v)
+            v = through_atmosphere(refl[ground.index, k] * ground.texture, today, state, k)
             dn = np.clip(np.rint(v * 10000.0), 1, 64535).astype(np.uint16)
-            dn[state["nodata"]] = 0
+            dn[gone] = 0
             bands[key] = dn.reshape(shape)
     return S2Render(
         bands=bands,
