@@ -86,10 +86,12 @@ def sample_labels(url: str, world_dir: Path, roi: str, year: int):
 
 def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = None, port: int = 0) -> DemoReport:
     """Build (or reuse) everything under ``out`` and publish the demo root; ``serve(server)`` runs while served."""
+    from tessera_ray.errors import UserInputError
     from tessera_ray.pipeline.embed import check_complete, run_embed
     from tessera_ray.pipeline.plan import EmbedConfig
     from tessera_ray.serve import StaticServer
     from tessera_ray.synthetic import World, generate_world
+    from tessera_ray.synthetic.world import FORMAT_VERSION
     from tessera_ray.synthetic.services import LocalServices
     from tessera_ray.train import ensure_demo_encoder
 
@@ -103,6 +105,9 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
         log(f"building the synthetic world in {world_dir} ...")
         generate_world(world_dir, preset="demo")
     world = World.open(world_dir)
+    if world.format != FORMAT_VERSION:
+        raise UserInputError(f"{out} was built by an older tessera-ray (world format {world.format}, now "
+                             f"{FORMAT_VERSION}); remove it or pass another --out")
     seconds["world"] = time.monotonic() - start
 
     start = time.monotonic()

@@ -49,3 +49,20 @@ def test_demo_publishes_serves_and_samples_then_reuses(world, tmp_path):
     assert f"units       0 embedded, {embedded} reused" in second.stdout
     assert second_s < first_s
     print(f"demo on the test world: first run {first_s:.1f} s, second {second_s:.1f} s")
+
+
+def test_demo_refuses_a_world_built_by_an_older_generator(world, tmp_path, capsys):
+    """Its files no longer match the truth functions: a clear line, nothing built beside it."""
+    import json
+
+    from cli_helpers import run_cli
+
+    out = tmp_path / "old-demo"
+    shutil.copytree(world, out / "world")
+    doc = json.loads((out / "world" / "world.json").read_text())
+    doc["format"] = 1
+    (out / "world" / "world.json").write_text(json.dumps(doc))
+    code, _, err = run_cli(["demo", "--out", str(out)], capsys)
+    assert code == 2
+    assert "older tessera-ray (world format 1" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["world"]

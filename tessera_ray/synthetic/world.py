@@ -68,7 +68,8 @@ DEFAULT_BBOX = (0.10, 52.15, 0.15, 52.20)
 DEFAULT_YEAR = 2024
 FIRST_YEAR, LAST_YEAR = 2017, 2100
 MAX_SPAN_DEG = 1.0
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Bumped when the same spec renders other values (2: varied parcels, rape and beet, unflagged veils)."""
 
 # Sizes per preset (seed 0, year 2024; any bbox can be given instead of the preset's):
 #   test   1.2 x 1.2 km, 2 tiles of 1.98 km (198 px), 183 S2 + 245 S1 scenes (8 bursts)
@@ -99,6 +100,8 @@ class World:
     root: Path
     spec: WorldSpec
     scenes: tuple[Scene, ...]
+    format: int = FORMAT_VERSION
+    """The generator version that wrote it; the truth functions describe only the current one."""
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "World":
@@ -107,7 +110,8 @@ class World:
         if not doc_path.is_file():
             raise UserInputError(f"{root} is not a synthetic world (no world.json)")
         doc = json.loads(doc_path.read_text())
-        return cls(root, WorldSpec.from_dict(doc["spec"]), tuple(Scene.from_dict(s) for s in doc["scenes"]))
+        return cls(root, WorldSpec.from_dict(doc["spec"]), tuple(Scene.from_dict(s) for s in doc["scenes"]),
+                   int(doc.get("format", 1)))
 
     # ---- what is there
     @property
