@@ -5,7 +5,8 @@ reading the synthetic world through its stac-geoparquet catalog (local files,
 so the figures are the pipeline's, not a server's), writing a fresh local root.
 A sampler thread polls the RSS of every Ray worker process (``ray::...``) every
 0.2 s; reported: wall time of the job (Ray already up), px/s, and the peak RSS
-of any one worker, by role (read task, encoder actor, writer task).
+of any one worker, by role (read task, encoder actor, writer task), also less
+its shared pages (Ray's object store, which every worker maps).
 Goals: time linear in units, peak memory per worker flat.
 
     python jobs/bench_pipeline.py --world /tmp/bench-world --unit-size 128 --block-size 128
@@ -32,7 +33,11 @@ ROLES = {"read_block": "read", "EncoderActor": "encode", "write_unit": "write"}
 
 
 def worker_sampler(peaks: dict, stop: threading.Event, period: float = 0.2) -> None:
-    """Peak RSS per Ray worker pid and the role it was last seen in."""
+    """Peak RSS and peak private RSS per Ray worker pid, and the roles it was seen in.
+
+    Private = RSS less shared pages (on Linux psutil's ``shared`` is file-backed
+    plus shmem pages, here mostly Ray's object store, which every worker maps).
+    """
     import psutil
 
     while not stop.is_set():
@@ -42,8 +47,10 @@ def worker_sampler(peaks: dict, stop: threading.Event, period: float = 0.2) -> N
                 if not cmd.startswith("ray::") or proc.info["memory_info"] is None:
                     continue
                 role = next((r for name, r in ROLES.items() if name in cmd), None)
-                entry = peaks.setdefault(proc.info["pid"], {"rss": 0, "roles": set()})
-                entry["rss"] = max(entry["rss"], proc.info["memory_info"].rss)
+                entry = peaks.setdefault(proc.info["pid"], {"rss": 0, "private": 0, "roles": set()})
+                memory = proc.info["memory_info"]
+                entry["rss"] = max(entry["rss"], memory.rss)
+                entry["private"] = max(entry["private"], memory.rss - memory.shared)
                 if role:
                     entry["roles"].add(role)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -104,16 +111,18 @@ def child(args) -> None:
     sampler.join()
     ray.shutdown()
     totals = result.totals()
-    by_role = {}
+    by_role, private_by_role = {}, {}
     for entry in peaks.values():
         for role in entry["roles"] or {"idle"}:
             by_role[role] = max(by_role.get(role, 0), entry["rss"])
+            private_by_role[role] = max(private_by_role.get(role, 0), entry["private"])
     print(json.dumps({
         "cpus": args.cpus, "units": args.units, "unit_size": args.unit_size, "block_size": args.block_size,
         "pixels": totals["pixels"], "failed": totals["failed"], "seconds": round(seconds, 2),
         "px_per_s": round(totals["pixels"] / seconds, 1),
         "peak_worker_rss_mb": round(max((e["rss"] for e in peaks.values()), default=0) / 2**20, 1),
         "peak_rss_mb_by_role": {k: round(v / 2**20, 1) for k, v in sorted(by_role.items())},
+        "peak_private_mb_by_role": {k: round(v / 2**20, 1) for k, v in sorted(private_by_role.items())},
         "workers": len(peaks),
     }))
 
@@ -139,13 +148,15 @@ def markdown(rows: list[dict], args) -> str:
         "write, publish) on the synthetic world, each case in its own process and local Ray; "
         "peak RSS is the largest of any one Ray worker process.",
         "",
-        "| CPUs | units | px | s | px/s | s per unit | peak worker RSS (MB) | by role (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| CPUs | units | px | s | px/s | s per unit | peak worker RSS (MB) | by role (MB) "
+        "| private (RSS less shared pages) by role (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         roles = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_rss_mb_by_role"].items())
+        private = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_private_mb_by_role"].items())
         lines.append(f"| {r['cpus']} | {r['units']} | {r['pixels']:,} | {r['seconds']:.1f} | {r['px_per_s']:,.0f} "
-                     f"| {r['seconds'] / r['units']:.1f} | {r['peak_worker_rss_mb']:.0f} | {roles} |")
+                     f"| {r['seconds'] / r['units']:.1f} | {r['peak_worker_rss_mb']:.0f} | {roles} | {private} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ waits while every actor is full, so readers cannot flood the object store.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -21,6 +22,18 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixels
+
+# glibc malloc settings of every actor's process (its runtime_env, so they hold
+# from the process start). With glibc's defaults the mmap threshold rises to the
+# largest array freed (up to 32 MB), after which batch-sized arrays come from
+# per-thread arenas that keep their pages: the actor's RSS grew with the units
+# it had encoded (one CPU actor, tiny encoder, 64 x 64 px units: 473 MB after
+# one, 629 after four, 696 after 120; peak 765 MB). A fixed threshold sends every
+# array over 128 KiB to mmap and back to the kernel when freed: 344, 365, 369 MB,
+# peak 448 MB, at about 1.8 times the actor's CPU time per unit for that
+# tiny encoder (page faults; the arrays of large blocks and models, over 32 MB,
+# were mmapped anyway). jobs/bench_encoder_memory.py; docs/pipeline.md.
+ACTOR_ENV_VARS = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,7 @@ class EncoderActor:
         with self._wake:
             stats = dict(self._stats)
         return {
+            "pid": os.getpid(),
             "variant": self.config.name,
             "device": str(device),
             "device_name": name,
@@ -167,7 +181,8 @@ class EncoderPool:
             count, options = num_actors, {"num_gpus": 0, "num_cpus": cpus}
         self.max_in_flight = max(1, int(max_in_flight))
         actor_class = ray.remote(EncoderActor).options(
-            max_concurrency=self.max_in_flight + 1, **options
+            max_concurrency=self.max_in_flight + 1,
+            runtime_env={"env_vars": dict(ACTOR_ENV_VARS)} if ACTOR_ENV_VARS else None, **options
         )
         device = None if self.use_gpu else "cpu"
         self._actors = [actor_class.remote(spec, device) for _ in range(count)]
