@@ -32,7 +32,8 @@ def plot_curves(curves: dict[str, list[dict]], png: str | Path, title: str,
     for name, curve in curves.items():
         ks = [r["per_class"] for r in curve]
         for metric, style in zip(metrics, ("o-", "s--")):
-            label = metric.replace("_", " ") if len(curves) == 1 else f"{name} ({metric.replace('_', ' ')})"
+            what = metric.replace("_", " ")
+            label = what if len(curves) == 1 else name if len(metrics) == 1 else f"{name} ({what})"
             ax.plot(ks, [r[metric] for r in curve], style, label=label)
     ax.set(xscale="log", xlabel="labels per class", ylabel="score", title=title, ylim=(0, 1.02))
     ax.grid(alpha=0.3)
