@@ -5,6 +5,7 @@ Four feature sets for the same labelled pixels (the world's ``labels.parquet``,
 
 * ``trained``: the demo encoder (``ensure_demo_encoder``: trained by
   ``tessera_ray.train`` on the world's central block), dequantised int8 embeddings;
+  the same recipe is trained with each of ``--seeds`` and the mean reported;
 * ``random``: the same variant with random weights (seed 0), same inference path;
 * ``raw``: monthly median composites of the ten Sentinel-2 bands (120 features);
 * ``raw+s1``: the same plus monthly medians of Sentinel-1 VV and VH (144 features),
@@ -14,7 +15,7 @@ For each, a standardised logistic regression is fitted on k labels per class
 drawn from the train split (k = 1, 2, 5, 10, 20, 40; 5 draws each) and scored
 on every test point (accuracy, macro F1).
 
-    python jobs/report_quality.py [--world DIR] [--out DIR] [--checkpoint PT]
+    python jobs/report_quality.py [--world DIR] [--out DIR] [--seeds 0 1 2 | --checkpoint PT]
 
 Writes bench-results/report_quality.json, .md and .png (the label-efficiency curves).
 """
@@ -26,6 +27,7 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +39,7 @@ from tessera_ray.heads.features import monthly_composites, monthly_sar_composite
 from tessera_ray.heads.report import plot_curves  # noqa: E402
 from tessera_ray.model import build_encoder, encode_pixels, read_checkpoint  # noqa: E402
 from tessera_ray.train import data  # noqa: E402
-from tessera_ray.train.demo import ensure_demo_encoder, world_cube  # noqa: E402
+from tessera_ray.train.demo import DEMO_CONFIG, NAME, ensure_demo_encoder, world_cube  # noqa: E402
 
 CURVE = (1, 2, 5, 10, 20, 40)
 
@@ -62,7 +64,10 @@ def main(argv=None) -> int:
     parser.add_argument("--world", type=Path, default=Path("tessera-demo/world"))
     parser.add_argument("--out", type=Path, default=Path("tessera-demo/model"),
                         help="the demo encoder folder (tessera-ray demo writes tessera-demo/model)")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the demo encoder (trained if missing)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="one encoder to score (default: the demo recipe, trained once per --seeds)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds of the demo recipe (seed 0 is the demo's own encoder)")
     parser.add_argument("--results", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     if not (args.world / "world.json").is_file():
@@ -71,50 +76,65 @@ def main(argv=None) -> int:
         print(f"generating the demo world in {args.world} ...", flush=True)
         generate_world(args.world, preset="demo")
     t0 = time.perf_counter()
-    checkpoint = args.checkpoint or ensure_demo_encoder(args.world, args.out)
+    if args.checkpoint:
+        checkpoints = {"trained": args.checkpoint}
+    else:  # seeds move the score by about 0.02: one encoder alone would say little
+        checkpoints = {f"trained (seed {seed})": ensure_demo_encoder(
+            args.world, args.out, replace(DEMO_CONFIG, seed=seed), name=NAME if seed == 0 else f"{NAME}-seed{seed}")
+            for seed in args.seeds}
     train_seconds = time.perf_counter() - t0
-    loaded = read_checkpoint(checkpoint)
+    loaded = {name: read_checkpoint(path) for name, path in checkpoints.items()}
+    config = next(iter(loaded.values())).config
     series, classes, test = features_at_labels(args.world, args.out)
-    sets = {
-        "trained": embed(loaded.model, loaded.config, series),
-        "random": embed(build_encoder(loaded.config, seed=0), loaded.config, series),
-        "raw": np.concatenate([monthly_composites(s) for s in series]),
-        "raw+s1": np.concatenate([np.hstack([monthly_composites(s), monthly_sar_composites(s)]) for s in series]),
-    }
+    sets = {name: embed(one.model, one.config, series) for name, one in loaded.items()}
+    sets["random"] = embed(build_encoder(config, seed=0), config, series)
+    sets["raw"] = np.concatenate([monthly_composites(s) for s in series])
+    sets["raw+s1"] = np.concatenate([np.hstack([monthly_composites(s), monthly_sar_composites(s)]) for s in series])
     keep = np.all([np.isfinite(f).all(axis=1) for f in sets.values()], axis=0)
     results = {}
     for name, feats in sets.items():
         curve = label_efficiency(feats[keep], classes[keep], per_class=CURVE, test=test[keep], repeats=5)
         results[name] = {str(r["per_class"]): r for r in curve}
     ks = [str(k) for k in CURVE]
+    trained = [name for name in sets if name.startswith("trained")]
+    if len(trained) > 1:
+        results["trained (mean)"] = {k: {m: float(np.mean([results[n][k][m] for n in trained]))
+                                         for m in ("accuracy", "macro_f1")} | {"per_class": int(k)}
+                                     for k in ks if all(k in results[n] for n in trained)}
     lines = [
         f"Linear probe (logistic regression) on the synthetic demo world's held-out labels "
         f"({int((test & keep).sum())} test points, {len(np.unique(classes))} classes; "
         f"train labels per class drawn from {int((~test & keep).sum())} train points, 5 draws). "
-        f"Encoder: `{loaded.config.name}` from `{checkpoint}`.",
+        f"Encoder: `{config.name}`, " + ", ".join(f"`{path}`" for path in checkpoints.values()) + ".",
         "",
         "| features | " + " | ".join(f"{k}/class acc (F1)" for k in ks) + " |",
         "|---|" + "---|" * len(ks),
     ]
-    for name in sets:
+    for name in results:
         cells = [f"{results[name][k]['accuracy']:.3f} ({results[name][k]['macro_f1']:.3f})" if k in results[name] else "-"
                  for k in ks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    at10 = {name: results[name].get("10", {}).get("accuracy") for name in sets}
-    lines += ["", f"At 10 labels per class: trained {at10['trained']:.3f}, random weights {at10['random']:.3f}, "
-                  f"raw monthly composites {at10['raw']:.3f} (with Sentinel-1 {at10['raw+s1']:.3f}).",
+    at10 = {name: results[name].get("10", {}).get("accuracy") for name in results}
+    best = "trained (mean)" if "trained (mean)" in results else "trained"
+    spread = [at10[n] for n in trained]
+    lines += ["", f"At 10 labels per class: trained {at10[best]:.3f}"
+                  + (f" ({min(spread):.3f} to {max(spread):.3f} over {len(spread)} seeds)" if len(spread) > 1 else "")
+                  + f", random weights {at10['random']:.3f}, raw monthly composites {at10['raw']:.3f} "
+                  f"(with Sentinel-1 {at10['raw+s1']:.3f}).",
               "", "Command: `python jobs/report_quality.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
     text = "\n".join(lines)
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)
-    key = json.loads((args.out / "demo-encoder.json").read_text()) if (args.out / "demo-encoder.json").is_file() else {}
-    record = {"checkpoint": str(checkpoint), "variant": loaded.config.name, "results": results, "at_10": at10,
-              "test_points": int((test & keep).sum()), "encoder_seconds": round(train_seconds, 1),
-              "training": key, "machine": platform.machine(), "python": platform.python_version()}
+    keys = {name: json.loads(path.with_suffix(".json").read_text()) for name, path in checkpoints.items()
+            if path.with_suffix(".json").is_file()}
+    record = {"checkpoints": {n: str(p) for n, p in checkpoints.items()}, "variant": config.name, "results": results,
+              "at_10": at10, "test_points": int((test & keep).sum()), "encoder_seconds": round(train_seconds, 1),
+              "training": keys, "machine": platform.machine(), "python": platform.python_version()}
     (args.results / "report_quality.json").write_text(json.dumps(record, indent=1))
     (args.results / "report_quality.md").write_text(text + "\n")
-    plot_curves({name: list(results[name].values()) for name in sets}, args.results / "report_quality.png",
-                f"linear probe, synthetic world ({loaded.config.name} encoder)")
+    plotted = [n for n in results if n not in trained or len(trained) == 1]
+    plot_curves({name: list(results[name].values()) for name in plotted}, args.results / "report_quality.png",
+                f"linear probe, synthetic world ({config.name} encoder)")
     return 0
 
 

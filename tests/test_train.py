@@ -187,3 +187,9 @@ def test_demo_encoder_is_trained_once_then_cached(world, tmp_path):
     # other settings: trained again
     ensure_demo_encoder(world, tmp_path, replace(config, steps=7))
     assert torch.load(path, weights_only=True)["step"] == 7
+    # another name keeps a second encoder (another seed) beside it, from the same cube
+    other = ensure_demo_encoder(world, tmp_path, replace(config, steps=7, seed=1), name="demo-encoder-seed1")
+    assert other != path and torch.load(path, weights_only=True)["step"] == 7
+    weights = [torch.load(p, weights_only=True)["model_state_dict"] for p in (path, other)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert len(list(tmp_path.glob("demo-cube-*"))) == 1
