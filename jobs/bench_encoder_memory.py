@@ -27,7 +27,7 @@ Per unit: RSS after it, peak RSS during it, Python objects tracked by the gc,
 wall time and the actor's CPU time (less noisy than wall time on a busy machine).
 
     python jobs/bench_encoder_memory.py --units 120
-    python jobs/bench_encoder_memory.py --variant v1.0 --unit-px 16 --units 30 --options glibc pipeline
+    python jobs/bench_encoder_memory.py --variant v1.0 --unit-px 8 --units 20 --options glibc pipeline
 
 Writes bench-results/bench_encoder_memory[-VARIANT].{json,md}.
 """
