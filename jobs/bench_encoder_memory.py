@@ -308,6 +308,8 @@ def main() -> None:
     if args.option:
         child(args)
         return
+    from tessera_ray.pipeline.encode import ACTOR_ENV_VARS
+
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     ensure_checkpoint(args)
     rows, curves = [], {}
@@ -315,8 +317,6 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", option, "--checkpoint", args.checkpoint,
                "--units", str(args.units), "--unit-px", str(args.unit_px), "--blocks", str(args.blocks),
                "--batch-size", str(args.batch_size)]
-        from tessera_ray.pipeline.encode import ACTOR_ENV_VARS
-
         # the in-process run gets the actor's env vars the way a Ray worker does: at its start
         env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
                "RAY_USAGE_STATS_ENABLED": "0", **(ACTOR_ENV_VARS if option == "tracemalloc" else {})}

@@ -28,11 +28,12 @@ from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixe
 # largest array freed (up to 32 MB), after which batch-sized arrays come from
 # per-thread arenas that keep their pages: the actor's RSS grew with the units
 # it had encoded (one CPU actor, tiny encoder, 64 x 64 px units: 473 MB after
-# one, 629 after four, 696 after 120; peak 765 MB). A fixed threshold sends every
-# array over 128 KiB to mmap and back to the kernel when freed: 344, 365, 369 MB,
-# peak 448 MB, at about 1.8 times the actor's CPU time per unit for that
-# tiny encoder (page faults; the arrays of large blocks and models, over 32 MB,
-# were mmapped anyway). jobs/bench_encoder_memory.py; docs/pipeline.md.
+# one, 679 after four, 696 after 120; peak 752 MB). Not a leak: its Python
+# objects stay constant. A fixed threshold sends every array over 128 KiB to
+# mmap and back to the kernel when freed: 343, 364, 366 MB, peak 446 MB, flat,
+# at 1.9 times the actor's CPU time per unit with that tiny encoder (page
+# faults; +3 % with v1.0). Arrays over 32 MB (large blocks) were mmapped anyway.
+# jobs/bench_encoder_memory.py; docs/pipeline.md "The encoder actor's own memory".
 ACTOR_ENV_VARS = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
