@@ -91,8 +91,8 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
     from tessera_ray.pipeline.plan import EmbedConfig
     from tessera_ray.serve import StaticServer
     from tessera_ray.synthetic import World, generate_world
-    from tessera_ray.synthetic.world import FORMAT_VERSION
     from tessera_ray.synthetic.services import LocalServices
+    from tessera_ray.synthetic.world import FORMAT_VERSION
     from tessera_ray.train import ensure_demo_encoder
 
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")  # training reads the world's cube

@@ -218,7 +218,7 @@ _SHIFT_DAYS = {1: 25.0, 2: 25.0, 3: 10.0, 4: 5.0, 5: 12.0, 8: 25.0, 9: 25.0}
 _VIGOUR = {1: (0.6, 1.1), 2: (0.6, 1.1), 3: (0.8, 1.05), 4: (0.8, 1.05), 5: (0.6, 1.1), 7: (0.2, 1.0),
            8: (0.6, 1.1), 9: (0.6, 1.1)}
 _FLOWER = np.array([0.07, -0.005, 0.06, 0.02, 0.02, 0.06, 0.03, 0.02, 0.03, 0.02])  # yellow petals over the canopy
-_MOWN = 5
+_MOWN, _RAPE = 5, 8  # the class mown on its own dates, the class that flowers yellow
 
 
 def _per_parcel(seed: int, tag: int, parcel: np.ndarray, k: int = 0) -> np.ndarray:
@@ -264,7 +264,7 @@ def flowering(class_id: np.ndarray, parcel: np.ndarray, doy: int, seed: int) -> 
     """How yellow a parcel is with flowers (0..1): oilseed rape, about three weeks in spring."""
     class_id = np.asarray(class_id)
     day = doy - _season_shift(class_id, parcel, seed)
-    return np.where(class_id == 8, np.exp(-0.5 * ((day - 118.0) / 9.0) ** 2), 0.0)
+    return np.where(class_id == _RAPE, np.exp(-0.5 * ((day - 118.0) / 9.0) ** 2), 0.0)
 
 
 def reflectance(class_id: np.ndarray, parcel: np.ndarray, doy: int, seed: int) -> np.ndarray:
