@@ -30,8 +30,9 @@ DEMO_BLOCK = 256
 Measured with ``jobs/report_quality.py`` (probe accuracy at 10 labels per
 class): a 160 px block gave 0.857 (60 steps) and 0.873 (200 steps); 256 px
 and 200 steps 0.891, the same as the whole world (0.888) at a fifth of the
-read. 400 steps, batch 256, lr 4e-3, 32 dates per view or the ``small``
-variant did not do better (0.85 to 0.88); seeds alone move it by 0.02."""
+read. 400 steps, batch 256, lr 4e-3, 32 dates per view, a wider projector or
+the ``small`` variant did not do better (0.79 to 0.88); seeds alone move it by
+0.02 (docs/learn.md)."""
 RECIPE = 3
 """Bumped when the training code changes what a config produces, so caches retrain."""
 NAME = "demo-encoder"
