@@ -5,12 +5,17 @@ from __future__ import annotations
 from tessera_ray.cli import main
 
 
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    """Run the CLI with ``argv``: (exit code, stdout, stderr)."""
+def cli_status(argv) -> int:
+    """Run the CLI with ``argv``: its exit status (0, or the code of its one-line error)."""
     try:
         main(argv)
-        code = 0
     except SystemExit as exc:
-        code = exc.code
+        return int(exc.code or 0)
+    return 0
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run the CLI with ``argv``: (exit code, stdout, stderr)."""
+    code = cli_status(argv)
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tessera_ray.cli import main as _main
+from cli_helpers import cli_status
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.heads.evaluate import cross_validate, label_efficiency
@@ -15,14 +15,6 @@ from tessera_ray.heads.evaluate import cross_validate, label_efficiency
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 
 
-
-def main(argv: list[str]) -> int:
-    """The CLI's exit status (0, or the code of its one-line error)."""
-    try:
-        _main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 UNIT = Unit(31, 5680, 330, 64)
@@ -113,7 +105,7 @@ def _bbox():
 def test_probe_command_reports_metrics_and_curve(store, tmp_path, capsys):
     root, classes = store
     labels = _labels(tmp_path, classes, fmt="geojson")
-    assert main(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(labels), "--out", str(tmp_path / "p")]) == 0
+    assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(labels), "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
     assert "accuracy 1.000, macro F1 1.000" in out
     record = json.loads((tmp_path / "p" / "probe.json").read_text())
@@ -130,7 +122,7 @@ def test_classify_writes_a_map_cog_with_the_store_grid(store, tmp_path, capsys):
     labels = _labels(tmp_path, classes)
     out = tmp_path / "map.tif"
     head = tmp_path / "head.pkl"
-    assert main(["classify", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
+    assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
                  "--save-head", str(head), "--bbox", _bbox(), "--out", str(out)]) == 0
     with rasterio.open(out) as src:
         assert src.crs.to_epsg() == 32631 and src.count == 1 + len(CLASSES)
@@ -149,7 +141,7 @@ def test_classify_writes_a_map_cog_with_the_store_grid(store, tmp_path, capsys):
         np.testing.assert_allclose(proba[:, ok].sum(axis=0), 1, atol=1e-5)
     # the saved head refuses labels of classes it never saw
     unknown = _labels(tmp_path, classes, extra=[(0.13, 52.17, "orchard")])
-    assert main(["classify", "--root", str(root), "--year", str(YEAR), "--head", str(head), "--labels", str(unknown)]) != 0
+    assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--head", str(head), "--labels", str(unknown)]) != 0
     assert "classes the saved head does not know: orchard" in capsys.readouterr().err
 
 
@@ -159,14 +151,14 @@ def test_regress_and_viz(store, tmp_path, capsys):
     root, classes = store
     labels = _labels(tmp_path, classes)
     values = tmp_path / "values.tif"
-    assert main(["regress", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
+    assert cli_status(["regress", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
                  "--bbox", _bbox(), "--out", str(values)]) == 0
     assert "R2" in capsys.readouterr().out
     with rasterio.open(values) as src:
         band = src.read(1)
         assert src.count == 1 and src.crs.to_epsg() == 32631 and np.isfinite(band).mean() > 0.9
     png, cog = tmp_path / "pca.png", tmp_path / "pca.tif"
-    assert main(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(png), "--cog", str(cog)]) == 0
+    assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(png), "--cog", str(cog)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with rasterio.open(cog) as src:
         rgb = src.read()
@@ -178,17 +170,17 @@ def test_regress_and_viz(store, tmp_path, capsys):
 def test_bad_inputs_are_one_line(store, tmp_path, capsys):
     root, classes = store
     few = _labels(tmp_path, classes, n=2)
-    assert main(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(few)]) != 0
+    assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(few)]) != 0
     err = capsys.readouterr().err
     assert "needs at least 5 labels per class" in err and "Traceback" not in err
     far = tmp_path / "far.csv"
     far.write_text("lon,lat,label\n10.0,40.0,crop\n10.1,40.1,water\n")
-    assert main(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(far)]) != 0
+    assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(far)]) != 0
     assert "none of the 2 points has an embedding" in capsys.readouterr().err
     nolabel = tmp_path / "nolabel.csv"
     nolabel.write_text("lon,lat,height\n0.1,52.1,3\n")
-    assert main(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(nolabel)]) != 0
+    assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(nolabel)]) != 0
     assert "no label column" in capsys.readouterr().err
-    assert main(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(tmp_path / "x.png"),
+    assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(tmp_path / "x.png"),
                  "--method", "umap"]) != 0
     assert "umap" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tessera_ray.cli import main as _main
+from cli_helpers import cli_status
 from tessera_ray.grid import zone_grid
 from tessera_ray.model import load_encoder
 from test_train import _write_units
@@ -16,13 +16,6 @@ from test_train import _write_units
 SHORT = ["--variant", "tiny", "--steps", "4", "--batch-size", "32", "--seq-len", "8", "--projector-width", "32",
          "--pool-per-unit", "64", "--warmup", "1", "--threads", "1"]
 
-
-def main(argv: list[str]) -> int:
-    try:
-        _main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +43,36 @@ def _labels_csv(path, units_dir):
 def test_train_in_process_with_probe(units_dir, tmp_path, capsys):
     labels = _labels_csv(tmp_path / "labels.csv", units_dir)
     out = tmp_path / "run"
-    assert main(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", "--labels", str(labels),
+    assert cli_status(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", "--labels", str(labels),
                  "--eval-every", "4", *SHORT]) == 0
     assert "trained tiny to step 4" in capsys.readouterr().out
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert "probe_accuracy" in log[-1] and 0 <= log[-1]["probe_accuracy"] <= 1
     assert load_encoder(out / "checkpoint.pt").config.name == "tiny"
     # a second call continues the same run: nothing left to do at step 4 of 4, more steps extend it
-    assert main(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", *SHORT[:2], "--steps", "6",
+    assert cli_status(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", *SHORT[:2], "--steps", "6",
                  *SHORT[4:]]) == 0
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 6
 
 
 def test_train_bad_inputs_are_one_line(units_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--units", str(tmp_path / "nothing"), "--out", str(out), "--no-ray", *SHORT]) != 0
+    assert cli_status(["train", "--units", str(tmp_path / "nothing"), "--out", str(out), "--no-ray", *SHORT]) != 0
     assert "no unit folders" in capsys.readouterr().err
-    assert main(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", *SHORT]) == 0
+    assert cli_status(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", *SHORT]) == 0
     capsys.readouterr()
     other = ["--variant", "tiny-torchgru", *SHORT[2:]]
-    assert main(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", *other]) != 0
+    assert cli_status(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", *other]) != 0
     err = capsys.readouterr().err
     assert "trained as variant 'tiny', not 'tiny-torchgru'" in err and "Traceback" not in err
-    assert main(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", "--variant", "huge"]) != 0
+    assert cli_status(["train", "--units", str(units_dir), "--out", str(out), "--no-ray", "--variant", "huge"]) != 0
     assert "unknown encoder variant 'huge'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_train_under_ray_train_with_one_cpu_worker(units_dir, tmp_path, ray_cluster, capsys):
     out = tmp_path / "ray-run"
-    assert main(["train", "--units", str(units_dir), "--out", str(out), "--workers", "1", *SHORT]) == 0
+    assert cli_status(["train", "--units", str(units_dir), "--out", str(out), "--workers", "1", *SHORT]) == 0
     assert "trained tiny to step 4" in capsys.readouterr().out
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["step"] == 4 and any(k.startswith("projector.") for k in state["model_state_dict"])
