@@ -68,8 +68,17 @@ def main(argv=None) -> int:
                         help="one encoder to score (default: the demo recipe, trained once per --seeds)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="training seeds of the demo recipe (seed 0 is the demo's own encoder)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change one field of the demo recipe (TrainConfig), e.g. --set steps=400; "
+                             "the encoders are then kept apart from the demo's")
     parser.add_argument("--results", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
+    try:
+        recipe = replace(DEMO_CONFIG, **{k: type(getattr(DEMO_CONFIG, k))(v) for k, v in
+                                         (item.split("=", 1) for item in args.settings)})
+    except (AttributeError, TypeError, ValueError) as exc:
+        parser.error(f"--set: {exc}")
+    stem = NAME + "".join(f"-{item}" for item in args.settings)
     if not (args.world / "world.json").is_file():
         from tessera_ray.synthetic import generate_world
 
@@ -80,7 +89,7 @@ def main(argv=None) -> int:
         checkpoints = {"trained": args.checkpoint}
     else:  # seeds move the score by about 0.02: one encoder alone would say little
         checkpoints = {f"trained (seed {seed})": ensure_demo_encoder(
-            args.world, args.out, replace(DEMO_CONFIG, seed=seed), name=NAME if seed == 0 else f"{NAME}-seed{seed}")
+            args.world, args.out, replace(recipe, seed=seed), name=stem if seed == 0 else f"{stem}-seed{seed}")
             for seed in args.seeds}
     train_seconds = time.perf_counter() - t0
     loaded = {name: read_checkpoint(path) for name, path in checkpoints.items()}
@@ -115,7 +124,7 @@ def main(argv=None) -> int:
                  for k in ks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     at10 = {name: results[name].get("10", {}).get("accuracy") for name in results}
-    best = "trained (mean)" if "trained (mean)" in results else "trained"
+    best = "trained (mean)" if "trained (mean)" in results else trained[0]
     spread = [at10[n] for n in trained]
     lines += ["", f"At 10 labels per class: trained {at10[best]:.3f}"
                   + (f" ({min(spread):.3f} to {max(spread):.3f} over {len(spread)} seeds)" if len(spread) > 1 else "")
