@@ -15,7 +15,7 @@ For each, a standardised logistic regression is fitted on k labels per class
 drawn from the train split (k = 1, 2, 5, 10, 20, 40; 5 draws each) and scored
 on every test point (accuracy, macro F1).
 
-    python jobs/report_quality.py [--world DIR] [--out DIR] [--seeds 0 1 2 | --checkpoint PT]
+    python jobs/report_quality.py [--world DIR] [--out DIR] [--seeds 0 1 2 3 4 | --checkpoint PT]
 
 Writes bench-results/report_quality.json, .md and .png (the label-efficiency curves).
 """
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                         help="the demo encoder folder (tessera-ray demo writes tessera-demo/model)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="one encoder to score (default: the demo recipe, trained once per --seeds)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="training seeds of the demo recipe (seed 0 is the demo's own encoder)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
                         help="change one field of the demo recipe (TrainConfig), e.g. --set steps=400; "
