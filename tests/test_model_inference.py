@@ -280,7 +280,7 @@ def test_no_data_and_all_zero_pixels(tiny):
     assert np.isfinite(out.scales[2:]).all() and (np.abs(out.embeddings[2:]).max(axis=1) == 127).all()
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-v1.1"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-torchgru", "tiny-v1.1"])
 def test_embeddings_are_byte_identical_across_batching_and_order(name):
     config = get_variant(name)
     model = build_encoder(config, seed=1)
@@ -298,6 +298,28 @@ def test_embeddings_are_byte_identical_across_batching_and_order(name):
         assert not np.array_equal(other_seed.embeddings, ref.embeddings)
     else:  # v1.1 uses every valid step: no randomness
         np.testing.assert_array_equal(other_seed.embeddings, ref.embeddings)
+
+
+def test_tiny_reads_every_clear_date_thinned_evenly_to_48():
+    """The demo variant: all clear S2 dates (repeated evenly up to the next bucket),
+    and a long SAR series thinned evenly across the year to 48 dates."""
+    config = get_variant("tiny")
+    p = make_series(n=3, t=60, ta=70, td=60, seed=2, valid_fraction=1.0)
+    masks = np.zeros((3, 60), np.uint8)
+    masks[:, ::2] = 1  # 30 clear dates of 60
+    p.s2_masks[:] = masks
+    p.sar_ascending[:] = 100
+    p.sar_descending[:] = 100  # 130 valid SAR dates
+    (group,) = prepare(config, p).groups
+    assert group.s2.shape == (3, 32, 11) and group.s1.shape == (3, 48, 3)
+    clear_doys = p.s2_doys[::2].astype(np.float32)
+    for row in group.s2[:, :, -1]:
+        assert set(row.tolist()) == set(clear_doys.tolist())  # every clear date, none cloudy
+        assert np.all(np.diff(row) >= 0)
+    sar_doys = np.concatenate([p.sar_ascending_doys, p.sar_descending_doys])
+    # evenly thinned: the floor(k * 130 / 48)-th valid date (ascending orbit, then descending)
+    expected = sar_doys[np.arange(48) * 130 // 48].astype(np.float32)
+    np.testing.assert_array_equal(group.s1[:, :, -1], np.tile(expected, (3, 1)))
 
 
 def test_v11_groups_pixels_by_bucket_pair():
