@@ -364,8 +364,9 @@ def roi_from_bbox(west: float, south: float, east: float, north: float) -> Roi:
 
 
 def _nonzero(lo: float, hi: float, eps: float = 1e-7) -> tuple[float, float]:
-    """Give a degenerate interval (a point ROI) a tiny width so it has an area."""
-    return (lo, hi) if hi > lo else (lo - eps, hi + eps)
+    """Give a degenerate interval (a point ROI, or one narrower than ~1 cm) a width
+    of at least ``eps`` degrees, so its box has an area that survives projection."""
+    return (lo, hi) if hi - lo >= eps else (lo - eps, hi + eps)
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
