@@ -34,6 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tessera_ray.cli import fail  # noqa: E402
+from tessera_ray.errors import TesseraError  # noqa: E402
 from tessera_ray.heads.evaluate import label_efficiency  # noqa: E402
 from tessera_ray.heads.features import monthly_composites, monthly_sar_composites  # noqa: E402
 from tessera_ray.heads.report import plot_curves  # noqa: E402
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     except (AttributeError, TypeError, ValueError) as exc:
         parser.error(f"--set: {exc}")
     stem = NAME + "".join(f"-{item}" for item in args.settings)
+    given = read_checkpoint(args.checkpoint) if args.checkpoint else None  # a bad path fails before any work
     if not (args.world / "world.json").is_file():
         from tessera_ray.synthetic import generate_world
 
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
             args.world, args.out, replace(recipe, seed=seed), name=stem if seed == 0 else f"{stem}-seed{seed}")
             for seed in args.seeds}
     train_seconds = time.perf_counter() - t0
-    loaded = {name: read_checkpoint(path) for name, path in checkpoints.items()}
+    loaded = {"trained": given} if given else {name: read_checkpoint(path) for name, path in checkpoints.items()}
     config = next(iter(loaded.values())).config
     series, classes, test = features_at_labels(args.world, args.out)
     sets = {name: embed(one.model, one.config, series) for name, one in loaded.items()}
@@ -148,4 +151,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except TesseraError as exc:  # a bad checkpoint, world or label file: one line, no traceback
+        fail(str(exc), exc.exit_code)
