@@ -15,8 +15,6 @@ from tessera_ray.heads.evaluate import cross_validate, label_efficiency
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 
 
-
-
 UNIT = Unit(31, 5680, 330, 64)
 YEAR = 2024
 CLASSES = ("crop", "forest", "water")
@@ -123,7 +121,7 @@ def test_classify_writes_a_map_cog_with_the_store_grid(store, tmp_path, capsys):
     out = tmp_path / "map.tif"
     head = tmp_path / "head.pkl"
     assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
-                 "--save-head", str(head), "--bbox", _bbox(), "--out", str(out)]) == 0
+                       "--save-head", str(head), "--bbox", _bbox(), "--out", str(out)]) == 0
     with rasterio.open(out) as src:
         assert src.crs.to_epsg() == 32631 and src.count == 1 + len(CLASSES)
         assert src.descriptions == ("class", "p(crop)", "p(forest)", "p(water)")
@@ -152,7 +150,7 @@ def test_regress_and_viz(store, tmp_path, capsys):
     labels = _labels(tmp_path, classes)
     values = tmp_path / "values.tif"
     assert cli_status(["regress", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
-                 "--bbox", _bbox(), "--out", str(values)]) == 0
+                       "--bbox", _bbox(), "--out", str(values)]) == 0
     assert "R2" in capsys.readouterr().out
     with rasterio.open(values) as src:
         band = src.read(1)
@@ -182,5 +180,5 @@ def test_bad_inputs_are_one_line(store, tmp_path, capsys):
     assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(nolabel)]) != 0
     assert "no label column" in capsys.readouterr().err
     assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(tmp_path / "x.png"),
-                 "--method", "umap"]) != 0
+                       "--method", "umap"]) != 0
     assert "umap" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

@@ -183,7 +183,7 @@ class EncoderPool:
         self.max_in_flight = max(1, int(max_in_flight))
         actor_class = ray.remote(EncoderActor).options(
             max_concurrency=self.max_in_flight + 1,
-            runtime_env={"env_vars": dict(ACTOR_ENV_VARS)} if ACTOR_ENV_VARS else None, **options
+            runtime_env={"env_vars": dict(ACTOR_ENV_VARS)}, **options
         )
         device = None if self.use_gpu else "cpu"
         self._actors = [actor_class.remote(spec, device) for _ in range(count)]
