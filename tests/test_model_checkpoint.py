@@ -20,7 +20,8 @@ from tessera_ray.model import (
     read_checkpoint,
     save_checkpoint,
 )
-from tessera_ray.model.checkpoint import infer_variant, skeleton
+from tessera_ray.model.family import skeleton
+from tessera_ray.model.v1 import infer_variant
 
 
 def upstream_payload(model, prefix="_orig_mod.", under="model_state_dict"):

@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
                                        help="encoder checkpoint: path, https:// or s3:// URI"),
         variant: Optional[str] = typer.Option(None, "--variant", envvar=_env("variant"),
                                               help="encoder variant, if the checkpoint does not say"),
+        data_source: Optional[str] = typer.Option(None, "--data-source", envvar=_env("data_source"),
+                                                  help="aws|mpc: statistics of v1.1 checkpoints (ours: Earth "
+                                                       "Search + OPERA = aws); required for v1.1 unless the "
+                                                       "checkpoint records it"),
         stac: Optional[str] = typer.Option(None, "--stac", envvar=_env("stac"),
                                            help="STAC API for Sentinel-2 (default: Earth Search)"),
         s1_stac: Optional[str] = typer.Option(None, "--s1-stac", envvar=_env("s1_stac"),
@@ -55,7 +59,8 @@ def register(app: typer.Typer) -> None:
         from tessera_ray.pipeline.plan import EmbedConfig, created_from_env
 
         config = EmbedConfig(
-            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, stac=stac, s1_stac=s1_stac,
+            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source,
+            stac=stac, s1_stac=s1_stac,
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
             seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(),

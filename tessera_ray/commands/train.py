@@ -13,12 +13,16 @@ def register(app: typer.Typer) -> None:
     def train(
         units: str = typer.Option(..., "--units", help="folder (or fsspec URL) of unit folders from tessera-ray ingest"),
         out: Path = typer.Option(..., "--out", help="folder for checkpoint.pt and train_log.jsonl"),
-        variant: str = typer.Option("small", "--variant", help="encoder variant (tiny, small, v1.0, ...)"),
+        variant: str = typer.Option("small", "--variant",
+                                    help="encoder variant of either family (v1: tiny, small, v1.0, ...; "
+                                         "v2: v2-tiny, v2-small, v2-medium, ...)"),
+        data_source: Optional[str] = typer.Option(None, "--data-source",
+                                                  help="aws|mpc: statistics of a per-source variant (v1.1)"),
         steps: int = typer.Option(1000, "--steps", help="optimizer steps in all"),
         batch_size: int = typer.Option(256, "--batch-size", help="pixels per global batch"),
         lr: float = typer.Option(1e-3, "--lr", help="peak learning rate (AdamW)"),
         warmup: int = typer.Option(50, "--warmup", help="warm-up steps before the cosine decay"),
-        seq_len: int = typer.Option(0, "--seq-len", help="time steps per view (0: the variant's 40)"),
+        seq_len: int = typer.Option(0, "--seq-len", help="time steps per view (0: 40, or the variant's draw length)"),
         projector_width: int = typer.Option(512, "--projector-width"),
         projector_layers: int = typer.Option(3, "--projector-layers", help="upstream: 6 layers, 2048..16384 wide"),
         mix_weight: float = typer.Option(5e-3, "--mix-weight", help="weight of the mix regulariser (0: off)"),
@@ -41,7 +45,7 @@ def register(app: typer.Typer) -> None:
         if workers < 1:
             raise UserInputError("--workers must be at least 1")
         config = TrainConfig(
-            variant=variant, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seq_len=seq_len,
+            variant=variant, data_source=data_source, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seq_len=seq_len,
             projector_width=projector_width, projector_layers=projector_layers, mix_weight=mix_weight,
             pool_per_unit=pool_per_unit, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
         )

@@ -1,4 +1,8 @@
-"""The TESSERA v1 encoder family: variants, checkpoints, sampling and inference."""
+"""TESSERA encoders: the families (v1, v2), checkpoints, sampling and inference.
+
+Everything outside this package sees a model through :mod:`.family` (the
+registry and protocol) and the functions exported here.
+"""
 
 from tessera_ray.model.checkpoint import (
     LoadedCheckpoint,
@@ -6,7 +10,18 @@ from tessera_ray.model.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from tessera_ray.model.config import VARIANTS, EncoderConfig, NormStats, get_variant
+from tessera_ray.model.config import DATA_SOURCES, EncoderConfig, NormStats
+from tessera_ray.model.family import (
+    FAMILIES,
+    VARIANTS,
+    build_encoder,
+    family_of,
+    get_variant,
+    inference_rule,
+    matryoshka_depths,
+    output_dims,
+    parameter_count,
+)
 from tessera_ray.model.inference import (
     EncodedPixels,
     ModelRunner,
@@ -15,10 +30,14 @@ from tessera_ray.model.inference import (
     encode_pixels,
     prepare,
     quantise,
+    runner_for,
 )
-from tessera_ray.model.network import TesseraEncoder, build_encoder, parameter_count
+from tessera_ray.model.network import TesseraEncoder
+from tessera_ray.model.v2 import StudentConfig, StudentEncoder
 
 __all__ = [
+    "DATA_SOURCES",
+    "FAMILIES",
     "VARIANTS",
     "EncodedPixels",
     "EncoderConfig",
@@ -26,15 +45,22 @@ __all__ = [
     "ModelRunner",
     "NormStats",
     "PixelSeries",
+    "StudentConfig",
+    "StudentEncoder",
     "TesseraEncoder",
     "build_encoder",
     "dequantise",
     "encode_pixels",
+    "family_of",
     "get_variant",
+    "inference_rule",
     "load_encoder",
+    "matryoshka_depths",
+    "output_dims",
     "parameter_count",
     "prepare",
     "quantise",
     "read_checkpoint",
+    "runner_for",
     "save_checkpoint",
 ]

@@ -1,54 +1,72 @@
-"""Encoder checkpoints in the upstream format (TESSERA.md section 4), and ours.
+"""Encoder checkpoints of every family in their upstream format, plus our config entry.
 
-A checkpoint is a torch pickle of a dict with the weights under
-``model_state_dict`` (or ``model_state``). Keys may carry ``_orig_mod.`` or
-``module.`` prefixes; ``projector.*`` (the training head) is ignored. Weight
-shapes fix every structural choice except the number of attention heads, so
-the variant is inferred from the registry unless our own ``config`` entry (or
-the caller) names it.
+Upstream formats: v1 (TESSERA.md section 4) is a torch pickle of a dict with
+the weights under ``model_state_dict`` (or ``model_state``), keys perhaps
+prefixed ``_orig_mod.`` or ``module.``, ``projector.*`` ignored; the variant
+is inferred from weight shapes (all but the head count). v2 (section 4c) is
+``args`` + ``model``; the structure comes from ``args``. Ours add a
+``config`` entry (format, family, variant, and the data source the weights
+were trained on where one was named), which names the variant exactly.
+Files are read with torch's weights-only loader: nothing in them is executed.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tessera_ray.errors import CheckpointError
-from tessera_ray.model.config import VARIANTS, EncoderConfig, get_variant
-from tessera_ray.model.network import TesseraEncoder
+from tessera_ray.errors import CheckpointError, UserInputError
+from tessera_ray.model.config import check_data_source
+from tessera_ray.model.family import FAMILIES, VARIANTS, family_of, get_variant, skeleton
 
 CONFIG_FORMAT = "tessera-ray/encoder-config/1"
-STATE_KEYS = ("model_state_dict", "model_state")
-_PREFIXES = ("_orig_mod.", "module.")
-_IGNORED = ("projector.",)
 _LIST_LIMIT = 6
 
 
 @dataclass(frozen=True, eq=False)
 class LoadedCheckpoint:
-    """A checkpoint read and matched to a variant."""
+    """A checkpoint read and matched to a variant of a family."""
 
     source: str
-    config: EncoderConfig
-    model: TesseraEncoder
+    config: Any
+    model: torch.nn.Module
     how: str
-    """How the variant was chosen: "argument", "checkpoint config" or "inferred"."""
+    """How the variant was chosen: "argument", "checkpoint config", "inferred" or "args"."""
     ignored_keys: tuple[str, ...]
     """Keys present but not used (the projector)."""
     extra: tuple[str, ...]
     """Top-level entries besides the weights (epoch, optimizer state, ...)."""
+    data_source: str | None = None
+    """The data source the checkpoint says it was trained on (our config entry), if any."""
+
+    @property
+    def family(self):
+        return family_of(self.config)
+
+    def data_source_for(self, requested: str | None) -> str | None:
+        """The data source of a run: the checkpoint's, else ``requested`` (they must agree)."""
+        check_data_source(requested)
+        if self.data_source and requested and requested != self.data_source:
+            raise UserInputError(
+                f"{self.source} records data source {self.data_source!r}; it cannot run with "
+                f"--data-source {requested}"
+            )
+        return self.data_source or requested
+
+    def rule(self, requested_source: str | None = None):
+        """This checkpoint's inference rule for a run asking for ``requested_source``."""
+        return self.family.rule(self.config, self.data_source_for(requested_source))
 
 
 def load_encoder(path_or_uri: str | os.PathLike, variant: str | None = None,
-                 storage_options: dict | None = None) -> TesseraEncoder:
-    """Load an encoder (eval mode, on the CPU) from a local path, https:// or s3:// URI."""
+                 storage_options: dict | None = None) -> torch.nn.Module:
+    """Load an encoder of any family (eval mode, on the CPU) from a path, https:// or s3:// URI."""
     return read_checkpoint(path_or_uri, variant, storage_options).model
 
 
@@ -56,30 +74,44 @@ def read_checkpoint(path_or_uri: str | os.PathLike, variant: str | None = None,
                     storage_options: dict | None = None) -> LoadedCheckpoint:
     source = str(path_or_uri)
     payload = _load_payload(_read_bytes(source, storage_options), source)
-    raw_state = _find_state(payload, source)
-    state, ignored = normalise_keys(raw_state)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{source} is not a checkpoint dict (got {type(payload).__name__})")
+    own = _own_config(payload)
     if variant is not None:
         config, how = get_variant(variant), "argument"
-    elif (own := _own_config(payload)) is not None:
+    elif own is not None:
         config, how = own, "checkpoint config"
     else:
-        config, how = infer_variant(state, source), "inferred"
+        config, how = None, ""
+    family = family_of(config) if config is not None else _upstream_family(payload, source)
+    state, ignored = family.normalise_keys(_tensors(family.state_of(payload), source))
+    if config is None:
+        config, how = family.infer_config(payload, source), "inferred"
+        if config is None:
+            _closest_mismatch(family, state, source)
+    elif family.structure_in_file and isinstance(payload.get("args"), dict):
+        described = family.infer_config(payload, source)
+        if replace(described, name=config.name) != config:
+            raise CheckpointError(f"{source}: its args describe {described.name}, not {config.name}")
     model = skeleton(config)
     _check_state(model, state, source, config.name)
     # the skeleton has no storage: adopt the checkpoint's tensors as parameters
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    extra = tuple(sorted(str(k) for k in payload if k not in STATE_KEYS))
-    return LoadedCheckpoint(source, config, model.eval(), how, ignored, extra)
+    used = {"model_state_dict", "model_state", "model", "args"}
+    extra = tuple(sorted(str(k) for k in payload if k not in used))
+    recorded = payload["config"].get("data_source") if own is not None else None
+    return LoadedCheckpoint(source, config, model.eval(), how, ignored, extra, check_data_source(recorded))
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: EncoderConfig,
-                    **extra: Any) -> None:
-    """Write ``model`` in the upstream layout plus our config (atomically for local paths)."""
-    payload = {
-        "model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": {"format": CONFIG_FORMAT, **config.to_dict()},
-        **extra,
-    }
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: Any,
+                    data_source: str | None = None, **extra: Any) -> None:
+    """Write ``model`` in its family's upstream layout plus our config (atomically for local paths)."""
+    family = family_of(config)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    own = {"format": CONFIG_FORMAT, "family": family.name, **config.to_dict()}
+    if data_source is not None:
+        own["data_source"] = check_data_source(data_source)
+    payload = {**family.upstream_payload(state, config), "config": own, **extra}
     target = str(path)
     if "://" in target:
         import fsspec
@@ -98,6 +130,23 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: Enc
         Path(tmp).unlink(missing_ok=True)
         raise
 
+
+def _upstream_family(payload: dict, source: str):
+    for family in FAMILIES.values():
+        if family.recognises(payload):
+            return family
+    if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return FAMILIES["v1"]  # a bare v1 state dict
+    raise CheckpointError(
+        f"{source} holds no weights: neither model_state_dict/model_state (v1) nor args + model (v2) in "
+        f"{_summarise(sorted(map(str, payload)))}"
+    )
+
+
+def _tensors(state: Any, source: str) -> dict:
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: the weights dict holds values that are not tensors")
+    return state
 
 def _read_bytes(source: str, storage_options: dict | None) -> bytes:
     if "://" not in source:
@@ -133,111 +182,26 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _find_state(payload: Any, source: str) -> dict[str, torch.Tensor]:
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{source} is not a checkpoint dict (got {type(payload).__name__})")
-    for key in STATE_KEYS:
-        if isinstance(payload.get(key), dict):
-            state = payload[key]
-            break
-    else:
-        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-            state = payload  # a bare state dict
-        else:
-            raise CheckpointError(
-                f"{source} holds no weights: none of {', '.join(STATE_KEYS)} in "
-                f"{_summarise(sorted(map(str, payload)))}"
-            )
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source}: the weights dict holds values that are not tensors")
-    return state
-
-
-def normalise_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
-    """Strip compile/DataParallel prefixes, drop the projector, name a bare Linear reducer."""
-    out: dict[str, torch.Tensor] = {}
-    ignored = []
-    for key, value in state.items():
-        name = key
-        while name.startswith(_PREFIXES):
-            name = name.split(".", 1)[1]
-        if name.startswith(_IGNORED):
-            ignored.append(name)
-            continue
-        # dim_reducer as a plain Linear instead of Sequential(Linear)
-        name = re.sub(r"^dim_reducer\.(weight|bias)$", r"dim_reducer.0.\1", name)
-        out[name] = value
-    return out, tuple(ignored)
-
-
-def _own_config(payload: dict) -> EncoderConfig | None:
+def _own_config(payload: dict):
     raw = payload.get("config")
     if not isinstance(raw, dict) or raw.get("format") != CONFIG_FORMAT:
         return None  # absent, or upstream's own training config
+    family = FAMILIES.get(raw.get("family", "v1"))
+    if family is None:
+        raise CheckpointError(f"checkpoint config names an unknown encoder family {raw.get('family')!r}")
     try:
-        return EncoderConfig.from_dict({k: v for k, v in raw.items() if k != "format"})
+        fields = {k: v for k, v in raw.items() if k not in ("format", "family", "data_source")}
+        return family.config_class.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint config is invalid: {_one_line(exc)}") from None
 
 
-def structure_of(state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
-    """What the weight shapes say about the structure (None if they cannot say)."""
-    try:
-        d = state["s2_backbone.embedding.0.weight"].shape[0]
-        layers = {
-            int(m.group(1))
-            for k in state
-            if (m := re.match(r"s2_backbone\.transformer_encoder\.layers\.(\d+)\.", k))
-        }
-        ffn = state["s2_backbone.transformer_encoder.layers.0.linear1.weight"].shape[0]
-        if "s2_backbone.attn_pool.temporal_context.gru_cell.W_ir.weight" in state:
-            gru = "custom"
-        elif "s2_backbone.attn_pool.temporal_context.weight_ih_l0" in state:
-            gru = "torch"
-        else:
-            return None
-        if "dim_reducer.4.weight" in state:
-            hidden = state["dim_reducer.0.weight"].shape[0]
-            out = state["dim_reducer.4.weight"].shape[0]
-        else:
-            hidden, out = 0, state["dim_reducer.0.weight"].shape[0]
-    except KeyError:
-        return None
-    return {"latent": d // 4, "layers": len(layers), "ffn": ffn, "gru": gru,
-            "reducer_hidden": hidden, "reducer_out": out}
-
-
-def _config_structure(config: EncoderConfig) -> dict[str, Any]:
-    return {"latent": config.latent, "layers": config.layers, "ffn": config.ffn,
-            "gru": config.gru, "reducer_hidden": config.reducer_hidden,
-            "reducer_out": config.reducer_out}
-
-
-def infer_variant(state: dict[str, torch.Tensor], source: str) -> EncoderConfig:
-    found = structure_of(state)
-    if found is not None:
-        matches = [c for c in VARIANTS.values() if _config_structure(c) == found]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            names = ", ".join(c.name for c in matches)
-            raise CheckpointError(f"{source} fits several variants ({names}); pass the variant")
-        shape = ", ".join(f"{k}={v}" for k, v in found.items())
-        raise CheckpointError(
-            f"{source}: weights ({shape}) match no known variant ({', '.join(VARIANTS)}); "
-            "the number of heads cannot be read from weights, so pass the variant"
-        )
-    # Not even the structure can be read: report the keys against the closest variant.
-    skeletons = [(skeleton(c), c.name) for c in VARIANTS.values()]
+def _closest_mismatch(family, state: dict, source: str) -> None:
+    """Not even the structure can be read: report the keys against the closest variant."""
+    skeletons = [(skeleton(c), c.name) for c in family.variants.values()]
     model, name = min(skeletons, key=lambda s: sum(map(len, _key_diff(s[0], state))))
     _check_state(model, state, source, name)
     raise CheckpointError(f"{source}: cannot infer the encoder variant; pass it")
-
-
-def skeleton(config: EncoderConfig) -> TesseraEncoder:
-    """The variant's module with shapes but no storage (cheap even for v1.0)."""
-    with torch.device("meta"):
-        return TesseraEncoder(config)
 
 
 def _key_diff(model: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:

@@ -1,9 +1,12 @@
 """Per-pixel arrays in the cube's layout -> int8 embeddings + float32 scales.
 
-Three pure steps, so the Ray actor can pack pixels of many units into shared
-device batches: :func:`prepare` (validate, flag, sample, normalise; numpy),
-:class:`ModelRunner` (device batches, quantisation) and :func:`assemble`.
-:func:`encode_pixels` chains them for one :class:`PixelSeries`.
+Three steps, so the Ray actor can pack pixels of many units into shared
+device batches: a family's inference rule prepares pixels (validate, flag,
+sample, normalise; numpy; :func:`prepare`), :class:`ModelRunner` runs device
+batches and quantises with the rule's int8 rule, and :func:`assemble` places
+the results. :func:`encode_pixels` chains them for one :class:`PixelSeries`.
+The pieces here are shared by every family; what differs lives in the
+family's module (:mod:`.v1`, :mod:`.v2`).
 """
 
 from __future__ import annotations
@@ -14,14 +17,7 @@ import numpy as np
 import torch
 
 from tessera_ray.errors import UserInputError
-from tessera_ray.model.config import EMBEDDING_DIM, S1_BANDS, S2_BANDS, EncoderConfig
-from tessera_ray.model.sampling import (
-    STREAM_S1,
-    STREAM_S2,
-    bucket_steps,
-    pixel_seeds,
-    random_steps,
-)
+from tessera_ray.model.config import EMBEDDING_DIM, S1_BANDS, S2_BANDS
 
 MIN_SCALE = 1e-8
 # CPU matrix kernels switch algorithm for very few rows, which changes the
@@ -58,7 +54,7 @@ class PixelSeries:
     sar_descending_doys: np.ndarray
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -133,7 +129,7 @@ class PixelSeries:
         )
 
 
-def _validate(p: PixelSeries) -> None:
+def validate(p: PixelSeries) -> None:
     """Shapes, NaN and DOY range: bad input is refused, never embedded."""
     n = len(p.rows)
 
@@ -205,65 +201,25 @@ def normalise(values: np.ndarray, mean, std) -> np.ndarray:
     return (values.astype(np.float32) - mean) / (std + np.float32(1e-9))
 
 
-def _model_input(values, doys, index, mean, std) -> np.ndarray:
-    """Gather the chosen steps, normalise, append raw DOY: (n, L, bands + 1)."""
-    picked = np.take_along_axis(values, index[:, :, None], axis=1)
-    doy = np.asarray(doys, dtype=np.float32)[index]
-    return np.concatenate((normalise(picked, mean, std), doy[:, :, None]), axis=2)
-
-
-def sar_series(pixels: PixelSeries) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending then descending along time: (N, Ta + Td, 2) and (Ta + Td,)."""
-    sar = np.concatenate((pixels.sar_ascending, pixels.sar_descending), axis=1)
-    doys = np.concatenate((pixels.sar_ascending_doys, pixels.sar_descending_doys))
-    if sar.shape[1] == 0:
-        sar = np.zeros((len(pixels), 1, S1_BANDS), dtype=np.int16)
-        doys = np.array([EMPTY_SAR_DOY])
-    return sar, doys
-
-
-def prepare(config: EncoderConfig, pixels: PixelSeries, seed: int = 0) -> PreparedPixels:
-    """Flag no-data and all-zero pixels, sample steps and build model inputs."""
-    _validate(pixels)  # again: an unpickled PixelSeries skipped __post_init__
-    n = len(pixels)
-    s2_valid = np.asarray(pixels.s2_masks) == 1
-    nodata = ~s2_valid.any(axis=1)
-    all_zero = ~nodata & ~np.asarray(pixels.s2_bands).reshape(n, -1).any(axis=1)
-    run = np.flatnonzero(~nodata & ~all_zero)
+def group_by_lengths(run: np.ndarray, len2, len1, in2, in1) -> tuple[InputGroup, ...]:
+    """Pixels ``run`` batched by their (S2 length, S1 length), inputs cut to those lengths."""
     if run.size == 0:
-        return PreparedPixels(n, nodata, ())
+        return ()
+    pairs, member = np.unique(np.stack((len2[run], len1[run]), axis=1), axis=0, return_inverse=True)
+    member = member.ravel()
+    groups = []
+    for g, (l2, l1) in enumerate(pairs.tolist()):
+        pixels = run[member == g]
+        groups.append(InputGroup(pixels=pixels, s2=np.ascontiguousarray(in2[pixels, :l2]),
+                                 s1=np.ascontiguousarray(in1[pixels, :l1])))
+    return tuple(groups)
 
-    s2 = pixels.s2_bands[run]
-    sar, sar_doys = sar_series(pixels)
-    sar = sar[run]
-    s1_valid = (sar != 0).any(axis=2)
-    norm = config.norm
-    if config.sampling == "random40":
-        seeds = pixel_seeds(seed, pixels.year, pixels.zone, pixels.rows[run], pixels.cols[run])
-        s2_index = random_steps(s2_valid[run], seeds, STREAM_S2, config.steps)
-        s1_index = random_steps(s1_valid, seeds, STREAM_S1, config.steps)
-        groups = [(np.arange(run.size), s2_index, s1_index)]
-    else:
-        s2_len, s2_all = bucket_steps(s2_valid[run], config.buckets)
-        s1_len, s1_all = bucket_steps(s1_valid, config.buckets)
-        pairs, member = np.unique(np.stack((s2_len, s1_len), axis=1), axis=0, return_inverse=True)
-        member = member.ravel()
-        groups = []
-        for g, (l2, l1) in enumerate(pairs.tolist()):
-            idx = np.flatnonzero(member == g)
-            groups.append((idx, s2_all[idx, :l2], s1_all[idx, :l1]))
-    return PreparedPixels(
-        n,
-        nodata,
-        tuple(
-            InputGroup(
-                pixels=run[local],
-                s2=_model_input(s2[local], pixels.s2_doys, s2_index, norm.s2_mean, norm.s2_std),
-                s1=_model_input(sar[local], sar_doys, s1_index, norm.s1_mean, norm.s1_std),
-            )
-            for local, s2_index, s1_index in groups
-        ),
-    )
+
+def prepare(config, pixels: PixelSeries, seed: int = 0, data_source: str | None = None) -> PreparedPixels:
+    """Prepare ``pixels`` with the inference rule of ``config``'s family."""
+    from tessera_ray.model.family import inference_rule
+
+    return inference_rule(config, data_source).prepare(pixels, seed)
 
 
 def quantise(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,16 +237,21 @@ def dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
 class ModelRunner:
     """Runs an encoder over model inputs in device batches; quantises on the device.
 
-    The CPU and CUDA paths are the same code: on CUDA, inputs are pinned and
-    copied without blocking and the model runs under bf16 autocast. A short
+    ``quantiser`` and ``dims`` are the family's int8 rule and output width
+    (default: v1's). The CPU and CUDA paths are the same code: on CUDA, inputs
+    are pinned and copied without blocking and the model runs under bf16
+    autocast unless ``bf16`` is false. A short
     last batch is padded (to MIN_CPU_ROWS pixels on the CPU, to the full batch
     on CUDA, where every call then has the same shape) so that a pixel's
     embedding does not depend on how many pixels share its batch.
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
-                 batch_size: int = 256, bf16: bool | None = None) -> None:
+                 batch_size: int = 256, bf16: bool | None = None, quantiser=None,
+                 dims: int = EMBEDDING_DIM) -> None:
         self.device = torch.device(device)
+        self.quantise = quantiser or quantise
+        self.dims = int(dims)
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.cuda = self.device.type == "cuda"
@@ -310,10 +271,10 @@ class ModelRunner:
         return padded.pin_memory() if self.cuda else padded
 
     def __call__(self, s2: np.ndarray, s1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(n, T2, 11), (n, T1, 3) -> int8 (n, 128), float32 scales (n,)."""
+        """(n, T2, 11), (n, T1, 3) -> int8 (n, dims), float32 scales (n,)."""
         n = len(s2)
         s2_host, s1_host = self._host(s2), self._host(s1)
-        q_host = torch.empty((n, EMBEDDING_DIM), dtype=torch.int8, pin_memory=self.cuda)
+        q_host = torch.empty((n, self.dims), dtype=torch.int8, pin_memory=self.cuda)
         scale_host = torch.empty((n,), dtype=torch.float32, pin_memory=self.cuda)
         with torch.inference_mode():
             for start in range(0, n, self.batch_size):
@@ -323,7 +284,7 @@ class ModelRunner:
                 s1_dev = self._padded(s1_host[part]).to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     embeddings = self.model(s2_dev, s1_dev)[:rows]
-                q, scale = quantise(embeddings.float())
+                q, scale = self.quantise(embeddings.float())
                 q_host[part].copy_(q, non_blocking=True)
                 scale_host[part].copy_(scale, non_blocking=True)
         if self.cuda:
@@ -331,10 +292,14 @@ class ModelRunner:
         return q_host.numpy(), scale_host.numpy()
 
 
-def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarray]]) -> EncodedPixels:
-    """Place group results (in group order) into per-pixel arrays with the sentinels."""
-    embeddings = np.zeros((prepared.count, EMBEDDING_DIM), dtype=np.int8)
-    scales = np.full(prepared.count, MIN_SCALE, dtype=np.float32)
+def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarray]],
+             dims: int = EMBEDDING_DIM, zero_scale: float = MIN_SCALE) -> EncodedPixels:
+    """Place group results (in group order) into per-pixel arrays with the sentinels.
+
+    Pixels in no group and not no data get an all-zero embedding of scale ``zero_scale``.
+    """
+    embeddings = np.zeros((prepared.count, dims), dtype=np.int8)
+    scales = np.full(prepared.count, zero_scale, dtype=np.float32)
     scales[prepared.nodata] = np.nan
     for group, (q, scale) in zip(prepared.groups, results, strict=True):
         embeddings[group.pixels] = q
@@ -342,13 +307,27 @@ def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarra
     return EncodedPixels(embeddings, scales)
 
 
-def encode_pixels(model: torch.nn.Module | ModelRunner, config: EncoderConfig,
-                  pixels: PixelSeries, seed: int = 0, batch_size: int = 256) -> EncodedPixels:
-    """Embed every pixel of ``pixels``: the pipeline's one inference entry point."""
-    if isinstance(model, ModelRunner):
-        runner = model
-    else:
-        device = next(model.parameters()).device
-        runner = ModelRunner(model, device=device, batch_size=batch_size)
-    prepared = prepare(config, pixels, seed)
-    return assemble(prepared, [runner(g.s2, g.s1) for g in prepared.groups])
+def runner_for(model: torch.nn.Module, rule, device=None, batch_size: int = 256,
+               bf16: bool | None = None) -> ModelRunner:
+    """A :class:`ModelRunner` with ``rule``'s int8 rule, width and precision."""
+    device = device if device is not None else next(model.parameters()).device
+    if bf16 is None and torch.device(device).type == "cuda":
+        bf16 = rule.bf16
+    return ModelRunner(model, device=device, batch_size=batch_size, bf16=bf16,
+                       quantiser=rule.quantise, dims=rule.output_dims)
+
+
+def encode_prepared(runner: ModelRunner, rule, prepared: PreparedPixels) -> EncodedPixels:
+    """Run prepared pixels through ``runner`` and place them."""
+    results = [runner(g.s2, g.s1) for g in prepared.groups]
+    return assemble(prepared, results, rule.output_dims, rule.min_scale)
+
+
+def encode_pixels(model: torch.nn.Module | ModelRunner, config, pixels: PixelSeries, seed: int = 0,
+                  batch_size: int = 256, data_source: str | None = None) -> EncodedPixels:
+    """Embed every pixel of ``pixels`` with ``config``'s family rule: the one inference entry point."""
+    from tessera_ray.model.family import inference_rule
+
+    rule = inference_rule(config, data_source)
+    runner = model if isinstance(model, ModelRunner) else runner_for(model, rule, batch_size=batch_size)
+    return encode_prepared(runner, rule, rule.prepare(pixels, seed))

@@ -168,18 +168,3 @@ class TesseraEncoder(nn.Module):
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         fused = torch.cat((self.s2_backbone(s2), self.s1_backbone(s1)), dim=-1)
         return self.dim_reducer(fused)[:, :EMBEDDING_DIM]
-
-
-def build_encoder(config: EncoderConfig, seed: int | None = None) -> TesseraEncoder:
-    """A randomly initialised encoder in eval mode (``seed`` makes it reproducible)."""
-    if seed is None:
-        model = TesseraEncoder(config)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = TesseraEncoder(config)
-    return model.eval()
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

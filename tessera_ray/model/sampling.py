@@ -111,3 +111,81 @@ def bucket_steps(valid: np.ndarray, buckets: tuple[int, ...]) -> tuple[np.ndarra
     pos = (k[None, :] * count[:, None]) // lengths[:, None]
     pos = np.minimum(pos, count[:, None] - 1)
     return lengths, np.take_along_axis(order, pos, axis=1)
+
+
+# --- the bucket rules of v1.1 and v2 (TESSERA.md 4b, 4c) -------------------
+#
+# Both rules map the n valid steps of a stream (in sequence order) to a bucket
+# of B steps by an index pattern that depends on (n, B) alone. The patterns
+# below are written for one (n, B) and applied to every pixel sharing n.
+
+V11_BUCKETS = tuple(range(8, 257, 8))
+"""{8, 16, ..., 256}: the sequence lengths of v1.1 and the v2 students."""
+
+
+def split_middles(n: int, parts: int) -> np.ndarray:
+    """Split 0..n-1 into ``parts`` consecutive chunks as numpy's array_split does
+    (the first n mod parts chunks one longer) and take each chunk's element at
+    position len(chunk) // 2."""
+    base, longer = divmod(n, parts)
+    sizes = np.full(parts, base, dtype=np.int64)
+    sizes[:longer] += 1
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return starts + sizes // 2
+
+
+def v11_pattern(n: int, bucket: int) -> np.ndarray:
+    """v1.1 (TESSERA.md 4b): n valid steps -> ``bucket`` indices into 0..n-1.
+
+    B = n: all; B < n: the middle of each array_split chunk; B > n: all n, then
+    rint(linspace(0, n - 1, B - n + 2)[1:-1]) appended (half to even), unsorted.
+    """
+    if n < 1:
+        raise ValueError("the v1.1 pattern needs at least one valid step")
+    if bucket == n:
+        return np.arange(n, dtype=np.int64)
+    if bucket < n:
+        return split_middles(n, bucket)
+    extra = np.rint(np.linspace(0, n - 1, bucket - n + 2)[1:-1]).astype(np.int64)
+    return np.concatenate((np.arange(n, dtype=np.int64), extra))
+
+
+def v2_pattern(n: int, bucket: int) -> np.ndarray:
+    """v2 students (TESSERA.md 4c): n valid steps -> ``bucket`` indices into 0..n-1.
+
+    n >= B: linspace(0, n - 1, B) truncated; n < B: all n, then r = B - n extras:
+    the array_split middles of r chunks if r <= n, else arange(r) mod n.
+    """
+    if n < 1:
+        raise ValueError("the v2 pattern needs at least one valid step")
+    if n >= bucket:
+        return np.linspace(0, n - 1, bucket).astype(np.int64)
+    extra_count = bucket - n
+    extra = split_middles(n, extra_count) if extra_count <= n else np.arange(extra_count) % n
+    return np.concatenate((np.arange(n, dtype=np.int64), extra.astype(np.int64)))
+
+
+def smallest_bucket(count: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
+    """The smallest bucket >= count (the largest one beyond it); count 0 -> the first."""
+    return bucket_length(count, buckets)
+
+
+def pattern_steps(valid: np.ndarray, buckets: tuple[int, ...], pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply a bucket rule to every pixel: (N, T) bool -> (counts, lengths, indices).
+
+    ``counts[p]`` is pixel p's number of valid steps and ``lengths[p]`` its
+    bucket (0 where it has none); row p of ``indices`` (N, max length) holds, in
+    its first lengths[p] entries, time-axis indices of its valid steps chosen
+    by ``pattern(n, B)``. No randomness: a pixel's steps depend on its mask alone.
+    """
+    valid = np.asarray(valid, dtype=bool)
+    order, count = _valid_positions(valid)
+    lengths = np.where(count > 0, smallest_bucket(count, buckets), 0)
+    width = int(lengths.max()) if lengths.size else 0
+    positions = np.zeros((len(count), width), dtype=np.int64)
+    for n in np.unique(count[count > 0]).tolist():
+        rows = np.flatnonzero(count == n)
+        picks = pattern(n, int(smallest_bucket(np.array(n), buckets)))
+        positions[rows, :len(picks)] = picks
+    index = np.take_along_axis(order, positions, axis=1) if width else positions
+    return count, lengths, index

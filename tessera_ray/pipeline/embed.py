@@ -384,7 +384,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     progress = progress or Progress()
     started = time.monotonic()
     units = plan_units(config.roi, config.unit_size)
-    model = check_checkpoint(config.checkpoint, config.variant)
+    model = check_checkpoint(config.checkpoint, config.variant, config.data_source)
     plans = [plan_year(config, units, year) for year in config.years]
     result = RunResult(new_run_id(), [])
     if config.dry_run:
@@ -426,8 +426,8 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
 def _run_years(config, plans, model, progress, store, publish) -> list[YearResult]:
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
 
-    spec = EncoderSpec(config.checkpoint, config.variant, seed=config.seed, batch_size=config.batch_size,
-                       cpu_threads=config.encoder_threads)
+    spec = EncoderSpec(config.checkpoint, config.variant, data_source=config.data_source, seed=config.seed,
+                       batch_size=config.batch_size, cpu_threads=config.encoder_threads)
     results = []
     with EncoderPool(spec, num_actors=config.encoders) as pool:
         for plan in plans:

@@ -44,6 +44,8 @@ class EncoderSpec:
     checkpoint: str
     """Local path, https:// or s3:// URI of the checkpoint."""
     variant: str | None = None
+    data_source: str | None = None
+    """Statistics of a per-source variant (v1.1: aws or mpc), unless the checkpoint records it."""
     seed: int = 0
     """Run seed of the temporal sampling (with each pixel's key)."""
     batch_size: int = 1024
@@ -71,7 +73,7 @@ class EncoderActor:
         import torch
 
         from tessera_ray.model.checkpoint import read_checkpoint
-        from tessera_ray.model.inference import ModelRunner
+        from tessera_ray.model.inference import runner_for
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -80,7 +82,8 @@ class EncoderActor:
         loaded = read_checkpoint(spec.checkpoint, spec.variant, spec.storage_options)
         self.spec = spec
         self.config = loaded.config
-        self.runner = ModelRunner(loaded.model, device=device, batch_size=spec.batch_size)
+        self.rule = loaded.rule(spec.data_source)
+        self.runner = runner_for(loaded.model, self.rule, device=device, batch_size=spec.batch_size)
         self._queue: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._stats = {"requests": 0, "pixels": 0, "device_calls": 0}
@@ -88,9 +91,9 @@ class EncoderActor:
 
     def encode(self, pixels: PixelSeries) -> EncodedPixels:
         """Embed one pixel batch; blocks this request's thread until its rows are done."""
-        from tessera_ray.model.inference import assemble, prepare
+        from tessera_ray.model.inference import assemble
 
-        prepared = prepare(self.config, pixels, self.spec.seed)
+        prepared = self.rule.prepare(pixels, self.spec.seed)
         request = _Request(prepared, [None] * len(prepared.groups), len(prepared.groups))
         if request.remaining:
             with self._wake:
@@ -102,7 +105,7 @@ class EncoderActor:
         with self._wake:
             self._stats["requests"] += 1
             self._stats["pixels"] += prepared.count
-        return assemble(prepared, request.results)
+        return assemble(prepared, request.results, self.rule.output_dims, self.rule.min_scale)
 
     def info(self) -> dict:
         import torch
@@ -114,6 +117,7 @@ class EncoderActor:
         return {
             "pid": os.getpid(),
             "variant": self.config.name,
+            "family": self.config.family,
             "device": str(device),
             "device_name": name,
             "threads": torch.get_num_threads(),

@@ -36,6 +36,8 @@ class EmbedConfig:
     """Root of the published store: a folder or ``s3://bucket/prefix``."""
     checkpoint: str
     variant: str | None = None
+    data_source: str | None = None
+    """aws|mpc: the statistics of a per-source variant (v1.1), if the checkpoint does not record it."""
     stac: str | None = None
     s1_stac: str | None = None
     catalog: str | None = None
@@ -196,11 +198,22 @@ class ModelInfo:
     variant: str
     checksum: str
     parameters: int = field(default=0)
+    family: str = "v1"
+    depths: tuple[int, ...] = ()
+    """Matryoshka prefixes the family supports (ending with the full width); () if none."""
+    data_source: str | None = None
+    """The statistics' data source of the run (None where the family has one set)."""
 
 
-def check_checkpoint(checkpoint: str, variant: str | None) -> ModelInfo:
-    """Load the checkpoint once in the driver: a bad one fails before the store is touched."""
-    from tessera_ray.model import parameter_count, read_checkpoint
+def check_checkpoint(checkpoint: str, variant: str | None, data_source: str | None = None) -> ModelInfo:
+    """Load the checkpoint once in the driver: a bad one, or a missing or contradicting
+    ``--data-source``, fails before the store is touched."""
+    from tessera_ray.model import matryoshka_depths, parameter_count, read_checkpoint
 
     loaded = read_checkpoint(checkpoint, variant)
-    return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model))
+    source = loaded.data_source_for(data_source)
+    loaded.rule(source)  # a per-source variant without a source fails here, in one line
+    per_source = getattr(loaded.config, "per_source", False)
+    return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model),
+                     family=loaded.config.family, depths=matryoshka_depths(loaded.config),
+                     data_source=source if per_source else None)

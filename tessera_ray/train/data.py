@@ -4,7 +4,8 @@ Pixels are drawn from every unit folder (the upstream npy layout written by
 ``tessera-ray ingest``; local or any fsspec URL), kept with their whole
 annual series, and visited in a full permutation of the pool, so a batch
 mixes pixels from all units instead of one neighbourhood. A view is one
-random temporal sample of a pixel (the model package's v1.0 rule), keyed by
+random temporal sample of a pixel (the model package's v1.0 draw, on the
+inputs as the encoder family's inference rule normalises them), keyed by
 (seed, step, view) and the pixel: the data stream is a pure function of the
 step, which makes resumed runs see exactly the batches they would have seen.
 """
@@ -20,8 +21,7 @@ import numpy as np
 from tessera_ray.cube import META_FILE, STACKS
 from tessera_ray.errors import DataError, UserInputError
 from tessera_ray.grid import Window, zone_grid
-from tessera_ray.model.config import EncoderConfig
-from tessera_ray.model.inference import PixelSeries, normalise, sar_series
+from tessera_ray.model.inference import PixelSeries
 from tessera_ray.model.sampling import STREAM_S1, STREAM_S2, mix64, pixel_seeds, random_steps
 
 
@@ -140,24 +140,32 @@ def view_seed(seed: int, step: int, view: int) -> int:
     return int(mix64(np.array([seed * 1_000_003 + step * 4 + view], dtype=np.uint64))[0])
 
 
-def _gather(values: np.ndarray, doys: np.ndarray, index: np.ndarray, mean, std) -> np.ndarray:
+def _gather(values: np.ndarray, doys: np.ndarray, valid: np.ndarray, index: np.ndarray,
+            empty_as_zeros: bool) -> np.ndarray:
+    """Chosen steps of normalised values with raw DOY last; a pixel with no valid
+    step is all zeros (DOY too) where the rule feeds empty streams as zeros."""
+    if values.shape[1] == 0:  # no step at all
+        return np.zeros((len(values), index.shape[1], values.shape[2] + 1), np.float32)
     picked = np.take_along_axis(values, index[:, :, None], axis=1)
     doy = np.asarray(doys, dtype=np.float32)[index]
-    return np.concatenate((normalise(picked, mean, std), doy[:, :, None]), axis=2)
+    out = np.concatenate((picked, doy[:, :, None]), axis=2)
+    if empty_as_zeros:
+        out[~valid.any(axis=1)] = 0.0
+    return out
 
 
-def view(series: PixelSeries, config: EncoderConfig, run_seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def view(series: PixelSeries, rule, run_seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """One random temporal sample of each pixel: model inputs (n, steps, 11) and (n, steps, 3)."""
     seeds = pixel_seeds(run_seed, series.year, series.zone, series.rows, series.cols)
-    s2_index = random_steps(np.asarray(series.s2_masks) == 1, seeds, STREAM_S2, steps)
-    sar, sar_doys = sar_series(series)
-    s1_index = random_steps((sar != 0).any(axis=2), seeds, STREAM_S1, steps)
-    norm = config.norm
-    return (_gather(series.s2_bands, series.s2_doys, s2_index, norm.s2_mean, norm.s2_std),
-            _gather(sar, sar_doys, s1_index, norm.s1_mean, norm.s1_std))
+    s2, s2_valid, s1, s1_valid, s1_doys = rule.streams(series)
+    s2_index = random_steps(s2_valid, seeds, STREAM_S2, steps)
+    s1_index = (random_steps(s1_valid, seeds, STREAM_S1, steps) if s1.shape[1]
+                else np.zeros((len(series), steps), np.int64))
+    return (_gather(s2, series.s2_doys, s2_valid, s2_index, rule.empty_as_zeros),
+            _gather(s1, s1_doys, s1_valid, s1_index, rule.empty_as_zeros))
 
 
-def two_views(pool: PixelPool, index: np.ndarray, config: EncoderConfig, seed: int, step: int,
+def two_views(pool: PixelPool, index: np.ndarray, rule, seed: int, step: int,
               steps: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Both views of the pool pixels at ``index`` (batch order kept), as float32 arrays."""
     out = [[np.empty((len(index), steps, 11), np.float32), np.empty((len(index), steps, 3), np.float32)]
@@ -167,7 +175,7 @@ def two_views(pool: PixelPool, index: np.ndarray, config: EncoderConfig, seed: i
         at = np.flatnonzero(owners == u)
         series = pool.units[u].take(pool.local[index[at]])
         for v in range(2):
-            s2, s1 = view(series, config, view_seed(seed, step, v), steps)
+            s2, s1 = view(series, rule, view_seed(seed, step, v), steps)
             out[v][0][at], out[v][1][at] = s2, s1
     return (out[0][0], out[0][1]), (out[1][0], out[1][1])
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from tessera_ray.errors import CheckpointError, UserInputError
 from tessera_ray.model.checkpoint import save_checkpoint
-from tessera_ray.model.config import EncoderConfig, get_variant
-from tessera_ray.model.network import TesseraEncoder
+from tessera_ray.model.config import check_data_source
+from tessera_ray.model.family import family_of, get_variant, inference_rule, matryoshka_depths, output_dims
 from tessera_ray.train import data
 from tessera_ray.train.losses import LAMBDA, barlow_twins_loss, mix_inputs, mix_regulariser
 from tessera_ray.train.projector import build_projector
@@ -37,6 +37,9 @@ class TrainConfig:
     """Everything that decides a run's result (saved in its checkpoints)."""
 
     variant: str = "small"
+    """Any registered variant of any family (v1 or v2)."""
+    data_source: str | None = None
+    """Statistics of a per-source variant (v1.1); recorded in the checkpoint."""
     steps: int = 1000
     batch_size: int = 256
     lr: float = 1e-3
@@ -49,7 +52,7 @@ class TrainConfig:
     projector_layers: int = 3
     """Upstream: 6 layers, 2048..16384 wide."""
     seq_len: int = 0
-    """Time steps per view (0: the variant's inference length)."""
+    """Time steps per view (0: the variant's draw length, 40 where it has none)."""
     pool_per_unit: int = 20000
     """Pixels drawn from each unit folder into the shuffled pool."""
     min_valid: int = 2
@@ -61,7 +64,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        get_variant(self.variant)
+        inference_rule(get_variant(self.variant), check_data_source(self.data_source))
         for name in ("steps", "batch_size", "projector_width", "projector_layers", "pool_per_unit"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be positive, got {getattr(self, name)}")
@@ -69,20 +72,40 @@ class TrainConfig:
             raise UserInputError("batch_size must be at least 4 (Barlow Twins standardises over the batch)")
 
     @property
-    def encoder(self) -> EncoderConfig:
+    def encoder(self):
         return get_variant(self.variant)
 
     @property
+    def rule(self):
+        return inference_rule(self.encoder, self.data_source)
+
+    @property
     def view_steps(self) -> int:
-        return self.seq_len or self.encoder.steps
+        return self.seq_len or getattr(self.encoder, "steps", 40)
 
 
-class TrainingModel(TesseraEncoder):
-    """The encoder plus its projector: state-dict keys are the upstream checkpoint's."""
+def training_model(config: TrainConfig) -> nn.Module:
+    """The encoder of any family with its training heads attached.
 
-    def __init__(self, config: EncoderConfig, width: int, layers: int) -> None:
-        super().__init__(config)
-        self.projector = build_projector(width, layers)
+    ``projector`` (upstream's name) reads the whole embedding. A Matryoshka
+    family also gets one projector per shorter prefix K (``prefix_projectors.dK``)
+    so that the loss sees every prefix on its own (docs/learn.md). The encoder's
+    keys stay the upstream checkpoint's; the heads are ignored at inference.
+    """
+    model = family_of(config.encoder).build(config.encoder)
+    width = output_dims(config.encoder)
+    model.projector = build_projector(config.projector_width, config.projector_layers, in_dim=width)
+    prefixes = [k for k in matryoshka_depths(config.encoder) if k < width]
+    if prefixes:
+        model.prefix_projectors = nn.ModuleDict(
+            {f"d{k}": build_projector(config.projector_width, config.projector_layers, in_dim=k) for k in prefixes})
+    return model
+
+
+def projection_heads(model: nn.Module) -> list[tuple[int, nn.Module]]:
+    """(K, projector of the K-prefix), shortest first, the full embedding last."""
+    heads = [(int(name[1:]), head) for name, head in getattr(model, "prefix_projectors", {}).items()]
+    return sorted(heads, key=lambda kh: kh[0]) + [(None, model.projector)]
 
 
 @dataclass
@@ -119,13 +142,24 @@ class Twin(nn.Module):
     it (BatchNorm statistics stay per view, as in Barlow Twins).
     """
 
-    def __init__(self, model: TrainingModel) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.heads = projection_heads(model)
 
-    def forward(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, *views: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """Per view, the projections of every prefix (full embedding last)."""
         pairs = zip(views[0::2], views[1::2])
-        return tuple(self.model.projector(self.model(s2, s1)) for s2, s1 in pairs)
+        out = []
+        for s2, s1 in pairs:
+            embedding = self.model(s2, s1)
+            out.append(tuple(head(embedding if k is None else embedding[:, :k]) for k, head in self.heads))
+        return tuple(out)
+
+
+def prefix_loss(za: tuple[torch.Tensor, ...], zb: tuple[torch.Tensor, ...], lambd: float) -> torch.Tensor:
+    """Barlow Twins averaged over the prefixes' projections (one term without prefixes)."""
+    return torch.stack([barlow_twins_loss(a, b, lambd) for a, b in zip(za, zb)]).mean()
 
 
 def training_loss(project: nn.Module, s2a, s1a, s2b, s1b, config: TrainConfig,
@@ -136,20 +170,21 @@ def training_loss(project: nn.Module, s2a, s1a, s2b, s1b, config: TrainConfig,
     """
     if config.mix_weight <= 0:
         za, zb = project(s2a, s1a, s2b, s1b)
-        bt = barlow_twins_loss(za, zb, config.lambd)
+        bt = prefix_loss(za, zb, config.lambd)
         return bt, {"bt": float(bt.detach())}
     alpha = float(torch.rand((), generator=generator))
     perm = torch.randperm(len(s2a), generator=generator).to(s2a.device)
     za, zb, zm = project(s2a, s1a, s2b, s1b, mix_inputs(s2a, s2b, alpha, perm), mix_inputs(s1a, s1b, alpha, perm))
-    bt = barlow_twins_loss(za, zb, config.lambd)
-    mix = mix_regulariser(zm, za, zb, alpha, perm, config.mix_weight)
+    bt = prefix_loss(za, zb, config.lambd)
+    # the mix regulariser on the full embedding's projection only
+    mix = mix_regulariser(zm[-1], za[-1], zb[-1], alpha, perm, config.mix_weight)
     return bt + mix, {"bt": float(bt.detach()), "mix": float(mix.detach())}
 
 
-def new_model(config: TrainConfig) -> TrainingModel:
+def new_model(config: TrainConfig) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return TrainingModel(config.encoder, config.projector_width, config.projector_layers)
+        return training_model(config)
 
 
 def _comparable(raw: dict) -> dict:
@@ -161,7 +196,7 @@ def _comparable(raw: dict) -> dict:
 def load_training_checkpoint(path: Path, config: TrainConfig) -> dict:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     saved = payload.get("train_config")
-    if not isinstance(saved, dict) or "model_state_dict" not in payload:
+    if not isinstance(saved, dict) or not isinstance(family_of(config.encoder).state_of(payload), dict):
         raise CheckpointError(f"{path} is not a tessera-ray training checkpoint; cannot resume from it")
     if saved.get("variant") != config.variant:
         raise CheckpointError(
@@ -207,6 +242,7 @@ def _run(config, units, out_dir, labelled, resume, device, rank, world, storage_
     cubes = [data.open_unit(u, storage_options) for u in units]
     pool = data.build_pool(cubes, config.pool_per_unit, config.seed, config.year, config.min_valid)
     model = new_model(config)
+    rule = config.rule
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = 0
     ckpt = out / CHECKPOINT
@@ -214,7 +250,7 @@ def _run(config, units, out_dir, labelled, resume, device, rank, world, storage_
         if not resume:
             raise UserInputError(f"{ckpt} exists; pass --resume to continue it or choose another output folder")
         payload = load_training_checkpoint(ckpt, config)
-        model.load_state_dict(payload["model_state_dict"])
+        model.load_state_dict(family_of(config.encoder).state_of(payload))
         optimizer.load_state_dict(payload["optimizer_state_dict"])
         start = int(payload["step"])
     model.to(dev)
@@ -237,7 +273,7 @@ def _run(config, units, out_dir, labelled, resume, device, rank, world, storage_
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(step, config.warmup, config.steps)
             index = data.batch_indices(len(pool), per_rank * world, config.seed, step)[rank::world]
-            views = data.two_views(pool, index, config.encoder, config.seed, step, config.view_steps)
+            views = data.two_views(pool, index, rule, config.seed, step, config.view_steps)
             torch.manual_seed(_step_seed(config.seed, step))  # dropout masks
             generator = torch.Generator().manual_seed(_step_seed(config.seed + 1, step))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -285,17 +321,18 @@ def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> Non
                 state[k] = v.to(device)
 
 
-def _save(model: TrainingModel, optimizer, config: TrainConfig, path: Path, step: int, steps_per_epoch: int) -> None:
-    save_checkpoint(model, path, config.encoder, epoch=step // steps_per_epoch, step=step,
+def _save(model: nn.Module, optimizer, config: TrainConfig, path: Path, step: int, steps_per_epoch: int) -> None:
+    save_checkpoint(model, path, config.encoder, data_source=config.data_source,
+                    epoch=step // steps_per_epoch, step=step,
                     optimizer_state_dict=optimizer.state_dict(), train_config=asdict(config))
 
 
-def embed_labelled(model: nn.Module, encoder: EncoderConfig, labelled: Labelled) -> np.ndarray:
+def embed_labelled(model: nn.Module, encoder, labelled: Labelled, data_source: str | None = None) -> np.ndarray:
     """Dequantised embeddings of the labelled pixels, through the deployed inference path."""
     from tessera_ray.model.inference import encode_pixels
 
-    parts = [encode_pixels(model, encoder, s).dequantised() for s in labelled.series]
-    return np.concatenate(parts) if parts else np.zeros((0, 128), np.float32)
+    parts = [encode_pixels(model, encoder, s, data_source=data_source).dequantised() for s in labelled.series]
+    return np.concatenate(parts) if parts else np.zeros((0, output_dims(encoder)), np.float32)
 
 
 def probe_score(model: nn.Module, config: TrainConfig, labelled: Labelled) -> dict:
@@ -303,7 +340,7 @@ def probe_score(model: nn.Module, config: TrainConfig, labelled: Labelled) -> di
     from tessera_ray.heads.evaluate import probe_accuracy
 
     with torch.no_grad():
-        features = embed_labelled(model, config.encoder, labelled)
+        features = embed_labelled(model, config.encoder, labelled, config.data_source)
     return probe_accuracy(np.nan_to_num(features), labelled.classes, labelled.test)
 
 
