@@ -86,7 +86,8 @@ def read_checkpoint(path_or_uri: str | os.PathLike, variant: str | None = None,
     family = family_of(config) if config is not None else _upstream_family(payload, source)
     state, ignored = family.normalise_keys(_tensors(family.state_of(payload), source))
     if config is None:
-        config, how = family.infer_config(payload, source), "inferred"
+        config = family.infer_config(payload, source)
+        how = "args" if family.structure_in_file else "inferred"
         if config is None:
             _closest_mismatch(family, state, source)
     elif family.structure_in_file and isinstance(payload.get("args"), dict):
