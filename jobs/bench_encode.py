@@ -1,10 +1,11 @@
 """Encoder throughput: the optimised inference path against a plain PyTorch loop.
 
-For each variant, the same synthetic pixels go through
+For each variant (both families: v1 and the four v2 student sizes with
+random weights and upstream structure), the same synthetic pixels go through
 * ``encode_pixels`` (vectorised sampling, sequence-length groups, device
-  batches, ``inference_mode``; bf16 on a GPU) at several batch sizes, and
-* a baseline: a Python loop over pixels doing the NumPy sampling of one pixel,
-  one fp32 forward per pixel under ``no_grad``, no grouping.
+  batches, ``inference_mode``; bf16 on a GPU for v1) at several batch sizes, and
+* a baseline: a Python loop over pixels preparing one pixel at a time with
+  the family's rule, one fp32 forward per pixel under ``no_grad``, no grouping.
 
 Both use the same per-pixel seeds, so their outputs must agree; the report
 gives pixels per second (median of repeats), the speed-up over the baseline and
@@ -37,20 +38,9 @@ from tessera_ray.model import (  # noqa: E402
     build_encoder,
     encode_pixels,
     get_variant,
-    prepare,
-)
-from tessera_ray.model.inference import (  # noqa: E402
-    EMPTY_SAR_DOY,
-    MIN_SCALE,
-    ModelRunner,
-    normalise,
-)
-from tessera_ray.model.sampling import (  # noqa: E402
-    STREAM_S1,
-    STREAM_S2,
-    bucket_length,
-    pixel_seeds,
-    uniforms,
+    inference_rule,
+    output_dims,
+    runner_for,
 )
 
 # variant -> (pixels, batch sizes) for the default and the quick run
@@ -60,7 +50,12 @@ PLAN = {
     "v1.0-qat": ((32, (16, 32)), (8, (8,))),
     "v1.0": ((16, (16,)), (4, (4,))),
     "v1.1": ((32, (32,)), (4, (4,))),
+    "v2-nano": ((256, (64, 256)), (64, (64,))),
+    "v2-small": ((128, (64, 128)), (32, (32,))),
+    "v2-medium": ((64, (64,)), (16, (16,))),
+    "v2-large": ((32, (32,)), (8, (8,))),
 }
+DATA_SOURCE = "aws"  # v1.1's statistics (the others have one set)
 RUN_SEED = 7
 
 
@@ -94,49 +89,22 @@ def synthetic_pixels(n: int, seed: int = 0) -> PixelSeries:
 # ------------------------------------------------------------------ baseline
 
 
-def _pixel_steps(valid: np.ndarray, seed, stream: int, config) -> np.ndarray:
-    """The sampling rule for ONE pixel, the way a per-pixel data loader does it."""
-    candidates = np.flatnonzero(valid) if valid.any() else np.arange(len(valid))
-    n = len(candidates)
-    if config.sampling == "buckets":
-        b = int(bucket_length(np.array([n]), config.buckets)[0])
-        return candidates[np.minimum(np.arange(b) * n // b, n - 1)]
-    u = uniforms(np.array([seed], dtype=np.uint64), stream, max(len(valid), config.steps))[0]
-    if n >= config.steps:
-        return np.sort(candidates[np.argsort(u[candidates], kind="stable")[: config.steps]])
-    return np.sort(candidates[np.minimum((u[: config.steps] * n).astype(np.int64), n - 1)])
-
-
 def baseline(model, config, pixels: PixelSeries) -> tuple[np.ndarray, np.ndarray]:
-    """A plain loop: per pixel, sample with NumPy, one fp32 forward, quantise."""
+    """A plain loop: per pixel, the family's rule on that pixel alone, one fp32 forward, quantise."""
+    rule = inference_rule(config, DATA_SOURCE)
     n = len(pixels)
-    seeds = pixel_seeds(RUN_SEED, pixels.year, pixels.zone, pixels.rows, pixels.cols)
-    sar = np.concatenate([pixels.sar_ascending, pixels.sar_descending], axis=1)
-    sar_doys = np.concatenate([pixels.sar_ascending_doys, pixels.sar_descending_doys])
-    if sar.shape[1] == 0:
-        sar, sar_doys = np.zeros((n, 1, 2), np.int16), np.array([EMPTY_SAR_DOY])
-    q_out = np.zeros((n, 128), np.int8)
-    s_out = np.full(n, MIN_SCALE, np.float32)
-    norm = config.norm
+    q_out = np.zeros((n, output_dims(config)), np.int8)
+    s_out = np.full(n, rule.min_scale, np.float32)
     with torch.no_grad():
         for i in range(n):
-            valid = pixels.s2_masks[i] == 1
-            if not valid.any():
+            prepared = rule.prepare(pixels.take([i]), RUN_SEED)
+            if prepared.nodata[0]:
                 s_out[i] = np.nan
                 continue
-            if not pixels.s2_bands[i].any():
-                continue
-            i2 = _pixel_steps(valid, seeds[i], STREAM_S2, config)
-            i1 = _pixel_steps((sar[i] != 0).any(axis=1), seeds[i], STREAM_S1, config)
-            s2 = np.concatenate([normalise(pixels.s2_bands[i, i2], norm.s2_mean, norm.s2_std),
-                                 pixels.s2_doys[i2, None].astype(np.float32)], axis=1)
-            s1 = np.concatenate([normalise(sar[i, i1], norm.s1_mean, norm.s1_std),
-                                 sar_doys[i1, None].astype(np.float32)], axis=1)
-            e = model(torch.from_numpy(s2[None]), torch.from_numpy(s1[None]))[0]
-            scale = max(float(e.abs().max()) / 127.0, MIN_SCALE)
-            scale_t = torch.tensor(scale, dtype=torch.float32)
-            q_out[i] = torch.round(e / scale_t).clamp(-128, 127).to(torch.int8).numpy()
-            s_out[i] = scale_t.item()
+            for group in prepared.groups:
+                e = model(torch.from_numpy(group.s2), torch.from_numpy(group.s1))
+                q, scale = rule.quantise(e)
+                q_out[i], s_out[i] = q[0].numpy(), float(scale[0])
     return q_out, s_out
 
 
@@ -171,22 +139,26 @@ def bench_variant(name: str, n: int, batch_sizes, repeats: int, cuda: bool) -> d
     pixels = synthetic_pixels(n, seed=1)
     # one baseline run: it is the slow reference, and its timing drifts least
     base_s, (base_q, base_sc) = timed(lambda: baseline(model, config, pixels), 1)
-    groups = len(prepare(config, pixels, RUN_SEED).groups)
+    rule = inference_rule(config, DATA_SOURCE)
+    groups = len(rule.prepare(pixels, RUN_SEED).groups)
     row = {"variant": name, "pixels": n, "length_groups": groups, "baseline_px_s": n / base_s,
            "cpu": [], "gpu": None}
     for bs in batch_sizes:
-        runner = ModelRunner(model, "cpu", batch_size=bs)
-        secs, out = timed(lambda: encode_pixels(runner, config, pixels, seed=RUN_SEED), repeats)
+        runner = runner_for(model, rule, "cpu", batch_size=bs)
+        secs, out = timed(lambda: encode_pixels(runner, config, pixels, seed=RUN_SEED, data_source=DATA_SOURCE),
+                          repeats)
         row["cpu"].append({"batch_size": bs, "px_s": n / secs, "speedup": base_s / secs,
                            **compare(out.embeddings, out.scales, base_q, base_sc)})
     if cuda:
         row["gpu"] = []
         for bs in (256, 1024, 4096):
-            runner = ModelRunner(build_encoder(config, seed=0), "cuda", batch_size=bs)
+            runner = runner_for(build_encoder(config, seed=0), rule, "cuda", batch_size=bs)
             gpu_pixels = synthetic_pixels(max(n, 4 * bs) if name in ("tiny", "small") else max(n, bs), 1)
-            encode_pixels(runner, config, gpu_pixels.take(slice(0, min(len(gpu_pixels), bs))), RUN_SEED)
-            secs, out = timed(lambda: encode_pixels(runner, config, gpu_pixels, seed=RUN_SEED), repeats)
-            ref = encode_pixels(model, config, gpu_pixels.take(slice(0, n)), seed=RUN_SEED)
+            encode_pixels(runner, config, gpu_pixels.take(slice(0, min(len(gpu_pixels), bs))), RUN_SEED,
+                          data_source=DATA_SOURCE)
+            secs, out = timed(lambda: encode_pixels(runner, config, gpu_pixels, seed=RUN_SEED,
+                                                    data_source=DATA_SOURCE), repeats)
+            ref = encode_pixels(model, config, gpu_pixels.take(slice(0, n)), seed=RUN_SEED, data_source=DATA_SOURCE)
             row["gpu"].append({"batch_size": bs, "pixels": len(gpu_pixels), "px_s": len(gpu_pixels) / secs,
                                **compare(out.embeddings[:n], out.scales[:n], ref.embeddings, ref.scales)})
         model.to("cpu")
@@ -197,8 +169,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"Encoder throughput, CPU ({report['cpu_threads']} torch threads, {report['cpu']}); "
         f"GPU: {report['gpu'] or 'not measured (no GPU on this machine)'}.",
-        "Baseline: Python loop over pixels, per-pixel NumPy sampling, fp32 forward of one pixel, "
-        "no grouping. Same per-pixel seeds, so outputs are compared: a forward of one pixel "
+        "Baseline: Python loop over pixels, the family's rule on one pixel at a time, fp32 forward "
+        "of one pixel, no grouping. Same per-pixel seeds, so outputs are compared: a forward of one pixel "
         "rounds floats slightly differently (~1e-6) from a batched one, which now and then "
         "moves an int8 value by one step.",
         "",
@@ -214,7 +186,8 @@ def markdown(report: dict) -> str:
                 f"{'yes' if r['identical_bytes'] else 'no'} |"
             )
     if any(row["gpu"] for row in report["results"]):
-        lines += ["", "| variant | GPU batch | px/s (bf16) | max abs diff vs CPU fp32 |", "|---|---:|---:|---:|"]
+        lines += ["", "| variant | GPU batch | px/s (v1: bf16, v2: fp32) | max abs diff vs CPU fp32 |",
+                  "|---|---:|---:|---:|"]
         for row in report["results"]:
             for r in row["gpu"] or []:
                 lines.append(f"| {row['variant']} | {r['batch_size']} | {r['px_s']:.0f} | {r['max_abs_diff']:.2e} |")

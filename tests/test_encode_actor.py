@@ -22,9 +22,9 @@ def unit_batches(count, n=24, seed=0):
         t, ta, td = 20 + u, 6 + u % 3, 5
         bands = rng.integers(1, 10000, (n, t, 10), dtype=np.uint16)
         masks = (rng.random((n, t)) < 0.6).astype(np.uint8)
-        masks[0] = 0  # one no-data pixel per batch
         asc = rng.integers(0, 20000, (n, ta, 2), dtype=np.int16)
         desc = rng.integers(0, 20000, (n, td, 2), dtype=np.int16)
+        masks[0], asc[0], desc[0] = 0, 0, 0  # one no-data pixel per batch: no observation at all
         out.append(PixelSeries(
             block_id=f"utm31_64_{u:04d}_0000", year=2024, zone=31,
             rows=u * 64 + np.arange(n), cols=np.arange(n) * 3,
@@ -97,8 +97,8 @@ def test_bad_input_fails_its_request_only(ray_cluster, tiny_pool):
 def test_two_actors_large_batches_v11_equal_direct_calls(ray_cluster, tmp_path_factory):
     config, model, path = checkpoint(tmp_path_factory, "tiny-v1.1")
     batches = unit_batches(5, seed=3)
-    direct = [encode_pixels(model, config, b, seed=SEED) for b in batches]
-    spec = EncoderSpec(path, seed=SEED, batch_size=1000, cpu_threads=1, actor_cpus=0.5)
+    direct = [encode_pixels(model, config, b, seed=SEED, data_source="mpc") for b in batches]
+    spec = EncoderSpec(path, data_source="mpc", seed=SEED, batch_size=1000, cpu_threads=1, actor_cpus=0.5)
     with EncoderPool(spec, num_actors=2, use_gpu=False, max_in_flight=3) as pool:
         results = list(pool.map(batches[::-1]))[::-1]
         assert pool.size == 2
