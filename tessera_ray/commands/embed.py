@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
                                                   help="aws|mpc: statistics of v1.1 checkpoints (ours: Earth "
                                                        "Search + OPERA = aws); required for v1.1 unless the "
                                                        "checkpoint records it"),
+        bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", envvar=_env("bf16"),
+                                            help="bf16 autocast of the encoder (default: as upstream runs the "
+                                                 "model: v1 in bf16 on GPUs, v2 students in fp32)"),
         stac: Optional[str] = typer.Option(None, "--stac", envvar=_env("stac"),
                                            help="STAC API for Sentinel-2 (default: Earth Search)"),
         s1_stac: Optional[str] = typer.Option(None, "--s1-stac", envvar=_env("s1_stac"),
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from tessera_ray.pipeline.plan import EmbedConfig, created_from_env
 
         config = EmbedConfig(
-            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source,
+            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source, bf16=bf16,
             stac=stac, s1_stac=s1_stac,
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,

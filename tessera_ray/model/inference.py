@@ -311,8 +311,8 @@ def runner_for(model: torch.nn.Module, rule, device=None, batch_size: int = 256,
                bf16: bool | None = None) -> ModelRunner:
     """A :class:`ModelRunner` with ``rule``'s int8 rule, width and precision."""
     device = device if device is not None else next(model.parameters()).device
-    if bf16 is None and torch.device(device).type == "cuda":
-        bf16 = rule.bf16
+    if bf16 is None:  # as upstream runs the family: v1 under bf16 on a GPU, students in fp32
+        bf16 = rule.bf16 and torch.device(device).type == "cuda"
     return ModelRunner(model, device=device, batch_size=batch_size, bf16=bf16,
                        quantiser=rule.quantise, dims=rule.output_dims)
 

@@ -427,7 +427,7 @@ def _run_years(config, plans, model, progress, store, publish) -> list[YearResul
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
 
     spec = EncoderSpec(config.checkpoint, config.variant, data_source=config.data_source, seed=config.seed,
-                       batch_size=config.batch_size, cpu_threads=config.encoder_threads)
+                       batch_size=config.batch_size, bf16=config.bf16, cpu_threads=config.encoder_threads)
     results = []
     with EncoderPool(spec, num_actors=config.encoders) as pool:
         for plan in plans:

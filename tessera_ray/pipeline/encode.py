@@ -50,6 +50,8 @@ class EncoderSpec:
     """Run seed of the temporal sampling (with each pixel's key)."""
     batch_size: int = 1024
     """Pixels per device batch."""
+    bf16: bool | None = None
+    """bf16 autocast; None: as upstream runs the family (v1 on a GPU; students never)."""
     cpu_threads: int = 1
     """Torch threads of a CPU actor."""
     actor_cpus: float | None = None
@@ -83,7 +85,7 @@ class EncoderActor:
         self.spec = spec
         self.config = loaded.config
         self.rule = loaded.rule(spec.data_source)
-        self.runner = runner_for(loaded.model, self.rule, device=device, batch_size=spec.batch_size)
+        self.runner = runner_for(loaded.model, self.rule, device=device, batch_size=spec.batch_size, bf16=spec.bf16)
         self._queue: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._stats = {"requests": 0, "pixels": 0, "device_calls": 0}

@@ -38,6 +38,8 @@ class EmbedConfig:
     variant: str | None = None
     data_source: str | None = None
     """aws|mpc: the statistics of a per-source variant (v1.1), if the checkpoint does not record it."""
+    bf16: bool | None = None
+    """bf16 autocast of the encoders; None: as upstream (v1 on GPUs, students never)."""
     stac: str | None = None
     s1_stac: str | None = None
     catalog: str | None = None
