@@ -182,3 +182,49 @@ def test_bad_inputs_are_one_line(store, tmp_path, capsys):
     assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(tmp_path / "x.png"),
                        "--method", "umap"]) != 0
     assert "umap" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+class _Exploit:
+    """Unpickling this would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_head_file_runs_nothing(store, tmp_path, capsys):
+    import pickle
+    import zipfile
+
+    root, classes = store
+    labels = _labels(tmp_path, classes)
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "head.pkl"
+    crafted.write_bytes(pickle.dumps({"format": "tessera-ray/head/1", "head": _Exploit(marker)}))
+    assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--head", str(crafted),
+                       "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a head saved by tessera-ray classify --save-head" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
+    # a skops file naming a type no head holds is refused before anything is built
+    import skops.io
+
+    sneaky = tmp_path / "sneaky.skops"
+    skops.io.dump({"format": "tessera-ray/head/2", "estimator": _Planted(str(marker)), "classes": ["a"],
+                   "model": "logistic", "kind": "class", "year": YEAR}, sneaky)
+    assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--head", str(sneaky),
+                       "--labels", str(labels)]) == 2
+    assert "_Planted" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+class _Planted:
+    """Rebuilding this from a file would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __setstate__(self, state):
+        open(state["marker"], "w").close()

@@ -54,11 +54,11 @@ def make_head(model: str, regression: bool = False, seed: int = 0):
     if model not in choices:
         raise UserInputError(f"unknown model {model!r}; choose {' or '.join(choices)}")
     if regression:
-        est = Ridge(alpha=1.0) if model == "ridge" else MLPRegressor((128,), max_iter=500, random_state=seed)
+        est = Ridge(alpha=1.0) if model == "ridge" else MLPRegressor(hidden_layer_sizes=(128,), max_iter=500, random_state=seed)
         return make_pipeline(StandardScaler(), est)
     if model == "logistic":
         return linear_classifier()
-    return make_pipeline(StandardScaler(), MLPClassifier((128,), max_iter=500, random_state=seed))
+    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, random_state=seed))
 
 
 def cross_validate(features: np.ndarray, target: np.ndarray, model: str = "logistic", regression: bool = False,

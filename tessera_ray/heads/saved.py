@@ -1,9 +1,15 @@
-"""A fitted head on disk: the estimator, its class names and what it was trained for."""
+"""A fitted head on disk: the estimator, its class names and what it was trained for.
+
+Heads are written with skops (``skops.io``), whose files describe scikit-learn
+objects as JSON plus arrays and are rebuilt without unpickling: a file naming
+any type outside the few our heads are made of is refused before anything in
+it is built, so a crafted head cannot run code (``--head`` takes files from
+anyone). An older pickled head is refused the same way.
+"""
 
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +17,9 @@ import numpy as np
 
 from tessera_ray.errors import UserInputError
 
-FORMAT = "tessera-ray/head/1"
+FORMAT = "tessera-ray/head/2"
+TRUSTED = ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",)
+"""Types skops does not trust by default that our MLP heads hold (their optimizer state)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,28 +33,42 @@ class Head:
 
 
 def save_head(head: Head, path: str | Path) -> Path:
+    import skops.io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    with tmp.open("wb") as fh:
-        pickle.dump({"format": FORMAT, "head": head}, fh)
-    os.replace(tmp, path)
+    payload = {"format": FORMAT, "estimator": head.estimator, "classes": list(head.classes),
+               "model": head.model, "kind": head.kind, "year": int(head.year)}
+    try:
+        skops.io.dump(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
 def load_head(path: str | Path, regression: bool) -> Head:
-    """Read a saved head (a pickle: only load files you wrote)."""
+    """Read a saved head; nothing in the file is executed (see the module docstring)."""
+    import skops.io
+
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"head file not found: {path}")
+    not_ours = f"{path} is not a head saved by tessera-ray classify --save-head"
     try:
-        with path.open("rb") as fh:
-            payload = pickle.load(fh)
+        unknown = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED]
+        if unknown:
+            raise UserInputError(f"{not_ours}: it names types a head never holds ({', '.join(unknown[:3])})")
+        payload = skops.io.load(path, trusted=list(TRUSTED))
+    except UserInputError:
+        raise
     except Exception:
-        raise UserInputError(f"{path} is not a head saved by tessera-ray classify --save-head") from None
+        raise UserInputError(not_ours) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserInputError(f"{path} is not a head saved by tessera-ray classify --save-head")
-    head = payload["head"]
+        raise UserInputError(not_ours)
+    head = Head(payload["estimator"], [str(c) for c in payload["classes"]], str(payload["model"]),
+                str(payload["kind"]), int(payload["year"]))
     if (head.kind == "value") != regression:
         raise UserInputError(f"{path} is a {head.kind} head, not a {'value' if regression else 'class'} head")
     return head
