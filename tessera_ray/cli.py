@@ -17,6 +17,11 @@ import typer
 from tessera_ray import commands
 from tessera_ray.errors import TesseraError
 
+try:  # typer 0.29 ships its own click: its usage errors are not click's (docs: ENVIRONMENT.md)
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # a typer that uses click itself
+    _TyperClickException = click.ClickException
+
 
 def build_app() -> typer.Typer:
     app = typer.Typer(
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         fail("aborted", 130)
     except click.UsageError as exc:
         fail(exc.format_message(), 2)
-    except click.ClickException as exc:
+    except (click.ClickException, _TyperClickException) as exc:
         fail(exc.format_message(), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -14,6 +14,7 @@ wrong numbers.
 
     root = open_root("https://example.org/tessera")
     px = root.pixel(0.1, 52.2, 2024)             # Pixel(values (128,), status)
+    px16 = root.pixel(0.1, 52.2, 2024, depth=16) # a Matryoshka store: reads only embeddings_d16 + scales
     X, status = root.points(lons, lats, 2024)    # (N, 128) float32, NaN where none
     zones = root.region((w, s, e, n), 2024)      # one ZoneRegion per UTM zone
     array, transform, crs = root.mosaic((w, s, e, n), 2024, crs="EPSG:3857")
@@ -35,7 +36,7 @@ import numpy as np
 
 from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
-from tessera_ray.store.layout import LAYOUT_ATTR, YEARS_ATTR, ZARR_DIR
+from tessera_ray.store.layout import DEPTHS_ATTR, LAYOUT_ATTR, N_BANDS, YEARS_ATTR, ZARR_DIR, is_embeddings_array
 from tessera_ray.store.shards import EMPTY as _EMPTY
 from tessera_ray.store.shards import TAG_NBYTES, ShardedArray, chunk_tag, crc32c
 from tessera_ray.store.manifest import MANIFEST_DIR
@@ -50,7 +51,7 @@ _MERGE_GAP = 16384  # bytes of unneeded data worth reading to save a request (4 
 
 @dataclass(frozen=True)
 class Pixel:
-    """One pixel: 128 dequantised values (NaN unless valid) and why."""
+    """One pixel: 128 (or ``depth``) dequantised values (NaN unless valid) and why."""
 
     values: np.ndarray
     status: str  # valid | no_data | not_processed
@@ -67,7 +68,7 @@ class ZoneRegion:
     crs: str
     transform: object  # affine.Affine of the window's upper-left corner
     window: Window
-    embeddings: np.ndarray  # (H, W, 128) float32, NaN where no embedding
+    embeddings: np.ndarray  # (H, W, 128 or depth) float32, NaN where no embedding
     scales: np.ndarray  # (H, W) float32 with the store's sentinels
 
     @property
@@ -83,7 +84,7 @@ def _status_of(scales: np.ndarray) -> np.ndarray:
 
 
 def _dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """int8 (..., 128) times scale (...), NaN wherever the scale is not finite."""
+    """int8 (..., K) times scale (...), NaN wherever the scale is not finite."""
     s = np.where(np.isfinite(scales), scales, np.nan).astype("float32")
     return q.astype("float32") * s[..., None]
 
@@ -142,9 +143,22 @@ class Root:
         self.arrays: dict[tuple[int, str], ShardedArray] = {}
         for path, node in consolidated.items():
             parts = path.split("/")
-            if len(parts) == 2 and parts[0].startswith("utm") and parts[1] in ("embeddings", "scales"):
+            if len(parts) == 2 and parts[0].startswith("utm") and (parts[1] == "scales" or is_embeddings_array(parts[1])):
                 self.arrays[(int(parts[0][3:]), parts[1])] = ShardedArray.from_metadata(f"{ZARR_DIR}/{path}", node)
         self.zones = sorted({z for z, _ in self.arrays})
+        # Matryoshka depths (TESSERA.md 5b): depth -> array; a store without the attribute has only all 128 dims
+        self.depths: dict[int, str] = {int(d["dimensions"]): str(d["array"]) for d in attrs.get(DEPTHS_ATTR) or []}
+        self.depths.setdefault(N_BANDS, "embeddings")
+
+    def depth_array(self, depth: int | None) -> tuple[str, int]:
+        """The array holding ``depth`` dims (None: all 128) and its width; a clear error for a depth not stored."""
+        if depth is None:
+            return "embeddings", N_BANDS
+        if int(depth) not in self.depths:
+            raise UserInputError(
+                f"depth {depth} is not in {self.url}; it has depth(s) {', '.join(map(str, sorted(self.depths)))}"
+            )
+        return self.depths[int(depth)], int(depth)
 
     # ------------------------------------------------------------ I/O
 
@@ -355,45 +369,83 @@ class Root:
 
     # ------------------------------------------------------------ pixel reads
 
-    def read_pixels(self, zone: int, rows, cols, year: int) -> tuple[np.ndarray, np.ndarray]:
-        """int8 (N, 128) and scales (N,) of pixels of one zone grid (+inf where not processed)."""
+    def read_pixels(self, zone: int, rows, cols, year: int, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """int8 (N, K) and scales (N,) of pixels of one zone grid (+inf where not processed).
+
+        ``depth`` K (a Matryoshka store) reads only that prefix array and ``scales``; None reads all 128 dims.
+        """
         rows, cols = np.asarray(rows, "int64"), np.asarray(cols, "int64")
+        name, width = self.depth_array(depth)
         t = self.year_index(year)
-        q = np.zeros((len(rows), 128), "int8")
+        q = np.zeros((len(rows), width), "int8")
         s = np.full(len(rows), np.inf, "float32")
-        if (zone, "embeddings") not in self.arrays or not len(rows):
+        if (zone, name) not in self.arrays or not len(rows):
+            self._check_zone_has(zone, name)
             return q, s
-        emb, sca = self.arrays[(zone, "embeddings")], self.arrays[(zone, "scales")]
-        size, c = emb.shard_shape[-1], emb.chunk_shape[-1]
-        sr, sc = rows // size, cols // size
-        n = ((rows % size) // c) * (size // c) + (cols % size) // c
-        groups, members = np.unique(np.stack([sr, sc, n], axis=1), axis=0, return_inverse=True)
-        wanted: dict[tuple, list[int]] = {}
-        for a, b, k in groups.tolist():
-            wanted.setdefault((a, b), []).append(k)
-        fe = self._arrays_pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
-        fs = self._arrays_pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
-        echunks, schunks = fe.result(), fs.result()
-        yi, xi = (rows % size) % c, (cols % size) % c
-        order = np.argsort(members.ravel(), kind="stable")
-        bounds = np.searchsorted(members.ravel()[order], np.arange(len(groups) + 1))
-        for g, (a, b, k) in enumerate(groups):  # one pass per touched chunk, not per point
-            idx = order[bounds[g] : bounds[g + 1]]
-            sch = schunks[((t, int(a), int(b)), int(k))]
-            if sch is not None:
-                s[idx] = sch[0, yi[idx], xi[idx]]
-            ech = echunks[((t, 0, int(a), int(b)), int(k))]
-            if ech is not None:
-                q[idx] = ech[0][:, yi[idx], xi[idx]].T
+        emb, sca = self.arrays[(zone, name)], self.arrays[(zone, "scales")]
+        fe = self._arrays_pool.submit(self._gather, emb, (t, 0), rows, cols, q)
+        fs = self._arrays_pool.submit(self._gather, sca, (t,), rows, cols, s)
+        absent = fe.result()
+        fs.result()
+        lost = absent & np.isfinite(s)
+        if lost.any():
+            i = int(np.flatnonzero(lost)[0])
+            self._lost_chunks(emb, (t, 0), int(rows[i]), int(cols[i]), int(lost.sum()))
         return q, s
 
-    def points(self, lons, lats, year: int) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings at lon/lat points: (N, 128) float32 (NaN where none) and a status per point."""
+    def _gather(self, arr: ShardedArray, lead: tuple, rows: np.ndarray, cols: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Fill ``out[i]`` with the array's value(s) at pixel (rows[i], cols[i]); True where its chunk is absent.
+
+        One pass per touched chunk, not per point; the chunk geometry is the array's own (prefix arrays
+        have wider chunks than ``scales``).
+        """
+        size, c = arr.shard_shape[-1], arr.chunk_shape[-1]
+        n = ((rows % size) // c) * (size // c) + (cols % size) // c
+        groups, members = np.unique(np.stack([rows // size, cols // size, n], axis=1), axis=0, return_inverse=True)
+        wanted: dict[tuple, list[int]] = {}
+        for a, b, k in groups.tolist():
+            wanted.setdefault((*lead, a, b), []).append(k)
+        chunks = self._chunks_for(arr, wanted)
+        yi, xi = (rows % size) % c, (cols % size) % c
+        members = members.ravel()
+        order = np.argsort(members, kind="stable")
+        bounds = np.searchsorted(members[order], np.arange(len(groups) + 1))
+        absent = np.zeros(len(rows), bool)
+        for g, (a, b, k) in enumerate(groups.tolist()):
+            idx = order[bounds[g] : bounds[g + 1]]
+            chunk = chunks[((*lead, a, b), k)]
+            if chunk is None:
+                absent[idx] = True
+                continue
+            values = chunk[0][..., yi[idx], xi[idx]]  # (m,) for scales, (K, m) for embeddings
+            out[idx] = values.T if values.ndim == 2 else values
+        return absent
+
+    def _check_zone_has(self, zone: int, name: str) -> None:
+        """A zone with data but without a declared depth's array is an inconsistent store, not an empty zone."""
+        if (zone, "scales") in self.arrays and (zone, name) not in self.arrays:
+            raise DataError(f"{self.url}: zone {zone} has no array {name} although the root declares it")
+
+    def _lost_chunks(self, arr: ShardedArray, lead: tuple, row: int, col: int, count: int) -> None:
+        """Pixels with a valid scale whose embeddings chunk is absent: a lost object, an error, never zeros.
+
+        The writer stores every embeddings chunk (any depth) that covers a valid pixel.
+        """
+        size = arr.shard_shape[-1]
+        key = arr.shard_key((*lead, row // size, col // size))
+        raise DataError(
+            f"{self.objects.child_url(key)} has no chunk for {count} pixel(s) whose scale is valid: "
+            "the object is missing or incomplete"
+        )
+
+    def points(self, lons, lats, year: int, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings at lon/lat points: (N, 128 or depth) float32 (NaN where none) and a status per point."""
         lons, lats = np.asarray(lons, "float64").ravel(), np.asarray(lats, "float64").ravel()
         if lons.shape != lats.shape:
             raise UserInputError("lons and lats differ in length")
         self.year_index(year)
-        values = np.full((len(lons), 128), np.nan, "float32")
+        _, width = self.depth_array(depth)
+        values = np.full((len(lons), width), np.nan, "float32")
         status = np.full(len(lons), OUTSIDE, dtype=object)
         finite = np.isfinite(lons) & np.isfinite(lats) & (np.abs(lats) <= 90) & (np.abs(lons) <= 180)
         zones = np.full(len(lons), -1)
@@ -403,14 +455,14 @@ class Root:
             rows, cols = zone_grid(int(zone)).lonlat_to_pixel(lons[idx], lats[idx])
             inside = zone_grid(int(zone)).contains(rows, cols)
             idx, rows, cols = idx[inside], rows[inside], cols[inside]
-            q, s = self.read_pixels(int(zone), rows, cols, year)
+            q, s = self.read_pixels(int(zone), rows, cols, year, depth)
             values[idx] = _dequantise(q, s)
             status[idx] = _status_of(s)
         return values, status
 
-    def pixel(self, lon: float, lat: float, year: int) -> Pixel:
-        """The embedding of the pixel holding (lon, lat)."""
-        values, status = self.points([lon], [lat], year)
+    def pixel(self, lon: float, lat: float, year: int, depth: int | None = None) -> Pixel:
+        """The embedding of the pixel holding (lon, lat) (its first ``depth`` dims on a Matryoshka store)."""
+        values, status = self.points([lon], [lat], year, depth)
         if status[0] == OUTSIDE:
             raise UserInputError(f"point ({lon}, {lat}) is outside every zone grid (latitudes 80S..84N)")
         zone = utm_zone(lon)
@@ -419,15 +471,29 @@ class Root:
 
     # ------------------------------------------------------------ regions
 
-    def read_window(self, zone: int, window: Window, year: int) -> tuple[np.ndarray, np.ndarray]:
-        """int8 (H, W, 128) and scales (H, W) of a window of a zone grid."""
+    def read_window(self, zone: int, window: Window, year: int, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """int8 (H, W, K) and scales (H, W) of a window of a zone grid (K = ``depth``, or 128)."""
+        name, width = self.depth_array(depth)
         t = self.year_index(year)
-        q = np.zeros((window.height, window.width, 128), "int8")
+        q = np.zeros((window.height, window.width, width), "int8")
         s = np.full(window.shape, np.inf, "float32")
-        if (zone, "embeddings") not in self.arrays:
+        if (zone, name) not in self.arrays:
+            self._check_zone_has(zone, name)
             return q, s
-        emb, sca = self.arrays[(zone, "embeddings")], self.arrays[(zone, "scales")]
-        size, c = emb.shard_shape[-1], emb.chunk_shape[-1]
+        emb, sca = self.arrays[(zone, name)], self.arrays[(zone, "scales")]
+        fe = self._arrays_pool.submit(self._gather_window, emb, (t, 0), window, q)
+        fs = self._arrays_pool.submit(self._gather_window, sca, (t,), window, s)
+        absent = fe.result()
+        fs.result()
+        lost = absent & np.isfinite(s)
+        if lost.any():
+            r, c = np.argwhere(lost)[0]
+            self._lost_chunks(emb, (t, 0), window.row + int(r), window.col + int(c), int(lost.sum()))
+        return q, s
+
+    def _gather_window(self, arr: ShardedArray, lead: tuple, window: Window, out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` (window shape, then the band axis if any) from the array; True where its chunk is absent."""
+        size, c = arr.shard_shape[-1], arr.chunk_shape[-1]
         per = size // c
         cells = [
             (r, cc)
@@ -436,32 +502,33 @@ class Root:
         ]
         wanted: dict[tuple, list[int]] = {}
         for r, cc in cells:
-            wanted.setdefault((r * c // size, cc * c // size), []).append((r % per) * per + cc % per)
-        fe = self._arrays_pool.submit(self._chunks_for, emb, {(t, 0, *k): v for k, v in wanted.items()})
-        fs = self._arrays_pool.submit(self._chunks_for, sca, {(t, *k): v for k, v in wanted.items()})
-        echunks, schunks = fe.result(), fs.result()
+            wanted.setdefault((*lead, r * c // size, cc * c // size), []).append((r % per) * per + cc % per)
+        chunks = self._chunks_for(arr, wanted)
+        absent = np.zeros(window.shape, bool)
         for r, cc in cells:
-            shard = (r * c // size, cc * c // size)
             n = (r % per) * per + cc % per
             cell = Window(r * c, cc * c, c, c)
             part = cell.intersection(window)
             src = part.relative_to(cell).slices()
             dst = part.relative_to(window).slices()
-            sch = schunks[((t, *shard), n)]
-            if sch is not None:
-                s[dst] = sch[0][src]
-            ech = echunks[((t, 0, *shard), n)]
-            if ech is not None:
-                q[dst] = np.moveaxis(ech[0][(slice(None), *src)], 0, -1)
-        return q, s
+            chunk = chunks[((*lead, r * c // size, cc * c // size), n)]
+            if chunk is None:
+                absent[dst] = True
+            elif chunk.ndim == 4:  # (1, K, c, c) embeddings
+                out[dst] = np.moveaxis(chunk[0][(slice(None), *src)], 0, -1)
+            else:
+                out[dst] = chunk[0][src]
+        return absent
 
-    def region(self, bbox: tuple[float, float, float, float], year: int) -> list[ZoneRegion]:
+    def region(self, bbox: tuple[float, float, float, float], year: int, depth: int | None = None) -> list[ZoneRegion]:
         """A lon/lat bbox (W, S, E, N) read per zone grid it touches, on each zone's own grid.
 
         Refuses regions over ``max_region_pixels`` (float32 embeddings take
         512 bytes a pixel) rather than exhaust memory; read those per tile.
+        ``depth`` K reads only the K-dim prefix array (a Matryoshka store).
         """
         self.year_index(year)
+        self.depth_array(depth)
         roi = roi_from_bbox(*bbox)
         windows = [(zone, roi_window(roi, zone)) for zone in roi.zones()]
         windows = [(zone, w) for zone, w in windows if w is not None]
@@ -473,15 +540,15 @@ class Root:
             )
         out = []
         for zone, window in windows:
-            q, s = self.read_window(zone, window, year)
+            q, s = self.read_window(zone, window, year, depth)
             grid = zone_grid(zone)
             out.append(ZoneRegion(zone, grid.crs, grid.window_transform(window), window, _dequantise(q, s), s))
         if not out:
             raise UserInputError(f"bbox {bbox} does not touch any zone grid")
         return out
 
-    def mosaic(self, bbox, year: int, crs: str | None = None, resolution: float | None = None):
-        """One (H, W, 128) float32 array of a bbox reprojected to ``crs`` (nearest neighbour).
+    def mosaic(self, bbox, year: int, crs: str | None = None, resolution: float | None = None, depth: int | None = None):
+        """One (H, W, 128 or depth) float32 array of a bbox reprojected to ``crs`` (nearest neighbour).
 
         ``crs`` defaults to the UTM zone of the bbox centre. In a zone's CRS
         at 10 m the output is snapped to that zone's grid, so its pixels are
@@ -491,7 +558,7 @@ class Root:
         """
         from rasterio.warp import Resampling, reproject, transform_bounds
 
-        parts = self.region(bbox, year)
+        parts = self.region(bbox, year, depth)
         west, south, east, north = bbox
         centre_zone = utm_zone((west + east) / 2 if west <= east else east)
         crs = crs or zone_grid(centre_zone).crs
@@ -506,7 +573,7 @@ class Root:
             transform, width, height = grid.window_transform(window), window.width, window.height
         else:
             transform, width, height = self._target_grid(parts, bbox, crs, resolution)
-        out = np.full((128, height, width), np.nan, "float32")
+        out = np.full((parts[0].embeddings.shape[-1], height, width), np.nan, "float32")
         # the target zone's own pixels first; other zones only fill what is left
         for p in sorted(parts, key=lambda p: p.zone != zone_of_crs):
             src = np.ascontiguousarray(np.moveaxis(p.embeddings, -1, 0))
@@ -538,23 +605,23 @@ class Root:
             WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north, resolution=resolution
         )
 
-    def export_geotiff(self, bbox, year: int, path, crs: str | None = None) -> str:
-        """Write a region as a 128-band float32 Cloud-Optimised GeoTIFF (NaN = no embedding)."""
+    def export_geotiff(self, bbox, year: int, path, crs: str | None = None, depth: int | None = None) -> str:
+        """Write a region as a 128-band (or ``depth``-band) float32 Cloud-Optimised GeoTIFF (NaN = no embedding)."""
         import os
 
         import rasterio
 
-        array, transform, crs = self.mosaic(bbox, year, crs)
+        array, transform, crs = self.mosaic(bbox, year, crs, depth=depth)
         height, width = array.shape[:2]
         tmp = f"{path}.partial"
         profile = dict(
-            driver="COG", width=width, height=height, count=128, dtype="float32", crs=crs,
+            driver="COG", width=width, height=height, count=array.shape[-1], dtype="float32", crs=crs,
             transform=transform, nodata=np.nan, compress="deflate", predictor=3, blocksize=256,
         )
         try:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(np.moveaxis(array, -1, 0))
-                dst.update_tags(year=str(year), source=self.url, model=str(self.model))
+                dst.update_tags(year=str(year), source=self.url, model=str(self.model), dimensions=str(array.shape[-1]))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -124,3 +124,28 @@ def test_export_geotessera_tiles_read_offline_by_geotessera(stores, tmp_path):
     lon, lat = rng.uniform(2.91, 3.09, 300), rng.uniform(83.905, 83.995, 300)
     theirs = gt.sample_embeddings_at_points(list(zip(lon, lat)), 2024, auto_download=False)
     np.testing.assert_array_equal(theirs, ours.points(lon, lat, 2024)[0])
+
+
+@pytest.mark.slow
+def test_geotessera_reads_our_matryoshka_store_at_depth_16(tmp_path):
+    """geotessera 0.11 finds the prefix arrays through geoemb:depths and reads them as our client does."""
+    root = tmp_path / "v2"
+    build_random_store(str(root), UNITS[:4], years=(2024,), partial=False, depths=(16, 32))
+    with StaticServer(root) as server:
+        gz = geotessera_over_http(server.url)
+        assert gz.depths == {16: "embeddings_d16", 32: "embeddings_d32", 128: "embeddings"}
+        rng = np.random.default_rng(5)
+        w0, w1 = UNITS[0].window, UNITS[3].window
+        rows = rng.integers(w0.row, w1.row + 256, 300)
+        cols = rng.integers(w0.col, w1.col + 256, 300)
+        lon, lat = zone_grid(31).pixel_to_lonlat(rows, cols)
+        theirs = gz.sample_points(list(zip(lon, lat)), 2024, search_px=0, depth=16)
+        ours, status = tc.open_root(server.url).points(lon, lat, 2024, depth=16)
+        assert theirs.shape == ours.shape == (300, 16)
+        np.testing.assert_array_equal(theirs, ours)
+        assert (status == tc.VALID).sum() > 200
+        # and the full array still agrees with its first 16 dims
+        full = gz.sample_points(list(zip(lon, lat)), 2024, search_px=0)
+        np.testing.assert_array_equal(full[:, :16], theirs)
+        with pytest.raises(ValueError, match="depth 64 not in this store"):
+            gz.sample_points(list(zip(lon, lat)), 2024, depth=64)

@@ -17,8 +17,9 @@ def register(app: typer.Typer) -> None:
         points: Path = typer.Option(..., "--points", help="Points: GeoParquet, GeoJSON, or CSV with lon/lat columns."),
         year: int = typer.Option(..., "--year"),
         out: Path = typer.Option(..., "--out", help="Output GeoParquet: the points with emb_000..emb_127 and status."),
+        depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
     ) -> None:
-        """Sample embeddings at points (128 float32 columns plus a status column)."""
+        """Sample embeddings at points (128, or --depth, float32 columns plus a status column)."""
         import geopandas as gpd
         import pandas as pd
 
@@ -26,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
         frame = read_points(points)
         reader = open_root(root)
-        values, status = reader.points(frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy(), year)
+        values, status = reader.points(frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy(), year, depth=depth)
         outside = (status == "outside").nonzero()[0]
         if len(outside):
             p = frame.geometry.iloc[outside[0]]
@@ -49,13 +50,14 @@ def register(app: typer.Typer) -> None:
         year: int = typer.Option(..., "--year"),
         out: Path = typer.Option(..., "--out", help="Output GeoTIFF (COG), 128 float32 bands, NaN = none."),
         crs: str = typer.Option(None, "--crs", help="Output CRS (default: the UTM zone of the bbox centre)."),
+        depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
     ) -> None:
-        """Export a region as a Cloud-Optimised GeoTIFF."""
+        """Export a region as a Cloud-Optimised GeoTIFF (128 bands, or --depth)."""
         from tessera_ray.client import open_root
         from tessera_ray.grid import parse_bbox
 
         reader = open_root(root)
-        path = reader.export_geotiff(parse_bbox(bbox), year, str(out), crs=crs)
+        path = reader.export_geotiff(parse_bbox(bbox), year, str(out), crs=crs, depth=depth)
         typer.echo(f"wrote {path}")
 
     @app.command("export-geotessera")
@@ -66,6 +68,7 @@ def register(app: typer.Typer) -> None:
         bbox: str = typer.Option(None, "--bbox", help="Only tiles touching W,S,E,N."),
         dataset_version: str = typer.Option("1.1", "--dataset-version", help="Recorded in manifest.parquet."),
         variant: str = typer.Option("cambridge", "--variant", help="Recorded in manifest.parquet."),
+        depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
     ) -> None:
         """Write the published units of a year as geotessera 0.1-degree npy tiles."""
         from tessera_ray.client import open_root
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
 
         reader = open_root(root)
         result = export_geotessera(
-            reader, year, out, parse_bbox(bbox) if bbox else None, version=dataset_version, variant=variant
+            reader, year, out, parse_bbox(bbox) if bbox else None, version=dataset_version, variant=variant, depth=depth
         )
         typer.echo(f"wrote {result.tiles} tiles to {result.out_dir}")
 

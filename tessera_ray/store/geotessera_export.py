@@ -3,7 +3,7 @@
 A tile's pixel grid is a window of its zone grid (:class:`tessera_ray.grid.Tile`),
 so a tile is a crop of the store, never a resampling. Written per tile::
 
-    global_0.1_degree_representation/{year}/grid_X_Y/grid_X_Y.npy          int8 (H, W, 128)
+    global_0.1_degree_representation/{year}/grid_X_Y/grid_X_Y.npy          int8 (H, W, 128) (or (H, W, depth))
     global_0.1_degree_representation/{year}/grid_X_Y/grid_X_Y_scales.npy   float32 (H, W)
     global_0.1_degree_representation/{year}/grid_X_Y/SHA256                 sha256sum lines
     global_0.1_degree_tiff_all/grid_X_Y.tiff    uint8 landmask (0 = no embedding), CRS + transform
@@ -86,10 +86,15 @@ def export_geotessera(
     bbox: tuple[float, float, float, float] | None = None,
     version: str = "1.1",
     variant: str = "cambridge",
+    depth: int | None = None,
 ) -> ExportResult:
-    """Write the npy tiles of every published unit of ``year`` (optionally within ``bbox``)."""
+    """Write the npy tiles of every published unit of ``year`` (optionally within ``bbox``).
+
+    ``depth`` K (a Matryoshka store) writes (H, W, K) tiles from the K-dim prefix array.
+    """
     import pandas as pd
 
+    root.depth_array(depth)  # a depth the store lacks: one clear error before any tile is written
     manifest = read_manifest(root.objects, year)
     if manifest is None or manifest.empty:
         raise UserInputError(f"{root.url} has no published units for {year}")
@@ -101,7 +106,7 @@ def export_geotessera(
     out = Path(out_dir)
     grid_rows, mask_rows = [], []
     for tile in tiles:
-        q, scales = root.read_window(tile.zone, tile.window, year)
+        q, scales = root.read_window(tile.zone, tile.window, year, depth)
         if np.isinf(scales).all():
             continue  # nothing of this tile was processed
         name = tile.name

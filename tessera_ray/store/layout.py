@@ -16,6 +16,13 @@ Layout (geotessera 0.11 ``GeoTesseraZarr`` reads it as is)::
     tessera.zarr/utm{NN}/embeddings         int8 (time, band, y, x), fill 0
     tessera.zarr/utm{NN}/scales             float32 (time, y, x), fill +inf
     tessera.zarr/utm{NN}/{time,band,x,y}    coordinates (years, band index, pixel centres)
+
+A Matryoshka store (``StoreLayout.depths``, e.g. (16, 32, 64)) also holds, per
+zone, ``embeddings_d{K}`` int8 (time, band_d{K}, y, x): the first K codes of
+``embeddings``, byte for byte, on the same shard grid with inner chunks of
+side :func:`depth_chunk_size` (about the bytes of a 128-band chunk), a
+``band_d{K}`` coordinate, and the root attribute ``geoemb:depths``
+(TESSERA.md 5b). ``scales`` is shared by every depth.
 """
 
 from __future__ import annotations
@@ -41,6 +48,27 @@ LAYOUT_ATTR = "tessera_ray:layout"
 YEARS_ATTR = "tessera_ray:years"
 FIXED_OFFSETS_ATTR = "tessera_ray:fixed_offsets"  # array attribute: every inner chunk at a computable offset
 ZONES_ATTR = "tessera_ray:zones"
+DEPTHS_ATTR = "geoemb:depths"
+
+
+def depth_array_name(depth: int) -> str:
+    """The array holding the first ``depth`` dims of every embedding (``embeddings`` for all 128)."""
+    return "embeddings" if int(depth) >= N_BANDS else f"embeddings_d{int(depth)}"
+
+
+def depth_band_dim(depth: int) -> str:
+    """Band dimension name of a depth's array: its own per depth, so xarray can open the zone group."""
+    return "band" if int(depth) >= N_BANDS else f"band_d{int(depth)}"
+
+
+def is_embeddings_array(name: str) -> bool:
+    """``embeddings`` or one of its prefix arrays (the arrays with a band axis)."""
+    return name == "embeddings" or (name.startswith("embeddings_d") and name[len("embeddings_d"):].isdigit())
+
+
+def depths_attr(depths: tuple[int, ...]) -> list[dict]:
+    """``geoemb:depths``: one entry per prefix depth, then always ``{128, "embeddings"}``."""
+    return [{"dimensions": int(k), "array": depth_array_name(k)} for k in (*depths, N_BANDS)]
 
 
 @dataclass(frozen=True)
@@ -76,8 +104,14 @@ class StoreLayout:
     chunk_checksum: bool = True
     index_location: str = "start"
     compression: str = "none"
+    depths: tuple[int, ...] = ()
+    """Matryoshka prefix depths stored beside ``embeddings`` (each 1..127), e.g. (16, 32, 64); () for v1."""
 
     def __post_init__(self) -> None:
+        depths = tuple(sorted({int(k) for k in self.depths}))
+        if depths and not (1 <= depths[0] and depths[-1] < N_BANDS):
+            raise ValueError(f"depths must be 1..{N_BANDS - 1} (all {N_BANDS} dims are always stored), got {list(depths)}")
+        object.__setattr__(self, "depths", depths)
         if self.compression not in ("zstd", "none"):
             raise ValueError(f"compression must be zstd or none, not {self.compression!r}")
         if self.index_location not in ("start", "end"):
@@ -95,7 +129,17 @@ class StoreLayout:
             "chunk_checksum": self.chunk_checksum,
             "index_location": self.index_location,
             "compression": self.compression,
+            **({"depths": list(self.depths)} if self.depths else {}),
         }
+
+    def depth_chunk_size(self, depth: int) -> int:
+        """Inner chunk side of a depth's array: the largest power-of-two multiple of ``chunk_size`` that
+        fits in the shard with ``depth * side**2 <= 128 * chunk_size**2`` bytes (32-px chunks: K=16 or 32
+        -> 64, K=64 -> 32, K=4 -> 128), so every depth's chunks cost about what a 128-band chunk does."""
+        budget, side = N_BANDS * self.chunk_size**2, self.chunk_size
+        while self.shard_size % (2 * side) == 0 and depth * (2 * side) ** 2 <= budget:
+            side *= 2
+        return side
 
     @property
     def fixed_offsets(self) -> bool:
@@ -107,6 +151,7 @@ class StoreLayout:
         return cls(
             int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]),
             str(d.get("index_location", "end")), str(d.get("compression", "zstd")),
+            tuple(int(k) for k in d.get("depths", ())),
         )
 
 
@@ -120,6 +165,7 @@ class StoreState:
     zones: tuple[int, ...] = ()
 
     def root_attrs(self) -> dict:
+        depths = {DEPTHS_ATTR: depths_attr(self.layout.depths)} if self.layout.depths else {}
         return {
             "geoemb:type": "pixel",
             "geoemb:dimensions": N_BANDS,
@@ -134,6 +180,7 @@ class StoreState:
                 "quantized_dtype": "int8",
                 "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"},
             },
+            **depths,
             LAYOUT_ATTR: self.layout.as_dict(),
             YEARS_ATTR: list(self.years),
             ZONES_ATTR: list(self.zones),
@@ -177,18 +224,20 @@ def _compressors(layout: StoreLayout, shuffle: str, data: bool = False):
 def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
     s, c = layout.shard_size, layout.chunk_size
     attrs = {FIXED_OFFSETS_ATTR: True} if layout.fixed_offsets else {}
-    group.create_array(
-        "embeddings",
-        shape=(n_years, N_BANDS, ZONE_HEIGHT, ZONE_WIDTH),
-        chunks=(1, N_BANDS, c, c),
-        shards={"shape": (1, N_BANDS, s, s), "index_location": layout.index_location},
-        dtype="int8",
-        fill_value=0,
-        compressors=_compressors(layout, "noshuffle", data=True),
-        dimension_names=["time", "band", "y", "x"],
-        attributes=attrs,
-        overwrite=True,
-    )
+    for depth in (*layout.depths, N_BANDS):  # prefix arrays: same shard grid, chunks of about the same bytes
+        side = c if depth == N_BANDS else layout.depth_chunk_size(depth)
+        group.create_array(
+            depth_array_name(depth),
+            shape=(n_years, depth, ZONE_HEIGHT, ZONE_WIDTH),
+            chunks=(1, depth, side, side),
+            shards={"shape": (1, depth, s, s), "index_location": layout.index_location},
+            dtype="int8",
+            fill_value=0,
+            compressors=_compressors(layout, "noshuffle", data=True),
+            dimension_names=["time", depth_band_dim(depth), "y", "x"],
+            attributes=attrs,
+            overwrite=True,
+        )
     group.create_array(
         "scales",
         shape=(n_years, ZONE_HEIGHT, ZONE_WIDTH),
@@ -257,6 +306,8 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
         if state.years:
             tarr[:] = np.asarray(state.years, "int32")
         _coord(group, "band", coords["band"], N_BANDS, state.layout, fresh)
+        for depth in state.layout.depths:
+            _coord(group, depth_band_dim(depth), coords["band"][:depth], depth, state.layout, fresh)
         _coord(group, "x", coords["x"], COORD_CHUNK, state.layout, fresh)
         _coord(group, "y", coords["y"], COORD_CHUNK, state.layout, fresh)
     with warnings.catch_warnings():
@@ -284,25 +335,26 @@ def parse_root(doc: bytes) -> StoreState:
 def shard_key(zone: int, array: str, t: int, shard_row: int, shard_col: int) -> str:
     """Object key of one shard (default chunk key encoding ``c/...`` with ``/``)."""
     name = zone_grid(zone).name
-    if array == "embeddings":
-        return f"{ZARR_DIR}/{name}/embeddings/c/{t}/0/{shard_row}/{shard_col}"
+    if is_embeddings_array(array):  # one shard across the band axis
+        return f"{ZARR_DIR}/{name}/{array}/c/{t}/0/{shard_row}/{shard_col}"
     return f"{ZARR_DIR}/{name}/{array}/c/{t}/{shard_row}/{shard_col}"
 
 
 @lru_cache(maxsize=32)
 def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict]:
-    """``zarr.json`` of the embeddings and scales arrays, as zarr itself writes them."""
+    """``zarr.json`` of the data arrays (embeddings, its prefixes, scales), as zarr itself writes them."""
     import zarr
     from zarr.storage import MemoryStore
 
     docs: dict = {}
     group = zarr.create_group(store=MemoryStore(store_dict=docs), zarr_format=3)
     _create_data_arrays(group, layout, n_years)
-    return {name: json.loads(docs[f"{name}/zarr.json"].to_bytes()) for name in ("embeddings", "scales")}
+    names = [depth_array_name(k) for k in (*layout.depths, N_BANDS)] + ["scales"]
+    return {name: json.loads(docs[f"{name}/zarr.json"].to_bytes()) for name in names}
 
 
 def sharded_arrays(layout: StoreLayout, zone: int, n_years: int) -> dict[str, "ShardedArray"]:
-    """The embeddings and scales arrays of a zone, for encoding and decoding shards."""
+    """The data arrays of a zone (embeddings, its prefixes, scales), for encoding and decoding shards."""
     from tessera_ray.store.shards import ShardedArray
 
     meta = _array_metadata(layout, n_years)
@@ -319,24 +371,41 @@ def encode_unit_shards(
     scales: np.ndarray,
     offset: tuple[int, int] = (0, 0),
 ) -> dict[str, bytes]:
-    """Encode the embeddings and scales shards of one unit and year to bytes.
+    """Encode the shards of one unit and year to bytes: embeddings, each prefix depth, scales.
 
     ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 may cover a
     sub-window of the unit starting at ``offset`` (row, col) inside it; the
     rest of the shard stays at the fill values (0, +inf = not processed).
     Inner chunks that are entirely fill are left out of the shard (except
     with fixed offsets, where every chunk is written), and a shard that would
-    hold nothing is not written at all.
+    hold nothing is not written at all. An embeddings chunk (any depth) that
+    covers a pixel with a finite scale is always stored, even if its codes are
+    all 0, so a reader can tell a lost chunk from a legitimately empty one.
+    A prefix array ``embeddings_d{K}`` gets exactly the first K codes.
     """
     arrays = sharded_arrays(state.layout, zone, t + 1)
     r, c = offset
+    bands = np.moveaxis(embeddings, -1, 0)[None]
     blocks = {
-        "embeddings": (np.moveaxis(embeddings, -1, 0)[None], (0, 0, r, c), (t, 0, shard_row, shard_col)),
-        "scales": (scales[None], (0, r, c), (t, shard_row, shard_col)),
+        depth_array_name(k): (bands[:, :k], (0, 0, r, c), (t, 0, shard_row, shard_col))
+        for k in (*state.layout.depths, N_BANDS)
     }
+    blocks["scales"] = (scales[None], (0, r, c), (t, shard_row, shard_col))
+    valid = np.isfinite(scales)
     out = {}
     for name, (block, origin, coords) in blocks.items():
-        data = arrays[name].encode_shard(block, origin, dense=state.layout.fixed_offsets)
+        keep = _chunks_covering(valid, offset, arrays[name]) if name != "scales" else ()
+        data = arrays[name].encode_shard(block, origin, dense=state.layout.fixed_offsets, keep=keep)
         if data is not None:
             out[arrays[name].shard_key(coords)] = data
     return out
+
+
+def _chunks_covering(mask: np.ndarray, offset: tuple[int, int], arr: "ShardedArray") -> list[int]:
+    """Numbers of the array's inner chunks (in its shard) holding a True pixel of ``mask`` placed at ``offset``."""
+    if not mask.any():
+        return []
+    size, side = arr.shard_shape[-1], arr.chunk_shape[-1]
+    full = np.zeros((size, size), bool)
+    full[offset[0] : offset[0] + mask.shape[0], offset[1] : offset[1] + mask.shape[1]] = mask
+    return np.flatnonzero(full.reshape(size // side, side, size // side, side).any(axis=(1, 3))).tolist()

@@ -176,8 +176,11 @@ class ShardedArray:
             return bool(np.isnan(chunk).all())
         return bool((chunk == self.fill_value).all())
 
-    def encode_shard(self, block: np.ndarray, origin: Sequence[int], threads: int = 4, dense: bool = False) -> bytes | None:
+    def encode_shard(self, block: np.ndarray, origin: Sequence[int], threads: int = 4, dense: bool = False,
+                     keep: Sequence[int] = ()) -> bytes | None:
         """The bytes of a shard holding ``block`` at ``origin`` (fill elsewhere); None if all fill.
+
+        ``keep`` lists chunk numbers (in C order of the shard) stored even when all fill.
 
         ``dense`` writes every chunk up to the last one holding data, fill ones
         too, tagged, in C order (fixed offsets; only with the index at the
@@ -189,6 +192,7 @@ class ShardedArray:
         lo = [o // c for o, c in zip(origin, cs)]
         hi = [(o + n - 1) // c for o, n, c in zip(origin, block.shape, cs)]
         chunks: dict[int, np.ndarray] = {}
+        keep = set(keep)
         for idx in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi))):
             start = [i * c for i, c in zip(idx, cs)]
             inner = tuple(slice(max(o - s, 0), min(o + n - s, c)) for o, n, s, c in zip(origin, block.shape, start, cs))
@@ -198,8 +202,9 @@ class ShardedArray:
             else:
                 chunk = np.full(cs, self.fill_value, self.dtype)
                 chunk[inner] = block[outer]
-            if not self._is_fill(chunk):
-                chunks[int(np.ravel_multi_index(idx, cps))] = chunk
+            n = int(np.ravel_multi_index(idx, cps))
+            if n in keep or not self._is_fill(chunk):
+                chunks[n] = chunk
         if not chunks:
             return None
         # dense up to the last chunk holding data (a reader past the end asks the index: all fill),

@@ -77,11 +77,12 @@ def build_random_store(
     partial: bool = True,
     index_location: str = "start",
     compression: str | None = None,
+    depths: tuple[int, ...] | None = None,
 ) -> list[WrittenBlock]:
-    """Create a store, write random units for each year and publish them."""
+    """Create a store, write random units for each year and publish them (``depths``: Matryoshka prefix arrays)."""
     store = EmbeddingStore.create_or_open(
         root, shard_size, chunk_size, model="random-test-model", model_checksum="0" * 64,
-        index_location=index_location, compression=compression,
+        index_location=index_location, compression=compression, depths=depths,
     )
     blocks = []
     for k, year in enumerate(years):

@@ -120,21 +120,33 @@ class EmbeddingStore:
         chunk_checksum: bool = True,
         index_location: str = "start",
         compression: str | None = None,
+        depths: tuple[int, ...] | None = None,
     ) -> "EmbeddingStore":
         """Open the store at ``root``, creating it if empty; its layout must match.
 
         ``compression`` ("none" = fixed-offset shards, or "zstd", see
         :class:`StoreLayout`) defaults to the existing store's, else to the
-        layout's default.
+        layout's default. ``depths`` (Matryoshka prefix arrays, e.g. (16, 32,
+        64); only for encoders whose dims are ordered) defaults to the
+        existing store's, else to none; a store keeps the depths it was
+        created with (adding one would rewrite every shard).
         """
         objects = open_objects(root)
         layout = StoreLayout(shard_size, chunk_size, chunk_checksum=chunk_checksum, index_location=index_location)
         if compression is not None:
             layout = replace(layout, compression=compression)
+        if depths is not None:
+            layout = replace(layout, depths=tuple(depths))
         if objects.exists(ROOT_DOC):
             store = cls.open(root)
             if compression is None:
                 layout = replace(layout, compression=store.layout.compression)
+            if depths is None:
+                layout = replace(layout, depths=store.layout.depths)
+            elif store.layout.depths != layout.depths:
+                have = ",".join(map(str, store.layout.depths)) or "none"
+                raise UserInputError(f"{root} was created with Matryoshka depths {have}, not "
+                                     f"{','.join(map(str, layout.depths)) or 'none'}; a store keeps its depths")
             if store.layout != layout:
                 raise UserInputError(f"{root} was created with layout {store.layout.as_dict()}, not {layout.as_dict()}")
             store.model_checksum = model_checksum
