@@ -103,6 +103,7 @@ class Root:
         self.stats: Counter[str] = Counter()  # requests and bytes by kind, for benchmarks and tests
         self._lock = threading.Lock()
         self._indexes: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        self._published: dict[int, frozenset[str]] = {}
         self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._chunk_cache = chunk_cache
         self._io = ThreadPoolExecutor(threads, thread_name_prefix="tessera-read")
@@ -207,6 +208,7 @@ class Root:
             else:
                 data = self._get("index", key, 16 * lo, 16 * (hi - lo + 1))
         except ObjectNotFound:
+            self._check_absent(key, shard_coords)
             with self._lock:
                 self._indexes[key] = None
             return None
@@ -224,6 +226,28 @@ class Root:
         with self._lock:
             self._indexes[key] = (entries, known)
         return entries
+
+    def _check_absent(self, key: str, shard_coords: tuple) -> None:
+        """A shard may be absent only if no manifest lists it: a published one that is gone is bad data."""
+        year = self.years[shard_coords[0]]
+        if key in self._published_objects(year):
+            raise DataError(f"{self.objects.child_url(key)} is missing, but the manifest of {year} says it was published")
+
+    def _published_objects(self, year: int) -> frozenset[str]:
+        """Keys of every object the year's manifest lists (read once, on the path of a missing shard)."""
+        with self._lock:
+            if year in self._published:
+                return self._published[year]
+        import pyarrow.parquet as pq
+
+        try:
+            column = pq.ParquetFile(_RangeFile(self, f"{MANIFEST_DIR}/{int(year)}.parquet")).read(["objects"])
+            keys = frozenset(o["key"] for row in column.column("objects").to_pylist() for o in row or ())
+        except ObjectNotFound:
+            keys = frozenset()
+        with self._lock:
+            self._published[year] = keys
+        return keys
 
     def _chunks_for(self, arr: ShardedArray, wanted: dict[tuple, list[int]]) -> dict[tuple, np.ndarray | None]:
         """Decode inner chunks: ``{shard_coords: [chunk numbers]}`` -> ``{(shard, n): array | None}``.
@@ -293,6 +317,7 @@ class Root:
         try:
             data = self._get("chunks", key, start, end - start)
         except ObjectNotFound:
+            self._check_absent(key, shard)
             return {(shard, n): None for _, _, n in run}, []
         except DataError:  # the object is shorter than a dense shard: not one, ask its index
             return {}, [n for _, _, n in run]

@@ -451,3 +451,37 @@ def test_mosaic_across_a_utm_seam_takes_both_zones(tmp_path):
     stored = ~np.isnan(p32.embeddings[..., 0])
     np.testing.assert_array_equal(window[stored], p32.embeddings[stored])
     assert len(blocks) == 2
+
+
+@pytest.mark.parametrize("lost", ["embeddings", "scales", "both"])
+def test_a_published_shard_that_went_missing_fails_loudly(tmp_path, capsys, lost):
+    from cli_helpers import run_cli
+
+    root = tmp_path / "r"
+    build_random_store(str(root), UNITS[:2], partial=False, compression="none")
+    u = UNITS[0]
+    for name in (("embeddings", "scales") if lost == "both" else (lost,)):
+        (root / shard_key(31, name, 0, u.row, u.col)).unlink()
+    rows = np.array([u.window.row + 5, UNITS[1].window.row + 5])
+    cols = np.array([u.window.col + 5, UNITS[1].window.col + 5])
+    lon, lat = lonlat_of(31, rows, cols)
+    missing = shard_key(31, "scales" if lost == "scales" else "embeddings", 0, u.row, u.col)
+    with StaticServer(root) as server:
+        for url in (str(root), server.url):
+            with pytest.raises(DataError, match="missing, but the manifest of 2024 says it was published"):
+                tc.open_root(url).points(lon, lat, 2024)
+            # the other unit still reads
+            assert tc.open_root(url).points(lon[1:], lat[1:], 2024)[0].shape == (1, 128)
+        points = tmp_path / "p.csv"
+        points.write_text("lon,lat\n" + "\n".join(f"{x},{y}" for x, y in zip(lon, lat)) + "\n")
+        out = tmp_path / "s.parquet"
+        code, _, err = run_cli(["sample", "--root", server.url, "--points", str(points), "--year", "2024",
+                                "--out", str(out)], capsys)
+        assert code == 4 and missing.split("/")[-1] in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+        w, s = lonlat_of(31, np.array([u.window.row + 20]), np.array([u.window.col + 2]))
+        e, n = lonlat_of(31, np.array([u.window.row + 2]), np.array([u.window.col + 20]))
+        tif = tmp_path / "x.tif"
+        code, _, err = run_cli(["export", "--root", str(root), "--bbox", f"{w[0]},{s[0]},{e[0]},{n[0]}",
+                                "--year", "2024", "--out", str(tif)], capsys)
+        assert code == 4 and "says it was published" in err and not tif.exists()
