@@ -58,6 +58,8 @@ class EmbedConfig:
     cache_dir: str | None = None
     created: str | None = None
     """Time written into part records; from ``SOURCE_DATE_EPOCH`` for reproducible re-runs."""
+    depths: tuple[int, ...] | None = None
+    """Matryoshka prefix arrays to write (``--depths 16,32,64``); None: those of an existing store, else none."""
 
     def __post_init__(self) -> None:
         this_year = datetime.now(timezone.utc).year
@@ -196,6 +198,8 @@ class ModelInfo:
     variant: str
     checksum: str
     parameters: int = field(default=0)
+    depths: tuple[int, ...] = ()
+    """Matryoshka depths of the encoder family (e.g. (16, 32, 64, 128)); () when its dims are not ordered."""
 
 
 def check_checkpoint(checkpoint: str, variant: str | None) -> ModelInfo:
@@ -203,4 +207,51 @@ def check_checkpoint(checkpoint: str, variant: str | None) -> ModelInfo:
     from tessera_ray.model import parameter_count, read_checkpoint
 
     loaded = read_checkpoint(checkpoint, variant)
-    return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model))
+    return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model),
+                     supported_depths(loaded))
+
+
+def supported_depths(loaded) -> tuple[int, ...]:
+    """The Matryoshka depths of a loaded checkpoint's encoder family: widths K whose first K dims are an
+    embedding on their own (v2: (16, 32, 64, 128)); () for a family whose dims are not ordered (v1, v1.1).
+
+    The one place the embed job asks this. Today's checkpoints are all v1 (no ``matryoshka_depths`` on
+    their config); the encoder-family protocol will answer it from the family.
+    """
+    return tuple(sorted(int(k) for k in getattr(loaded.config, "matryoshka_depths", ()) or ()))
+
+
+def parse_depths(text: str | None) -> tuple[int, ...] | None:
+    """``--depths 16,32,64`` as a tuple (None when not given); a malformed list is a clear error."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        depths = tuple(sorted({int(p) for p in parts}))
+    except ValueError:
+        raise UserInputError(f"--depths must be a comma-separated list of integers such as 16,32,64, got {text!r}") from None
+    if not depths:
+        raise UserInputError("--depths is empty; give prefix depths such as 16,32,64")
+    return depths
+
+
+def check_depths(depths: tuple[int, ...], model: ModelInfo, checkpoint: str, asked_by: str = "--depths") -> tuple[int, ...]:
+    """Prefix depths the model can write: each a Matryoshka depth of its family, below 128.
+
+    ``asked_by`` names who wants them in the error line (the flag, or an existing store).
+    """
+    if not depths:
+        return ()
+    if not model.depths:
+        raise UserInputError(
+            f"{asked_by} needs a Matryoshka encoder family (v2); {checkpoint} is a {model.variant} checkpoint, "
+            "whose dims are not ordered, so a prefix of them is not an embedding"
+        )
+    prefixes = [k for k in model.depths if k < 128]
+    for k in depths:
+        if k not in prefixes:
+            raise UserInputError(
+                f"{asked_by}: {k} is not a Matryoshka prefix depth of {model.variant}; it has "
+                f"{', '.join(map(str, prefixes))} (all 128 dims are always written as embeddings)"
+            )
+    return tuple(depths)
