@@ -14,7 +14,9 @@ of ``--runs``):
 * a 1 km x 1 km region;
 * beside them: downloading the geotessera npy tile (+ scales + landmask) that
   holds the same data, exported from the same store, over the same server;
-* geotessera 0.11's own ``GeoTesseraZarr`` reading one pixel of each store.
+* geotessera 0.11's own ``GeoTesseraZarr`` reading one pixel of each store;
+* the cold pixel and the 1 km region again at Matryoshka depth ``--depth``
+  (the stores hold that prefix array beside the 128 dims), against 128.
 
 Storage: the shard bytes of both bench stores (random int8: incompressible),
 and, with ``--storage-root``, the shards of a root written by ``tessera-ray
@@ -52,7 +54,7 @@ TILE_CENTRE = (0.15, 52.25)  # grid_0.15_52.25, near Cambridge, UTM zone 31
 LAYOUTS = {"fixed-offsets": "none", "zstd": "zstd"}  # name -> StoreLayout.compression
 
 
-def build(root: Path, shard: int, chunk: int, seed: int, compression: str):
+def build(root: Path, shard: int, chunk: int, seed: int, compression: str, depth: int = 16):
     """A store whose units under the tile hold random data, whole (an interior unit as the embed job writes it)."""
     from tessera_ray.grid import Tile, Unit
     from tessera_ray.store import EmbeddingStore, publish
@@ -60,7 +62,8 @@ def build(root: Path, shard: int, chunk: int, seed: int, compression: str):
 
     tile = Tile(*TILE_CENTRE)
     tw = tile.window
-    store = EmbeddingStore.create_or_open(str(root), shard, chunk, model="bench-random", compression=compression)
+    store = EmbeddingStore.create_or_open(str(root), shard, chunk, model="bench-random", compression=compression,
+                                          depths=(depth,))
     store.prepare(YEAR, {tile.zone})
     rng = np.random.default_rng(seed)
     for r in range(tw.row // shard, (tw.row + tw.height - 1) // shard + 1):
@@ -138,6 +141,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--chunk", type=int, default=32)
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--depth", type=int, default=16, help="Matryoshka depth compared with all 128 dims")
     parser.add_argument("--storage-root", help="a root written by tessera-ray embed: re-encode its shards in both layouts")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     args = parser.parse_args(argv)
@@ -163,7 +167,7 @@ def run(args, work: Path) -> dict:
     build_s = {}
     for name, compression in LAYOUTS.items():
         t0 = time.perf_counter()
-        tile = build(work / name, args.shard, args.chunk, args.seed, compression)
+        tile = build(work / name, args.shard, args.chunk, args.seed, compression, args.depth)
         build_s[name] = round(time.perf_counter() - t0, 1)
     export_geotessera(tc.open_root(str(work / "zstd")), YEAR, work / "geotessera", bbox=tile.bounds)
     tw, grid = tile.window, zone_grid(tile.zone)
@@ -193,13 +197,14 @@ def run(args, work: Path) -> dict:
         "n_points": args.points,
         "shards_touched": shards_touched,
         "chunks_touched": chunks_touched,
+        "depth": args.depth,
         "layouts": {},
     }
     with StaticServer(work, latency_s=args.latency) as server:
         for name in LAYOUTS:
             url = f"{server.url}/{name}"
             r = results["layouts"][name] = read_cases(server, url, args.runs, (plon, plat), (nlon, nlat), (lons, lats),
-                                                      region_bbox)
+                                                      region_bbox, args.depth)
             r["storage"] = shard_bytes(work / name)
             r["geotessera_zarr_pixel"] = geotessera_pixel(server, url, plon, plat)
             values = tc.open_root(url).points(lons, lats, YEAR)[0]
@@ -220,7 +225,7 @@ def run(args, work: Path) -> dict:
     return results
 
 
-def read_cases(server, url: str, runs: int, pixel, neighbour, points_lonlat, region_bbox) -> dict:
+def read_cases(server, url: str, runs: int, pixel, neighbour, points_lonlat, region_bbox, depth: int) -> dict:
     """Every read of the benchmark against one store, each from a cold client."""
     from tessera_ray import client as tc
 
@@ -232,10 +237,10 @@ def read_cases(server, url: str, runs: int, pixel, neighbour, points_lonlat, reg
         server.stats.reset()
         return root
 
-    def cold_pixel():
+    def cold_pixel(depth=None):
         root = opened()
-        px = root.pixel(plon, plat, YEAR)
-        assert px.status == tc.VALID
+        px = root.pixel(plon, plat, YEAR, depth=depth)
+        assert px.status == tc.VALID and len(px.values) == (depth or 128)
         return dict(root.stats)
 
     def warm():
@@ -259,9 +264,10 @@ def read_cases(server, url: str, runs: int, pixel, neighbour, points_lonlat, reg
         _, status = root.points(lons, lats, YEAR)
         return {**dict(root.stats), "valid": int((status == tc.VALID).sum())}
 
-    def region():
+    def region(depth=None):
         root = opened()
-        (part,) = root.region(region_bbox, YEAR)
+        (part,) = root.region(region_bbox, YEAR, depth=depth)
+        assert part.embeddings.shape[-1] == (depth or 128)
         return {**dict(root.stats), "pixels": list(part.scales.shape)}
 
     return {
@@ -270,6 +276,8 @@ def read_cases(server, url: str, runs: int, pixel, neighbour, points_lonlat, reg
         "pixel_warm": warm(),
         "points": measure(server, points, runs),
         "region_1km": measure(server, region, runs),
+        "pixel_cold_depth": measure(server, lambda: cold_pixel(depth), runs),
+        "region_1km_depth": measure(server, lambda: region(depth), runs),
     }
 
 
@@ -346,6 +354,8 @@ def markdown(r: dict) -> str:
             f"{r['shards_touched']} shard(s), {r['chunks_touched']} chunks x 2 arrays; "
             + " / ".join(split(L[n]["points"]) for n in names)),
         row("1 km x 1 km region", "region_1km"),
+        row(f"one pixel, cold, depth {r['depth']}", "pixel_cold_depth"),
+        row(f"1 km x 1 km region, depth {r['depth']}", "region_1km_depth"),
     ]
     gt = [L[n].get("geotessera_zarr_pixel") for n in names]
     if all(gt):
@@ -379,6 +389,13 @@ def markdown(r: dict) -> str:
             f"model embeddings ({m['units']} unit(s) of {m['shard']} px from `{m['root']}`, "
             f"{m['pixels'].get('valid', 0):,} valid px)", lambda nm: m[nm])
         lines.append("| encode seconds (both arrays) | " + " | ".join(f"{m[nm]['encode_seconds']}" for nm in names) + " | |")
+    lines += ["", f"Depth {r['depth']} against 128 (`embeddings_d{r['depth']}` + `scales` instead of `embeddings` + `scales`):", "",
+              "| read | layout | bytes at 128 | bytes at depth | ratio | ms at 128 | ms at depth |", "|---|---|---:|---:|---:|---:|---:|"]
+    for label, full, part in (("one pixel, cold", "pixel_cold", "pixel_cold_depth"), ("1 km region", "region_1km", "region_1km_depth")):
+        for nm in names:
+            a, b = L[nm][full], L[nm][part]
+            lines.append(f"| {label} | {nm} | {a['bytes'] / 1000:,.1f} kB | {b['bytes'] / 1000:,.1f} kB | "
+                         f"{b['bytes'] / a['bytes']:.3f} | {a['seconds'] * 1000:,.0f} | {b['seconds'] * 1000:,.0f} |")
     lines.append("")
     return "\n".join(lines) + "\n"
 

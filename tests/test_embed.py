@@ -185,3 +185,69 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
             assert (np.abs(emb[np.isfinite(scales)]).max(axis=-1) > 0).all()
     secrets = json.dumps([json.loads(p.read_text()) for p in (out / "manifests" / "runs").glob("*.json")])
     assert "AWS_SECRET" not in secrets and os.environ.get("AWS_SECRET_ACCESS_KEY", "\0") not in secrets
+
+
+@pytest.mark.parametrize(
+    "depths, message",
+    [
+        ("16,32", "--depths needs a Matryoshka encoder family (v2)"),
+        ("16,x", "--depths must be a comma-separated list of integers"),
+        (",", "--depths is empty"),
+    ],
+)
+def test_depths_for_a_v1_checkpoint_or_malformed_are_one_line(world, checkpoint, tmp_path, capsys, depths, message):
+    code, _, err = run(embed_args(world, tmp_path / "root", checkpoint, ROI, "--depths", depths), capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tessera-ray: error:") and message in lines[0], err
+    assert not (tmp_path / "root").exists()
+
+
+def test_depths_must_be_prefix_depths_of_the_family():
+    from tessera_ray.errors import UserInputError
+    from tessera_ray.pipeline.plan import ModelInfo, check_depths
+
+    v2 = ModelInfo("v2-small", "0" * 64, 1, depths=(16, 32, 64, 128))
+    assert check_depths((16, 64), v2, "s.pt") == (16, 64)
+    for bad in ((24,), (16, 128)):
+        with pytest.raises(UserInputError, match=rf"--depths: {bad[-1]} is not a Matryoshka prefix depth of v2-small; it has 16, 32, 64"):
+            check_depths(bad, v2, "s.pt")
+
+
+@pytest.mark.slow
+def test_embed_depths_writes_prefix_arrays_through_the_job(world, checkpoint, tmp_path, capsys, ray_cluster, monkeypatch):
+    """The real job with a v2 student and --depths: every published unit has its prefix shards
+    recorded, and their codes equal the first K of the full array."""
+    from tessera_ray.client import open_root
+    from tessera_ray.model import build_encoder, get_variant, save_checkpoint
+    from tessera_ray.store import read_manifest
+    from tessera_ray.store.layout import shard_key
+
+    student = tmp_path / "student.pt"
+    save_checkpoint(build_encoder(get_variant("v2-tiny"), seed=0), student, get_variant("v2-tiny"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    out = tmp_path / "root"
+    code, stdout, err = run(embed_args(world, out, student, ROI, "--depths", "16,32"), capsys)
+    assert code == 0, err
+    manifest = read_manifest(str(out), 2024)
+    assert sorted(manifest.unit_id) == UNIT_IDS
+    for row in manifest.itertuples():
+        unit = Unit.from_id(row.unit_id)
+        keys = {o["key"] for o in row.objects}
+        assert {shard_key(unit.zone, f"embeddings_d{k}", 0, unit.row, unit.col) for k in (16, 32)} <= keys
+    with open_root(str(out)) as root:
+        assert root.depths == {16: "embeddings_d16", 32: "embeddings_d32", 128: "embeddings"}
+        for unit_id in UNIT_IDS:
+            unit = Unit.from_id(unit_id)
+            q, s = root.read_window(unit.zone, unit.window, 2024)
+            q16, s16 = root.read_window(unit.zone, unit.window, 2024, depth=16)
+            assert q16.tobytes() == np.ascontiguousarray(q[..., :16]).tobytes() and np.isfinite(s16).mean() > 0.5
+    # a re-run without --depths adopts the store's depths and has nothing to do
+    code, stdout, err = run(embed_args(world, out, student), capsys)
+    assert code == 0 and "0 done, 2 skipped" in stdout, err
+    # another set of depths is refused; so is a non-Matryoshka model writing new units into this store
+    code, _, err = run(embed_args(world, out, student, "0.120,52.174,0.1245,52.1745", "--depths", "16"), capsys)
+    assert code == 2 and "created with Matryoshka depths 16,32, not 16" in err, err
+    code, _, err = run(embed_args(world, out, checkpoint, "0.120,52.174,0.1245,52.1745"), capsys)
+    assert code == 2 and "has Matryoshka depths 16,32, which needs a Matryoshka encoder family" in err, err
+    assert sorted(read_manifest(str(out), 2024).unit_id) == UNIT_IDS

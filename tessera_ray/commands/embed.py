@@ -55,18 +55,21 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", envvar=_env("seed"), help="seed of the temporal sampling"),
         cache_dir: Optional[str] = typer.Option(None, "--cache-dir", envvar=_env("cache_dir"),
                                                 help="keep STAC search results here between runs"),
+        depths: Optional[str] = typer.Option(None, "--depths", envvar=_env("depths"),
+                                             help="Matryoshka prefix arrays to write beside the 128 dims, e.g. "
+                                                  "16,32,64 (v2 families only; default: an existing store's)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (units, scenes, bytes) and stop"),
     ) -> None:
         """Embed a ROI for one or more years and publish it (resumes: published units are skipped)."""
         from tessera_ray.pipeline.embed import check_complete, run_embed, summary
-        from tessera_ray.pipeline.plan import EmbedConfig, created_from_env
+        from tessera_ray.pipeline.plan import EmbedConfig, created_from_env, parse_depths
 
         config = EmbedConfig(
             roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source, bf16=bf16,
             stac=stac, s1_stac=s1_stac,
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
-            seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(),
+            seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(), depths=parse_depths(depths),
         )
         result = run_embed(config, echo=typer.echo)
         if not dry_run:

@@ -48,6 +48,7 @@ from tessera_ray.pipeline.plan import (
     ModelInfo,
     YearPlan,
     check_checkpoint,
+    check_depths,
     estimate,
     plan_units,
     plan_year,
@@ -385,6 +386,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     started = time.monotonic()
     units = plan_units(config.roi, config.unit_size)
     model = check_checkpoint(config.checkpoint, config.variant, config.data_source)
+    check_depths(config.depths or (), model, config.checkpoint)
     plans = [plan_year(config, units, year) for year in config.years]
     result = RunResult(new_run_id(), [])
     if config.dry_run:
@@ -399,7 +401,11 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     from tessera_ray.store import EmbeddingStore, publish
 
     store = EmbeddingStore.create_or_open(config.out, shard_size=config.unit_size, chunk_size=config.chunk_size,
-                                          model=f"tessera-{model.variant}", model_checksum=model.checksum)
+                                          model=f"tessera-{model.variant}", model_checksum=model.checksum,
+                                          depths=config.depths)
+    if config.depths is None:  # an existing store's depths, adopted: the model must be able to write them
+        check_depths(store.layout.depths, model, config.checkpoint,
+                     f"{config.out} has Matryoshka depths {','.join(map(str, store.layout.depths))}, which")
     zones = sorted({u.zone for u in units})
     for plan in plans:
         store.prepare(plan.year, zones)

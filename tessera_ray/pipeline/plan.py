@@ -62,6 +62,8 @@ class EmbedConfig:
     cache_dir: str | None = None
     created: str | None = None
     """Time written into part records; from ``SOURCE_DATE_EPOCH`` for reproducible re-runs."""
+    depths: tuple[int, ...] | None = None
+    """Matryoshka prefix arrays to write (``--depths 16,32,64``); None: those of an existing store, else none."""
 
     def __post_init__(self) -> None:
         this_year = datetime.now(timezone.utc).year
@@ -202,7 +204,7 @@ class ModelInfo:
     parameters: int = field(default=0)
     family: str = "v1"
     depths: tuple[int, ...] = ()
-    """Matryoshka prefixes the family supports (ending with the full width); () if none."""
+    """Matryoshka depths of the encoder family (e.g. (16, 32, 64, 128)); () when its dims are not ordered."""
     data_source: str | None = None
     """The statistics' data source of the run (None where the family has one set)."""
 
@@ -219,3 +221,39 @@ def check_checkpoint(checkpoint: str, variant: str | None, data_source: str | No
     return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model),
                      family=loaded.config.family, depths=matryoshka_depths(loaded.config),
                      data_source=source if per_source else None)
+
+
+def parse_depths(text: str | None) -> tuple[int, ...] | None:
+    """``--depths 16,32,64`` as a tuple (None when not given); a malformed list is a clear error."""
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        depths = tuple(sorted({int(p) for p in parts}))
+    except ValueError:
+        raise UserInputError(f"--depths must be a comma-separated list of integers such as 16,32,64, got {text!r}") from None
+    if not depths:
+        raise UserInputError("--depths is empty; give prefix depths such as 16,32,64")
+    return depths
+
+
+def check_depths(depths: tuple[int, ...], model: ModelInfo, checkpoint: str, asked_by: str = "--depths") -> tuple[int, ...]:
+    """Prefix depths the model can write: each a Matryoshka depth of its family, below 128.
+
+    ``asked_by`` names who wants them in the error line (the flag, or an existing store).
+    """
+    if not depths:
+        return ()
+    if not model.depths:
+        raise UserInputError(
+            f"{asked_by} needs a Matryoshka encoder family (v2); {checkpoint} is a {model.variant} checkpoint, "
+            "whose dims are not ordered, so a prefix of them is not an embedding"
+        )
+    prefixes = [k for k in model.depths if k < 128]
+    for k in depths:
+        if k not in prefixes:
+            raise UserInputError(
+                f"{asked_by}: {k} is not a Matryoshka prefix depth of {model.variant}; it has "
+                f"{', '.join(map(str, prefixes))} (all 128 dims are always written as embeddings)"
+            )
+    return tuple(depths)
