@@ -66,6 +66,14 @@ def centroid_accuracy(embeddings: np.ndarray, classes: np.ndarray) -> float | No
     return float((labels[distances.argmin(axis=1)] == classes[test]).mean())
 
 
+def prefix_depths(checkpoint: Path) -> tuple[int, ...] | None:
+    """The Matryoshka prefixes (16, 32, 64) the demo publishes when its encoder has them."""
+    from tessera_ray.model import matryoshka_depths, output_dims, read_checkpoint
+
+    config = read_checkpoint(checkpoint).config
+    return tuple(k for k in matryoshka_depths(config) if k < output_dims(config)) or None
+
+
 def sample_labels(url: str, world_dir: Path, roi: str, year: int):
     """The world's labelled points inside the ROI, read back over HTTP through our client."""
     import geopandas as gpd
@@ -122,6 +130,7 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
         config = EmbedConfig(
             roi=roi, years=(world.year,), out=str(out), checkpoint=str(checkpoint),
             stac=services.urls()["stac"], unit_size=DEMO_UNIT, block_size=DEMO_BLOCK, max_in_flight=2,
+            depths=prefix_depths(checkpoint),
         )
         result = run_embed(config)
         stats = services.http.stats
@@ -162,6 +171,7 @@ Read it with our client (Python):
   from tessera_ray.client import open_root
   root = open_root("{r.url}")
   print(root.pixel({lon + 0.003:.4f}, {lat + 0.003:.4f}, {r.year}))      # 128-d embedding, dequantised
+  print(root.pixel({lon + 0.003:.4f}, {lat + 0.003:.4f}, {r.year}, depth=16))   # its Matryoshka 16-d prefix
 
 With geotessera (0.11, its Zarr reader over HTTP):
   from geotessera import GeoTesseraZarr
@@ -170,6 +180,7 @@ With geotessera (0.11, its Zarr reader over HTTP):
   http = HTTPStore.from_url("{r.url}/tessera.zarr", client_options={{"allow_http": True}})
   gz = GeoTesseraZarr(ObjectStore(http, read_only=True))
   print(gz.sample_points([({lon + 0.003:.4f}, {lat + 0.003:.4f})], {r.year}))
+  print(gz.sample_points([({lon + 0.003:.4f}, {lat + 0.003:.4f})], {r.year}, depth=16))
 
 With DuckDB (the manifest is GeoParquet; a local path here, or an http(s) URL with httpfs):
   duckdb -c "select unit_id, valid_pixels, bbox from read_parquet('{r.root}/manifests/{r.year}.parquet')"
