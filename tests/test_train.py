@@ -118,11 +118,11 @@ def test_two_views_differ_but_come_from_the_same_pixel(units):
     pool = data.build_pool([data.open_unit(u) for u in units], per_unit=50, seed=0)
     config = TrainConfig(variant="tiny")
     index = data.batch_indices(len(pool), 16, 0, 0)
-    (s2a, s1a), (s2b, s1b) = data.two_views(pool, index, config.encoder, seed=0, step=0, steps=8)
+    (s2a, s1a), (s2b, s1b) = data.two_views(pool, index, config.rule, seed=0, step=0, steps=8)
     assert s2a.shape == (16, 8, 11) and s1a.shape == (16, 8, 3)
     assert not np.array_equal(s2a[:, :, -1], s2b[:, :, -1])  # other dates drawn
     assert np.all(np.diff(s2a[:, :, -1], axis=1) >= 0)  # sorted in time
-    again = data.two_views(pool, index, config.encoder, seed=0, step=0, steps=8)
+    again = data.two_views(pool, index, config.rule, seed=0, step=0, steps=8)
     np.testing.assert_array_equal(again[0][0], s2a)  # a pure function of (seed, step)
 
 
@@ -190,7 +190,7 @@ def test_demo_encoder_is_trained_once_then_cached(world, tmp_path):
     # another name keeps a second encoder (another seed) beside it, from the same cube
     other = ensure_demo_encoder(world, tmp_path, replace(config, steps=7, seed=1), name="demo-encoder-seed1")
     assert other != path and torch.load(path, weights_only=True)["step"] == 7
-    weights = [torch.load(p, weights_only=True)["model_state_dict"] for p in (path, other)]
+    weights = [read_checkpoint(p).model.state_dict() for p in (path, other)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert len(list(tmp_path.glob("demo-cube-*"))) == 1
 
