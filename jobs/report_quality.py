@@ -15,6 +15,12 @@ For each, a standardised logistic regression is fitted on k labels per class
 drawn from the train split (k = 1, 2, 5, 10, 20, 40; 5 draws each) and scored
 on every test point (accuracy, macro F1).
 
+A Matryoshka encoder (family v2) also gets rows per depth: the same probe at
+1, 10 and 40 labels per class on the first K of the dequantised dimensions,
+K = 16, 32, 64, 128, for the trained and the random encoder. In a Matryoshka
+store a depth-K reader gets the first K int8 codes of the 128-d quantisation
+with the shared scale, so these prefixes are exactly what it reads.
+
     python jobs/report_quality.py [--world DIR] [--out DIR] [--seeds 0 1 2 3 4 | --checkpoint PT]
 
 Writes bench-results/report_quality.json, .md and .png (the label-efficiency curves).
@@ -40,10 +46,12 @@ from tessera_ray.heads.evaluate import label_efficiency  # noqa: E402
 from tessera_ray.heads.features import monthly_composites, monthly_sar_composites  # noqa: E402
 from tessera_ray.heads.report import plot_curves  # noqa: E402
 from tessera_ray.model import build_encoder, encode_pixels, read_checkpoint  # noqa: E402
+from tessera_ray.model.family import matryoshka_depths  # noqa: E402
 from tessera_ray.train import data  # noqa: E402
 from tessera_ray.train.demo import DEMO_CONFIG, NAME, ensure_demo_encoder, world_cube  # noqa: E402
 
 CURVE = (1, 2, 5, 10, 20, 40)
+DEPTH_CURVE = (1, 10, 40)
 
 
 def features_at_labels(world: Path, work: Path):
@@ -59,6 +67,21 @@ def features_at_labels(world: Path, work: Path):
 
 def embed(model, config, series) -> np.ndarray:
     return np.concatenate([encode_pixels(model, config, s).dequantised() for s in series])
+
+
+def depth_lines(by_depth: dict[str, dict[str, dict]]) -> list[str]:
+    """The per-depth table (Matryoshka prefixes of the dequantised embeddings), or nothing."""
+    if not by_depth:
+        return []
+    ks = [str(k) for k in DEPTH_CURVE]
+    lines = ["", "Matryoshka depths: the probe on the first K dimensions of the same embeddings.", "",
+             "| features | dims | " + " | ".join(f"{k}/class acc (F1)" for k in ks) + " |",
+             "|---|---:|" + "---|" * len(ks)]
+    for name, rows in by_depth.items():
+        for depth, row in rows.items():
+            cells = [f"{row[k]['accuracy']:.3f} ({row[k]['macro_f1']:.3f})" if k in row else "-" for k in ks]
+            lines.append(f"| {name} | {depth} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -113,6 +136,22 @@ def main(argv=None) -> int:
         results["trained (mean)"] = {k: {m: float(np.mean([results[n][k][m] for n in trained]))
                                          for m in ("accuracy", "macro_f1")} | {"per_class": int(k)}
                                      for k in ks if all(k in results[n] for n in trained)}
+    depths = matryoshka_depths(config)
+    by_depth: dict[str, dict[str, dict]] = {}
+    if len(depths) > 1:  # a Matryoshka encoder: every prefix is an embedding on its own
+        for name in [*trained, "random"]:
+            by_depth[name] = {}
+            for depth in depths:
+                curve = label_efficiency(sets[name][keep][:, :depth], classes[keep], per_class=DEPTH_CURVE,
+                                         test=test[keep], repeats=5)
+                by_depth[name][str(depth)] = {str(r["per_class"]): r for r in curve}
+        if len(trained) > 1:
+            by_depth["trained (mean)"] = {
+                str(depth): {k: {m: float(np.mean([by_depth[n][str(depth)][k][m] for n in trained]))
+                                 for m in ("accuracy", "macro_f1")} | {"per_class": int(k)}
+                             for k in map(str, DEPTH_CURVE) if all(k in by_depth[n][str(depth)] for n in trained)}
+                for depth in depths}
+            by_depth = {"trained (mean)": by_depth.pop("trained (mean)"), **by_depth}
     lines = [
         f"Linear probe (logistic regression) on the synthetic demo world's held-out labels "
         f"({int((test & keep).sum())} test points, {len(np.unique(classes))} classes; "
@@ -133,6 +172,7 @@ def main(argv=None) -> int:
                   + (f" ({min(spread):.3f} to {max(spread):.3f} over {len(spread)} seeds)" if len(spread) > 1 else "")
                   + f", random weights {at10['random']:.3f}, raw monthly composites {at10['raw']:.3f} "
                   f"(with Sentinel-1 {at10['raw+s1']:.3f}).",
+              *depth_lines(by_depth),
               "", "Command: `python jobs/report_quality.py " + " ".join(sys.argv[1:] if argv is None else argv) + "`"]
     text = "\n".join(lines)
     print(text)
@@ -140,7 +180,7 @@ def main(argv=None) -> int:
     keys = {name: json.loads(path.with_suffix(".json").read_text()) for name, path in checkpoints.items()
             if path.with_suffix(".json").is_file()}
     record = {"checkpoints": {n: str(p) for n, p in checkpoints.items()}, "variant": config.name, "results": results,
-              "at_10": at10, "test_points": int((test & keep).sum()), "encoder_seconds": round(train_seconds, 1),
+              "at_10": at10, "depths": by_depth, "test_points": int((test & keep).sum()), "encoder_seconds": round(train_seconds, 1),
               "training": keys, "machine": platform.machine(), "python": platform.python_version()}
     (args.results / "report_quality.json").write_text(json.dumps(record, indent=1))
     (args.results / "report_quality.md").write_text(text + "\n")

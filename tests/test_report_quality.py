@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,3 +28,27 @@ def test_unknown_recipe_field_is_refused(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--set" in done.stderr.splitlines()[-1] and "no_such_field" in done.stderr
     assert not (tmp_path / "world").exists()
+
+
+def test_depth_rows_for_a_matryoshka_encoder(world, tmp_path):
+    import json
+
+    from tessera_ray.model import build_encoder, save_checkpoint
+    from tessera_ray.model.family import get_variant
+
+    config = get_variant("v2-tiny")
+    checkpoint = tmp_path / "v2-tiny.pt"
+    save_checkpoint(build_encoder(config, seed=1), checkpoint, config)
+    results = tmp_path / "results"
+    done = run_job("--checkpoint", str(checkpoint), "--world", str(world), "--out", str(tmp_path / "model"),
+                   "--results", str(results))
+    assert done.returncode == 0, done.stderr
+    assert "Matryoshka depths" in done.stdout
+    for name in ("trained", "random"):
+        for depth in (16, 32, 64, 128):
+            assert re.search(rf"^\| {name} \| {depth} \| \d\.\d{{3}} ", done.stdout, re.M), (name, depth)
+    record = json.loads((results / "report_quality.json").read_text())
+    assert set(record["depths"]["trained"]) == {"16", "32", "64", "128"}
+    assert {"1", "10"} <= set(record["depths"]["trained"]["16"])  # the test world has too few for 40
+    # the full width is the main table's probe (the same label draws)
+    assert record["depths"]["trained"]["128"]["10"]["accuracy"] == record["results"]["trained"]["10"]["accuracy"]

@@ -190,6 +190,36 @@ def test_demo_encoder_is_trained_once_then_cached(world, tmp_path):
     # another name keeps a second encoder (another seed) beside it, from the same cube
     other = ensure_demo_encoder(world, tmp_path, replace(config, steps=7, seed=1), name="demo-encoder-seed1")
     assert other != path and torch.load(path, weights_only=True)["step"] == 7
-    weights = [torch.load(p, weights_only=True)["model_state_dict"] for p in (path, other)]
+    weights = [read_checkpoint(p).model.state_dict() for p in (path, other)]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert len(list(tmp_path.glob("demo-cube-*"))) == 1
+
+
+def test_v2_run_writes_an_upstream_checkpoint_with_prefix_heads_ignored(units, tmp_path):
+    from tessera_ray.model.family import family_of
+
+    result = run(replace(SHORT, variant="v2-tiny", steps=6, checkpoint_every=6), units, tmp_path, cpu_threads=1)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and all(np.isfinite(r["loss"]) and np.isfinite(r["bt"]) for r in log)
+    payload = torch.load(result.checkpoint, weights_only=True)
+    # the upstream v2 layout: args + model (no v1 key), plus our config and the training state
+    assert {"args", "model", "config", "train_config", "optimizer_state_dict", "step"} <= set(payload)
+    assert "model_state_dict" not in payload and payload["step"] == 6
+    assert payload["args"]["latent_dim"] == 16 and payload["args"]["num_layers"] == 1
+    assert payload["args"]["matryoshka_dims"] == "16,32,64,128"
+    state = payload["model"]
+    heads = {k.split(".")[1] for k in state if k.startswith("prefix_projectors.")}
+    assert heads == {"d16", "d32", "d64"} and any(k.startswith("projector.") for k in state)
+    assert state["prefix_projectors.d16.0.weight"].shape[1] == 16
+    loaded = read_checkpoint(result.checkpoint)
+    assert family_of(loaded.config).name == "v2" and loaded.config.name == "v2-tiny"
+    assert loaded.ignored_keys and all(k.startswith(("projector.", "prefix_projectors.")) for k in loaded.ignored_keys)
+    assert {k for k in state if k.startswith("prefix_projectors.")} <= set(loaded.ignored_keys)
+    assert not any(k.startswith(("projector.", "prefix_projectors.")) for k in loaded.model.state_dict())
+    # without our config entry the file is a plain upstream student checkpoint: its args name the structure
+    bare = tmp_path / "upstream.pt"
+    torch.save({"args": payload["args"], "model": state}, bare)
+    upstream = read_checkpoint(bare)
+    assert upstream.how == "inferred" and upstream.config == loaded.config
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, upstream.model.state_dict()[key]), key
