@@ -43,6 +43,8 @@ def test_demo_publishes_serves_and_samples_then_reuses(world, tmp_path):
     # the root is a real published root: what the report says is there, is there
     with open_root(str(out)) as root:
         assert sorted(root.units(2024)["unit_id"]) == sorted(manifest["unit_id"])
+        # the demo's v2 student publishes its Matryoshka prefixes
+        assert root.depths == {16: "embeddings_d16", 32: "embeddings_d32", 64: "embeddings_d64", 128: "embeddings"}
 
     second, second_s = demo(out)
     assert second.returncode == 0, second.stderr[-3000:]
