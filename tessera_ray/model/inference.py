@@ -248,9 +248,11 @@ class ModelRunner:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
                  batch_size: int = 256, bf16: bool | None = None, quantiser=None,
-                 dims: int = EMBEDDING_DIM) -> None:
+                 dims: int = EMBEDDING_DIM, raw: bool = False) -> None:
         self.device = torch.device(device)
         self.quantise = quantiser or quantise
+        self.raw = raw
+        """True: return the float32 embeddings (scales all 1) instead of int8 codes."""
         self.dims = int(dims)
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
@@ -274,7 +276,7 @@ class ModelRunner:
         """(n, T2, 11), (n, T1, 3) -> int8 (n, dims), float32 scales (n,)."""
         n = len(s2)
         s2_host, s1_host = self._host(s2), self._host(s1)
-        q_host = torch.empty((n, self.dims), dtype=torch.int8, pin_memory=self.cuda)
+        q_host = torch.empty((n, self.dims), dtype=torch.float32 if self.raw else torch.int8, pin_memory=self.cuda)
         scale_host = torch.empty((n,), dtype=torch.float32, pin_memory=self.cuda)
         with torch.inference_mode():
             for start in range(0, n, self.batch_size):
@@ -284,7 +286,10 @@ class ModelRunner:
                 s1_dev = self._padded(s1_host[part]).to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     embeddings = self.model(s2_dev, s1_dev)[:rows]
-                q, scale = self.quantise(embeddings.float())
+                if self.raw:
+                    q, scale = embeddings.float(), torch.ones(rows, device=embeddings.device)
+                else:
+                    q, scale = self.quantise(embeddings.float())
                 q_host[part].copy_(q, non_blocking=True)
                 scale_host[part].copy_(scale, non_blocking=True)
         if self.cuda:
@@ -308,13 +313,13 @@ def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarra
 
 
 def runner_for(model: torch.nn.Module, rule, device=None, batch_size: int = 256,
-               bf16: bool | None = None) -> ModelRunner:
-    """A :class:`ModelRunner` with ``rule``'s int8 rule, width and precision."""
+               bf16: bool | None = None, raw: bool = False) -> ModelRunner:
+    """A :class:`ModelRunner` with ``rule``'s int8 rule, width and precision (``raw``: float outputs)."""
     device = device if device is not None else next(model.parameters()).device
     if bf16 is None:  # as upstream runs the family: v1 under bf16 on a GPU, students in fp32
         bf16 = rule.bf16 and torch.device(device).type == "cuda"
     return ModelRunner(model, device=device, batch_size=batch_size, bf16=bf16,
-                       quantiser=rule.quantise, dims=rule.output_dims)
+                       quantiser=rule.quantise, dims=rule.output_dims, raw=raw)
 
 
 def encode_prepared(runner: ModelRunner, rule, prepared: PreparedPixels) -> EncodedPixels:
