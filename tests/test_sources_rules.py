@@ -20,22 +20,6 @@ def test_scl_mask_rules():
                                           False, False, True, True]
 
 
-@pytest.mark.parametrize(
-    "collection, baseline, applied, expected",
-    [
-        ("sentinel-2-c1-l2a", "03.01", None, 0),
-        ("sentinel-2-c1-l2a", "04.00", None, 1000),
-        ("sentinel-2-c1-l2a", "05.10", None, 1000),
-        ("sentinel-2-l2a", "02.09", False, 0),
-        ("sentinel-2-l2a", "04.00", True, 0),
-        ("sentinel-2-l2a", "04.00", False, 1000),
-        ("sentinel-2-l2a", "05.00", None, 1000),
-    ],
-)
-def test_boa_offset_decision(collection, baseline, applied, expected):
-    assert s2.boa_offset(collection, baseline, applied) == expected
-
-
 def test_boa_offset_without_baseline_follows_the_date():
     before = datetime(2022, 1, 24, 23, tzinfo=timezone.utc)
     after = datetime(2022, 1, 25, 1, tzinfo=timezone.utc)

@@ -87,6 +87,23 @@ def test_offset_decision_from_items():
     assert scene_from_item(applied, EARTH_SEARCH_L2A, "/w").boa_offset == 0
 
 
+@pytest.mark.parametrize("baseline", ["03.01", "04.00", "05.11"])
+@pytest.mark.parametrize("flag", ["right", "absent", "wrong"])
+def test_offset_is_decided_by_baseline_and_collection_never_by_the_flag(baseline, flag):
+    """Both Earth Search collections on both sides of 04.00, the old collection's flag present
+    and right, absent, and wrong: the DNs to remove follow the baseline and collection alone."""
+    t = datetime(2023, 6, 1, tzinfo=timezone.utc)
+    new_scale = baseline >= "04.00"
+    for profile, native in ((EARTH_SEARCH_C1, True), (EARTH_SEARCH_L2A, False)):
+        item = s2_item("x", t, baseline=baseline, collection=profile.collection)
+        if flag != "absent":
+            item["properties"]["earthsearch:boa_offset_applied"] = new_scale if flag == "right" else not new_scale
+        scene = scene_from_item(item, profile, "/w")
+        # c1 keeps ESA's native DNs (+1000 from 04.00); the old collection harmonised them itself
+        assert scene.boa_offset == (1000 if native and new_scale else 0), (profile.name, baseline, flag)
+        assert scene.offset_flag_disagrees == (not native and flag == "wrong"), (profile.name, baseline, flag)
+
+
 def test_item_without_a_needed_asset_is_left_out():
     item = s2_item("a", datetime(2024, 5, 1, tzinfo=timezone.utc))
     del item["assets"]["scl"]

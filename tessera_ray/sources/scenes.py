@@ -114,6 +114,8 @@ class Scene:
     cloud_cover: float | None = None
     boa_offset: int = 0
     """DNs to subtract (S2), decided from the baseline and the collection."""
+    offset_flag_disagrees: bool = False
+    """The provider's boa_offset_applied flag said otherwise than the baseline (it is not trusted)."""
     orbit: str | None = None
     """ascending/descending when the catalog says; None: read the GeoTIFF tag."""
     earthdata_auth: bool = False
@@ -193,10 +195,12 @@ def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str |
         _, a = found
         assets.append(Asset(role, resolve_href(str(a["href"]), base), _grid(a)))
     baseline = props.get("s2:processing_baseline")
-    offset = 0
+    offset, flag_disagrees = 0, False
     if profile.kind == S2:
+        # the profile with an offset flag is Earth Search's old collection, which harmonised its DNs
         applied = props.get(profile.offset_flag) if profile.offset_flag else None
-        offset = sentinel2.boa_offset(profile.collection, baseline, applied, when)
+        offset, flag_disagrees = sentinel2.decide_offset(baseline, applied, when,
+                                                         harmonised_by_provider=profile.offset_flag is not None)
     orbit = sentinel1.orbit_direction(props.get(profile.orbit_property)) if profile.orbit_property else None
     bbox = item.get("bbox") or (-180.0, -90.0, 180.0, 90.0)
     return Scene(
@@ -210,6 +214,7 @@ def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str |
         processing_baseline=None if baseline is None else str(baseline),
         cloud_cover=None if props.get("eo:cloud_cover") is None else float(props["eo:cloud_cover"]),
         boa_offset=offset,
+        offset_flag_disagrees=flag_disagrees,
         orbit=orbit,
         earthdata_auth=profile.earthdata_auth,
     )

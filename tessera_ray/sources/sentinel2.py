@@ -50,27 +50,42 @@ def boa_offset(
     offset_applied: bool | None = None,
     acquired: datetime | None = None,
 ) -> int:
-    """The DN offset to subtract from one scene so it matches the pre-2022 scale.
+    """The DN offset to subtract from one scene so it matches the pre-2022 scale
+    (a collection's COGs with native DNs; see :func:`decide_offset`)."""
+    return decide_offset(baseline, offset_applied, acquired)[0]
 
+
+def decide_offset(
+    baseline: str | float | None,
+    offset_applied: bool | None = None,
+    acquired: datetime | None = None,
+    harmonised_by_provider: bool = False,
+) -> tuple[int, bool]:
+    """(DN offset to subtract, whether the provider's ``boa_offset_applied`` flag disagrees).
+
+    Decided from the processing baseline and the collection alone (TESSERA.md 2):
     * baseline < 04.00: nothing to remove.
     * ``sentinel-2-c1-l2a`` and Planetary Computer's ``sentinel-2-l2a``: the COGs
-      keep ESA's native DNs, so from 04.00 on the +1000 is still in them.
-    * Earth Search's old ``sentinel-2-l2a`` (``earthsearch:*`` items): the offset is
-      removed upstream when ``earthsearch:boa_offset_applied`` is true; when the
-      flag is absent or false the DNs are native and we remove it.
-    A scene without a baseline is judged by its date (baseline 04.00 started
-    on 2022-01-25).
+      keep ESA's native DNs, so from 04.00 on the +1000 is still in them: remove it.
+    * Earth Search's old ``sentinel-2-l2a`` (items with ``earthsearch:*`` fields):
+      its processing harmonised scenes of baseline 04.00 and later, so nothing
+      is removed. Its ``earthsearch:boa_offset_applied`` flag is known to be
+      wrong for some 2022-2025 scenes, so it is never trusted: it only counts
+      as disagreeing where it says otherwise (offset applied before 04.00, or
+      not applied from 04.00 on).
+    A scene without a readable baseline is judged by its date (baseline 04.00
+    started on 2022-01-25).
     """
     parsed = parse_baseline(baseline)
     if parsed is None:
         if acquired is None:
-            return 0
+            return 0, False
         parsed = OFFSET_BASELINE if acquired.date() >= datetime(2022, 1, 25).date() else (0, 0)
-    if parsed < OFFSET_BASELINE:
-        return 0
-    if offset_applied:
-        return 0
-    return BOA_OFFSET_DN
+    new_scale = parsed >= OFFSET_BASELINE
+    disagrees = harmonised_by_provider and offset_applied is not None and bool(offset_applied) != new_scale
+    if not new_scale or harmonised_by_provider:
+        return 0, disagrees
+    return BOA_OFFSET_DN, disagrees
 
 
 def harmonise(dn: np.ndarray, offset: int) -> np.ndarray:
