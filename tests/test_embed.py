@@ -183,7 +183,11 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
             assert not np.isinf(scales).any()  # every pixel of a unit is processed
             assert np.isfinite(scales).mean() > 0.5
             assert (np.abs(emb[np.isfinite(scales)]).max(axis=-1) > 0).all()
-    secrets = json.dumps([json.loads(p.read_text()) for p in (out / "manifests" / "runs").glob("*.json")])
+    records = [json.loads(p.read_text()) for p in (out / "manifests" / "runs").glob("*.json")]
+    # the test world is Earth Search c1 (no boa_offset_applied flag): nothing to disagree with
+    assert all(r["scenes"]["s2_offset_flag_disagreed"] == 0 and r["scenes"]["s2"] > 0 for r in records)
+    assert all(r["model"]["family"] == "v1" and r["model"]["depths"] == [] for r in records)
+    secrets = json.dumps(records)
     assert "AWS_SECRET" not in secrets and os.environ.get("AWS_SECRET_ACCESS_KEY", "\0") not in secrets
 
 
