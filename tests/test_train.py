@@ -220,6 +220,6 @@ def test_v2_run_writes_an_upstream_checkpoint_with_prefix_heads_ignored(units, t
     bare = tmp_path / "upstream.pt"
     torch.save({"args": payload["args"], "model": state}, bare)
     upstream = read_checkpoint(bare)
-    assert upstream.how == "inferred" and upstream.config == loaded.config
+    assert upstream.how == "args" and upstream.config == loaded.config
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, upstream.model.state_dict()[key]), key
