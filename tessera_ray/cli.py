@@ -1,31 +1,54 @@
 """The ``tessera-ray`` command.
 
 Subcommands live in :mod:`tessera_ray.commands` and are discovered at start-up.
-User mistakes (any :class:`~tessera_ray.errors.TesseraError`, or a bad flag)
-end as one line on stderr and a non-zero exit.
+User mistakes (any :class:`~tessera_ray.errors.TesseraError`) end as one line
+on stderr and a non-zero exit; a bad flag or command as click's usual usage
+message and exit 2. Ctrl-C (SIGINT) and SIGTERM interrupt any command: the
+signal is raised as :class:`Interrupted` in the main thread, so that output
+writers' ``finally`` blocks remove their temporary files, and the command ends
+with one line and exit 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
-import click
 import typer
 
 from tessera_ray import commands
 from tessera_ray.errors import TesseraError
 
-try:  # typer 0.29 ships its own click: its usage errors are not click's (docs: ENVIRONMENT.md)
-    from typer._click.exceptions import ClickException as _TyperClickException
-except ImportError:  # a typer that uses click itself
-    _TyperClickException = click.ClickException
+PROG = "tessera-ray"
+
+import click as _click
+
+try:  # typer >= 0.29 runs on its own copy of click, whose classes are not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - an older typer runs on click itself
+    _typer_click = _click.exceptions
+
+# both packages' classes: the app raises typer's, code calling click directly raises click's
+_USAGE_ERRORS = tuple({_typer_click.UsageError, _click.UsageError})
+_CLICK_ERRORS = tuple({_typer_click.ClickException, _click.ClickException})
+_ABORTS = tuple({typer.Abort, _click.exceptions.Abort})
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM received while a command ran (a KeyboardInterrupt, so cleanup code sees it as one)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
 
 
 def build_app() -> typer.Typer:
     app = typer.Typer(
-        name="tessera-ray",
+        name=PROG,
         help="TESSERA embeddings as a Ray map-reduce over object storage.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
@@ -41,24 +64,55 @@ def build_app() -> typer.Typer:
 def fail(message: str, code: int = 2) -> None:
     """Print one line on stderr and exit with ``code``."""
     first_line = " ".join(str(message).split())
-    print(f"tessera-ray: error: {first_line}", file=sys.stderr)
+    print(f"{PROG}: error: {first_line}", file=sys.stderr)
     raise SystemExit(code)
 
 
+def _interrupted(signum: int) -> None:
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    fail(f"{what} ({signal.Signals(signum).name})", 128 + int(signum))
+
+
+def _install_signal_handlers(received: list[int]) -> dict:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread; the old handlers, to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise Interrupted(signum)
+
+    return {s: signal.signal(s, handler) for s in _SIGNALS}
+
+
 def main(argv: list[str] | None = None) -> None:
-    app = build_app()
+    received: list[int] = []
+    previous = _install_signal_handlers(received)
     try:
-        app(args=argv, standalone_mode=False)
+        app = build_app()
+        # standalone_mode=False: errors come here. typer then turns a KeyboardInterrupt
+        # into an exit code it returns (130), and typer.Exit(code) into that code.
+        code = app(args=argv, prog_name=PROG, standalone_mode=False)
     except TesseraError as exc:
         fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
-        fail("aborted", 130)
-    except click.UsageError as exc:
-        fail(exc.format_message(), 2)
-    except (click.ClickException, _TyperClickException) as exc:
+    except KeyboardInterrupt as exc:
+        _interrupted(getattr(exc, "signum", signal.SIGINT))
+    except _USAGE_ERRORS as exc:
+        exc.show()  # click's usage lines, then one "Error: ..." line
+        raise SystemExit(exc.exit_code) from None
+    except _CLICK_ERRORS as exc:
         fail(exc.format_message(), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
+    except _ABORTS:
+        fail("aborted", 130)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if received:
+        _interrupted(received[0])
+    if code == 130:  # a KeyboardInterrupt raised without our handler (typer returns its code)
+        _interrupted(signal.SIGINT)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
