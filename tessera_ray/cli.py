@@ -12,15 +12,18 @@ with one line and exit 130 (SIGINT) or 143 (SIGTERM).
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import signal
 import sys
 import threading
+import traceback
 
 import typer
 
 from tessera_ray import commands
 from tessera_ray.errors import TesseraError
+from tessera_ray.redact import redact
 
 PROG = "tessera-ray"
 
@@ -62,8 +65,8 @@ def build_app() -> typer.Typer:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    first_line = " ".join(str(message).split())
+    """Print one line on stderr (credentials in URLs masked) and exit with ``code``."""
+    first_line = " ".join(redact(message).split())
     print(f"{PROG}: error: {first_line}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -85,7 +88,17 @@ def _install_signal_handlers(received: list[int]) -> dict:
     return {s: signal.signal(s, handler) for s in _SIGNALS}
 
 
+class _RedactLogs(logging.Filter):
+    """Log records (shown by logging's last-resort handler) with credentials in URLs masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
+    if not any(isinstance(f, _RedactLogs) for f in logging.lastResort.filters):
+        logging.lastResort.addFilter(_RedactLogs())
     received: list[int] = []
     previous = _install_signal_handlers(received)
     try:
@@ -98,12 +111,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         _interrupted(getattr(exc, "signum", signal.SIGINT))
     except _USAGE_ERRORS as exc:
+        exc.message = redact(exc.message)
         exc.show()  # click's usage lines, then one "Error: ..." line
         raise SystemExit(exc.exit_code) from None
     except _CLICK_ERRORS as exc:
         fail(exc.format_message(), exc.exit_code)
     except _ABORTS:
         fail("aborted", 130)
+    except Exception:  # a bug, not a user mistake: its traceback, with credentials in URLs masked
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        raise SystemExit(1) from None
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

@@ -36,6 +36,7 @@ import numpy as np
 
 from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
+from tessera_ray.redact import redact
 from tessera_ray.store.layout import DEPTHS_ATTR, LAYOUT_ATTR, N_BANDS, YEARS_ATTR, ZARR_DIR, is_embeddings_array
 from tessera_ray.store.shards import EMPTY as _EMPTY
 from tessera_ray.store.shards import TAG_NBYTES, ShardedArray, chunk_tag, crc32c
@@ -646,7 +647,7 @@ class Root:
         try:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.write(np.moveaxis(array, -1, 0))
-                dst.update_tags(year=str(year), source=self.url, model=str(self.model), dimensions=str(array.shape[-1]))
+                dst.update_tags(year=str(year), source=redact(self.url), model=str(self.model), dimensions=str(array.shape[-1]))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

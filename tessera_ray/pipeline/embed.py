@@ -37,7 +37,6 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -54,6 +53,7 @@ from tessera_ray.pipeline.plan import (
     plan_year,
 )
 from tessera_ray.pipeline.progress import Progress
+from tessera_ray.redact import public_url, redact
 
 RUNS_DIR = "manifests/runs"
 READ_RETRIES = 2
@@ -328,23 +328,12 @@ def _start_ray(config: EmbedConfig) -> bool:
     return not address
 
 
-def _public_url(url: str) -> str:
-    """A URL without user info or query (where tokens hide), for the run record."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict:
     """What a run did, saved beside the manifests; holds no secrets (URLs are stripped of credentials)."""
     cfg = asdict(config)
     for key in ("out", "checkpoint", "stac", "s1_stac", "catalog", "catalog_root", "roi"):
         if cfg.get(key):
-            cfg[key] = _public_url(cfg[key])
+            cfg[key] = public_url(cfg[key])
     cfg.pop("cache_dir", None)
     return {
         "run_id": result.run_id,
@@ -357,14 +346,14 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "scenes": {"s2": plan.s2_scenes, "s1": plan.s1_scenes,
                    "s2_offset_flag_disagreed": sum(s.offset_flag_disagrees for s in plan.scenes)},
         "units": {"asked": year.units, "done": year.done, "skipped": year.skipped, "failed": len(year.failed)},
-        "failed": year.failed,
+        "failed": {unit: redact(reason) for unit, reason in year.failed.items()},
         "pixels": year.pixels,
         "seconds": round(year.seconds, 3),
         "px_per_s": round(year.rate, 1),
         "input_bytes": year.input_bytes,
         "written_bytes": year.written_bytes,
         "published_units": year.published_units,
-        "unreadable_scenes": sorted(year.unreadable_scenes),
+        "unreadable_scenes": sorted(redact(href) for href in year.unreadable_scenes),
     }
 
 
@@ -392,7 +381,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     result = RunResult(new_run_id(), [])
     if config.dry_run:
         for plan in plans:
-            echo(describe_plan(plan, config))
+            echo(redact(describe_plan(plan, config)))
         return result
     if not any(p.units for p in plans):
         for plan in plans:
@@ -487,7 +476,7 @@ def summary(result: RunResult) -> str:
             lines.append(f"failed {year.year} {unit_id}: {reason}")
     if result.record_keys:
         lines.append("run record: " + ", ".join(result.record_keys))
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def check_complete(result: RunResult) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import TextIO
 
+from tessera_ray.redact import redact
+
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -70,7 +72,7 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, advance=1, rate=f"{self.rate:,.0f} px/s")
             if always:
-                self._bar.console.print(what)
+                self._bar.console.print(redact(what))
             return
         eta = self.eta()
         self._line(
@@ -79,7 +81,7 @@ class Progress:
         )
 
     def _line(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(redact(text), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

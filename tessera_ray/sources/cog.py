@@ -49,6 +49,7 @@ import numpy as np
 from affine import Affine
 
 from tessera_ray.errors import DataError, ServiceError
+from tessera_ray.redact import redact
 
 GDAL_DEFAULTS: tuple[tuple[str, str], ...] = (
     ("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),
@@ -354,12 +355,12 @@ def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {str(exc)}"
     if len(chain) > 1 and str(chain[-1]) not in text:
         text += f" ({chain[-1]})"
-    return _URL_QUERY.sub(r"\1", " ".join(text.split()))[:300]
+    return redact(_URL_QUERY.sub(r"\1", " ".join(text.split())))[:300]
 
 
 def _public(href: str) -> str:
     """An href without its query string (signed URLs carry secrets there)."""
-    return href.split("?", 1)[0]
+    return redact(href.split("?", 1)[0])
 
 
 def _nodata(src) -> float:
