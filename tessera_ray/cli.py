@@ -2,8 +2,8 @@
 
 Subcommands live in :mod:`tessera_ray.commands` and are discovered at start-up.
 User mistakes (any :class:`~tessera_ray.errors.TesseraError`) end as one line
-on stderr and a non-zero exit; a bad flag or command as click's usual usage
-message and exit 2. Ctrl-C (SIGINT) and SIGTERM interrupt any command: the
+on stderr and a non-zero exit; so does a bad flag or command (click's message
+and a pointer to ``--help`` on one line, exit 2). Ctrl-C (SIGINT) and SIGTERM interrupt any command: the
 signal is raised as :class:`Interrupted` in the main thread, so that output
 writers' ``finally`` blocks remove their temporary files, and the command ends
 with one line and exit 130 (SIGINT) or 143 (SIGTERM).
@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:
         _interrupted(getattr(exc, "signum", signal.SIGINT))
     except _USAGE_ERRORS as exc:
-        exc.message = redact(exc.message)
-        exc.show()  # click's usage lines, then one "Error: ..." line
-        raise SystemExit(exc.exit_code) from None
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path if ctx is not None else PROG
+        fail(f"{exc.format_message()} (see '{path} --help')", exc.exit_code)
     except _CLICK_ERRORS as exc:
         fail(exc.format_message(), exc.exit_code)
     except _ABORTS:
