@@ -69,6 +69,7 @@ def test_layout_matches_geotessera_conventions(store_root):
     g = open_zarr(root)
     assert g.attrs["geoemb:type"] == "pixel"
     assert g.attrs["geoemb:dimensions"] == 128
+    assert g.attrs["geoemb:landmask"] is False  # every pixel of a unit is encoded, as v2 stores say
     assert g.attrs["geoemb:quantization"]["scale"]["nodata"] == "+inf"
     zone = g["utm31"]
     assert zone.attrs["proj:code"] == "EPSG:32631"

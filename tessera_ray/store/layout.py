@@ -174,6 +174,8 @@ class StoreState:
             "geoemb:gsd": RESOLUTION,
             "geoemb:spatial_layout": "utm_zones",
             "geoemb:build_version": _code_version(),
+            # no land mask is applied: every pixel of an emitted unit is encoded (water included)
+            "geoemb:landmask": False,
             "geoemb:quantization": {
                 "method": "per_pixel_scale",
                 "original_dtype": "float32",
