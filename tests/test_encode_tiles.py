@@ -1,4 +1,8 @@
-"""``tessera-ray encode-tiles`` on hand-built tiles in the upstream npy layout."""
+"""``tessera-ray encode-tiles`` on hand-built tiles in the upstream npy layout.
+
+The semantics tests run ``--in-process`` (no Ray); the pool tests run the
+default path on the session's Ray and check it writes the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +64,8 @@ def float_outputs(model, config, pixels, data_source=None):
 def test_int8_float_and_prefix_outputs_match_the_model(tiles, tmp_path, capsys):
     config, model, ck = checkpoint(tmp_path, "v2-tiny")
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out)], capsys)
+    code, stdout, err = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out),
+                                 "--in-process"], capsys)
     assert code == 0, err
     assert "2 tiles written, 0 already done, 0 failed" in stdout
     for name in ("grid_0.05_52.05", "grid_0.15_52.05"):
@@ -72,20 +77,23 @@ def test_int8_float_and_prefix_outputs_match_the_model(tiles, tmp_path, capsys):
         assert scales[0, 0] == 0 and not q[0, 0].any()  # no data: zeros, scale 0
         assert q.min() >= -127
     # a re-run skips both
-    code, stdout, _ = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out)], capsys)
+    code, stdout, _ = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out),
+                               "--in-process"], capsys)
     assert code == 0 and "0 tiles written, 2 already done" in stdout
 
     one = tiles / "grid_0.05_52.05"
     expected = float_outputs(model, config, read_tile(one))
     fout = tmp_path / "float"
-    assert run_cli(["encode-tiles", str(one), "--checkpoint", str(ck), "--out", str(fout), "--float"], capsys)[0] == 0
+    assert run_cli(["encode-tiles", str(one), "--checkpoint", str(ck), "--out", str(fout), "--float",
+                    "--in-process"], capsys)[0] == 0
     got = np.load(fout / "grid_0.05_52.05.npy")
     assert got.dtype == np.float32 and got.shape == (H, W, 128) and not (fout / "grid_0.05_52.05_scales.npy").exists()
     assert np.isnan(got[0, 0]).all()
     np.testing.assert_allclose(got.reshape(-1, 128)[1:], expected[1:], rtol=1e-5, atol=1e-5)
 
     dout = tmp_path / "d16"
-    assert run_cli(["encode-tiles", str(one), "--checkpoint", str(ck), "--out", str(dout), "--dims", "16"], capsys)[0] == 0
+    assert run_cli(["encode-tiles", str(one), "--checkpoint", str(ck), "--out", str(dout), "--dims", "16",
+                    "--in-process"], capsys)[0] == 0
     q16, s16 = np.load(dout / "grid_0.05_52.05.npy"), np.load(dout / "grid_0.05_52.05_scales.npy")
     assert q16.shape == (H, W, 16)
     prefix = expected[1:, :16]
@@ -100,7 +108,8 @@ def test_bad_tiles_and_bad_options_are_one_line(tiles, tmp_path, capsys):
     broken = tiles / "grid_0.05_52.05" / "bands.npy"
     broken.write_bytes(broken.read_bytes()[:500])  # truncated
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out)], capsys)
+    code, stdout, err = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out),
+                                 "--in-process"], capsys)
     assert code == 5 and str(broken) in err and "Traceback" not in err
     assert (out / "grid_0.15_52.05.npy").is_file() and not (out / "grid_0.05_52.05.npy").exists()
     assert not list(out.glob(".*partial"))
@@ -118,5 +127,63 @@ def test_bad_tiles_and_bad_options_are_one_line(tiles, tmp_path, capsys):
         assert code == 2 and len(lines) == 1 and message in lines[0], err
     # v1.1 with its data source runs
     code, _, err = run_cli(["encode-tiles", str(tiles / "grid_0.15_52.05"), "--checkpoint", str(v11),
-                            "--data-source", "mpc", "--out", str(tmp_path / "v11")], capsys)
+                            "--data-source", "mpc", "--out", str(tmp_path / "v11"), "--in-process"], capsys)
     assert code == 0, err
+
+
+def tree_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("variant, flags", [
+    ("v2-tiny", []), ("v2-tiny", ["--float"]), ("v2-tiny", ["--dims", "16"]),
+    ("tiny-torchgru", []),  # v1.0's seeded random draw: per-pixel keys must survive the chunking
+])
+def test_pool_writes_the_same_bytes_as_in_process(ray_cluster, tiles, tmp_path, capsys, variant, flags):
+    _, _, ck = checkpoint(tmp_path, variant)
+    local, pooled = tmp_path / "local", tmp_path / "pool"
+    code, _, err = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(local),
+                            "--in-process", *flags], capsys)
+    assert code == 0, err
+    # chunks of 2 rows: 3 read tasks and actor requests per tile, batched on the actor with the other tile's
+    code, stdout, err = run_cli(["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(pooled),
+                                 "--chunk-pixels", "10", "--batch-size", "16", *flags], capsys)
+    assert code == 0, err
+    assert "2 tiles written, 0 already done, 0 failed" in stdout
+    assert "encode-tiles: [2/2]" in err  # the progress lines (plain: not a terminal)
+    assert tree_bytes(pooled) == tree_bytes(local)
+    assert len(tree_bytes(pooled)) == (2 if "--float" in flags else 4)
+
+
+def test_pool_skips_done_tiles_and_reports_each_broken_one(ray_cluster, tiles, tmp_path, capsys):
+    _, _, ck = checkpoint(tmp_path, "v2-tiny")
+    write_tile(tiles / "grid_0.25_52.05", 2)
+    write_tile(tiles / "grid_0.35_52.05", 3)
+    out = tmp_path / "out"
+    args = ["encode-tiles", str(tiles), "--checkpoint", str(ck), "--out", str(out), "--chunk-pixels", "10"]
+    code, stdout, err = run_cli(args + ["--in-process"], capsys)  # all four done, then two broken
+    assert code == 0, err
+    done = tree_bytes(out)
+    for name in ("grid_0.25_52.05", "grid_0.35_52.05", "grid_0.05_52.05"):
+        (out / f"{name}.npy").unlink()
+        (out / f"{name}_scales.npy").unlink()
+    truncated = tiles / "grid_0.25_52.05" / "masks.npy"
+    truncated.write_bytes(truncated.read_bytes()[:200])  # found by the driver's header check
+    bad_doys = tiles / "grid_0.35_52.05" / "doys.npy"
+    np.save(bad_doys, np.full(T, 400, np.uint16))  # found inside a read task, on Ray
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 5 and "Traceback" not in err, err
+    assert "1 tiles written, 1 already done, 2 failed" in stdout
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 2 and any(str(truncated) in line for line in failed), err
+    assert any(f"] grid_0.35_52.05 FAILED: {bad_doys}: s2_doys holds a day of year outside 1..366, " in line
+               for line in failed), err
+    assert "ray::" not in err and "RayTaskError" not in err
+    assert err.strip().splitlines()[-1].startswith("tessera-ray: error: 2 of 4 tiles failed")
+    got = tree_bytes(out)
+    assert set(got) == {f"grid_0.{i}5_52.05{s}.npy" for i in (0, 1) for s in ("", "_scales")}
+    assert all(got[name] == done[name] for name in got)
+    # nothing left to do: no Ray, no pool
+    code, stdout, _ = run_cli(["encode-tiles", str(tiles / "grid_0.05_52.05"), "--checkpoint", str(ck),
+                               "--out", str(out)], capsys)
+    assert code == 0 and "0 tiles written, 1 already done" in stdout

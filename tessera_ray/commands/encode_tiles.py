@@ -1,8 +1,10 @@
-"""``tessera-ray encode-tiles``: encode tiles in the upstream npy layout, as upstream's scripts do."""
+"""``tessera-ray encode-tiles``: encode tiles in the upstream npy layout, as upstream's scripts do.
+
+Also ``python jobs/encode_tiles.py`` and ``ray job submit``.
+"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -23,26 +25,42 @@ def register(app: typer.Typer) -> None:
                                            help="Matryoshka families: write the K-prefix (int8 with its own scale)"),
         variant: Optional[str] = typer.Option(None, "--variant", help="encoder variant, if the checkpoint does not say"),
         batch_size: int = typer.Option(1024, "--batch-size", help="pixels per device batch"),
+        in_process: bool = typer.Option(False, "--in-process",
+                                        help="no Ray: one encoder in this process, tile after tile (small jobs; "
+                                             "same bytes as the pool)"),
+        chunk_pixels: int = typer.Option(262144, "--chunk-pixels",
+                                         help="pixels (whole rows of a tile) per read task and encoder request; "
+                                              "bounds memory"),
+        encoders: int = typer.Option(1, "--encoders", help="CPU encoder actors (on GPU clusters: one per GPU)"),
+        encoder_threads: int = typer.Option(1, "--encoder-threads",
+                                            help="torch threads (and CPUs) per CPU encoder actor"),
+        max_in_flight: int = typer.Option(2, "--max-in-flight", help="chunks in flight per encoder actor"),
     ) -> None:
         """Encode every tile: <tile>.npy int8 (H, W, D) + <tile>_scales.npy float32 (H, W), or float32
         with --float. No-data pixels (no valid observation in either stream) are written as zeros with
-        scale 0 (with --float: NaN). A re-run skips tiles already written; a tile with a missing or
-        malformed file is reported in one line and the others still run (exit 5 if any failed)."""
-        from tessera_ray.errors import UserInputError
-        from tessera_ray.model import read_checkpoint
-        from tessera_ray.pipeline.embed import IncompleteRun
-        from tessera_ray.pipeline.tiles import TileEncoder, TileOutput, find_tiles
-        from tessera_ray.pipeline.tiles import encode_tiles as run
+        scale 0 (with --float: NaN).
 
-        if batch_size < 1:
-            raise UserInputError("--batch-size must be at least 1")
+        Tiles run on the encoder actor pool that embed uses: a local Ray is started, or, under
+        `ray job submit` (RAY_ADDRESS set), the cluster's is joined (one actor per GPU, else --encoders
+        CPU actors); on a cluster TILES_DIR and --out must be on a filesystem every node mounts at
+        the same path. --in-process runs without Ray. Progress goes to stderr (a bar on a terminal).
+        Outputs are written atomically; a re-run skips tiles already written; a tile with a missing
+        or malformed file is reported in one line naming the file and the others still run (exit 5
+        if any failed)."""
+        from tessera_ray.errors import UserInputError
+        from tessera_ray.pipeline.embed import IncompleteRun
+        from tessera_ray.pipeline.tiles import TileOutput, TilesConfig, find_tiles, run_encode_tiles
+
         if out.exists() and not out.is_dir():
             raise UserInputError(f"--out {out} exists and is not a folder")
+        config = TilesConfig(checkpoint, TileOutput(out, float_output, dims), variant=variant,
+                             data_source=data_source, batch_size=batch_size, chunk_pixels=chunk_pixels,
+                             in_process=in_process, encoders=encoders, encoder_threads=encoder_threads,
+                             max_in_flight=max_in_flight)
         tiles = find_tiles(tiles_dir)
-        encoder = TileEncoder(read_checkpoint(checkpoint, variant), data_source,
-                              TileOutput(out, float_output, dims), batch_size)
-        written, skipped, failures = run(tiles, encoder, echo=typer.echo,
-                                         warn=lambda line: print(line, file=sys.stderr))
-        typer.echo(f"{written} tiles written, {skipped} already done, {len(failures)} failed -> {out}")
-        if failures:
-            raise IncompleteRun(f"{len(failures)} of {len(tiles)} tiles failed (listed above); re-run to retry them")
+        result = run_encode_tiles(tiles, config)
+        typer.echo(f"{result.written} tiles written, {result.skipped} already done, {len(result.failures)} failed "
+                   f"-> {out} ({result.pixels:,} px in {result.seconds:.1f} s)")
+        if result.failures:
+            raise IncompleteRun(f"{len(result.failures)} of {len(tiles)} tiles failed (listed above); "
+                                "re-run to retry them")

@@ -160,7 +160,10 @@ def validate(p: PixelSeries) -> None:
 
 @dataclass(frozen=True, eq=False)
 class EncodedPixels:
-    """int8 embeddings (N, 128) and float32 scales (N,); scale NaN = no data."""
+    """int8 embeddings (N, 128) and float32 scales (N,); scale NaN = no data.
+
+    From a ``raw`` encoder (:class:`ModelRunner` ``raw=True``): float32 embeddings, scale 1 (NaN = no data).
+    """
 
     embeddings: np.ndarray
     scales: np.ndarray
@@ -298,12 +301,13 @@ class ModelRunner:
 
 
 def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarray]],
-             dims: int = EMBEDDING_DIM, zero_scale: float = MIN_SCALE) -> EncodedPixels:
+             dims: int = EMBEDDING_DIM, zero_scale: float = MIN_SCALE, dtype=np.int8) -> EncodedPixels:
     """Place group results (in group order) into per-pixel arrays with the sentinels.
 
     Pixels in no group and not no data get an all-zero embedding of scale ``zero_scale``.
+    ``dtype``: of the embeddings (float32 for a ``raw`` runner's results).
     """
-    embeddings = np.zeros((prepared.count, dims), dtype=np.int8)
+    embeddings = np.zeros((prepared.count, dims), dtype=dtype)
     scales = np.full(prepared.count, zero_scale, dtype=np.float32)
     scales[prepared.nodata] = np.nan
     for group, (q, scale) in zip(prepared.groups, results, strict=True):

@@ -193,7 +193,7 @@ def open_units_bound(config: EmbedConfig) -> int:
     return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
 
 
-def _task_cpus(pool, config: EmbedConfig) -> float:
+def _task_cpus(pool, encoder_threads: int) -> float:
     """CPUs a read or write task reserves: 1, or 0 when CPU encoders hold every CPU of the cluster.
 
     CPU encoder actors reserve their threads for their lifetime; on a 1-CPU
@@ -204,7 +204,7 @@ def _task_cpus(pool, config: EmbedConfig) -> float:
 
     if pool.use_gpu:
         return 1.0
-    free = ray.cluster_resources().get("CPU", 0) - pool.size * config.encoder_threads
+    free = ray.cluster_resources().get("CPU", 0) - pool.size * encoder_threads
     return 1.0 if free >= 1 else 0.0
 
 
@@ -220,7 +220,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
     started = time.monotonic()
     read_config = ReadConfig(env=capture_env())
-    task_cpus = _task_cpus(pool, config)
+    task_cpus = _task_cpus(pool, config.encoder_threads)
     reader = ray.remote(read_block)
     read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True)
     writer_memory = 3 * config.unit_size**2 * 132
@@ -314,7 +314,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     return result
 
 
-def _start_ray(config: EmbedConfig) -> bool:
+def _start_ray(config: EmbedConfig | None = None) -> bool:
     """Connect to ``RAY_ADDRESS`` (a job on a cluster) or start a local Ray; True if we started it."""
     import ray
 

@@ -57,6 +57,8 @@ class EncoderSpec:
     actor_cpus: float | None = None
     """CPUs a CPU actor reserves from Ray (default: ``cpu_threads``)."""
     storage_options: dict = field(default_factory=dict, hash=False)
+    raw: bool = False
+    """Return float32 embeddings (scale 1, NaN = no data) instead of int8 codes (``encode-tiles --float/--dims``)."""
 
 
 @dataclass(eq=False)
@@ -85,7 +87,8 @@ class EncoderActor:
         self.spec = spec
         self.config = loaded.config
         self.rule = loaded.rule(spec.data_source)
-        self.runner = runner_for(loaded.model, self.rule, device=device, batch_size=spec.batch_size, bf16=spec.bf16)
+        self.runner = runner_for(loaded.model, self.rule, device=device, batch_size=spec.batch_size, bf16=spec.bf16,
+                                 raw=spec.raw)
         self._queue: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._stats = {"requests": 0, "pixels": 0, "device_calls": 0}
@@ -107,7 +110,8 @@ class EncoderActor:
         with self._wake:
             self._stats["requests"] += 1
             self._stats["pixels"] += prepared.count
-        return assemble(prepared, request.results, self.rule.output_dims, self.rule.min_scale)
+        return assemble(prepared, request.results, self.rule.output_dims, self.rule.min_scale,
+                        np.float32 if self.runner.raw else np.int8)
 
     def info(self) -> dict:
         import torch

@@ -1,6 +1,6 @@
-"""Progress of an embed job on stderr: a rich bar on a terminal, plain lines otherwise.
+"""Progress of an embed job (or ``encode-tiles``) on stderr: a rich bar on a terminal, plain lines otherwise.
 
-Counts units (done, failed) and pixels; px/s is over the job's wall time so far,
+Counts units (or tiles: ``noun``; done, failed) and pixels; px/s is over the job's wall time so far,
 the ETA extrapolates the time per finished unit to the units left.
 """
 
@@ -21,8 +21,10 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Units of one year's work: ``start(total)``, ``unit_done(px)``/``unit_failed()``, ``close()``."""
 
-    def __init__(self, stream: TextIO | None = None, rich: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, rich: bool | None = None, noun: str = "unit") -> None:
         self.stream = stream or sys.stderr
+        self.noun = noun
+        """What is counted, singular: "unit" (embed) or "tile" (encode-tiles)."""
         self.rich = self.stream.isatty() if rich is None else rich
         self._bar = None
         self.total = self.done = self.failed = self.pixels = 0
@@ -39,14 +41,14 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("units"),
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(f"{self.noun}s"),
                 TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
                 console=Console(file=self.stream), transient=False,
             )
             self._bar.start()
             self._task = self._bar.add_task(label, total=total, rate="")
         elif total:
-            self._line(f"{label}: {total} unit(s) to embed")
+            self._line(f"{label}: {total} {self.noun}(s) to embed")
 
     @property
     def rate(self) -> float:
