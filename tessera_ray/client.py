@@ -33,9 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from affine import Affine
 
 from tessera_ray.errors import DataError, TesseraError, UserInputError
-from tessera_ray.grid import WGS84, Window, roi_from_bbox, roi_window, utm_zone, zone_grid
+from tessera_ray.grid import (RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Window, roi_from_bbox, roi_window,
+                              transform_points, utm_zone, zone_grid)
 from tessera_ray.redact import redact
 from tessera_ray.store.layout import DEPTHS_ATTR, LAYOUT_ATTR, N_BANDS, YEARS_ATTR, ZARR_DIR, is_embeddings_array
 from tessera_ray.store.shards import EMPTY as _EMPTY
@@ -581,36 +583,87 @@ class Root:
         returned as stored and only the other zones' pixels are resampled
         (a bbox across a UTM seam); in any other CRS the stored pixel size is
         kept unless ``resolution`` says otherwise. Returns ``(array, transform, crs)``.
+        Capped at ``max_region_pixels``; :meth:`export_geotiff` streams any size.
         """
-        from rasterio.warp import Resampling, reproject, transform_bounds
+        plan = self._mosaic_plan(bbox, year, crs, resolution, depth)
+        if plan.size > self.max_region_pixels:
+            raise UserInputError(
+                f"bbox {bbox} covers {plan.size:,} pixels ({plan.size * 4 * plan.bands / 1e9:.1f} GB as float32), "
+                f"more than {self.max_region_pixels:,}; export it to a GeoTIFF instead (tessera-ray export streams it)"
+            )
+        return self._render(plan, Window(0, 0, plan.height, plan.width)), plan.transform, plan.crs
 
-        parts = self.region(bbox, year, depth)
+    def _mosaic_plan(self, bbox, year: int, crs: str | None, resolution: float | None, depth: int | None) -> "_MosaicPlan":
+        """The output grid of a bbox in ``crs`` and the zone windows it draws from (nothing read yet)."""
+        from rasterio.warp import transform_bounds
+
+        self.year_index(year)
+        _, bands = self.depth_array(depth)
+        roi = roi_from_bbox(*bbox)
+        parts = [(zone, w) for zone in roi.zones() if (w := roi_window(roi, zone)) is not None]
+        if not parts:
+            raise UserInputError(f"bbox {bbox} does not touch any zone grid")
         west, south, east, north = bbox
-        centre_zone = utm_zone((west + east) / 2 if west <= east else east)
-        crs = crs or zone_grid(centre_zone).crs
-        if len(parts) == 1 and parts[0].crs == crs and resolution in (None, 10.0):
-            p = parts[0]
-            return p.embeddings, p.transform, crs
+        crs = crs or zone_grid(utm_zone((west + east) / 2 if west <= east else east)).crs
         zone_of_crs = {zone_grid(z).crs: z for z in range(1, 61)}.get(crs)
-        if zone_of_crs is not None and resolution in (None, 10.0):
+        native = resolution in (None, 10.0)
+        if len(parts) == 1 and zone_grid(parts[0][0]).crs == crs and native:
+            zone, window = parts[0]
+            return _MosaicPlan(crs, zone_grid(zone).window_transform(window), window.height, window.width,
+                               bands, year, depth, zone, window, parts)
+        if zone_of_crs is not None and native:
             # a zone CRS: snap to that zone's grid, so its own pixels pass through untouched
             grid = zone_grid(zone_of_crs)
             window = grid.bounds_to_window(*transform_bounds(WGS84, crs, *bbox, densify_pts=21))
-            transform, width, height = grid.window_transform(window), window.width, window.height
-        else:
-            transform, width, height = self._target_grid(parts, bbox, crs, resolution)
-        out = np.full((parts[0].embeddings.shape[-1], height, width), np.nan, "float32")
-        # the target zone's own pixels first; other zones only fill what is left
-        for p in sorted(parts, key=lambda p: p.zone != zone_of_crs):
-            src = np.ascontiguousarray(np.moveaxis(p.embeddings, -1, 0))
-            dst = np.full_like(out, np.nan)
-            reproject(
-                src, dst, src_transform=p.transform, src_crs=p.crs, dst_transform=transform, dst_crs=crs,
-                resampling=Resampling.nearest, src_nodata=np.nan, dst_nodata=np.nan,
-            )
-            fill = np.isnan(out) & ~np.isnan(dst)
-            out[fill] = dst[fill]
-        return np.moveaxis(out, 0, -1), transform, crs
+            return _MosaicPlan(crs, grid.window_transform(window), window.height, window.width,
+                               bands, year, depth, zone_of_crs, window, parts)
+        transform, width, height = self._target_grid(parts, bbox, crs, resolution)
+        return _MosaicPlan(crs, transform, height, width, bands, year, depth, None, None, parts)
+
+    def _render(self, plan: "_MosaicPlan", block: Window) -> np.ndarray:
+        """The (h, w, bands) float32 pixels of ``block``, a window of the plan's output grid.
+
+        Reads only the zone windows under the block: the output zone's own pixels are
+        copied as stored, other zones' are reprojected (nearest) into what is still NaN.
+        """
+        out = np.full((block.height, block.width, plan.bands), np.nan, "float32")
+        empty = np.ones(block.shape, bool)
+        for zone, part in sorted(plan.parts, key=lambda zp: zp[0] != plan.zone):
+            grid = zone_grid(zone)
+            if zone == plan.zone:  # the output grid is this zone's grid: no resampling
+                on_grid = Window(plan.origin.row + block.row, plan.origin.col + block.col, block.height, block.width)
+                src = on_grid.intersection(part)
+                if src is None:
+                    continue
+                q, s = self.read_window(zone, src, plan.year, plan.depth)
+                dst = src.relative_to(on_grid)
+                out[dst.slices()] = _dequantise(q, s)
+                empty = np.isnan(out).all(axis=-1)  # no data there may still come from a neighbour zone
+                continue
+            if not empty.any():
+                break
+            # nearest neighbour, pixel by pixel: the stored pixel under each output pixel's centre
+            # (exact per pixel, unlike GDAL's approximate warper, so blocks and one mosaic agree)
+            rows, cols = np.nonzero(empty)
+            xs, ys = (plan.transform @ Affine.translation(block.col, block.row)) @ (cols + 0.5, rows + 0.5)
+            zx, zy = transform_points(xs, ys, plan.crs, grid.crs)
+            with np.errstate(invalid="ignore"):
+                src_r = np.floor((ZONE_Y0 - zy) / RESOLUTION)
+                src_c = np.floor((zx - ZONE_X0) / RESOLUTION)
+            inside = ((src_r >= part.row) & (src_r < part.row + part.height)
+                      & (src_c >= part.col) & (src_c < part.col + part.width))
+            if not inside.any():
+                continue
+            rows, cols = rows[inside], cols[inside]
+            src_r, src_c = src_r[inside].astype("int64"), src_c[inside].astype("int64")
+            need = Window(int(src_r.min()), int(src_c.min()), int(src_r.max() - src_r.min()) + 1,
+                          int(src_c.max() - src_c.min()) + 1)
+            q, s = self.read_window(zone, need, plan.year, plan.depth)
+            values = _dequantise(q[src_r - need.row, src_c - need.col], s[src_r - need.row, src_c - need.col])
+            got = ~np.isnan(values).all(axis=-1)
+            out[rows[got], cols[got]] = values[got]
+            empty[rows[got], cols[got]] = False
+        return out
 
     @staticmethod
     def _target_grid(parts, bbox, crs, resolution):
@@ -619,40 +672,93 @@ class Root:
 
         west, south, east, north = bbox
         if resolution is None:  # keep the stored pixel size, as seen in the target CRS
-            big = max(parts, key=lambda p: p.window.size)
-            t = big.transform
+            zone, window = max(parts, key=lambda p: p[1].size)
+            grid = zone_grid(zone)
+            t = grid.window_transform(window)
             left, top = t.c, t.f
-            right, bottom = t.c + t.a * big.window.width, t.f + t.e * big.window.height
+            right, bottom = t.c + t.a * window.width, t.f + t.e * window.height
             native, _, _ = calculate_default_transform(
-                big.crs, crs, big.window.width, big.window.height, left=left, bottom=bottom, right=right, top=top
+                grid.crs, crs, window.width, window.height, left=left, bottom=bottom, right=right, top=top
             )
             resolution = (abs(native.a), abs(native.e))
         return calculate_default_transform(
             WGS84, crs, 1000, 1000, left=west, bottom=south, right=east, top=north, resolution=resolution
         )
 
+    export_block = 256
+    """Side (a multiple of 16) of the blocks :meth:`export_geotiff` renders one at a time: its memory
+    bound, about 2.5 x side^2 x bands x 4 bytes (the block, its source window, their int8 codes)."""
+
     def export_geotiff(self, bbox, year: int, path, crs: str | None = None, depth: int | None = None) -> str:
-        """Write a region as a 128-band (or ``depth``-band) float32 Cloud-Optimised GeoTIFF (NaN = no embedding)."""
+        """Write a region as a 128-band (or ``depth``-band) float32 Cloud-Optimised GeoTIFF (NaN = no embedding).
+
+        Streamed: blocks of ``export_block`` pixels are read and written one at a
+        time to a tiled GeoTIFF beside ``path``, which GDAL then copies to a COG
+        with a bounded cache; so peak memory does not grow with the bbox. Both
+        temporary files are removed whatever happens; ``path`` appears complete or not at all.
+        """
         import os
+        import shutil
 
         import rasterio
+        import rasterio.shutil
 
-        array, transform, crs = self.mosaic(bbox, year, crs, depth=depth)
-        height, width = array.shape[:2]
-        tmp = f"{path}.partial"
-        profile = dict(
-            driver="COG", width=width, height=height, count=array.shape[-1], dtype="float32", crs=crs,
-            transform=transform, nodata=np.nan, compress="deflate", predictor=3, blocksize=256,
-        )
+        plan = self._mosaic_plan(bbox, year, crs, None, depth)
+        need = 2 * plan.size * plan.bands * 4  # uncompressed upper bound, twice (tiled file + COG)
+        folder = os.path.dirname(os.path.abspath(path))
+        free = shutil.disk_usage(folder).free
+        if need > free:
+            raise UserInputError(f"bbox {bbox} is {plan.size:,} pixels x {plan.bands} bands: up to {need / 1e9:.1f} GB "
+                                 f"to write, and {folder} has {free / 1e9:.1f} GB free")
+        tiled, cog = f"{path}.partial.tiled.tif", f"{path}.partial"
+        block = self.export_block
+        profile = dict(driver="GTiff", width=plan.width, height=plan.height, count=plan.bands, dtype="float32",
+                       crs=plan.crs, transform=plan.transform, nodata=np.nan, tiled=True, blockxsize=block,
+                       blockysize=block, compress="deflate", predictor=3, BIGTIFF="IF_SAFER", interleave="pixel")
+        tags = dict(year=str(year), source=redact(self.url), model=str(self.model), dimensions=str(plan.bands))
         try:
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.write(np.moveaxis(array, -1, 0))
-                dst.update_tags(year=str(year), source=redact(self.url), model=str(self.model), dimensions=str(array.shape[-1]))
-            os.replace(tmp, path)
+            with rasterio.Env(GDAL_CACHEMAX=_EXPORT_GDAL_CACHE_MB):
+                with rasterio.open(tiled, "w", **profile) as dst:
+                    for w in Window(0, 0, plan.height, plan.width).blocks(block):
+                        pixels = self._render(plan, w)
+                        dst.write(np.moveaxis(pixels, -1, 0),
+                                  window=rasterio.windows.Window(w.col, w.row, w.width, w.height))
+                    dst.update_tags(**tags)
+                rasterio.shutil.copy(tiled, cog, driver="COG", compress="deflate", predictor=3,
+                                     blocksize=256, bigtiff="IF_SAFER")
+            os.replace(cog, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for tmp in (tiled, cog):
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
         return str(path)
+
+
+_EXPORT_GDAL_CACHE_MB = 64
+"""GDAL's block cache while exporting (its default is 5% of the machine's memory)."""
+
+
+@dataclass(frozen=True)
+class _MosaicPlan:
+    """An output grid and the zone windows that fill it (see :meth:`Root._mosaic_plan`)."""
+
+    crs: str
+    transform: "Affine"
+    height: int
+    width: int
+    bands: int
+    year: int
+    depth: int | None
+    zone: int | None
+    """The zone whose grid the output is on (its pixels pass through as stored), if any."""
+    origin: Window | None
+    """The output grid as a window of that zone's grid."""
+    parts: list
+    """(zone, window): the bbox's part on each zone grid it touches."""
+
+    @property
+    def size(self) -> int:
+        return self.height * self.width
 
 
 class _RangeFile(io.RawIOBase):
