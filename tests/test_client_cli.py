@@ -64,6 +64,36 @@ def test_sample_writes_geoparquet_with_values_and_status(served, tmp_path, capsy
     assert f"{len(lon)} points" in stdout
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_sample_streams_batches_in_input_order(served, tmp_path, fmt):
+    """``sample`` reads and writes points a batch at a time (its memory bound): batches of 7 points over
+    several units, shuffled, give the rows of one read of all the points, in the input's order."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from tessera_ray.heads.points_io import sample_to_parquet
+
+    root, _, _ = served
+    lon, lat = sample_points(n=60, seed=3)
+    table = pd.DataFrame({"id": np.arange(len(lon))[::-1], "lon": lon, "lat": lat})
+    points = tmp_path / f"points.{fmt}"
+    if fmt == "csv":
+        table.to_csv(points, index=False)
+    else:
+        gpd.GeoDataFrame(table[["id"]], geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326").to_parquet(
+            points, row_group_size=16)
+    out = tmp_path / "out.parquet"
+    reader = tc.open_root(str(root))
+    counts = sample_to_parquet(reader, points, 2024, None, out, batch=7)
+    got = gpd.read_parquet(out)
+    assert got.crs.to_epsg() == 4326 and list(got["id"]) == list(table["id"])
+    expected, status = tc.open_root(str(root)).points(lon, lat, 2024)
+    np.testing.assert_array_equal(got[[f"emb_{i:03d}" for i in range(128)]].to_numpy(), expected)
+    assert list(got["status"]) == list(status)
+    assert counts == {k: int((status == k).sum()) for k in set(status)} and sum(counts.values()) == 60
+    np.testing.assert_allclose(got.geometry.x, lon) and np.testing.assert_allclose(got.geometry.y, lat)
+
+
 def test_export_writes_a_cog_with_the_region(served, tmp_path, capsys):
     import rasterio
 

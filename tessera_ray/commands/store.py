@@ -20,28 +20,13 @@ def register(app: typer.Typer) -> None:
         depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
     ) -> None:
         """Sample embeddings at points (128, or --depth, float32 columns plus a status column)."""
-        import geopandas as gpd
-        import pandas as pd
-
         from tessera_ray.client import open_root
+        from tessera_ray.heads.points_io import sample_to_parquet
 
-        frame = read_points(points)
         reader = open_root(root)
-        values, status = reader.points(frame.geometry.x.to_numpy(), frame.geometry.y.to_numpy(), year, depth=depth)
-        outside = (status == "outside").nonzero()[0]
-        if len(outside):
-            p = frame.geometry.iloc[outside[0]]
-            raise UserInputError(
-                f"{len(outside)} of {len(frame)} points are outside every zone grid (latitudes 80S..84N), "
-                f"first at row {outside[0]}: ({p.x}, {p.y})"
-            )
-        columns = pd.DataFrame(values, columns=[f"emb_{i:03d}" for i in range(values.shape[1])], index=frame.index)
-        columns["status"] = status.astype(str)
-        frame = gpd.GeoDataFrame(pd.concat([frame.drop(columns=columns.columns, errors="ignore"), columns], axis=1),
-                                 geometry=frame.geometry.name, crs=frame.crs)
-        _write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
-        counts = frame["status"].value_counts().to_dict()
-        typer.echo(f"{len(frame)} points -> {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+        counts: dict[str, int] = {}
+        _write_atomic(out, lambda tmp: counts.update(sample_to_parquet(reader, points, year, depth, tmp)))
+        typer.echo(f"{sum(counts.values())} points -> {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
 
     @app.command("export")
     def export(
