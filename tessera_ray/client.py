@@ -714,7 +714,8 @@ class Root:
         block = self.export_block
         profile = dict(driver="GTiff", width=plan.width, height=plan.height, count=plan.bands, dtype="float32",
                        crs=plan.crs, transform=plan.transform, nodata=np.nan, tiled=True, blockxsize=block,
-                       blockysize=block, compress="deflate", predictor=3, BIGTIFF="IF_SAFER", interleave="pixel")
+                       blockysize=block, compress="deflate", predictor=3, BIGTIFF="IF_SAFER",
+                       interleave="band")  # the COG copy reads band by band: pixel-interleaved tiles thrash its cache (40x slower)
         tags = dict(year=str(year), source=redact(self.url), model=str(self.model), dimensions=str(plan.bands))
         try:
             with rasterio.Env(GDAL_CACHEMAX=_EXPORT_GDAL_CACHE_MB):
