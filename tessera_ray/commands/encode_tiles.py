@@ -30,19 +30,20 @@ def register(app: typer.Typer) -> None:
         malformed file is reported in one line and the others still run (exit 5 if any failed)."""
         from tessera_ray.errors import UserInputError
         from tessera_ray.model import read_checkpoint
+        from tessera_ray.paths import output_folder, removed_if_failed
         from tessera_ray.pipeline.embed import IncompleteRun
         from tessera_ray.pipeline.tiles import TileEncoder, TileOutput, find_tiles
         from tessera_ray.pipeline.tiles import encode_tiles as run
 
         if batch_size < 1:
             raise UserInputError("--batch-size must be at least 1")
-        if out.exists() and not out.is_dir():
-            raise UserInputError(f"--out {out} exists and is not a folder")
+        out = output_folder(out)
         tiles = find_tiles(tiles_dir)
         encoder = TileEncoder(read_checkpoint(checkpoint, variant), data_source,
                               TileOutput(out, float_output, dims), batch_size)
-        written, skipped, failures = run(tiles, encoder, echo=typer.echo,
-                                         warn=lambda line: print(line, file=sys.stderr))
+        with removed_if_failed(out):
+            written, skipped, failures = run(tiles, encoder, echo=typer.echo,
+                                             warn=lambda line: print(line, file=sys.stderr))
         typer.echo(f"{written} tiles written, {skipped} already done, {len(failures)} failed -> {out}")
         if failures:
             raise IncompleteRun(f"{len(failures)} of {len(tiles)} tiles failed (listed above); re-run to retry them")

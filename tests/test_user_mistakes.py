@@ -1,0 +1,186 @@
+"""Every user mistake is one line (issue 14): a bad output path, CRS, URL, root, unit folder,
+training setting, fold count, catalog or ROI file ends in one ``tessera-ray: error:`` line,
+the right exit code, nothing written, and no request made.
+
+All in-process (``tessera_ray.cli.main``) and fast: the checks run before any real work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import run_cli
+from tessera_ray.grid import Unit, lonlat_to_zone_pixel, unit_of_pixel, zone_grid
+
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
+ZONE, ROW, COL = lonlat_to_zone_pixel(3.0, 52.0)
+UNIT = unit_of_pixel(ZONE, ROW, COL, 64)
+BBOX = "3.0005,51.9975,3.008,52.0015"  # inside UNIT
+
+
+def one_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tessera-ray: error: "), err
+    return lines[0]
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- inputs, built once
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A published root (one 64 px unit), labelled points on it, a checkpoint, unit folders, a tile."""
+    import numpy as np
+
+    from test_encode_tiles import write_tile
+    from test_train import _write_units
+    from tessera_ray.model import build_encoder, get_variant, save_checkpoint
+    from tessera_ray.store.testing import build_random_store
+
+    base = tmp_path_factory.mktemp("mistakes")
+    build_random_store(str(base / "root"), [UNIT], shard_size=64, chunk_size=32, partial=False)
+    rng = np.random.default_rng(0)
+    rows = rng.integers(UNIT.window.row + 10, UNIT.window.row + 64, 40)
+    cols = rng.integers(UNIT.window.col, UNIT.window.col + 64, 40)
+    lons, lats = zone_grid(ZONE).pixel_to_lonlat(rows, cols)
+    lines = [f"{x},{y},{'ab'[i % 2]},{i * 0.5}" for i, (x, y) in enumerate(zip(lons, lats))]
+    (base / "labels.csv").write_text("lon,lat,label,value\n" + "\n".join(lines) + "\n")
+    config = get_variant("tiny")
+    save_checkpoint(build_encoder(config, seed=1), base / "tiny.pt", config)
+    (base / "units").mkdir()
+    _write_units(base / "units", n_units=2)
+    write_tile(base / "tiles" / "grid_0.05_52.05", 0)
+    return base
+
+
+# --------------------------------------------------------------------------- outputs
+
+TRAIN_SHORT = ["--no-ray", "--variant", "tiny", "--steps", "2", "--batch-size", "16", "--seq-len", "8",
+               "--projector-width", "16", "--pool-per-unit", "32", "--warmup", "1", "--threads", "1"]
+
+# (id, option, file or folder, argv with OUT where the path goes); I is the inputs folder
+WRITERS = [
+    ("sample", "--out", "file", ["sample", "--root", "I/root", "--points", "I/labels.csv", "--year", "2024", "--out", "OUT"]),
+    ("export", "--out", "file", ["export", "--root", "I/root", "--bbox", BBOX, "--year", "2024", "--out", "OUT"]),
+    ("export-geotessera", "--out", "folder", ["export-geotessera", "--root", "I/root", "--year", "2024", "--out", "OUT"]),
+    ("model-init", "--out", "file", ["model", "init", "--variant", "tiny", "--out", "OUT"]),
+    ("probe", "--out", "folder", ["probe", "--root", "I/root", "--year", "2024", "--labels", "I/labels.csv",
+                                  "--folds", "2", "--out", "OUT"]),
+    ("classify-save-head", "--save-head", "file", ["classify", "--root", "I/root", "--year", "2024", "--labels",
+                                                   "I/labels.csv", "--save-head", "OUT"]),
+    ("classify-map", "--out", "file", ["classify", "--root", "I/root", "--year", "2024", "--labels", "I/labels.csv",
+                                       "--bbox", BBOX, "--out", "OUT"]),
+    ("regress-map", "--out", "file", ["regress", "--root", "I/root", "--year", "2024", "--labels", "I/labels.csv",
+                                      "--column", "value", "--folds", "2", "--bbox", BBOX, "--out", "OUT"]),
+    ("viz-png", "--png", "file", ["viz", "--root", "I/root", "--year", "2024", "--bbox", BBOX, "--png", "OUT"]),
+    ("viz-cog", "--cog", "file", ["viz", "--root", "I/root", "--year", "2024", "--bbox", BBOX, "--cog", "OUT"]),
+    ("encode-tiles", "--out", "folder", ["encode-tiles", "I/tiles", "--checkpoint", "I/tiny.pt", "--out", "OUT"]),
+    ("train", "--out", "folder", ["train", "--units", "I/units", *TRAIN_SHORT, "--out", "OUT"]),
+    # the check comes before the ROI, the search and the reads: none of them is reached
+    ("ingest", "--out", "folder", ["ingest", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024",
+                                   "--stac", "http://127.0.0.1:PORT/", "--out", "OUT"]),
+    ("ingest-cache-dir", "--cache-dir", "folder", ["ingest", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024",
+                                                   "--stac", "http://127.0.0.1:PORT/", "--out", "I/unused",
+                                                   "--cache-dir", "OUT"]),
+    ("embed", "--out", "folder", ["embed", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--checkpoint",
+                                  "I/tiny.pt", "--stac", "http://127.0.0.1:PORT/", "--out", "OUT"]),
+    ("synth", "--out", "folder", ["synth", "--preset", "test", "--out", "OUT"]),
+    ("demo", "--out", "folder", ["demo", "--out", "OUT"]),
+]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write in: mode 555, and (as root, who ignores modes) immutable."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK):
+        immutable = shutil.which("chattr") is not None and subprocess.run(
+            ["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if not immutable or os.access(folder, os.W_OK):
+            folder.chmod(0o755)
+            pytest.skip("cannot make a read-only folder here (root without chattr)")
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def _argv(template, inputs, out):
+    port = str(closed_port())
+    return [str(out) if a == "OUT" else a.replace("I/", f"{inputs}/").replace("PORT", port) for a in template]
+
+
+@pytest.mark.parametrize("case", ["missing-parent", "wrong-kind", "read-only"])
+@pytest.mark.parametrize("name,option,kind,template", WRITERS, ids=[w[0] for w in WRITERS])
+def test_unwritable_output_is_one_line_exit_2_and_nothing_written(
+        inputs, tmp_path, request, capsys, name, option, kind, template, case):
+    work = tmp_path / "work"
+    work.mkdir()
+    if case == "missing-parent":
+        out, reason = work / "no-such-folder" / "x.out", "no such folder"
+    elif case == "wrong-kind":
+        if kind == "file":  # a folder where a file is to be written
+            (work / "a-folder").mkdir()
+            out, reason = work / "a-folder", "is a folder"
+        else:  # a file where a folder is to be made
+            (work / "a-file").write_text("keep me")
+            out, reason = work / "a-file", "is not a folder"
+    else:
+        out, reason = request.getfixturevalue("read_only_dir") / "x.out", "cannot write"
+    before_inputs, before_work = tree(inputs), tree(tmp_path)
+    code, _, err = run_cli(_argv(template, inputs, out), capsys)
+    line = one_line(err)
+    assert code == 2, err
+    assert option in line and reason in line and str(out) in line, line
+    assert tree(tmp_path) == before_work  # nothing half-written, no parent made
+    assert tree(inputs) == before_inputs
+    if case == "wrong-kind" and kind == "folder":
+        assert (work / "a-file").read_text() == "keep me"
+
+
+def test_helpers_accept_what_can_be_written(tmp_path):
+    from tessera_ray.paths import output_file, output_folder, removed_if_failed
+
+    assert output_file(tmp_path / "new.tif") == tmp_path / "new.tif"
+    (tmp_path / "old.tif").write_text("x")
+    assert output_file(tmp_path / "old.tif") == tmp_path / "old.tif"  # replaced, as before
+    assert output_folder(tmp_path / "new") == tmp_path / "new"
+    assert output_folder(tmp_path) == tmp_path
+    assert not (tmp_path / "new").exists()  # checked, not made
+    with pytest.raises(RuntimeError):
+        with removed_if_failed(tmp_path / "made"):
+            (tmp_path / "made").mkdir()
+            raise RuntimeError("failed before writing anything")
+    assert not (tmp_path / "made").exists()
+    with pytest.raises(RuntimeError):
+        with removed_if_failed(tmp_path / "used"):
+            (tmp_path / "used").mkdir()
+            (tmp_path / "used" / "part").write_text("resumable")
+            raise RuntimeError("failed after writing")
+    assert (tmp_path / "used" / "part").exists()  # what was written stays (a re-run resumes)
