@@ -184,3 +184,64 @@ def test_helpers_accept_what_can_be_written(tmp_path):
             (tmp_path / "used" / "part").write_text("resumable")
             raise RuntimeError("failed after writing")
     assert (tmp_path / "used" / "part").exists()  # what was written stays (a re-run resumes)
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+MALFORMED = ["http://", "https:///path", "https://[bad/root", "http://host:abc/root", "http://host:99999/root",
+             "https:/host/root", "http:host/root", "s3://", "s3:///prefix", "s3://bad bucket/prefix"]
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+def test_malformed_root_url_is_one_line_exit_2(inputs, tmp_path, capsys, url):
+    code, _, err = run_cli(["sample", "--root", url, "--points", str(inputs / "labels.csv"), "--year", "2024",
+                            "--out", str(tmp_path / "p.parquet")], capsys)
+    assert code == 2, err
+    line = one_line(err)
+    assert "malformed root URL" in line or "has no bucket" in line, line  # s3:// said so already
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+def test_malformed_checkpoint_url_is_one_line_exit_2(capsys, url):
+    code, _, err = run_cli(["model", "info", url], capsys)
+    assert code == 2, err
+    assert "malformed checkpoint URL" in one_line(err)
+
+
+@pytest.fixture
+def unreachable_s3(monkeypatch):
+    """An S3 endpoint on a closed loopback port, one attempt per request (no retry back-off)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+
+
+@pytest.mark.parametrize("scheme", ["http", "s3"])
+def test_unreachable_root_is_exit_3_for_s3_as_for_http(inputs, tmp_path, capsys, unreachable_s3, scheme):
+    root = "s3://bucket/root" if scheme == "s3" else f"http://127.0.0.1:{closed_port()}/root"
+    code, _, err = run_cli(["sample", "--root", root, "--points", str(inputs / "labels.csv"), "--year", "2024",
+                            "--out", str(tmp_path / "p.parquet")], capsys)
+    assert code == 3, err
+    assert f"cannot reach {root}/tessera.zarr/zarr.json" in one_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_s3_root_for_embed_is_exit_3(inputs, tmp_path, capsys, unreachable_s3):
+    code, _, err = run_cli(["embed", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--checkpoint",
+                            str(inputs / "tiny.pt"), "--catalog", str(tmp_path / "none.parquet"),
+                            "--out", "s3://bucket/root"], capsys)
+    assert code == 3, err
+    assert "cannot reach s3://bucket/root/" in one_line(err)
+
+
+@pytest.mark.parametrize("scheme", ["http", "s3"])
+def test_unreachable_checkpoint_is_exit_3(capsys, unreachable_s3, scheme):
+    url = "s3://bucket/tiny.pt" if scheme == "s3" else f"http://127.0.0.1:{closed_port()}/tiny.pt"
+    code, _, err = run_cli(["model", "info", url], capsys)
+    assert code == 3, err
+    assert f"cannot reach checkpoint {url}" in one_line(err)
