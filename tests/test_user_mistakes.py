@@ -186,6 +186,35 @@ def test_helpers_accept_what_can_be_written(tmp_path):
     assert (tmp_path / "used" / "part").exists()  # what was written stays (a re-run resumes)
 
 
+# --------------------------------------------------------------------------- --crs
+
+
+@pytest.mark.parametrize("crs,message", [
+    ("EPSG:999999", "is not a CRS PROJ knows"),
+    ("not-a-crs", "is not a CRS PROJ knows"),
+    ("EPSG:5703", "is not a geographic or projected CRS"),  # a vertical (height) CRS
+    ('LOCAL_CS["site grid",UNIT["metre",1]]', "is not a geographic or projected CRS"),
+])
+def test_unknown_crs_is_one_line(inputs, tmp_path, capsys, crs, message):
+    out = tmp_path / "region.tif"
+    code, _, err = run_cli(["export", "--root", str(inputs / "root"), "--bbox", BBOX, "--year", "2024",
+                            "--out", str(out), "--crs", crs], capsys)
+    assert code == 2, err
+    assert "--crs" in one_line(err) and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_known_crs_in_any_spelling_still_exports(inputs, tmp_path, capsys):
+    import rasterio
+
+    out = tmp_path / "region.tif"
+    code, _, err = run_cli(["export", "--root", str(inputs / "root"), "--bbox", BBOX, "--year", "2024",
+                            "--out", str(out), "--crs", "epsg:32631"], capsys)
+    assert code == 0, err
+    with rasterio.open(out) as src:
+        assert src.crs.to_epsg() == 32631
+
+
 # --------------------------------------------------------------------------- URLs
 
 
@@ -245,3 +274,98 @@ def test_unreachable_checkpoint_is_exit_3(capsys, unreachable_s3, scheme):
     code, _, err = run_cli(["model", "info", url], capsys)
     assert code == 3, err
     assert f"cannot reach checkpoint {url}" in one_line(err)
+
+
+# --------------------------------------------------------------------------- ROI files
+
+
+SQUARE = [[3.0, 52.0], [3.01, 52.0], [3.01, 52.01], [3.0, 52.01], [3.0, 52.0]]
+TOO_FAR_NORTH = [[3.0, 89.0], [3.01, 89.0], [3.01, 95.0], [3.0, 95.0], [3.0, 89.0]]
+
+
+def _roi_file(folder: Path, kind: str) -> Path:
+    import geopandas as gpd
+    import shapely
+
+    def feature_collection(ring, **extra):
+        return {"type": "FeatureCollection", **extra, "features": [
+            {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}
+
+    utm = shapely.box(500000, 5760000, 501000, 5761000)
+    if kind == "latitude-95.geojson":
+        path = folder / kind
+        path.write_text(json.dumps(feature_collection(TOO_FAR_NORTH)))
+    elif kind == "latitude-95-bare-geometry.json":
+        path = folder / kind
+        path.write_text(json.dumps({"type": "Polygon", "coordinates": [TOO_FAR_NORTH]}))
+    elif kind in ("latitude-95.gpkg", "latitude-95.parquet"):
+        path = folder / kind
+        frame = gpd.GeoDataFrame(geometry=[shapely.box(3, 89, 3.01, 95)], crs="EPSG:4326")
+        frame.to_parquet(path) if kind.endswith("parquet") else frame.to_file(path)
+    elif kind == "utm-coordinates-labelled-wgs84.gpkg":
+        path = folder / kind
+        gpd.GeoDataFrame(geometry=[utm], crs="EPSG:4326").to_file(path)
+    elif kind in ("unknown-crs.geojson", "garbage-crs.geojson"):
+        path = folder / kind
+        name = "EPSG:999999" if kind.startswith("unknown") else "garbage"
+        path.write_text(json.dumps(feature_collection(SQUARE, crs={"type": "name", "properties": {"name": name}})))
+    elif kind in ("no-crs.gpkg", "no-crs.shp", "no-crs.parquet"):
+        path = folder / kind
+        frame = gpd.GeoDataFrame(geometry=[utm], crs=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "'crs' was not provided": that is the point
+            frame.to_parquet(path) if kind.endswith("parquet") else frame.to_file(path)
+    elif kind == "engineering-crs.gpkg":
+        path = folder / kind
+        gpd.GeoDataFrame(geometry=[utm], crs='LOCAL_CS["site grid",UNIT["metre",1]]').to_file(path)
+    else:
+        raise AssertionError(kind)
+    return path
+
+
+ROI_MISTAKES = [
+    ("latitude-95.geojson", "outside [-90, 90]"),
+    ("latitude-95-bare-geometry.json", "outside [-90, 90]"),
+    ("latitude-95.gpkg", "outside [-90, 90]"),
+    ("latitude-95.parquet", "outside [-90, 90]"),
+    ("utm-coordinates-labelled-wgs84.gpkg", "outside [-90, 90]"),
+    ("unknown-crs.geojson", "is not a CRS PROJ knows"),
+    ("garbage-crs.geojson", "is not a CRS PROJ knows"),
+    ("no-crs.gpkg", "has no CRS"),
+    ("no-crs.shp", "has no CRS"),
+    ("no-crs.parquet", "has no CRS"),
+    ("engineering-crs.gpkg", "is not a geographic or projected CRS"),
+]
+
+
+@pytest.mark.parametrize("command", ["ingest", "embed"])
+@pytest.mark.parametrize("kind,message", ROI_MISTAKES, ids=[k for k, _ in ROI_MISTAKES])
+def test_roi_file_gets_the_checks_a_bbox_gets_before_any_request(inputs, tmp_path, capsys, kind, message, command):
+    roi = _roi_file(tmp_path, kind)
+    nowhere = f"http://127.0.0.1:{closed_port()}"  # a request would end in "cannot reach", exit 3
+    out = tmp_path / "out"
+    argv = {"ingest": ["ingest", "--roi", str(roi), "--year", "2024", "--stac", nowhere, "--out", str(out)],
+            "embed": ["embed", "--roi", str(roi), "--year", "2024", "--stac", nowhere, "--out", str(out),
+                      "--checkpoint", f"{nowhere}/tiny.pt"]}[command]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert message in one_line(err)
+    assert not out.exists()
+
+
+def test_roi_file_crs_is_still_honoured(tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    from tessera_ray.grid import load_roi
+
+    utm = shapely.box(500000, 5760000, 501000, 5761000)
+    gpd.GeoDataFrame(geometry=[utm], crs="EPSG:32631").to_file(tmp_path / "utm.gpkg")
+    named = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32631"}},
+             "features": [{"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(utm)}]}
+    (tmp_path / "utm.geojson").write_text(json.dumps(named))
+    (tmp_path / "plain.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [SQUARE]}))
+    for name in ("utm.gpkg", "utm.geojson"):
+        west, south, east, north = load_roi(str(tmp_path / name)).bounds
+        assert west == pytest.approx(3.0, abs=1e-6) and 51.99 < south < north < 52.0, name
+    assert load_roi(str(tmp_path / "plain.geojson")).bounds == pytest.approx((3.0, 52.0, 3.01, 52.01))

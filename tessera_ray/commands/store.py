@@ -56,10 +56,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a region as a Cloud-Optimised GeoTIFF (128 bands, or --depth)."""
         from tessera_ray.client import open_root
-        from tessera_ray.grid import parse_bbox
+        from tessera_ray.grid import check_crs, parse_bbox
 
         out = output_file(out)
         box = parse_bbox(bbox)
+        crs = check_crs(crs, "--crs") if crs is not None else None
         reader = open_root(root)
         path = reader.export_geotiff(box, year, str(out), crs=crs, depth=depth)
         typer.echo(f"wrote {path}")
