@@ -276,6 +276,90 @@ def test_unreachable_checkpoint_is_exit_3(capsys, unreachable_s3, scheme):
     assert f"cannot reach checkpoint {url}" in one_line(err)
 
 
+# --------------------------------------------------------------------------- zarr.json of the wrong shape
+
+
+def _break(doc, how):
+    nodes = doc.get("consolidated_metadata", {}).get("metadata", {})
+    emb = nodes.get("utm31/embeddings", {})
+    if how == "list":
+        return []
+    if how == "null":
+        return None
+    if how == "attributes-list":
+        doc["attributes"] = []
+    elif how == "years-string":
+        doc["attributes"]["tessera_ray:years"] = "2024"
+    elif how == "years-not-numbers":
+        doc["attributes"]["tessera_ray:years"] = ["x"]
+    elif how == "consolidated-string":
+        doc["consolidated_metadata"] = "x"
+    elif how == "nodes-list":
+        doc["consolidated_metadata"]["metadata"] = []
+    elif how == "node-string":
+        nodes["utm31/embeddings"] = "x"
+    elif how == "no-shape":
+        del emb["shape"]
+    elif how == "shape-1d":
+        emb["shape"] = [1]
+    elif how == "no-codecs":
+        del emb["codecs"]
+    elif how == "chunk-grid-empty":
+        emb["chunk_grid"] = {"name": "regular"}
+    elif how == "zone-name":
+        nodes["utmXX/embeddings"] = emb
+    elif how == "depths-entries":
+        doc["attributes"]["geoemb:depths"] = [{"x": 1}]
+    return doc
+
+
+@pytest.mark.parametrize("how,code,message", [
+    ("list", 2, "is not a tessera-ray root"),
+    ("null", 2, "is not a tessera-ray root"),
+    ("attributes-list", 2, "is not a tessera-ray root"),  # was already right
+    ("years-string", 4, "tessera_ray:years"),
+    ("years-not-numbers", 4, "tessera_ray:years"),
+    ("consolidated-string", 4, "consolidated_metadata"),
+    ("nodes-list", 4, "consolidated_metadata"),
+    ("node-string", 4, "malformed array metadata"),
+    ("no-shape", 4, "malformed array metadata"),
+    ("shape-1d", 4, "malformed array metadata"),
+    ("no-codecs", 4, "malformed array metadata"),
+    ("chunk-grid-empty", 4, "malformed array metadata"),
+    ("zone-name", 4, "not a UTM zone"),
+    ("depths-entries", 4, "is malformed"),
+])
+def test_zarr_json_of_the_wrong_shape_is_one_line(inputs, tmp_path, capsys, how, code, message):
+    root = tmp_path / "root"
+    shutil.copytree(inputs / "root", root)
+    doc_path = root / "tessera.zarr" / "zarr.json"
+    doc_path.write_text(json.dumps(_break(json.loads(doc_path.read_text()), how)))
+    got, _, err = run_cli(["sample", "--root", str(root), "--points", str(inputs / "labels.csv"), "--year", "2024",
+                           "--out", str(tmp_path / "p.parquet")], capsys)
+    assert message in one_line(err)
+    assert got == code, err
+    assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.parametrize("how,error", [
+    ("list", "UserInputError"), ("null", "UserInputError"), ("attributes-list", "UserInputError"),
+    ("years-not-numbers", "DataError"),
+])
+def test_zarr_json_of_the_wrong_shape_stops_a_writer_in_one_line(inputs, tmp_path, how, error):
+    """``embed`` into such a root: the writer reads the same document (its layout attribute, years)."""
+    from tessera_ray.errors import TesseraError
+    from tessera_ray.store.writer import EmbeddingStore
+
+    root = tmp_path / "root"
+    shutil.copytree(inputs / "root", root)
+    doc_path = root / "tessera.zarr" / "zarr.json"
+    doc_path.write_text(json.dumps(_break(json.loads(doc_path.read_text()), how)))
+    with pytest.raises(TesseraError) as caught:
+        EmbeddingStore.create_or_open(str(root), shard_size=64, chunk_size=32)
+    assert type(caught.value).__name__ == error
+    assert "\n" not in str(caught.value)
+
+
 # --------------------------------------------------------------------------- ROI files
 
 
