@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
 
         if workers < 1:
             raise UserInputError("--workers must be at least 1")
+        if threads is not None and threads < 1:
+            raise UserInputError(f"--threads must be at least 1, got {threads}")
         config = TrainConfig(
             variant=variant, data_source=data_source, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seq_len=seq_len,
             projector_width=projector_width, projector_layers=projector_layers, mix_weight=mix_weight,
