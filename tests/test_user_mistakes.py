@@ -360,6 +360,105 @@ def test_zarr_json_of_the_wrong_shape_stops_a_writer_in_one_line(inputs, tmp_pat
     assert "\n" not in str(caught.value)
 
 
+# --------------------------------------------------------------------------- train
+
+
+@pytest.mark.parametrize("damage", ["truncated", "header-only", "wrong-shape", "not-npy"])
+def test_train_on_a_damaged_bands_npy_is_one_line_exit_4_and_no_output(inputs, tmp_path, capsys, damage):
+    import numpy as np
+
+    units = tmp_path / "units"
+    shutil.copytree(inputs / "units", units)
+    bands = units / "unit1" / "bands.npy"
+    data = bands.read_bytes()
+    if damage == "truncated":
+        bands.write_bytes(data[: len(data) // 2])
+    elif damage == "header-only":
+        bands.write_bytes(data[:100])
+    elif damage == "wrong-shape":
+        np.save(bands, np.load(bands)[:, :5])
+    else:
+        bands.write_text("not an array")
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--units", str(units), *TRAIN_SHORT, "--out", str(out)], capsys)
+    assert code == 4, err
+    assert "unit1" in one_line(err) and "bands.npy" in err
+    assert not out.exists()
+
+
+BAD_SETTINGS = [
+    (["--lr", "nan"], "lr must be a positive finite number"),
+    (["--lr", "inf"], "lr must be a positive finite number"),
+    (["--lr", "0"], "lr must be a positive finite number"),
+    (["--lr", "-1"], "lr must be a positive finite number"),
+    (["--steps", "0"], "steps must be positive"),
+    (["--mix-weight", "nan"], "mix_weight must be a non-negative finite number"),
+    (["--warmup", "-1"], "warmup must be 0 or more"),
+    (["--seq-len", "-1"], "seq_len must be 0 or more"),
+    (["--checkpoint-every", "0"], "checkpoint_every must be positive"),
+    (["--eval-every", "0"], "eval_every must be positive"),
+    (["--threads", "0"], "--threads must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("ray", ["--no-ray", "--ray"])
+@pytest.mark.parametrize("setting,message", BAD_SETTINGS, ids=[" ".join(s) for s, _ in BAD_SETTINGS])
+def test_bad_training_settings_are_one_line_and_leave_no_folder(inputs, tmp_path, capsys, setting, message, ray):
+    out = tmp_path / "run"
+    argv = ["train", "--units", str(inputs / "units"), *[a for a in TRAIN_SHORT if a != "--no-ray"], ray,
+            *setting, "--out", str(out)]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert message in one_line(err)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- probe / regress --folds
+
+
+@pytest.mark.parametrize("folds", ["0", "1", "-2"])
+@pytest.mark.parametrize("command", ["probe", "regress"])
+def test_folds_below_two_are_one_line(inputs, tmp_path, capsys, command, folds):
+    argv = [command, "--root", str(inputs / "root"), "--year", "2024", "--labels", str(inputs / "labels.csv"),
+            "--folds", folds] + (["--column", "value"] if command == "regress" else ["--out", str(tmp_path / "p")])
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert f"--folds must be at least 2, got {folds}" in one_line(err).replace(
+        " (k-fold cross-validation holds out one of k parts)", "")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- ingest --catalog
+
+
+def _not_a_snapshot(path: Path, kind: str) -> None:
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    if kind == "plain-table":
+        pd.DataFrame({"a": [1, 2]}).to_parquet(path)
+    elif kind == "geoparquet-of-fields":
+        gpd.GeoDataFrame({"name": ["field"]}, geometry=[shapely.box(3, 52, 3.01, 52.01)], crs="EPSG:4326").to_parquet(path)
+    elif kind == "some-stac-columns":
+        pd.DataFrame({"id": ["x"], "collection": ["sentinel-2-c1-l2a"]}).to_parquet(path)
+    elif kind == "datetime-as-text":
+        pd.DataFrame({"id": ["x"], "collection": ["sentinel-2-c1-l2a"], "datetime": ["2024-06-01"],
+                      "assets": [{"red": {"href": "x.tif"}}]}).to_parquet(path)
+
+
+@pytest.mark.parametrize("kind", ["plain-table", "geoparquet-of-fields", "some-stac-columns", "datetime-as-text"])
+def test_ingest_catalog_that_is_not_a_stac_snapshot_is_one_line(tmp_path, capsys, kind):
+    catalog = tmp_path / "catalog.parquet"
+    _not_a_snapshot(catalog, kind)
+    out = tmp_path / "units"
+    code, _, err = run_cli(["ingest", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--catalog", str(catalog),
+                            "--out", str(out)], capsys)
+    assert code == 2, err
+    assert "is not a stac-geoparquet snapshot of STAC items" in one_line(err)
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- ROI files
 
 

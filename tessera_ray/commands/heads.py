@@ -54,11 +54,12 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="folder for probe.json, curve.csv and curve.png"),
     ) -> None:
         """k-fold accuracy and macro F1 of a classifier on the embeddings, and a label-efficiency curve."""
-        from tessera_ray.heads.evaluate import cross_validate, label_efficiency, make_head
+        from tessera_ray.heads.evaluate import check_folds, cross_validate, label_efficiency, make_head
         from tessera_ray.heads.report import write_curve
         from tessera_ray.paths import output_folder, removed_if_failed
 
         make_head(model)
+        check_folds(folds)
         out = output_folder(out) if out is not None else None
         _, features, points = _sample(root, year, labels, column, False)
         scores = cross_validate(features, points.target, model, folds=folds)
@@ -129,13 +130,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """k-fold R2 of a regressor on the embeddings; optionally map a bbox."""
         from tessera_ray.errors import UserInputError
-        from tessera_ray.heads.evaluate import cross_validate, make_head
+        from tessera_ray.heads.evaluate import check_folds, cross_validate, make_head
         from tessera_ray.heads.maps import read_mosaic, regress_map
         from tessera_ray.paths import output_file
 
         if (bbox is None) != (out is None):
             raise UserInputError("--bbox and --out go together")
         make_head(model, regression=True)
+        check_folds(folds)
         out = output_file(out) if out is not None else None
         store, features, points = _sample(root, year, labels, column, True)
         scores = cross_validate(features, points.target, model, regression=True, folds=folds)
