@@ -137,18 +137,42 @@ class Root:
             raise UserInputError(f"{self.url} is not a tessera-ray root (no {key}){hint}") from None
         except (ValueError, UnicodeDecodeError):
             raise UserInputError(f"{self.url} is not a tessera-ray root ({key} is not Zarr metadata)") from None
-        attrs = meta.get("attributes", {})
-        consolidated = (meta.get("consolidated_metadata") or {}).get("metadata", {})
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        if not isinstance(attrs, dict):
+            raise UserInputError(f"{self.url} is not a tessera-ray root ({key} is JSON, but not Zarr group metadata)")
         if LAYOUT_ATTR not in attrs:
             raise UserInputError(f"{self.url} holds a Zarr store that is not a tessera-ray root")
+        try:
+            self._read_attributes(meta, attrs)
+        except DataError as exc:
+            raise DataError(f"{self.objects.child_url(key)} is malformed: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise DataError(f"{self.objects.child_url(key)} is malformed ({detail})") from None
+
+    def _read_attributes(self, meta: dict, attrs: dict) -> None:
+        """The root's years, arrays and depths from its metadata; any wrong shape raises (a DataError above)."""
+        consolidated = meta.get("consolidated_metadata") or {}
+        if not isinstance(consolidated, dict) or not isinstance(consolidated.get("metadata", {}), dict):
+            raise DataError("its consolidated_metadata is not an object of nodes")
+        nodes = consolidated.get("metadata", {})
+        years = attrs.get(YEARS_ATTR, [])
+        if not isinstance(years, list) or not all(isinstance(y, int) and not isinstance(y, bool) for y in years):
+            raise DataError(f"{YEARS_ATTR} is {json.dumps(years)[:60]}, not a list of years")
         self.attrs = attrs
-        self.years: list[int] = [int(y) for y in attrs.get(YEARS_ATTR, [])]
-        self.model = attrs.get("geoemb:model", "")
+        self.years: list[int] = [int(y) for y in years]
+        self.model = str(attrs.get("geoemb:model", ""))
         self.arrays: dict[tuple[int, str], ShardedArray] = {}
-        for path, node in consolidated.items():
+        for path, node in nodes.items():
             parts = path.split("/")
             if len(parts) == 2 and parts[0].startswith("utm") and (parts[1] == "scales" or is_embeddings_array(parts[1])):
-                self.arrays[(int(parts[0][3:]), parts[1])] = ShardedArray.from_metadata(f"{ZARR_DIR}/{path}", node)
+                if not parts[0][3:].isdigit() or not 1 <= int(parts[0][3:]) <= 60:
+                    raise DataError(f"group {parts[0]!r} is not a UTM zone utm1..utm60")
+                array = ShardedArray.from_metadata(f"{ZARR_DIR}/{path}", node)
+                ndim = 3 if parts[1] == "scales" else 4  # (time, y, x) and (time, band, y, x)
+                if len(array.shape) != ndim:
+                    raise DataError(f"{path} has {len(array.shape)} dimensions, expected {ndim}")
+                self.arrays[(int(parts[0][3:]), parts[1])] = array
         self.zones = sorted({z for z, _ in self.arrays})
         # Matryoshka depths (TESSERA.md 5b): depth -> array; a store without the attribute has only all 128 dims
         self.depths: dict[int, str] = {int(d["dimensions"]): str(d["array"]) for d in attrs.get(DEPTHS_ATTR) or []}

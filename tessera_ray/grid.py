@@ -41,7 +41,7 @@ from affine import Affine
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from tessera_ray.errors import RoiError
+from tessera_ray.errors import RoiError, UserInputError
 
 RESOLUTION = 10.0
 ZONE_X0 = 90_400.0
@@ -82,6 +82,22 @@ def _check_zone(zone: int) -> None:
 @lru_cache(maxsize=128)
 def _transformer(src: str, dst: str) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(src, dst, always_xy=True)
+
+
+def check_crs(spec, what: str = "--crs", error: type[UserInputError] = UserInputError) -> str:
+    """A CRS that PROJ knows and that places points on the Earth (geographic or projected), as its
+    canonical string (``EPSG:NNNN`` when it has one); anything else is a one-line ``error``."""
+    try:
+        crs = pyproj.CRS.from_user_input(spec)
+    except pyproj.exceptions.CRSError as exc:
+        reason = " ".join(str(exc).split())
+        raise error(f"{what} {spec!r} is not a CRS PROJ knows ({reason[:160]})") from None
+    name = crs.name or str(spec)
+    if crs.is_engineering or not (crs.is_geographic or crs.is_projected):
+        raise error(f"{what} {name!r} is not a geographic or projected CRS: it cannot be placed on the Earth")
+    if name.strip().lower().startswith(("undefined", "unknown")):
+        raise error(f"{what} is undefined ({name!r}); give the data's real CRS")
+    return crs.to_string()
 
 
 def transform_points(xs, ys, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
@@ -386,13 +402,30 @@ def roi_from_geometry(geom: BaseGeometry, crs: str | None = WGS84) -> Roi:
 
     if geom.is_empty:
         raise RoiError("the ROI is empty")
-    if crs is not None and pyproj.CRS.from_user_input(crs) != pyproj.CRS.from_user_input(WGS84):
+    if crs is not None and pyproj.CRS.from_user_input(check_crs(crs, "the ROI's CRS", RoiError)) != pyproj.CRS.from_user_input(WGS84):
         geom = gpd.GeoSeries([geom], crs=crs).to_crs(WGS84).iloc[0]
+    _check_lonlat(geom)
     geom = shapely.make_valid(geom)
     if geom.geom_type in ("Point", "MultiPoint", "LineString", "MultiLineString") or geom.area == 0:
         # a point or line ROI covers the pixels it touches
         geom = geom.buffer(1e-7, cap_style="square")
     return Roi(_split_antimeridian(geom))
+
+
+def _check_lonlat(geom: BaseGeometry) -> None:
+    """The checks a bbox gets, on a ROI geometry in lon/lat: finite, latitudes within [-90, 90]
+    (longitudes up to a turn either way, for shapes drawn across the antimeridian)."""
+    west, south, east, north = geom.bounds
+    if not all(map(math.isfinite, (west, south, east, north))):
+        raise RoiError("the ROI has coordinates that do not transform to longitude/latitude (outside its CRS's area?)")
+    for name, v in (("south", south), ("north", north)):
+        if not -90.0 <= v <= 90.0:
+            raise RoiError(f"the ROI's latitudes reach {v:g} ({name}), outside [-90, 90]: "
+                           "are its coordinates in another CRS than the file says?")
+    for name, v in (("west", west), ("east", east)):
+        if not -360.0 <= v <= 360.0:
+            raise RoiError(f"the ROI's longitudes reach {v:g} ({name}), outside [-360, 360]: "
+                           "are its coordinates in another CRS than the file says?")
 
 
 def _split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
@@ -424,12 +457,21 @@ def load_roi(spec: str) -> Roi:
         raise RoiError(f"ROI {spec!r} is neither a bbox W,S,E,N nor an existing file")
     try:
         frame = _read_vector(path)
+    except RoiError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every reader failure is a user-facing one-liner
         raise RoiError(f"cannot read ROI file {path}: {type(exc).__name__}: {exc}") from None
     if frame.empty:
         raise RoiError(f"ROI file {path} has no features")
-    crs = frame.crs.to_string() if frame.crs is not None else WGS84
+    if frame.crs is None:
+        raise RoiError(f"ROI file {path} has no CRS; give it one (e.g. ogr2ogr -a_srs EPSG:4326), "
+                       "or use GeoJSON, whose coordinates are longitude/latitude")
+    crs = check_crs(frame.crs.to_wkt(), f"ROI file {path}: its CRS", RoiError)
     return roi_from_geometry(shapely.union_all(frame.geometry.values), crs)
+
+
+_GEOJSON_GEOMETRIES = ("Polygon", "MultiPolygon", "Point", "LineString", "MultiPoint", "MultiLineString",
+                       "GeometryCollection")
 
 
 def _read_vector(path: Path):
@@ -439,9 +481,25 @@ def _read_vector(path: Path):
         return gpd.read_parquet(path)
     if path.suffix.lower() in (".json", ".geojson"):
         doc = json.loads(path.read_text())
-        if doc.get("type") in ("Polygon", "MultiPolygon", "Point", "LineString", "MultiPoint"):
-            return gpd.GeoDataFrame(geometry=[shapely.geometry.shape(doc)], crs=WGS84)
+        if not isinstance(doc, dict):
+            raise ValueError("not a GeoJSON object")
+        # RFC 7946: longitude/latitude; the 2008 spec's "crs" member, which GDAL reads as WGS84
+        # when it does not know it, is honoured or refused here
+        crs = _geojson_crs(doc, path) or WGS84
+        if doc.get("type") in _GEOJSON_GEOMETRIES:
+            return gpd.GeoDataFrame(geometry=[shapely.geometry.shape(doc)], crs=crs)
+        return gpd.read_file(path).set_crs(crs, allow_override=True)
     return gpd.read_file(path)
+
+
+def _geojson_crs(doc: dict, path: Path) -> str | None:
+    member = doc.get("crs")
+    if member is None:
+        return None
+    name = (member.get("properties") or {}).get("name") if isinstance(member, dict) else None
+    if not isinstance(member, dict) or member.get("type") != "name" or not isinstance(name, str):
+        raise RoiError(f"ROI file {path}: its \"crs\" member is not a named CRS ({json.dumps(member)[:80]})")
+    return check_crs(name, f"ROI file {path}: its CRS", RoiError)
 
 
 def units_for_roi(roi: Roi, size: int = DEFAULT_UNIT_SIZE) -> list[Unit]:

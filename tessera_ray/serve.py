@@ -14,7 +14,12 @@ way an object store's front end sometimes does.
 
 The range, conditional and path handling is Starlette's ``StaticFiles``;
 this module adds the content types our files need, CORS, the latency and
-the counters, and runs uvicorn in a background thread.
+the counters, and runs uvicorn in a background thread. It also judges the
+``Range`` header as RFC 9110 (section 14) says and static servers do, where
+Starlette answers 400: a header that is not a valid ``bytes`` range set
+(another unit, ``bytes=5-2``, garbage) is ignored and the whole object sent
+with 200; a valid one none of whose ranges starts inside the object is 416;
+ranges that start past the end are dropped from a set that has others.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import mimetypes
 import os
+import re
 import socket
 import threading
 from collections import Counter
@@ -196,6 +202,41 @@ class FaultInjector:
             scope, receive, send)
 
 
+_INT_RANGE = re.compile(r"(\d+)-(\d*)")
+_SUFFIX_RANGE = re.compile(r"-(\d+)")
+
+
+def satisfiable_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """The byte ranges (first, last inclusive) of a ``Range`` header that a ``size``-byte object can serve.
+
+    None: the header is not a valid ``bytes`` ranges-specifier (RFC 9110 14.1.1: another unit,
+    a last-pos before its first-pos, anything unparseable) and is to be ignored (send all, 200).
+    ``[]``: valid, but no range starts inside the object (416). Otherwise the satisfiable
+    ranges in order, each clipped to the object's end.
+    """
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        return None
+    elements = [e.strip() for e in spec.split(",")]
+    if not any(elements):
+        return None
+    ranges = []
+    for element in filter(None, elements):  # the list rule allows empty elements
+        if m := _INT_RANGE.fullmatch(element):
+            first, last = int(m[1]), int(m[2]) if m[2] else None
+            if last is not None and last < first:
+                return None
+            if first < size:
+                ranges.append((first, size - 1 if last is None else min(last, size - 1)))
+        elif m := _SUFFIX_RANGE.fullmatch(element):
+            length = int(m[1])
+            if length > 0 and size > 0:
+                ranges.append((max(0, size - length), size - 1))
+        else:
+            return None
+    return ranges
+
+
 def check_port(port: int) -> int:
     """A TCP port number, or a one-line error (0 means "any free port")."""
     if not 0 <= port <= 65535:
@@ -274,13 +315,32 @@ def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
     from starlette.datastructures import Headers
     from starlette.middleware import Middleware
     from starlette.middleware.cors import CORSMiddleware
-    from starlette.responses import FileResponse
+    from starlette.responses import FileResponse, PlainTextResponse
     from starlette.routing import Mount
     from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
+    class _RangeFileResponse(FileResponse):
+        """Starlette's, with the Range header judged by :func:`satisfiable_ranges` first."""
+
+        async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+            headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"range"]
+            raw = Headers(scope=scope).get("range")
+            if raw is not None and self.status_code == 200 and scope.get("method", "GET").upper() in ("GET", "HEAD"):
+                size = self.stat_result.st_size
+                ranges = satisfiable_ranges(raw, size)
+                if ranges == []:
+                    response = PlainTextResponse(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+                    await response(scope, receive, send)
+                    return
+                if ranges is not None:  # valid: hand Starlette the satisfiable ranges only
+                    spec = ",".join(f"{first}-{last}" for first, last in ranges)
+                    headers.append((b"range", f"bytes={spec}".encode("latin-1")))
+                scope = {**scope, "headers": headers}  # invalid: no Range at all, the whole object
+            await super().__call__(scope, receive, send)
+
     class _Files(StaticFiles):
         def file_response(self, full_path, stat_result, scope, status_code=200):  # type: ignore[no-untyped-def]
-            response = FileResponse(
+            response = _RangeFileResponse(
                 full_path, status_code=status_code, stat_result=stat_result, media_type=media_type(full_path)
             )
             if self.is_not_modified(response.headers, Headers(scope=scope)):

@@ -89,6 +89,34 @@ def test_unsatisfiable_range(server, spec):
     assert r.headers["Content-Range"] == f"bytes */{len(PAYLOAD)}"
 
 
+@pytest.mark.parametrize("spec", [
+    "bytes=5-2",  # last-pos before first-pos: an invalid int-range (RFC 9110 14.1.1)
+    "bytes=0-1,9-3",  # one invalid range makes the whole set invalid
+    "items=0-1",  # a range unit the server does not know
+    "garbage", "bytes=", "bytes=-", "bytes=,", "bytes=a-b", "bytes=1-2-3", "bytes=0x10-0x20", "bytes=--5",
+])
+def test_invalid_range_header_is_ignored_and_the_whole_object_sent(server, spec):
+    """RFC 9110 14.2: a server ignores a Range it cannot parse or whose unit it does not know,
+    as nginx and S3 do (Starlette alone answers 400)."""
+    for method in ("GET", "HEAD"):
+        r = requests.request(method, f"{server.url}/data.bin", headers={"Range": spec})
+        assert r.status_code == 200, (method, spec, r.status_code)
+        assert "Content-Range" not in r.headers
+        assert int(r.headers["Content-Length"]) == len(PAYLOAD)
+        assert r.content == (PAYLOAD if method == "GET" else b"")
+
+
+def test_valid_range_set_serves_its_satisfiable_ranges(server):
+    """Ranges that start past the end are left out when another one is satisfiable (RFC 9110 14.1.1)."""
+    r = requests.get(f"{server.url}/data.bin", headers={"Range": "bytes=0-9,20000-20010"})
+    assert r.status_code == 206
+    assert r.headers["Content-Range"] == f"bytes 0-9/{len(PAYLOAD)}"
+    assert r.content == PAYLOAD[:10]
+    r = requests.get(f"{server.url}/data.bin", headers={"Range": "bytes=20000-20010,-0"})  # none is: 416
+    assert r.status_code == 416
+    assert r.headers["Content-Range"] == f"bytes */{len(PAYLOAD)}"
+
+
 def test_multi_range_is_multipart(server):
     r = requests.get(f"{server.url}/data.bin", headers={"Range": "bytes=0-9,5000-5009"})
     assert r.status_code == 206

@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
         import time
 
         from tessera_ray.demo import format_report, run_demo
+        from tessera_ray.paths import output_folder
+
+        output_folder(out)
 
         def log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)

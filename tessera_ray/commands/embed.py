@@ -61,8 +61,16 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (units, scenes, bytes) and stop"),
     ) -> None:
         """Embed a ROI for one or more years and publish it (resumes: published units are skipped)."""
+        from tessera_ray.paths import check_url, is_url, output_folder
         from tessera_ray.pipeline.embed import check_complete, run_embed, summary
         from tessera_ray.pipeline.plan import EmbedConfig, created_from_env, parse_depths
+
+        if is_url(out):
+            check_url(out, "--out")
+        elif not dry_run:
+            output_folder(out)
+        if cache_dir is not None:
+            output_folder(cache_dir, "--cache-dir")
 
         config = EmbedConfig(
             roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source, bf16=bf16,

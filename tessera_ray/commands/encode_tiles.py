@@ -47,18 +47,18 @@ def register(app: typer.Typer) -> None:
         Outputs are written atomically; a re-run skips tiles already written; a tile with a missing
         or malformed file is reported in one line naming the file and the others still run (exit 5
         if any failed)."""
-        from tessera_ray.errors import UserInputError
+        from tessera_ray.paths import output_folder, removed_if_failed
         from tessera_ray.pipeline.embed import IncompleteRun
         from tessera_ray.pipeline.tiles import TileOutput, TilesConfig, find_tiles, run_encode_tiles
 
-        if out.exists() and not out.is_dir():
-            raise UserInputError(f"--out {out} exists and is not a folder")
+        out = output_folder(out)
         config = TilesConfig(checkpoint, TileOutput(out, float_output, dims), variant=variant,
                              data_source=data_source, batch_size=batch_size, chunk_pixels=chunk_pixels,
                              in_process=in_process, encoders=encoders, encoder_threads=encoder_threads,
                              max_in_flight=max_in_flight)
         tiles = find_tiles(tiles_dir)
-        result = run_encode_tiles(tiles, config)
+        with removed_if_failed(out):
+            result = run_encode_tiles(tiles, config)
         typer.echo(f"{result.written} tiles written, {result.skipped} already done, {len(result.failures)} failed "
                    f"-> {out} ({result.pixels:,} px in {result.seconds:.1f} s)")
         if result.failures:

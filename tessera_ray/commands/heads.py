@@ -38,7 +38,7 @@ def _sample(root: str, year: int, labels: Path, column: Optional[str], regressio
 
 
 def _save_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(exist_ok=True)  # the --out folder; its parent was checked
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
@@ -54,10 +54,13 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="folder for probe.json, curve.csv and curve.png"),
     ) -> None:
         """k-fold accuracy and macro F1 of a classifier on the embeddings, and a label-efficiency curve."""
-        from tessera_ray.heads.evaluate import cross_validate, label_efficiency, make_head
+        from tessera_ray.heads.evaluate import check_folds, cross_validate, label_efficiency, make_head
         from tessera_ray.heads.report import write_curve
+        from tessera_ray.paths import output_folder, removed_if_failed
 
         make_head(model)
+        check_folds(folds)
+        out = output_folder(out) if out is not None else None
         _, features, points = _sample(root, year, labels, column, False)
         scores = cross_validate(features, points.target, model, folds=folds)
         curve = label_efficiency(features, points.target, model=model, test=points.split)
@@ -67,9 +70,10 @@ def register(app: typer.Typer) -> None:
         for row in curve:
             typer.echo(f"{row['per_class']:>12}  {row['accuracy']:>8.3f}  {row['macro_f1']:>8.3f}")
         if out is not None:
-            _save_json(out / "probe.json", {"root": root, "year": year, "model": model, **scores, "curve": curve})
-            for path in write_curve(curve, out):
-                typer.echo(f"wrote {path}")
+            with removed_if_failed(out):
+                _save_json(out / "probe.json", {"root": root, "year": year, "model": model, **scores, "curve": curve})
+                for path in write_curve(curve, out):
+                    typer.echo(f"wrote {path}")
 
     @app.command("classify")
     def classify(
@@ -87,11 +91,14 @@ def register(app: typer.Typer) -> None:
         from tessera_ray.heads import saved
         from tessera_ray.heads.evaluate import make_head
         from tessera_ray.heads.maps import classify_map, read_mosaic
+        from tessera_ray.paths import output_file
 
         if (bbox is None) != (out is None):
             raise UserInputError("--bbox and --out go together")
         if head is None and labels is None:
             raise UserInputError("give --labels to train a head, or --head to use a saved one")
+        out = output_file(out) if out is not None else None
+        save_head = output_file(save_head, "--save-head") if save_head is not None else None
         if head is not None:
             fitted = saved.load_head(head, regression=False)
             store = _open(root)
@@ -123,12 +130,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """k-fold R2 of a regressor on the embeddings; optionally map a bbox."""
         from tessera_ray.errors import UserInputError
-        from tessera_ray.heads.evaluate import cross_validate, make_head
+        from tessera_ray.heads.evaluate import check_folds, cross_validate, make_head
         from tessera_ray.heads.maps import read_mosaic, regress_map
+        from tessera_ray.paths import output_file
 
         if (bbox is None) != (out is None):
             raise UserInputError("--bbox and --out go together")
         make_head(model, regression=True)
+        check_folds(folds)
+        out = output_file(out) if out is not None else None
         store, features, points = _sample(root, year, labels, column, True)
         scores = cross_validate(features, points.target, model, regression=True, folds=folds)
         typer.echo(f"{folds}-fold on {scores['n']} points ({model}): R2 {scores['r2']:.3f}, RMSE {scores['rmse']:.4g}")
@@ -148,9 +158,12 @@ def register(app: typer.Typer) -> None:
         """A false-colour view of a region: three principal components (or UMAP) of the embeddings."""
         from tessera_ray.errors import UserInputError
         from tessera_ray.heads.maps import pca_rgb, read_mosaic, umap_rgb, write_rgb
+        from tessera_ray.paths import output_file
 
         if png is None and cog is None:
             raise UserInputError("give --png and/or --cog")
+        png = output_file(png, "--png") if png is not None else None
+        cog = output_file(cog, "--cog") if cog is not None else None
         if method not in ("pca", "umap"):
             raise UserInputError(f"--method must be pca or umap, got {method!r}")
         if method == "umap":

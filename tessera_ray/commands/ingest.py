@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
 
         from tessera_ray.errors import UserInputError
         from tessera_ray.grid import load_roi, units_for_roi
+        from tessera_ray.paths import output_folder, removed_if_failed
 
         this_year = datetime.now(timezone.utc).year
         if not 2017 <= year <= this_year:
@@ -45,6 +46,8 @@ def register(app: typer.Typer) -> None:
             raise UserInputError("--unit-size, --block-size and --max-in-flight must be positive")
         if s2_collection not in ("sentinel-2-c1-l2a", "sentinel-2-l2a"):
             raise UserInputError(f"--s2-collection must be sentinel-2-c1-l2a or sentinel-2-l2a, got {s2_collection!r}")
+        out = output_folder(out)
+        cache_dir = output_folder(cache_dir, "--cache-dir") if cache_dir is not None else None
         from tessera_ray.pipeline.ingest import search_bbox
 
         units = units_for_roi(load_roi(roi), unit_size)
@@ -55,7 +58,8 @@ def register(app: typer.Typer) -> None:
             print(f"tessera-ray: warning: no Sentinel-2 or Sentinel-1 scenes over {roi} in {year}; nothing written",
                   file=sys.stderr)
             return
-        report = _run(units, scenes, out, block_size, resampling, max_in_flight)
+        with removed_if_failed(out):
+            report = _run(units, scenes, out, block_size, resampling, max_in_flight)
         n_s2 = sum(s.kind == "s2" for s in scenes)
         typer.echo(
             f"wrote {len(report.units)} unit(s) to {out} ({report.blocks} block(s)) from {n_s2} Sentinel-2 and "

@@ -70,7 +70,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a randomly initialised checkpoint in its family's upstream format."""
         from tessera_ray.model import build_encoder, get_variant, parameter_count, save_checkpoint
+        from tessera_ray.paths import output_file
 
+        out = output_file(out)
         config = get_variant(variant)
         model = build_encoder(config, seed=seed)
         save_checkpoint(model, out, config, data_source=data_source, init_seed=seed)

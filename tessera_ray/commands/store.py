@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from tessera_ray.errors import UserInputError
+from tessera_ray.paths import output_file, output_folder, removed_if_failed
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +24,7 @@ def register(app: typer.Typer) -> None:
         from tessera_ray.client import open_root
         from tessera_ray.heads.points_io import sample_to_parquet
 
+        out = output_file(out)
         reader = open_root(root)
         counts: dict[str, int] = {}
         _write_atomic(out, lambda tmp: counts.update(sample_to_parquet(reader, points, year, depth, tmp)))
@@ -39,10 +41,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export a region as a Cloud-Optimised GeoTIFF (128 bands, or --depth)."""
         from tessera_ray.client import open_root
-        from tessera_ray.grid import parse_bbox
+        from tessera_ray.grid import check_crs, parse_bbox
 
+        out = output_file(out)
+        box = parse_bbox(bbox)
+        crs = check_crs(crs, "--crs") if crs is not None else None
         reader = open_root(root)
-        path = reader.export_geotiff(parse_bbox(bbox), year, str(out), crs=crs, depth=depth)
+        path = reader.export_geotiff(box, year, str(out), crs=crs, depth=depth)
         typer.echo(f"wrote {path}")
 
     @app.command("export-geotessera")
@@ -60,10 +65,11 @@ def register(app: typer.Typer) -> None:
         from tessera_ray.grid import parse_bbox
         from tessera_ray.store.geotessera_export import export_geotessera
 
+        out = output_folder(out)
+        box = parse_bbox(bbox) if bbox else None
         reader = open_root(root)
-        result = export_geotessera(
-            reader, year, out, parse_bbox(bbox) if bbox else None, version=dataset_version, variant=variant, depth=depth
-        )
+        with removed_if_failed(out):
+            result = export_geotessera(reader, year, out, box, version=dataset_version, variant=variant, depth=depth)
         typer.echo(f"wrote {result.tiles} tiles to {result.out_dir}")
 
 
@@ -118,7 +124,6 @@ def _read_parquet_points(path: Path):
 
 
 def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     try:
         write(tmp)

@@ -20,8 +20,10 @@ def register(app: typer.Typer) -> None:
         import time
 
         from tessera_ray.grid import parse_bbox
+        from tessera_ray.paths import output_folder
         from tessera_ray.synthetic import generate_world
 
+        out = output_folder(out)
         start = time.perf_counter()
         world = generate_world(out, bbox=parse_bbox(bbox) if bbox else None, year=year, seed=seed, preset=preset)
         tiles = sorted({s.tile for s in world.s2_scenes})

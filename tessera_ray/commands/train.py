@@ -39,16 +39,20 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Barlow Twins (+ mix regulariser) on globally shuffled pixel time series; upstream-format checkpoints."""
         from tessera_ray.errors import UserInputError
+        from tessera_ray.paths import output_folder, removed_if_failed
         from tessera_ray.train import TrainConfig, labelled_points, run
         from tessera_ray.train.data import find_units
 
         if workers < 1:
             raise UserInputError("--workers must be at least 1")
+        if threads is not None and threads < 1:
+            raise UserInputError(f"--threads must be at least 1, got {threads}")
         config = TrainConfig(
             variant=variant, data_source=data_source, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seq_len=seq_len,
             projector_width=projector_width, projector_layers=projector_layers, mix_weight=mix_weight,
             pool_per_unit=pool_per_unit, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
         )
+        out = output_folder(out)
         found = find_units(units)
         labelled = None
         if labels is not None:
@@ -56,14 +60,15 @@ def register(app: typer.Typer) -> None:
 
             points = read_points(labels)
             labelled = labelled_points(found, points.lons, points.lats, points.target, points.split)
-        if use_ray:
-            from tessera_ray.train.distributed import train_on_ray
+        if not use_ray and (gpu or workers > 1):
+            raise UserInputError("--gpu and --workers need Ray; drop --no-ray")
+        with removed_if_failed(out):
+            if use_ray:
+                from tessera_ray.train.distributed import train_on_ray
 
-            result = train_on_ray(config, found, out, labelled, workers=workers, use_gpu=gpu, resume=resume,
-                                  cpu_threads=threads)
-        else:
-            if gpu or workers > 1:
-                raise UserInputError("--gpu and --workers need Ray; drop --no-ray")
-            result = run(config, found, out, labelled, resume=resume, quiet=False, cpu_threads=threads)
+                result = train_on_ray(config, found, out, labelled, workers=workers, use_gpu=gpu, resume=resume,
+                                      cpu_threads=threads)
+            else:
+                result = run(config, found, out, labelled, resume=resume, quiet=False, cpu_threads=threads)
         probe = "" if not result.probe else ", " + ", ".join(f"{k} {v:.3f}" for k, v in result.probe.items())
         typer.echo(f"trained {variant} to step {result.step} (loss {result.loss:.3f}{probe}); checkpoint {result.checkpoint}")

@@ -61,12 +61,20 @@ def make_head(model: str, regression: bool = False, seed: int = 0):
     return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=500, random_state=seed))
 
 
+def check_folds(folds: int) -> int:
+    """``folds`` when it is a k of k-fold cross-validation (2 or more); else a one-line error."""
+    if folds < 2:
+        raise UserInputError(f"--folds must be at least 2 (k-fold cross-validation holds out one of k parts), got {folds}")
+    return folds
+
+
 def cross_validate(features: np.ndarray, target: np.ndarray, model: str = "logistic", regression: bool = False,
                    folds: int = 5, seed: int = 0) -> dict:
     """k-fold scores: accuracy and macro F1 for classes, R2 (and RMSE) for values."""
     from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
+    check_folds(folds)
     features = np.asarray(features, np.float64)
     if regression:
         if len(target) < folds:

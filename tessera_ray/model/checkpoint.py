@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from tessera_ray.errors import CheckpointError, UserInputError
+from tessera_ray.errors import CheckpointError, ServiceError, UserInputError
 from tessera_ray.model.config import check_data_source
 from tessera_ray.model.family import FAMILIES, VARIANTS, family_of, get_variant, skeleton
 
@@ -150,6 +150,10 @@ def _tensors(state: Any, source: str) -> dict:
     return state
 
 def _read_bytes(source: str, storage_options: dict | None) -> bytes:
+    from tessera_ray.paths import check_url, is_url
+
+    if is_url(source):
+        check_url(source, "checkpoint URL")
     if "://" not in source:
         path = Path(source)
         if not path.is_file():
@@ -163,10 +167,31 @@ def _read_bytes(source: str, storage_options: dict | None) -> bytes:
     try:
         with fsspec.open(source, "rb", **(storage_options or {})) as fh:
             return fh.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {source}") from None
     except Exception as exc:  # fsspec/aiohttp/botocore raise many kinds
+        unreachable = _network_failure(exc)
+        if unreachable is not None:  # as for a root: a service that cannot be reached, exit 3
+            raise ServiceError(f"cannot reach checkpoint {source}: {type(unreachable).__name__} "
+                               f"({_one_line(unreachable)})") from None
+        if isinstance(exc, FileNotFoundError):
+            raise CheckpointError(f"checkpoint not found: {source}") from None
         raise CheckpointError(f"cannot read checkpoint {source}: {_one_line(exc)}") from None
+
+
+def _network_failure(exc: BaseException) -> BaseException | None:
+    """The connection failure (refused, no route, DNS, timeout) behind ``exc``, if that is what it was.
+
+    fsspec's HTTP file system reports a refused connection as FileNotFoundError
+    from aiohttp's error; s3fs passes botocore's EndpointConnectionError on.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        names = {c.__name__ for c in type(exc).__mro__}
+        if names & {"ClientConnectionError", "ServerTimeoutError", "EndpointConnectionError",
+                    "ConnectTimeoutError", "ReadTimeoutError", "ConnectionError", "TimeoutError", "gaierror"}:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _load_payload(data: bytes, source: str) -> Any:

@@ -49,6 +49,7 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserInputError(f"cannot read STAC catalog {path}: {exc}") from None
     schema = dataset.schema
+    _check_snapshot(path, schema)
     expr = ds.field("collection") == collection
     dt_type = schema.field("datetime").type
     tz = getattr(dt_type, "tz", None)
@@ -60,7 +61,32 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
         expr &= ds.field("bbox", "xmax") >= west
         expr &= ds.field("bbox", "ymin") <= north
         expr &= ds.field("bbox", "ymax") >= south
-    return dataset.to_table(filter=expr)
+    try:
+        return dataset.to_table(filter=expr)
+    except (OSError, pa.ArrowException) as exc:
+        raise UserInputError(f"cannot read STAC catalog {path}: {' '.join(str(exc).split())[:200]}") from None
+
+
+_SNAPSHOT_COLUMNS = ("id", "collection", "datetime", "assets")
+
+
+def _check_snapshot(path: str, schema) -> None:
+    """The columns every stac-geoparquet snapshot has, with the types the search relies on."""
+    import pyarrow as pa
+
+    missing = [name for name in _SNAPSHOT_COLUMNS if name not in schema.names]
+    if missing:
+        raise UserInputError(
+            f"{path} is not a stac-geoparquet snapshot of STAC items (no column {', '.join(missing)}; "
+            f"it has {', '.join(schema.names[:8])}{' ...' if len(schema.names) > 8 else ''})")
+    checks = (("collection", pa.types.is_string(schema.field("collection").type) or
+               pa.types.is_large_string(schema.field("collection").type), "text"),
+              ("datetime", pa.types.is_timestamp(schema.field("datetime").type), "a timestamp"),
+              ("assets", pa.types.is_struct(schema.field("assets").type), "a struct of assets"))
+    for name, ok, what in checks:
+        if not ok:
+            raise UserInputError(f"{path} is not a stac-geoparquet snapshot of STAC items (its {name} column is "
+                                 f"{schema.field(name).type}, not {what})")
 
 
 def search_catalog(

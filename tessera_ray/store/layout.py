@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tessera_ray.errors import DataError
 from tessera_ray.grid import RESOLUTION, ZONE_HEIGHT, ZONE_WIDTH, ZONE_X0, ZONE_Y0, zone_grid
 
 if TYPE_CHECKING:
@@ -323,15 +324,19 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
 def parse_root(doc: bytes) -> StoreState:
     """The state recorded in a root ``zarr.json``."""
     meta = json.loads(doc)
-    attrs = meta.get("attributes", {})
-    if LAYOUT_ATTR not in attrs:
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    if not isinstance(attrs, dict) or LAYOUT_ATTR not in attrs:
         raise KeyError("not a tessera-ray store")
-    return StoreState(
-        layout=StoreLayout.from_dict(attrs[LAYOUT_ATTR]),
-        model=str(attrs.get("geoemb:model", "")),
-        years=tuple(int(y) for y in attrs.get(YEARS_ATTR, [])),
-        zones=tuple(int(z) for z in attrs.get(ZONES_ATTR, [])),
-    )
+    try:
+        return StoreState(
+            layout=StoreLayout.from_dict(attrs[LAYOUT_ATTR]),
+            model=str(attrs.get("geoemb:model", "")),
+            years=tuple(int(y) for y in attrs.get(YEARS_ATTR, [])),
+            zones=tuple(int(z) for z in attrs.get(ZONES_ATTR, [])),
+        )
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise DataError(f"its tessera-ray attributes are malformed ({detail})") from None
 
 
 def shard_key(zone: int, array: str, t: int, shard_row: int, shard_col: int) -> str:

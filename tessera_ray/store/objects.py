@@ -76,8 +76,13 @@ class Objects:
 
 def open_objects(root: str | os.PathLike) -> Objects:
     """The object store behind a root: a path, ``file://``, ``s3://bucket/prefix`` or ``http(s)://``."""
+    from tessera_ray.paths import check_url
+
     text = os.fspath(root)
-    scheme = urlparse(text).scheme
+    try:
+        scheme = urlparse(check_url(text, "root URL")).scheme
+    except ValueError as exc:  # not a URL check_url judges (e.g. file://[)
+        raise UserInputError(f"malformed root URL {text!r}: {exc}") from None
     if scheme in ("http", "https"):
         return HttpObjects(text)
     if scheme == "s3":
@@ -215,7 +220,13 @@ class S3Objects(Objects):
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _unreachable(self, exc: Exception, key: str) -> ServiceError:
+        """A botocore failure below HTTP (no connection, a timeout), as :class:`HttpObjects` reports it."""
+        return ServiceError(f"cannot reach {self.child_url(key)}: {type(exc).__name__} ({exc})")
+
     def put(self, key: str, data: bytes) -> ObjectInfo:
+        from botocore.exceptions import BotoCoreError
+
         digest = hashlib.sha256(data).digest()
         b64 = base64.b64encode(digest).decode()
         try:
@@ -226,6 +237,8 @@ class S3Objects(Objects):
             head = self.client.head_object(
                 Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
             )
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
         except Exception as exc:  # noqa: BLE001 - botocore errors are many classes
             raise ServiceError(f"cannot write {self.child_url(key)}: {exc}") from None
         if int(head["ContentLength"]) != len(data):
@@ -238,10 +251,12 @@ class S3Objects(Objects):
         return ObjectInfo(key, len(data), digest.hex())
 
     def _get(self, key: str, **kw) -> bytes:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **kw)["Body"].read()
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("NoSuchKey", "404"):
@@ -258,26 +273,42 @@ class S3Objects(Objects):
         return self._get(key, Range=rng)[:length]
 
     def size(self, key: str) -> int | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
 
     def list(self, prefix: str) -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         full = self._key(prefix)
         keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            for item in page.get("Contents", []):
-                k = item["Key"]
-                keys.append(k[len(self.prefix) + 1 :] if self.prefix else k)
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Contents", []):
+                    k = item["Key"]
+                    keys.append(k[len(self.prefix) + 1 :] if self.prefix else k)
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, prefix) from None
+        except ClientError as exc:
+            raise ServiceError(f"cannot list {self.child_url(prefix)}: {exc}") from None
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
+        except ClientError as exc:
+            raise ServiceError(f"cannot delete {self.child_url(key)}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- HTTP (read-only)

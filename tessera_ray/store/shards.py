@@ -70,6 +70,25 @@ class ShardedArray:
 
     @classmethod
     def from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
+        """The array described by its ``zarr.json`` object; metadata of another shape is a DataError."""
+        try:
+            array = cls._from_metadata(key, meta)
+        except DataError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise DataError(f"{key}: malformed array metadata ({detail})") from None
+        dims = {len(array.shape), len(array.shard_shape), len(array.chunk_shape)}
+        sizes = (*array.shape, *array.shard_shape, *array.chunk_shape)
+        if len(dims) != 1 or not all(isinstance(v, int) and v > 0 for v in sizes):
+            raise DataError(f"{key}: malformed array metadata (shape {array.shape}, shards {array.shard_shape}, "
+                            f"chunks {array.chunk_shape})")
+        if any(s % c for s, c in zip(array.shard_shape, array.chunk_shape)):
+            raise DataError(f"{key}: shards {array.shard_shape} are not made of whole chunks {array.chunk_shape}")
+        return array
+
+    @classmethod
+    def _from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
         codecs = meta["codecs"]
         if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
             raise DataError(f"{key} is not a sharded array")

@@ -105,6 +105,8 @@ class EmbeddingStore:
             state = parse_root(objects.get(ROOT_DOC))
         except ObjectNotFound:
             raise UserInputError(f"{root} is not a tessera-ray store (no {ROOT_DOC})") from None
+        except DataError as exc:
+            raise DataError(f"{objects.child_url(ROOT_DOC)}: {exc}") from None
         except (KeyError, ValueError):
             raise UserInputError(f"{root} holds a Zarr store not written by tessera-ray") from None
         return cls(objects, state)

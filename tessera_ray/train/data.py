@@ -57,20 +57,52 @@ def _fs(url: str, storage_options: dict | None):
 
 
 def open_unit(url: str, storage_options: dict | None = None) -> UnitCube:
-    """A unit folder; local folders are memory-mapped, remote ones read whole."""
+    """A unit folder; local folders are memory-mapped, remote ones read whole.
+
+    A missing, truncated or mis-shaped file is a :class:`DataError` naming it, before any training.
+    """
     fs, path = _fs(url, storage_options)
     local = fs.protocol in ("file", ("file", "local")) or "file" in np.atleast_1d(fs.protocol)
     try:
-        meta = json.loads(fs.cat_file(f"{path}/{META_FILE}"))
-        arrays = {}
-        for name in STACKS:
-            if local:
-                arrays[name] = np.load(f"{path}/{name}.npy", mmap_mode="r")
-            else:
-                arrays[name] = np.load(io.BytesIO(fs.cat_file(f"{path}/{name}.npy")))
+        raw = fs.cat_file(f"{path}/{META_FILE}")
+        arrays = {name: _load_stack(fs, f"{path}/{name}.npy", local) for name in STACKS}
     except FileNotFoundError as exc:
         raise DataError(f"{url} is not a complete unit folder ({exc.filename or exc})") from None
-    return UnitCube(url, int(meta["zone"]), Window(*meta["window"]), arrays)
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataError(f"{url}: {getattr(exc, 'stack', 'a file')} is truncated or not a .npy file "
+                        f"({' '.join(str(exc).split())[:160]})") from None
+    try:
+        meta = json.loads(raw)
+        zone, window = int(meta["zone"]), Window(*(int(v) for v in meta["window"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DataError(f"{url}: {META_FILE} is not a unit description ({type(exc).__name__}: {exc})") from None
+    _check_shapes(url, arrays, window)
+    return UnitCube(url, zone, window, arrays)
+
+
+def _load_stack(fs, where: str, local: bool) -> np.ndarray:
+    try:
+        if local:
+            return np.load(where, mmap_mode="r", allow_pickle=False)
+        return np.load(io.BytesIO(fs.cat_file(where)), allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, EOFError, OSError) as exc:
+        exc.stack = where.rsplit("/", 1)[-1]
+        raise
+
+
+def _check_shapes(url: str, a: dict, window: Window) -> None:
+    """The stacks' shapes agree with each other and with the unit's window (upstream npy layout)."""
+    h, w = window.height, window.width
+    t, ta, td = (a[n].shape[0] if a[n].ndim == 1 else -1 for n in ("doys", "sar_ascending_doy", "sar_descending_doy"))
+    expected = {"doys": (t,), "bands": (t, h, w, 10), "masks": (t, h, w), "sar_ascending_doy": (ta,),
+                "sar_ascending": (ta, h, w, 2), "sar_descending_doy": (td,), "sar_descending": (td, h, w, 2)}
+    for name, shape in expected.items():
+        if tuple(a[name].shape) != shape or -1 in shape:
+            raise DataError(f"{url}: {name}.npy has shape {tuple(a[name].shape)}, expected "
+                            f"{tuple('T' if v == -1 else v for v in shape)} for a {h} x {w} unit "
+                            "(truncated or from another unit?)")
 
 
 def find_units(root: str, storage_options: dict | None = None) -> list[str]:

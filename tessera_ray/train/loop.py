@@ -11,6 +11,7 @@ where torch kernels are deterministic).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,9 +66,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         inference_rule(get_variant(self.variant), check_data_source(self.data_source))
-        for name in ("steps", "batch_size", "projector_width", "projector_layers", "pool_per_unit"):
+        for name in ("steps", "batch_size", "projector_width", "projector_layers", "pool_per_unit", "min_valid",
+                     "checkpoint_every", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup", "seq_len"):
+            if getattr(self, name) < 0:
+                raise UserInputError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name, positive in (("lr", True), ("grad_clip", True), ("weight_decay", False), ("lambd", False),
+                               ("mix_weight", False)):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                kind = "a positive" if positive else "a non-negative"
+                raise UserInputError(f"{name} must be {kind} finite number, got {getattr(self, name)}")
         if self.batch_size < 4:
             raise UserInputError("batch_size must be at least 4 (Barlow Twins standardises over the batch)")
 
@@ -237,13 +248,13 @@ def run(config: TrainConfig, units: list[str], out_dir: str | Path, labelled: La
 def _run(config, units, out_dir, labelled, resume, device, rank, world, storage_options, prepare, report,
          stop_after, quiet) -> RunResult:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cubes = [data.open_unit(u, storage_options) for u in units]
     pool = data.build_pool(cubes, config.pool_per_unit, config.seed, config.year, config.min_valid)
     model = new_model(config)
     rule = config.rule
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data and the model are known to be good
     start = 0
     ckpt = out / CHECKPOINT
     if ckpt.exists():
