@@ -166,6 +166,7 @@ tessera-ray demo: done
   labels      {r.points_valid} of {r.points} labelled points read back over HTTP; land-cover classes
               from the embeddings (nearest centroid, held-out half): {acc}
   served at   {where}
+  viewer      {r.url}/index.html?labels=world/labels.parquet  (in a browser: explore, label, classify, export)
 
 Read it with our client (Python):
   from tessera_ray.client import open_root

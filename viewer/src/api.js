@@ -73,6 +73,23 @@ export function exposeApi(app, ready) {
     exportLabels: () => app.exportLabels(),
     exportMap: () => app.exportMap(),
     stats: () => app.worker.call("stats"),
+    /** Where a manifest unit is drawn: its upper-left corner and side in canvas px. */
+    unitOnScreen(u) {
+      const [x, y] = app.map.toScreen(u.shard_col * u.unit_size, u.shard_row * u.unit_size);
+      return { x, y, size: u.unit_size * app.map.view.scale };
+    },
+    /** How many map canvas pixels show each class's colour (what a user sees of a class view). */
+    classPixelsShown() {
+      const { names, colours } = app.labels.sorted();
+      const rgb = colours.map((h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)));
+      const { data } = app.map.ctx.getImageData(0, 0, app.map.width, app.map.height);
+      const counts = Object.fromEntries(names.map((n) => [n, 0]));
+      for (let o = 0; o < data.length; o += 4) {
+        const i = rgb.findIndex((c) => c[0] === data[o] && c[1] === data[o + 1] && c[2] === data[o + 2]);
+        if (i >= 0 && data[o + 3] === 255) counts[names[i]]++;
+      }
+      return counts;
+    },
     idle: () => app.idle(),
   };
   window.tesseraViewer = api;

@@ -14,8 +14,9 @@ const MAX_VIEW_BYTES = 96 * 1024 * 1024; // decoded codes read for one view, at 
 const $ = (id) => document.getElementById(id);
 
 export class App {
-  constructor({ rootUrl, workerUrl }) {
+  constructor({ rootUrl, workerUrl, labelsUrl }) {
     this.rootUrl = rootUrl;
+    this.labelsUrl = labelsUrl;
     this.worker = new WorkerClient(workerUrl);
     this.unitsByYear = new Map();
     this.mode = "dims";
@@ -55,7 +56,24 @@ export class App {
       throw new Error(`${this.rootUrl} has no manifests (manifests/{year}.parquet): nothing has been published yet`);
     }
     await this.setYear(this.info.years[this.info.years.length - 1], { fit: true });
+    if (this.labelsUrl) await this.loadLabelsFrom(this.labelsUrl);
     hideProgress();
+  }
+
+  /** Labelled points from a URL (relative to the root): GeoJSON, CSV or GeoParquet. */
+  async loadLabelsFrom(url) {
+    const href = new URL(url, this.rootUrl).href;
+    let response;
+    try {
+      response = await fetch(href);
+    } catch (err) {
+      throw new Error(`cannot read the labels at ${href}: ${err.message}`);
+    }
+    if (!response.ok) throw new Error(`cannot read the labels at ${href}: HTTP ${response.status}`);
+    const file = { name: new URL(href).pathname, text: () => response.text(), arrayBuffer: () => response.arrayBuffer() };
+    const n = this.labels.load(await parseLabelFile(file));
+    $("train-result").textContent = `${n} labelled points loaded from ${href}`;
+    return n;
   }
 
   async units(year) {
@@ -100,14 +118,15 @@ export class App {
   async setYear(year, { fit = false } = {}) {
     this.year = Number(year);
     $("year").value = String(this.year);
-    const units = (await this.units(this.year)) || [];
-    if ((await this.units(this.year)) === null) showNotice(`no manifest for ${this.year}: nothing published for that year`);
+    const manifest = await this.units(this.year);
+    const units = manifest || [];
     const zones = [...new Set(units.map((u) => u.zone))].sort((a, b) => a - b);
     const counts = zones.map((z) => units.filter((u) => u.zone === z).length);
     const zone = zones.includes(this.zone) ? this.zone : zones[counts.indexOf(Math.max(...counts))] ?? this.info.zones[0];
     fillSelect($("zone"), zones.length ? zones : this.info.zones, zone, (z) => `${z} (${zoneCrs(z)})`);
-    if (!units.length) showNotice(`no units published for ${this.year}`);
     await this.setZone(zone, { fit: fit || zone !== this.zone });
+    if (!manifest) showNotice(`no manifest for ${this.year}: nothing published for that year`);
+    else if (!units.length) showNotice(`no units published for ${this.year}`);
   }
 
   async setZone(zone, { fit = false } = {}) {

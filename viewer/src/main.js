@@ -8,7 +8,9 @@ const params = new URLSearchParams(location.search);
 const rootUrl = new URL(params.get("root") || ".", location.href).href;
 const workerUrl = new URL("worker.js", import.meta.url).href;
 
-const app = new App({ rootUrl, workerUrl });
+const labelsUrl = params.get("labels"); // e.g. ?labels=world/labels.parquet (relative to the root)
+
+const app = new App({ rootUrl, workerUrl, labelsUrl });
 const ready = app.start().then(
   () => undefined,
   (err) => {

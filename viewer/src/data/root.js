@@ -115,12 +115,22 @@ export class Root {
     if (!emb || !sca) return { codes: new Int8Array(depth * n), scales: new Float32Array(n).fill(Infinity), depth, height, width };
     const rows = zarr.slice(row, row + height);
     const cols = zarr.slice(col, col + width);
-    const where = `${zoneName(zone)} rows ${row}..${row + height - 1}, cols ${col}..${col + width - 1} (${year})`;
+    const [e, s] = await Promise.all([
+      this.get(emb, [t, null, rows, cols], zone, name, t, row, col),
+      this.get(sca, [t, rows, cols], zone, "scales", t, row, col),
+    ]);
+    return { codes: e.data, scales: s.data, depth, height, width };
+  }
+
+  /** zarrita's get, its failures explained with the shard they came from (a read lies in one shard). */
+  async get(array, selection, zone, name, t, row, col) {
     try {
-      const [e, s] = await Promise.all([zarr.get(emb, [t, null, rows, cols]), zarr.get(sca, [t, rows, cols])]);
-      return { codes: e.data, scales: s.data, depth, height, width };
+      return await zarr.get(array, selection);
     } catch (err) {
-      throw explain(err, where, this.url);
+      const size = this.layout.shard_size;
+      const band = name === "scales" ? "" : "0/";
+      const key = `tessera.zarr/${zoneName(zone)}/${name}/c/${t}/${band}${Math.floor(row / size)}/${Math.floor(col / size)}`;
+      throw explain(err, this.base.href(key));
     }
   }
 
@@ -141,13 +151,11 @@ export function pixelOf(w, p) {
   return { status, scale, values };
 }
 
-function explain(err, where, url) {
+function explain(err, shard) {
   if (err instanceof RootError) return err;
   let cause = err;
-  while (cause && !(cause instanceof ChecksumError) && cause.cause) cause = cause.cause;
-  if (cause instanceof ChecksumError || /CRC32C/.test(String(err && err.message))) {
-    return new RootError(`corrupt data in ${url} at ${where}: ${cause.message}`);
-  }
+  while (cause && !(cause instanceof ChecksumError) && !(cause instanceof RootError) && cause.cause) cause = cause.cause;
   if (cause instanceof RootError) return cause;
-  return new RootError(`cannot decode ${where} of ${url}: ${err.message || err}`);
+  if (cause instanceof ChecksumError) return new RootError(`corrupt data: ${shard}: ${cause.message}`);
+  return new RootError(`cannot decode ${shard}: ${err.message || err}`);
 }
