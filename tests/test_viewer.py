@@ -76,6 +76,8 @@ def site(tmp_path_factory):
     # a store whose manifests are gone
     build_random_store(str(base / "nomanifest"), UNITS[:1], years=(YEAR,))
     shutil.rmtree(base / "nomanifest" / "manifests")
+    # a Matryoshka store (prefix arrays of 16, 32 and 64 dims)
+    build_random_store(str(base / "matryoshka"), UNITS[:1], years=(YEAR,), partial=False, depths=(16, 32, 64))
     # a store with one flipped byte in the first chunk of its embeddings shard
     build_random_store(str(base / "corrupt"), UNITS[:1], years=(YEAR,), partial=False)
     shard = base / "corrupt" / "tessera.zarr" / "utm31" / "embeddings" / "c" / "0" / "0" / "4000" / "160"
@@ -108,7 +110,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     from sklearn.preprocessing import StandardScaler
 
     base, _ = site
-    for name in ("good", "notours", "nomanifest", "corrupt"):
+    for name in ("good", "notours", "nomanifest", "corrupt", "matryoshka"):
         if name == "notours":  # not a root: the command refuses, the viewer is written by hand
             code, _, err = run_cli(["viewer", "--root", str(base / name)], capsys)
             assert code == 2 and "not a tessera-ray root" in err
@@ -142,6 +144,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
                 {"name": "notours", "url": f"{server.url}/notours/index.html"},
                 {"name": "nomanifest", "url": f"{server.url}/nomanifest/index.html"},
                 {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
+                {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html"},
             ],
         }
         (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -218,10 +221,15 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     assert bad["corrupt"]["outcome"] == "rejected" and "corrupt" in bad["corrupt"]["error"]
     assert "CRC32C" in bad["corrupt"]["error"] and "corrupt/tessera.zarr/utm31/embeddings/c/0/0/4000/160" in bad["corrupt"]["error"]
     assert not [e for e in seen["pageErrors"]]
+    # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales
+    m = bad["matryoshka"]
+    assert m["outcome"] == "ready" and m["error"] is None and "read at depth 16" in m["legend"]
+    chunks = [p for p in m["requested"] if "/c/" in p]
+    assert chunks and all("/embeddings_d16/c/" in p or "/scales/c/" in p for p in chunks), chunks
 
     # every view saved as a screenshot, none blank
     shots = sorted(out.glob("[1-7]-*.png"))
-    assert len(shots) >= 9, shots
+    assert len(shots) >= 10, shots
     for shot in shots:
         colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is None or len(colours) > 20, f"{shot.name} looks blank"

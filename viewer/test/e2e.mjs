@@ -1,7 +1,7 @@
 // End-to-end run of the viewer in headless Chromium, driven like a user (tests/test_viewer.py).
 //   node test/e2e.mjs SPEC.json
 // SPEC: {url, out (folder for screenshots and downloads), year, clicks: [{name, lon, lat}],
-//        labelsFile, holdout: [{lon, lat}], bad: [{name, url, clickLonLat?}]}
+//        labelsFile, holdout: [{lon, lat}], bad: [{name, url, click?: [lon, lat]}] (other roots)}
 // Prints one JSON line of what the page showed; the Python test makes the assertions.
 import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
@@ -113,10 +113,13 @@ try {
   result.errors = await page.evaluate(() => tesseraViewer.errors);
   mark("exports");
 
-  // roots the viewer cannot show: one clear message each
+  // other roots: a Matryoshka store (its preview reads a small depth array), and roots the
+  // viewer cannot show (one clear message each)
   for (const bad of spec.bad || []) {
     const p = await context.newPage();
     watch(p, bad.name);
+    const requested = [];
+    p.on("request", (r) => requested.push(new URL(r.url()).pathname));
     await p.goto(bad.url);
     const outcome = await p.evaluate(() => window.tesseraViewer.ready.then(() => "ready", (e) => "rejected"));
     if (bad.click) {
@@ -127,8 +130,10 @@ try {
     result.bad[bad.name] = {
       outcome,
       error: await p.evaluate(() => (document.getElementById("error").hidden ? null : document.getElementById("error").textContent)),
+      requested,
+      legend: await p.textContent("#legend"),
     };
-    await p.screenshot({ path: join(spec.out, `7-bad-${bad.name}.png`) });
+    await p.screenshot({ path: join(spec.out, `7-other-${bad.name}.png`) });
     await p.close();
   }
   mark("bad");
