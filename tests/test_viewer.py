@@ -11,10 +11,14 @@ installs them); without them this test fails, it is not skipped.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +91,24 @@ def site(tmp_path_factory):
     return base, blocks
 
 
+@contextlib.contextmanager
+def plain_http_server(folder: Path):
+    """Python's http.server, which ignores Range (sends whole files), as on a laptop."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        finally:
+            httpd.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def points_spec(rng):
     u0, u1 = UNITS[0].window, UNITS[1].window
     clicks = {
@@ -123,7 +145,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     clicks, labelled, holdout = points_spec(np.random.default_rng(7))
     out = Path(os.environ.get("TESSERA_RAY_TEST_ARTEFACTS", tmp_path)) / "viewer"
     out.mkdir(parents=True, exist_ok=True)
-    with StaticServer(base) as server:
+    with StaticServer(base) as server, plain_http_server(base) as plain_url:
         url = f"{server.url}/good/"
         reader = tc.open_root(url)
         lon_l, lat_l = zone_grid(31).pixel_to_lonlat(*np.array(labelled).T)
@@ -139,12 +161,14 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
             "url": f"{url}index.html", "out": str(out), "year": YEAR, "chromium": CHROMIUM,
             "clicks": [{"name": k, "lon": lonlat(*v)[0], "lat": lonlat(*v)[1]} for k, v in clicks.items()],
             "labelsFile": str(tmp_path / "labels.geojson"),
+            "labelClick": dict(zip(("lon", "lat"), lonlat(*clicks["valid_partial_unit"]))),
             "holdout": [{"lon": lonlat(*p)[0], "lat": lonlat(*p)[1]} for p in holdout],
             "bad": [
                 {"name": "notours", "url": f"{server.url}/notours/index.html"},
                 {"name": "nomanifest", "url": f"{server.url}/nomanifest/index.html"},
                 {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
                 {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html"},
+                {"name": "norange", "url": f"{plain_url}/good/index.html"},
             ],
         }
         (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -221,6 +245,11 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     assert bad["corrupt"]["outcome"] == "rejected" and "corrupt" in bad["corrupt"]["error"]
     assert "CRC32C" in bad["corrupt"]["error"] and "corrupt/tessera.zarr/utm31/embeddings/c/0/0/4000/160" in bad["corrupt"]["error"]
     assert not [e for e in seen["pageErrors"]]
+    # a server that ignores Range: small objects are read whole, and the page says so
+    assert bad["norange"]["outcome"] == "ready" and bad["norange"]["rangeWarning"]
+    assert not bad["good" if "good" in bad else "matryoshka"]["rangeWarning"]
+    # a label clicked by hand is where the click was
+    assert np.allclose(seen["labelClick"], [lonlat(*clicks["valid_partial_unit"])], atol=1e-9)
     # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales
     m = bad["matryoshka"]
     assert m["outcome"] == "ready" and m["error"] is None and "read at depth 16" in m["legend"]

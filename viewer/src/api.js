@@ -45,6 +45,11 @@ export function exposeApi(app, ready) {
       app.map.setView({ cx: col + 0.5, cy: row + 0.5, ...(scale ? { scale } : {}) });
       await app.idle();
     },
+    /** Centre the map on a pixel of the current zone's grid. */
+    async setViewGrid({ col, row, scale }) {
+      app.map.setView({ cx: col, cy: row, ...(scale ? { scale } : {}) });
+      await app.idle();
+    },
     async fit() {
       app.fitUnits();
       await app.idle();
@@ -66,6 +71,8 @@ export function exposeApi(app, ready) {
       return app.labels.load(points);
     },
     addLabel: (lon, lat, cls) => app.labels.add(lon, lat, cls),
+    /** Labels from a URL relative to the root (GeoJSON, CSV or GeoParquet), as ?labels= does. */
+    loadLabelsFrom: (url) => app.loadLabelsFrom(url),
     train: (options) => app.train(options),
     classifyView: (mode) => app.classifyView(mode),
     /** Classes of the trained classifier at [{lon, lat}]. */

@@ -302,6 +302,7 @@ export class App {
     const s = await this.worker.call("stats");
     this.stats = s;
     $("stats").textContent = `${s.requests} requests, ${formatBytes(s.bytes)}`;
+    $("range-warning").hidden = !s.rangeIgnored;
     return { counts: this.counts, blocks: this.map.layers.blocks.size };
   }
 

@@ -32,7 +32,7 @@ const ops = {
   },
 
   stats() {
-    return structuredClone(root.base.stats);
+    return { ...structuredClone(root.base.stats), rangeIgnored: root.base.rangeIgnored };
   },
 
   cancel({ target }) {

@@ -109,6 +109,14 @@ try {
   for (let i = 0; i < 50 && downloads.length < 2; i++) await page.waitForTimeout(100);
   for (const d of downloads) await d.saveAs(join(spec.out, d.suggestedFilename()));
   result.downloads = ["labels.geojson", ...downloads.map((d) => d.suggestedFilename())];
+  // a label added by hand: a new class, the label tool, a click on the map
+  await page.fill("#class-name", "clicked");
+  await page.click("#add-class");
+  await page.check("input[name=tool][value=label]");
+  const la = await page.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), [spec.labelClick.lon, spec.labelClick.lat]);
+  await page.mouse.click(la.x, la.y);
+  result.labelClick = await page.evaluate(() =>
+    tesseraViewer.exportLabels().features.filter((f) => f.properties.class === "clicked").map((f) => f.geometry.coordinates));
   result.stats = await page.evaluate(() => tesseraViewer.stats());
   result.errors = await page.evaluate(() => tesseraViewer.errors);
   mark("exports");
@@ -132,6 +140,7 @@ try {
       error: await p.evaluate(() => (document.getElementById("error").hidden ? null : document.getElementById("error").textContent)),
       requested,
       legend: await p.textContent("#legend"),
+      rangeWarning: await p.isVisible("#range-warning"),
     };
     await p.screenshot({ path: join(spec.out, `7-other-${bad.name}.png`) });
     await p.close();

@@ -5,8 +5,12 @@
 // - shard indexes at the START of a shard (tessera-ray's default, Zarr's index_location "start"):
 //   zarrita 0.7 always reads a shard index as a suffix of the object, so for the arrays whose
 //   sharding config says "start" a suffix request is answered with the first bytes instead;
-// - one clear error per failure: HTTP status, a network/CORS failure, a server that ignores Range.
+// - one clear error per failure: HTTP status, a network/CORS failure, a truncated object;
+// - servers that ignore Range (Python's http.server): objects up to 64 MB are read whole and sliced.
 // Only GET/HEAD with a Range header are sent: what S3 + CloudFront CORS (terraform/) allows.
+
+const WHOLE_MAX = 64 * 1024 * 1024; // largest object read whole from a server that ignores Range
+const WHOLE_CACHE = 256 * 1024 * 1024;
 
 export class RootError extends Error {
   constructor(message) {
@@ -23,6 +27,9 @@ export class HttpStore {
     this.stats = { requests: 0, bytes: 0, byKind: {} };
     this.cache = new Map(); // small whole objects (zarr.json) read more than once
     this.listeners = new Set();
+    this.wholeObjects = new Map(); // objects a server sent whole for a range request
+    this.wholeBytes = 0;
+    this.rangeIgnored = false;
   }
 
   href(path) {
@@ -82,38 +89,24 @@ export class HttpStore {
   /** A byte range: {offset, length} or {suffixLength}; undefined when the object is absent. */
   async getRange(path, range, options = {}) {
     const key = normalise(path);
-    let offset, length;
+    let header, want;
     if ("suffixLength" in range) {
       const array = key.slice(0, key.indexOf("/c/"));
-      if (!this.indexAtStart.has(array)) {
-        const size = await this.size(key);
-        if (size === null) return undefined;
-        offset = Math.max(0, size - range.suffixLength);
-        length = size - offset;
-      } else {
-        offset = 0;
-        length = range.suffixLength;
-      }
+      // a shard index: at the end of the shard (zarrita's assumption), or at its start
+      want = this.indexAtStart.has(array) ? { offset: 0, length: range.suffixLength } : { suffix: range.suffixLength };
     } else {
-      ({ offset, length } = range);
+      want = { offset: range.offset, length: range.length };
     }
-    if (length <= 0) return new Uint8Array(0);
+    if (want.length === 0) return new Uint8Array(0);
     const kind = "suffixLength" in range ? "index" : this.kindOf(key);
-    const headers = { Range: `bytes=${offset}-${offset + length - 1}` };
-    const response = await this.request(key, { headers, signal: options.signal }, kind);
-    if (!response) return undefined;
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    this.count(kind, bytes.length);
-    if (response.status !== 206) {
+    const got = await this.ranged(key, want, kind, options.signal);
+    if (!got) return undefined;
+    if (want.length !== undefined && got.bytes.length !== want.length) {
       throw new RootError(
-        `${this.href(key)} was sent whole (HTTP ${response.status}) for a byte-range request: ` +
-          "the server does not support Range requests, which this viewer needs",
+        `${this.href(key)} is shorter than expected (asked ${want.length} bytes at ${want.offset}, got ${got.bytes.length}): the object is truncated`,
       );
     }
-    if (bytes.length !== length) {
-      throw new RootError(`${this.href(key)} is shorter than expected (asked ${length} bytes at ${offset}, got ${bytes.length}): the object is truncated`);
-    }
-    return bytes;
+    return got.bytes;
   }
 
   /**
@@ -122,34 +115,65 @@ export class HttpStore {
    */
   async getTail(path, length) {
     const key = normalise(path);
-    const kind = this.kindOf(key);
-    const response = await this.request(key, { headers: { Range: `bytes=-${length}` } }, kind);
-    if (!response) return null;
-    const bytes = new Uint8Array(await response.arrayBuffer());
-    this.count(kind, bytes.length);
-    if (response.status !== 206) {
-      throw new RootError(
-        `${this.href(key)} was sent whole (HTTP ${response.status}) for a byte-range request: ` +
-          "the server does not support Range requests, which this viewer needs",
-      );
-    }
-    const range = /\/(\d+)\s*$/.exec(response.headers.get("Content-Range") || "");
-    if (!range) {
-      throw new RootError(`${this.href(key)}: the server does not expose Content-Range (CORS Access-Control-Expose-Headers)`);
-    }
-    return { bytes, size: Number(range[1]) };
+    return this.ranged(key, { suffix: length }, this.kindOf(key));
   }
 
-  /** Object size from a HEAD request, or null when absent. */
-  async size(path) {
-    const key = normalise(path);
-    const response = await this.request(key, { method: "HEAD" }, this.kindOf(key));
+  /**
+   * One range request: want = {offset, length} or {suffix}. Returns {bytes, size} (size null
+   * when the server does not say), or null when the object is absent. A server that ignores
+   * Range and sends the whole object (Python's http.server does) still works for objects up to
+   * WHOLE_MAX: the object is kept and sliced, and `rangeIgnored` is set for the page to say so;
+   * a larger one is one clear error.
+   */
+  async ranged(key, want, kind, signal) {
+    const whole = this.wholeObjects.get(key);
+    if (whole) return slice(whole, want);
+    const header = want.suffix !== undefined ? `bytes=-${want.suffix}` : `bytes=${want.offset}-${want.offset + want.length - 1}`;
+    const response = await this.request(key, { headers: { Range: header }, signal }, kind);
     if (!response) return null;
-    this.count(this.kindOf(key), 0);
-    const length = response.headers.get("Content-Length");
-    if (length === null) throw new RootError(`${this.href(key)}: the server sends no Content-Length`);
-    return Number(length);
+    if (response.status === 206) {
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      this.count(kind, bytes.length);
+      const total = /\/(\d+)\s*$/.exec(response.headers.get("Content-Range") || "");
+      if (want.suffix !== undefined && !total) {
+        throw new RootError(`${this.href(key)}: the server does not expose Content-Range (CORS Access-Control-Expose-Headers)`);
+      }
+      return { bytes, size: total ? Number(total[1]) : null };
+    }
+    const length = Number(response.headers.get("Content-Length"));
+    if (!(length <= WHOLE_MAX)) {
+      if (response.body) response.body.cancel().catch(() => {});
+      this.count(kind, 0);
+      throw new RootError(
+        `${this.href(key)} was sent whole (HTTP ${response.status}) for a byte-range request: the server does not ` +
+          "support Range requests, which this viewer needs for objects this large (serve the root with tessera-ray serve, S3 or nginx)",
+      );
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    this.count(kind, bytes.length);
+    this.keepWhole(key, bytes);
+    if (!this.rangeIgnored) {
+      this.rangeIgnored = true;
+      for (const fn of this.listeners) fn(this.stats);
+    }
+    return slice(bytes, want);
   }
+
+  keepWhole(key, bytes) {
+    this.wholeObjects.set(key, bytes);
+    this.wholeBytes += bytes.length;
+    for (const [k, b] of this.wholeObjects) {
+      if (this.wholeBytes <= WHOLE_CACHE || this.wholeObjects.size <= 1) break;
+      this.wholeObjects.delete(k);
+      this.wholeBytes -= b.length;
+    }
+  }
+}
+
+function slice(bytes, want) {
+  const start = want.suffix !== undefined ? Math.max(0, bytes.length - want.suffix) : want.offset;
+  const end = want.suffix !== undefined ? bytes.length : Math.min(bytes.length, want.offset + want.length);
+  return { bytes: bytes.subarray(start, end), size: bytes.length };
 }
 
 function normalise(path) {
