@@ -82,6 +82,8 @@ def site(tmp_path_factory):
     shutil.rmtree(base / "nomanifest" / "manifests")
     # a Matryoshka store (prefix arrays of 16, 32 and 64 dims)
     build_random_store(str(base / "matryoshka"), UNITS[:1], years=(YEAR,), partial=False, depths=(16, 32, 64))
+    # the other shard layout: Blosc-zstd chunks, index at the end of the shard
+    build_random_store(str(base / "zstd"), UNITS[:1], years=(YEAR,), partial=False, compression="zstd", index_location="end")
     # a store with one flipped byte in the first chunk of its embeddings shard
     build_random_store(str(base / "corrupt"), UNITS[:1], years=(YEAR,), partial=False)
     shard = base / "corrupt" / "tessera.zarr" / "utm31" / "embeddings" / "c" / "0" / "0" / "4000" / "160"
@@ -132,7 +134,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     from sklearn.preprocessing import StandardScaler
 
     base, _ = site
-    for name in ("good", "notours", "nomanifest", "corrupt", "matryoshka"):
+    for name in ("good", "notours", "nomanifest", "corrupt", "matryoshka", "zstd"):
         if name == "notours":  # not a root: the command refuses, the viewer is written by hand
             code, _, err = run_cli(["viewer", "--root", str(base / name)], capsys)
             assert code == 2 and "not a tessera-ray root" in err
@@ -169,6 +171,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
                 {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
                 {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html"},
                 {"name": "norange", "url": f"{plain_url}/good/index.html"},
+                {"name": "zstd", "url": f"{server.url}/zstd/index.html", "click": lonlat(*clicks["valid"])},
             ],
         }
         (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -245,6 +248,10 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     assert bad["corrupt"]["outcome"] == "rejected" and "corrupt" in bad["corrupt"]["error"]
     assert "CRC32C" in bad["corrupt"]["error"] and "corrupt/tessera.zarr/utm31/embeddings/c/0/0/4000/160" in bad["corrupt"]["error"]
     assert not [e for e in seen["pageErrors"]]
+    # a zstd store decodes (Blosc in the worker): its first view and a clicked pixel
+    assert bad["zstd"]["outcome"] == "ready" and bad["zstd"]["error"] is None
+    np.testing.assert_array_equal(np.asarray(bad["zstd"]["pixel"], "float32"),
+                                  tc.open_root(str(base / "zstd")).pixel(*lonlat(*clicks["valid"]), YEAR).values)
     # a server that ignores Range: small objects are read whole, and the page says so
     assert bad["norange"]["outcome"] == "ready" and bad["norange"]["rangeWarning"]
     assert not bad["good" if "good" in bad else "matryoshka"]["rangeWarning"]

@@ -13,6 +13,19 @@ const here = dirname(fileURLToPath(import.meta.url));
 const out = resolve(process.argv[2] || join(here, "..", "tessera_ray", "viewer_assets"));
 mkdirSync(join(out, "viewer"), { recursive: true });
 
+// zarrita can load every numcodecs codec; a tessera-ray store uses bytes + crc32c (and Blosc for
+// compression="zstd" and the coordinates). Standalone zstd and lz4 (780 KB of WebAssembly) are
+// left out: a store that needs them gets zarrita's error naming the codec.
+const leaveOut = {
+  name: "leave-out-codecs",
+  setup(build) {
+    build.onResolve({ filter: /^numcodecs\/(zstd|lz4)$/ }, (args) => ({ path: args.path, namespace: "left-out" }));
+    build.onLoad({ filter: /.*/, namespace: "left-out" }, (args) => ({
+      contents: `throw new Error("the ${args.path} codec is not in this viewer's bundle");`,
+    }));
+  },
+};
+
 const common = {
   bundle: true,
   format: "esm",
@@ -21,6 +34,7 @@ const common = {
   legalComments: "eof",
   logLevel: "warning",
   absWorkingDir: here,
+  plugins: [leaveOut],
 };
 await esbuild.build({ ...common, entryPoints: ["src/main.js"], outfile: join(out, "viewer", "viewer.js") });
 await esbuild.build({ ...common, entryPoints: ["src/worker.js"], outfile: join(out, "viewer", "worker.js") });

@@ -130,10 +130,12 @@ try {
     p.on("request", (r) => requested.push(new URL(r.url()).pathname));
     await p.goto(bad.url);
     const outcome = await p.evaluate(() => window.tesseraViewer.ready.then(() => "ready", (e) => "rejected"));
+    let pixel = null;
     if (bad.click) {
       const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), bad.click);
       await p.mouse.click(at.x, at.y);
-      await p.waitForSelector("#error:not([hidden])", { timeout: 10000 });
+      await p.waitForSelector("#pixel[data-status], #error:not([hidden])", { timeout: 10000 });
+      pixel = await p.evaluate(() => JSON.parse(document.getElementById("pixel").dataset.values || "null"));
     }
     result.bad[bad.name] = {
       outcome,
@@ -141,6 +143,7 @@ try {
       requested,
       legend: await p.textContent("#legend"),
       rangeWarning: await p.isVisible("#range-warning"),
+      pixel,
     };
     await p.screenshot({ path: join(spec.out, `7-other-${bad.name}.png`) });
     await p.close();
