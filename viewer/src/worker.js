@@ -115,9 +115,20 @@ const ops = {
   },
 };
 
+/** Pixels of labelled points; those outside the year's published units read nothing. */
 async function readLabelled(points, depth) {
   const out = [];
+  const size = root.layout.shard_size;
+  const published = new Map();
   for (const p of points) {
+    if (!published.has(p.year)) {
+      const units = (await root.units(p.year)) || [];
+      published.set(p.year, new Set(units.map((u) => `${u.zone}/${u.shard_row}/${u.shard_col}`)));
+    }
+    if (!published.get(p.year).has(`${p.zone}/${Math.floor(p.row / size)}/${Math.floor(p.col / size)}`)) {
+      out.push({ status: "not_processed", values: null });
+      continue;
+    }
     const b = cache.blockOf(p.row, p.col);
     const w = await cache.get(p.zone, p.year, depth, b.row, b.col, b.height, b.width);
     out.push(pixelOf(w, (p.row - b.row) * b.width + (p.col - b.col)));
