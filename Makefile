@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up ./.venv first (scripts/setup).
-.PHONY: demo test test-fast setup
+.PHONY: demo test test-fast setup viewer
 
 demo:
 	scripts/setup
@@ -12,3 +12,7 @@ test:
 test-fast:
 	scripts/setup dev
 	.venv/bin/python -m pytest -q -m "not slow"
+
+# Rebuild the browser viewer (viewer/ -> tessera_ray/viewer_assets/, committed); needs Node.js.
+viewer:
+	cd viewer && npm ci --no-audit --no-fund && npm run build

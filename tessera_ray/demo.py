@@ -102,6 +102,7 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
     from tessera_ray.synthetic.services import LocalServices
     from tessera_ray.synthetic.world import FORMAT_VERSION
     from tessera_ray.train import ensure_demo_encoder
+    from tessera_ray.viewer import publish_viewer
 
     warnings.filterwarnings("ignore", message="Dataset has no geotransform")  # training reads the world's cube
     out = Path(out).absolute()
@@ -135,6 +136,7 @@ def run_demo(out: Path, log: Callable[[str], None], serve: Callable | None = Non
         result = run_embed(config)
         stats = services.http.stats
     check_complete(result)
+    publish_viewer(str(out))  # embed wrote it if it published; a re-run that reused every unit did not
     seconds["embed"] = time.monotonic() - start
     totals = result.totals()
 
@@ -155,6 +157,8 @@ def format_report(r: DemoReport, serving: bool) -> str:
     steps = ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items())
     acc = "n/a" if r.accuracy is None else f"{r.accuracy:.0%}"
     where = r.url if serving else f"{r.url} (stopped; serve it again with: tessera-ray serve {r.root})"
+    page = "index.html?labels=world/labels.parquet"
+    viewer = f"{r.url}/{page}" if serving else f"tessera-ray serve {r.root}, then http://127.0.0.1:8000/{page}"
     lon, lat = (float(v) for v in r.roi.split(",")[:2])
     return f"""
 tessera-ray demo: done
@@ -166,6 +170,8 @@ tessera-ray demo: done
   labels      {r.points_valid} of {r.points} labelled points read back over HTTP; land-cover classes
               from the embeddings (nearest centroid, held-out half): {acc}
   served at   {where}
+  viewer      {viewer}
+              (in a browser: explore, label, classify, export; docs/viewer.md)
 
 Read it with our client (Python):
   from tessera_ray.client import open_root

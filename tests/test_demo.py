@@ -40,6 +40,9 @@ def test_demo_publishes_serves_and_samples_then_reuses(world, tmp_path):
     points = re.search(r"labels\s+(\d+) of (\d+) labelled points read back over HTTP", report)
     assert points and int(points.group(1)) > 0
     assert "tessera-ray serve" in report and "GeoTesseraZarr" in report and "read_parquet(" in report
+    # the browser viewer is published with the root, and the report says where
+    assert (out / "index.html").is_file() and (out / "viewer" / "worker.js").is_file()
+    assert "index.html?labels=world/labels.parquet" in report
     # the root is a real published root: what the report says is there, is there
     with open_root(str(out)) as root:
         assert sorted(root.units(2024)["unit_id"]) == sorted(manifest["unit_id"])

@@ -235,6 +235,7 @@ def test_embed_depths_writes_prefix_arrays_through_the_job(world, checkpoint, tm
     assert code == 0, err
     manifest = read_manifest(str(out), 2024)
     assert sorted(manifest.unit_id) == UNIT_IDS
+    assert (out / "index.html").is_file() and (out / "viewer" / "worker.js").is_file()  # and the browser viewer
     for row in manifest.itertuples():
         unit = Unit.from_id(row.unit_id)
         keys = {o["key"] for o in row.objects}

@@ -389,6 +389,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
         result.seconds = time.monotonic() - started
         return result
     from tessera_ray.store import EmbeddingStore, publish
+    from tessera_ray.viewer import publish_viewer
 
     store = EmbeddingStore.create_or_open(config.out, shard_size=config.unit_size, chunk_size=config.chunk_size,
                                           model=f"tessera-{model.variant}", model_checksum=model.checksum,
@@ -408,6 +409,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
 
             ray.shutdown()
     result.years = year_results
+    publish_viewer(store.objects)  # {root}/index.html + viewer/: the browser viewer of what was published
     result.seconds = time.monotonic() - started
     for plan, year in zip(plans, result.years):
         if not plan.units:

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tessera_ray.errors import DataError, ServiceError, UserInputError
+from tessera_ray.serve import media_type
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,10 @@ class S3Objects(Objects):
         b64 = base64.b64encode(digest).decode()
         try:
             # the server rejects the PUT if the body does not hash to ChecksumSHA256
+            # a Content-Type by suffix: browsers need it for the viewer's page and scripts
             self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumSHA256=b64
+                Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumSHA256=b64,
+                ContentType=media_type(key),
             )
             head = self.client.head_object(
                 Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"

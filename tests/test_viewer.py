@@ -1,0 +1,271 @@
+"""The browser viewer in a real browser: Debian's Chromium driven by playwright-core from Node.
+
+A small random store is published (``tessera-ray viewer --root``), served over loopback by
+the server of ``tessera-ray serve``, and ``viewer/test/e2e.mjs`` opens its index.html and
+uses it as a person would (mouse clicks, file upload, buttons, downloads). What the page
+showed is compared here with what our Python client and scikit-learn give for the same data.
+
+Needs ``/usr/bin/chromium``, Node.js and ``viewer/node_modules`` (``scripts/setup dev``
+installs them); without them this test fails, it is not skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tessera_ray import client as tc
+from tessera_ray.grid import Unit, zone_grid
+from tessera_ray.serve import StaticServer
+from tessera_ray.store.testing import build_random_store
+
+from cli_helpers import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+VIEWER = REPO / "viewer"
+CHROMIUM = os.environ.get("TESSERA_RAY_CHROMIUM", "/usr/bin/chromium")
+UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256)]  # the second is written in part
+YEAR = 2024
+CLASSES = ("crop", "forest", "water")
+UNIT_RGB = {"complete": (0x00, 0xC8, 0x53), "partial": (0xFF, 0xAB, 0x00)}
+
+pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+
+
+def lonlat(row: int, col: int) -> tuple[float, float]:
+    lon, lat = zone_grid(31).pixel_to_lonlat(row, col)
+    return float(lon), float(lat)
+
+
+def require_browser() -> str:
+    node = shutil.which("node")
+    missing = [
+        what for what, ok in (
+            (f"Chromium at {CHROMIUM} (apt-get install -y chromium)", Path(CHROMIUM).exists()),
+            ("Node.js (node on PATH)", node is not None),
+            ("viewer/node_modules/playwright-core (npm ci in viewer/)", (VIEWER / "node_modules" / "playwright-core").is_dir()),
+        ) if not ok
+    ]
+    if missing:
+        pytest.fail("the browser test needs " + "; ".join(missing) + " - scripts/setup dev installs them")
+    return node
+
+
+def publish(root: Path, capsys) -> None:
+    code, out, err = run_cli(["viewer", "--root", str(root)], capsys)
+    assert code == 0, err
+    assert "index.html" in out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Roots under one served folder: a good one and three the viewer must refuse clearly."""
+    base = tmp_path_factory.mktemp("viewer-site")
+    good = base / "good"
+    blocks = build_random_store(str(good), UNITS, years=(YEAR,))
+    # a Zarr store that is not ours
+    (base / "notours" / "tessera.zarr").mkdir(parents=True)
+    (base / "notours" / "tessera.zarr" / "zarr.json").write_text(
+        json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+    # a store whose manifests are gone
+    build_random_store(str(base / "nomanifest"), UNITS[:1], years=(YEAR,))
+    shutil.rmtree(base / "nomanifest" / "manifests")
+    # a Matryoshka store (prefix arrays of 16, 32 and 64 dims)
+    build_random_store(str(base / "matryoshka"), UNITS[:1], years=(YEAR,), partial=False, depths=(16, 32, 64))
+    # the other shard layout: Blosc-zstd chunks, index at the end of the shard
+    build_random_store(str(base / "zstd"), UNITS[:1], years=(YEAR,), partial=False, compression="zstd", index_location="end")
+    # a store with one flipped byte in the first chunk of its embeddings shard
+    build_random_store(str(base / "corrupt"), UNITS[:1], years=(YEAR,), partial=False)
+    shard = base / "corrupt" / "tessera.zarr" / "utm31" / "embeddings" / "c" / "0" / "0" / "4000" / "160"
+    data = bytearray(shard.read_bytes())
+    data[1036 + 100] ^= 0xFF  # inside chunk 0: after the 1028-byte index and the chunk's 8-byte tag
+    shard.write_bytes(bytes(data))
+    return base, blocks
+
+
+@contextlib.contextmanager
+def plain_http_server(folder: Path):
+    """Python's http.server, which ignores Range (sends whole files), as on a laptop."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        finally:
+            httpd.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def points_spec(rng):
+    u0, u1 = UNITS[0].window, UNITS[1].window
+    clicks = {
+        "valid": (u0.row + 100, u0.col + 50),
+        "valid_partial_unit": (u1.row + 100, u1.col + 100),
+        "no_data": (u0.row + 5, u0.col + 5),  # the NaN rectangle of random_block
+        "not_processed": (u1.row + 5, u1.col + 5),  # the part of the partial unit never written
+        "unpublished_unit": (u0.row + 100, u1.col + 256 + 20),  # a unit not in the manifest
+    }
+    labelled = [(int(r), int(c)) for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 15), rng.integers(u0.col, u0.col + 256, 15))]
+    holdout = [(int(r), int(c)) for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 40), rng.integers(u0.col, u0.col + 256, 40))]
+    return clicks, labelled, holdout
+
+
+def test_viewer_in_chromium(site, tmp_path, capsys):
+    node = require_browser()
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    base, _ = site
+    for name in ("good", "notours", "nomanifest", "corrupt", "matryoshka", "zstd"):
+        if name == "notours":  # not a root: the command refuses, the viewer is written by hand
+            code, _, err = run_cli(["viewer", "--root", str(base / name)], capsys)
+            assert code == 2 and "not a tessera-ray root" in err
+            from tessera_ray.viewer import publish_viewer
+
+            publish_viewer(str(base / name))
+        else:
+            publish(base / name, capsys)
+
+    clicks, labelled, holdout = points_spec(np.random.default_rng(7))
+    out = Path(os.environ.get("TESSERA_RAY_TEST_ARTEFACTS", tmp_path)) / "viewer"
+    out.mkdir(parents=True, exist_ok=True)
+    with StaticServer(base) as server, plain_http_server(base) as plain_url:
+        url = f"{server.url}/good/"
+        reader = tc.open_root(url)
+        lon_l, lat_l = zone_grid(31).pixel_to_lonlat(*np.array(labelled).T)
+        X, status = reader.points(lon_l, lat_l, YEAR)
+        assert (status == tc.VALID).all()
+        y = np.array([CLASSES[i % 3] for i in range(len(labelled))])
+        labels = {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(a), float(b)]}, "properties": {"class": str(c)}}
+            for a, b, c in zip(lon_l, lat_l, y)
+        ]}
+        (tmp_path / "labels.geojson").write_text(json.dumps(labels))
+        spec = {
+            "url": f"{url}index.html", "out": str(out), "year": YEAR, "chromium": CHROMIUM,
+            "clicks": [{"name": k, "lon": lonlat(*v)[0], "lat": lonlat(*v)[1]} for k, v in clicks.items()],
+            "labelsFile": str(tmp_path / "labels.geojson"),
+            "labelClick": dict(zip(("lon", "lat"), lonlat(*clicks["valid_partial_unit"]))),
+            "holdout": [{"lon": lonlat(*p)[0], "lat": lonlat(*p)[1]} for p in holdout],
+            "bad": [
+                {"name": "notours", "url": f"{server.url}/notours/index.html"},
+                {"name": "nomanifest", "url": f"{server.url}/nomanifest/index.html"},
+                {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
+                {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html"},
+                {"name": "norange", "url": f"{plain_url}/good/index.html"},
+                {"name": "zstd", "url": f"{server.url}/zstd/index.html", "click": lonlat(*clicks["valid"])},
+            ],
+        }
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        run = subprocess.run([node, str(VIEWER / "test" / "e2e.mjs"), str(tmp_path / "spec.json")],
+                             capture_output=True, text=True, timeout=110, cwd=VIEWER)
+        assert run.returncode == 0, run.stderr[-3000:]
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+
+        # the page loaded with nothing wrong on the console or the network
+        assert seen["pageErrors"] == [] and seen["errors"] == []
+        assert [m for m in seen["console"] if m.startswith("main: error")] == []
+        assert [r for r in seen["failedRequests"] if r.startswith("main:")] == []
+
+        # the units drawn are the manifest's, outlined in their status colour
+        manifest = reader.units(YEAR)
+        assert sorted(u["unit_id"] for u in seen["units"]) == sorted(manifest.unit_id)
+        assert {u["unit_id"]: u["valid_pixels"] for u in seen["units"]} == dict(zip(manifest.unit_id, manifest.valid_pixels))
+        for u in seen["units"]:
+            assert tuple(u["outline"]) == UNIT_RGB[u["status"]], u
+        assert {u["unit_id"]: u["status"] for u in seen["units"]} == {UNITS[0].id: "complete", UNITS[1].id: "partial"}
+
+        # a clicked pixel shows exactly the values our client returns, or says why there are none
+        for name, (row, col) in clicks.items():
+            px = reader.pixel(*lonlat(row, col), YEAR)
+            shown = seen["clicks"][name]
+            assert shown["status"] == px.status, name
+            if px.status == tc.VALID:
+                np.testing.assert_array_equal(np.asarray(shown["values"], "float32"), px.values)
+                np.testing.assert_array_equal(np.asarray(shown["api"], "float32"), px.values)
+                assert shown["bars"]
+            else:
+                assert shown["values"] == [] and shown["api"] is None
+        assert seen["clicks"]["no_data"]["statusText"] == "no data"
+        assert seen["clicks"]["not_processed"]["statusText"] == "not processed"
+        assert seen["clicks"]["unpublished_unit"]["statusText"] == "not processed"
+        assert "not in the 2024 manifest" in seen["clicks"]["unpublished_unit"]["unitText"]
+        assert seen["clicks"]["valid"]["unitText"].startswith(UNITS[0].id)
+
+        # classifiers trained in the page predict what scikit-learn predicts on the same embeddings
+        assert sorted(seen["classes"]) == list(CLASSES)
+        lon_h, lat_h = zone_grid(31).pixel_to_lonlat(*np.array(holdout).T)
+        H, hstatus = reader.points(lon_h, lat_h, YEAR)
+        valid = hstatus == tc.VALID
+        knn = KNeighborsClassifier(5).fit(X.astype("float64"), y).predict(H[valid].astype("float64"))
+        page_knn = np.array(seen["classifiers"]["knn"]["predicted"], dtype=object)
+        assert list(page_knn[valid]) == list(knn)
+        assert all(p is None for p in page_knn[~valid])
+        logistic = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
+        expected = logistic.fit(X.astype("float64"), y).predict(H[valid].astype("float64"))
+        page_lr = np.array(seen["classifiers"]["logistic"]["predicted"], dtype=object)[valid]
+        assert np.mean(page_lr == expected) >= 0.9, (list(page_lr), list(expected))
+        for method in ("knn", "logistic"):
+            got = seen["classifiers"][method]
+            assert "training accuracy" in got["trainText"]
+            shown = got["shown"]
+            # a classified map: every valid pixel in view in a class colour (outlines and label dots cover some), 2+ classes
+            assert sum(shown.values()) >= 0.9 * manifest.valid_pixels.sum() and sum(v > 0 for v in shown.values()) >= 2, shown
+
+    # exports: labels as GeoJSON (the labels loaded), the map as PNG + world file
+    exported = json.loads((out / "labels.geojson").read_text())
+    assert [f["properties"]["class"] for f in exported["features"]] == list(y)
+    assert np.allclose([f["geometry"]["coordinates"] for f in exported["features"]], np.c_[lon_l, lat_l])
+    png = [n for n in seen["downloads"] if n.endswith(".png")]
+    assert len(png) == 1 and f"{png[0][:-4]}.pgw" in seen["downloads"]
+    world = [float(v) for v in (out / f"{png[0][:-4]}.pgw").read_text().split()]
+    assert world[0] == 10.0 and world[3] == -10.0
+    image = Image.open(out / png[0])
+    assert image.size[0] >= 256 and image.size[1] >= 256
+
+    # bad roots: one clear message in the page, no uncaught error
+    bad = seen["bad"]
+    assert bad["notours"]["outcome"] == "rejected" and "not a tessera-ray root" in bad["notours"]["error"]
+    assert bad["nomanifest"]["outcome"] == "rejected" and "no manifests" in bad["nomanifest"]["error"]
+    assert bad["corrupt"]["outcome"] == "rejected" and "corrupt" in bad["corrupt"]["error"]
+    assert "CRC32C" in bad["corrupt"]["error"] and "corrupt/tessera.zarr/utm31/embeddings/c/0/0/4000/160" in bad["corrupt"]["error"]
+    assert not [e for e in seen["pageErrors"]]
+    # a zstd store decodes (Blosc in the worker): its first view and a clicked pixel
+    assert bad["zstd"]["outcome"] == "ready" and bad["zstd"]["error"] is None
+    np.testing.assert_array_equal(np.asarray(bad["zstd"]["pixel"], "float32"),
+                                  tc.open_root(str(base / "zstd")).pixel(*lonlat(*clicks["valid"]), YEAR).values)
+    # a server that ignores Range: small objects are read whole, and the page says so
+    assert bad["norange"]["outcome"] == "ready" and bad["norange"]["rangeWarning"]
+    assert not bad["good" if "good" in bad else "matryoshka"]["rangeWarning"]
+    # a label clicked by hand is where the click was
+    assert np.allclose(seen["labelClick"], [lonlat(*clicks["valid_partial_unit"])], atol=1e-9)
+    # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales
+    m = bad["matryoshka"]
+    assert m["outcome"] == "ready" and m["error"] is None and "read at depth 16" in m["legend"]
+    chunks = [p for p in m["requested"] if "/c/" in p]
+    assert chunks and all("/embeddings_d16/c/" in p or "/scales/c/" in p for p in chunks), chunks
+
+    # every view saved as a screenshot, none blank
+    shots = sorted(out.glob("[1-7]-*.png"))
+    assert len(shots) >= 10, shots
+    for shot in shots:
+        colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is None or len(colours) > 20, f"{shot.name} looks blank"

@@ -1,0 +1,28 @@
+// Entry point of the page: the root is the folder holding index.html (or ?root=URL), the
+// worker is viewer/worker.js beside this script.
+import { App } from "./app.js";
+import { exposeApi } from "./api.js";
+import { showError } from "./ui/messages.js";
+
+const params = new URLSearchParams(location.search);
+const rootUrl = new URL(params.get("root") || ".", location.href).href;
+const workerUrl = new URL("worker.js", import.meta.url).href;
+
+const labelsUrl = params.get("labels"); // e.g. ?labels=world/labels.parquet (relative to the root)
+
+const app = new App({ rootUrl, workerUrl, labelsUrl });
+const ready = app.start().then(
+  () => undefined,
+  (err) => {
+    app.failed(err);
+    throw err;
+  },
+);
+ready.catch(() => {}); // the failure is shown in the page; scripts still see the rejection
+exposeApi(app, ready);
+
+window.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  showError(event.reason);
+});
+window.addEventListener("error", (event) => showError(event.error || event.message));

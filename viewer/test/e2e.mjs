@@ -1,0 +1,163 @@
+// End-to-end run of the viewer in headless Chromium, driven like a user (tests/test_viewer.py).
+//   node test/e2e.mjs SPEC.json
+// SPEC: {url, out (folder for screenshots and downloads), year, clicks: [{name, lon, lat}],
+//        labelsFile, holdout: [{lon, lat}], bad: [{name, url, click?: [lon, lat]}] (other roots)}
+// Prints one JSON line of what the page showed; the Python test makes the assertions.
+import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const spec = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const CHROMIUM_ARGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+];
+const result = { console: [], pageErrors: [], failedRequests: [], timings: {}, clicks: {}, bad: {} };
+const t0 = Date.now();
+const mark = (name) => (result.timings[name] = Date.now() - t0);
+
+const browser = await chromium.launch({ executablePath: spec.chromium || "/usr/bin/chromium", args: CHROMIUM_ARGS });
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  const page = await context.newPage();
+  watch(page, "main");
+  mark("browser");
+  await page.goto(spec.url);
+  await page.evaluate(() => window.tesseraViewer.ready);
+  mark("ready");
+  await page.screenshot({ path: join(spec.out, "1-first-view.png") });
+
+  // what the map shows: the units of the manifest, each outline's colour on the canvas
+  result.units = await page.evaluate(async (year) => {
+    const units = await tesseraViewer.units(year);
+    const canvas = document.getElementById("map");
+    const ctx = canvas.getContext("2d");
+    return units.map((u) => {
+      const corner = tesseraViewer.unitOnScreen(u);
+      const [r, g, b] = ctx.getImageData(Math.round(corner.x) + 1, Math.round(corner.y + corner.size / 2), 1, 1).data;
+      return { unit_id: u.unit_id, status: u.status, valid_pixels: u.valid_pixels, outline: [r, g, b] };
+    });
+  }, spec.year);
+  result.legend = await page.textContent("#legend");
+
+  // click pixels with the mouse (inspect tool) and read the pixel panel
+  for (const c of spec.clicks) {
+    const at = await page.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), [c.lon, c.lat]);
+    const before = await page.getAttribute("#pixel", "data-lon");
+    await page.mouse.click(at.x, at.y);
+    await page.waitForFunction((b) => document.getElementById("pixel").dataset.lon !== b, before);
+    result.clicks[c.name] = await page.evaluate(() => {
+      const el = document.getElementById("pixel");
+      return {
+        status: el.dataset.status,
+        statusText: el.querySelector(".status").textContent,
+        unitText: el.querySelector(".unit").textContent,
+        values: JSON.parse(el.dataset.values),
+        bars: !!el.querySelector("canvas.bars"),
+        inside: true,
+      };
+    });
+    result.clicks[c.name].api = await page.evaluate(([lon, lat, y]) => tesseraViewer.pixel(lon, lat, y), [c.lon, c.lat, spec.year]);
+  }
+  await page.screenshot({ path: join(spec.out, "2-pixel.png") });
+  mark("clicks");
+
+  // other views
+  await page.selectOption("#mode", "pca");
+  await page.evaluate(() => tesseraViewer.idle());
+  await page.screenshot({ path: join(spec.out, "3-pca.png") });
+  const ref = spec.clicks.find((c) => c.name === "valid");
+  await page.check("input[name=tool][value=similar]");
+  const refAt = await page.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), [ref.lon, ref.lat]);
+  await page.mouse.click(refAt.x, refAt.y);
+  await page.waitForFunction(() => tesseraViewer.view.mode === "similarity");
+  await page.evaluate(() => tesseraViewer.idle());
+  await page.screenshot({ path: join(spec.out, "4-similarity.png") });
+  result.similarityLegend = await page.textContent("#legend");
+  mark("views");
+
+  // labels from a file, a classifier per kind, the classified view
+  await page.setInputFiles("#load-labels", spec.labelsFile);
+  await page.waitForFunction(() => /labelled points loaded/.test(document.getElementById("train-result").textContent));
+  result.classes = await page.$$eval("#class-list li .name", (els) => els.map((e) => e.textContent));
+  result.classifiers = {};
+  for (const method of ["knn", "logistic"]) {
+    await page.selectOption("#classifier", method);
+    await page.click("#train");
+    await page.waitForFunction(() => /training accuracy/.test(document.getElementById("train-result").textContent));
+    const trainText = await page.textContent("#train-result");
+    await page.click("#classify-view");
+    await page.waitForFunction(() => tesseraViewer.view.mode === "classes");
+    await page.evaluate(() => tesseraViewer.idle());
+    await page.screenshot({ path: join(spec.out, `5-classes-${method}.png`) });
+    const shown = await page.evaluate(() => tesseraViewer.classPixelsShown());
+    const predicted = await page.evaluate((pts) => tesseraViewer.predict(pts), spec.holdout);
+    result.classifiers[method] = { trainText, shown, predicted: predicted.map((p) => p.class), legend: await page.textContent("#legend") };
+  }
+  await page.selectOption("#mode", "probability");
+  await page.evaluate(() => tesseraViewer.idle());
+  await page.screenshot({ path: join(spec.out, "6-probability.png") });
+  mark("classify");
+
+  // downloads: labels as GeoJSON, the map as PNG + world file
+  const [labels] = await Promise.all([page.waitForEvent("download"), page.click("#export-labels")]);
+  await labels.saveAs(join(spec.out, "labels.geojson"));
+  const downloads = [];
+  page.on("download", (d) => downloads.push(d));
+  await page.click("#export-png");
+  await page.waitForFunction(() => true);
+  for (let i = 0; i < 50 && downloads.length < 2; i++) await page.waitForTimeout(100);
+  for (const d of downloads) await d.saveAs(join(spec.out, d.suggestedFilename()));
+  result.downloads = ["labels.geojson", ...downloads.map((d) => d.suggestedFilename())];
+  // a label added by hand: a new class, the label tool, a click on the map
+  await page.fill("#class-name", "clicked");
+  await page.click("#add-class");
+  await page.check("input[name=tool][value=label]");
+  const la = await page.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), [spec.labelClick.lon, spec.labelClick.lat]);
+  await page.mouse.click(la.x, la.y);
+  result.labelClick = await page.evaluate(() =>
+    tesseraViewer.exportLabels().features.filter((f) => f.properties.class === "clicked").map((f) => f.geometry.coordinates));
+  result.stats = await page.evaluate(() => tesseraViewer.stats());
+  result.errors = await page.evaluate(() => tesseraViewer.errors);
+  mark("exports");
+
+  // other roots: a Matryoshka store (its preview reads a small depth array), and roots the
+  // viewer cannot show (one clear message each)
+  for (const bad of spec.bad || []) {
+    const p = await context.newPage();
+    watch(p, bad.name);
+    const requested = [];
+    p.on("request", (r) => requested.push(new URL(r.url()).pathname));
+    await p.goto(bad.url);
+    const outcome = await p.evaluate(() => window.tesseraViewer.ready.then(() => "ready", (e) => "rejected"));
+    let pixel = null;
+    if (bad.click) {
+      const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), bad.click);
+      await p.mouse.click(at.x, at.y);
+      await p.waitForSelector("#pixel[data-status], #error:not([hidden])", { timeout: 10000 });
+      pixel = await p.evaluate(() => JSON.parse(document.getElementById("pixel").dataset.values || "null"));
+    }
+    result.bad[bad.name] = {
+      outcome,
+      error: await p.evaluate(() => (document.getElementById("error").hidden ? null : document.getElementById("error").textContent)),
+      requested,
+      legend: await p.textContent("#legend"),
+      rangeWarning: await p.isVisible("#range-warning"),
+      pixel,
+    };
+    await p.screenshot({ path: join(spec.out, `7-other-${bad.name}.png`) });
+    await p.close();
+  }
+  mark("bad");
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+
+function watch(page, name) {
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") result.console.push(`${name}: ${m.type()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => result.pageErrors.push(`${name}: ${e.message}`));
+  page.on("requestfailed", (r) => result.failedRequests.push(`${name}: ${r.method()} ${r.url()} ${r.failure().errorText}`));
+}
