@@ -36,6 +36,7 @@ import numpy as np
 from affine import Affine
 
 from tessera_ray.errors import DataError, TesseraError, UserInputError
+from tessera_ray.memory import release_freed_memory
 from tessera_ray.grid import (RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Window, roi_from_bbox, roi_window,
                               transform_points, utm_zone, zone_grid)
 from tessera_ray.redact import redact
@@ -748,6 +749,8 @@ class Root:
                         pixels = self._render(plan, w)
                         dst.write(np.moveaxis(pixels, -1, 0),
                                   window=rasterio.windows.Window(w.col, w.row, w.width, w.height))
+                        del pixels
+                        release_freed_memory()
                     dst.update_tags(**tags)
                 rasterio.shutil.copy(tiled, cog, driver="COG", compress="deflate", predictor=3,
                                      blocksize=256, bigtiff="IF_SAFER")

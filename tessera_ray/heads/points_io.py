@@ -23,9 +23,10 @@ from typing import Iterator
 import numpy as np
 
 from tessera_ray.errors import UserInputError
+from tessera_ray.memory import release_freed_memory
 
-BATCH = 100_000
-"""Points per batch: about 100 MB of working memory at 128 dims."""
+BATCH = 50_000
+"""Points per batch: about 250 MB of working memory at 128 dims (measured, jobs/bench_memory.py)."""
 
 
 def iter_point_batches(path: Path, batch: int = BATCH) -> Iterator:
@@ -174,6 +175,8 @@ def sample_to_parquet(reader, points: Path, year: int, depth: int | None, tmp: P
             for k, v in zip(*np.unique(columns["status"].to_numpy(), return_counts=True)):
                 counts[str(k)] = counts.get(str(k), 0) + int(v)
             first_row += len(frame)
+            del frame, values, status, columns, kept
+            release_freed_memory()
     finally:
         out.close()
     return counts
