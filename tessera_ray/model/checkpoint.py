@@ -164,8 +164,11 @@ def _read_bytes(source: str, storage_options: dict | None) -> bytes:
         raise CheckpointError(f"unsupported checkpoint location {source!r} (use a path, https:// or s3://)")
     import fsspec
 
+    # a file system of its own: fsspec's cached instance keeps the endpoint and credentials of the
+    # environment it first saw, so a later change of AWS_ENDPOINT_URL would read another store
+    options = {"skip_instance_cache": True, **(storage_options or {})} if scheme != "file" else dict(storage_options or {})
     try:
-        with fsspec.open(source, "rb", **(storage_options or {})) as fh:
+        with fsspec.open(source, "rb", **options) as fh:
             return fh.read()
     except Exception as exc:  # fsspec/aiohttp/botocore raise many kinds
         unreachable = _network_failure(exc)
