@@ -73,56 +73,6 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {result.tiles} tiles to {result.out_dir}")
 
 
-def read_points(path: Path):
-    """Points as a GeoDataFrame in EPSG:4326, from GeoParquet, GeoJSON or CSV (lon/lat columns)."""
-    import geopandas as gpd
-    import pandas as pd
-
-    if not path.exists():
-        raise UserInputError(f"points file {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            table = pd.read_csv(path)
-            cols = {c.lower(): c for c in table.columns}
-            lon = next((cols[c] for c in ("lon", "longitude", "lng", "x") if c in cols), None)
-            lat = next((cols[c] for c in ("lat", "latitude", "y") if c in cols), None)
-            if lon is None or lat is None:
-                raise UserInputError(f"points file {path} has no lon/lat columns (found: {', '.join(table.columns)})")
-            xs, ys = pd.to_numeric(table[lon], errors="coerce"), pd.to_numeric(table[lat], errors="coerce")
-            if xs.isna().any() or ys.isna().any():
-                raise UserInputError(f"points file {path} has non-numeric or empty lon/lat values")
-            frame = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(xs, ys), crs="EPSG:4326")
-        elif suffix in (".parquet", ".geoparquet"):
-            frame = _read_parquet_points(path)
-        else:
-            frame = gpd.read_file(path)
-    except UserInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise UserInputError(f"cannot read points file {path}: {type(exc).__name__}: {exc}") from None
-    if frame.empty:
-        raise UserInputError(f"points file {path} has no points")
-    if not (frame.geometry.geom_type == "Point").all():
-        raise UserInputError(f"points file {path} holds geometries that are not points")
-    if frame.crs is not None and frame.crs.to_epsg() != 4326:
-        frame = frame.to_crs("EPSG:4326")
-    return frame
-
-
-def _read_parquet_points(path: Path):
-    import geopandas as gpd
-    import pandas as pd
-
-    try:
-        return gpd.read_parquet(path)
-    except ValueError:
-        table = pd.read_parquet(path)  # plain parquet with lon/lat columns
-        if not {"lon", "lat"} <= set(table.columns):
-            raise UserInputError(f"points file {path} has neither a geometry nor lon/lat columns") from None
-        return gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs="EPSG:4326")
-
-
 def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     try:

@@ -42,10 +42,10 @@ def iter_point_batches(path: Path, batch: int = BATCH) -> Iterator:
             chunks = (_csv_points(path, chunk) for chunk in pd.read_csv(path, chunksize=batch))
         elif suffix in (".parquet", ".geoparquet"):
             chunks = _parquet_points(path, batch)
-        else:
-            from tessera_ray.commands.store import read_points
+        else:  # GeoJSON, GeoPackage, ...: OGR has no streaming reader for them, read whole
+            import geopandas as gpd
 
-            whole = read_points(path)
+            whole = gpd.read_file(path)
             chunks = (whole.iloc[i:i + batch] for i in range(0, len(whole), batch))
         for frame in chunks:
             if frame.empty:
