@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from tessera_ray.errors import UserInputError
 from tessera_ray.paths import output_file, output_folder, removed_if_failed
 
 
