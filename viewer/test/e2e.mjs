@@ -94,10 +94,36 @@ try {
     const predicted = await page.evaluate((pts) => tesseraViewer.predict(pts), spec.holdout);
     result.classifiers[method] = { trainText, shown, predicted: predicted.map((p) => p.class), legend: await page.textContent("#legend") };
   }
+  mark("classify");
+
+  // the scatter panel: a PCA sample of the view coloured by predicted class, brushed with the mouse
+  await page.fill("#scatter-n", String(spec.scatterN));
+  await page.click("#scatter-sample");
+  await page.waitForFunction(() => tesseraViewer.scatterState() !== null);
+  await page.locator("#scatter").scrollIntoViewIfNeeded();
+  const box = await page.locator("#scatter").boundingBox();
+  const brush = [box.x + box.width * 0.15, box.y + box.height * 0.2, box.x + box.width * 0.55, box.y + box.height * 0.65];
+  await page.mouse.move(brush[0], brush[1]);
+  await page.mouse.down();
+  await page.mouse.move(brush[2], brush[3], { steps: 5 });
+  await page.mouse.up();
+  await page.screenshot({ path: join(spec.out, "5-scatter-brush.png") });
+  result.scatter = await page.evaluate(() => ({ ...tesseraViewer.scatterState(), onMap: tesseraViewer.brushedOnMap() }));
+  result.scatter.brush = brush;
+  result.scatter.info = await page.textContent("#scatter-info");
+  // inspecting a sampled pixel on the map rings its point on the scatter
+  await page.check("input[name=tool][value=inspect]");
+  const focus = result.scatter.points[Math.floor(result.scatter.count / 2)];
+  const fAt = await page.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), [focus.lon, focus.lat]);
+  await page.mouse.click(fAt.x, fAt.y);
+  await page.waitForFunction((i) => tesseraViewer.scatterState().focus === i, Math.floor(result.scatter.count / 2), { timeout: 5000 })
+    .catch(() => {});
+  result.scatter.focus = await page.evaluate(() => tesseraViewer.scatterState().focus);
+  mark("scatter");
   await page.selectOption("#mode", "probability");
   await page.evaluate(() => tesseraViewer.idle());
   await page.screenshot({ path: join(spec.out, "6-probability.png") });
-  mark("classify");
+  mark("probability");
 
   // downloads: labels as GeoJSON, the map as PNG + world file
   const [labels] = await Promise.all([page.waitForEvent("download"), page.click("#export-labels")]);
