@@ -151,11 +151,13 @@ export class MapView {
       ctx.lineWidth = 2;
       ctx.strokeRect(x - 1, y - 1, size + 2, size + 2);
     }
-    // on top: pixels brushed on the scatter panel, each filled in BRUSH_COLOUR (at least 1 screen px)
+    // on top: pixels brushed on the scatter panel, each filled in BRUSH_COLOUR, grown to at
+    // least 3 x 3 screen px around its own pixel box so that it shows when zoomed out
     ctx.fillStyle = BRUSH_COLOUR;
     for (const p of this.layers.brushed) {
       const [x, y, w, h] = this.pixelBox(p.col, p.row);
-      if (x < this.width && y < this.height && x + w > 0 && y + h > 0) ctx.fillRect(x, y, w, h);
+      const gx = Math.max(0, Math.ceil((3 - w) / 2)), gy = Math.max(0, Math.ceil((3 - h) / 2));
+      if (x < this.width && y < this.height && x + w > 0 && y + h > 0) ctx.fillRect(x - gx, y - gy, w + 2 * gx, h + 2 * gy);
     }
   }
 }
