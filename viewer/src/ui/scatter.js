@@ -13,6 +13,7 @@ export class ScatterView {
     this.selected = new Set();
     this.focus = -1;
     this.brush = null;
+    new ResizeObserver(() => this.resize()).observe(canvas);
     this.bindEvents();
   }
 
