@@ -152,7 +152,7 @@ def check_scatter(sc, reader, manifest, timings) -> None:
     inside = lambda m: (xy[:, 0] >= x0 - m) & (xy[:, 0] <= x1 + m) & (xy[:, 1] >= y0 - m) & (xy[:, 1] <= y1 + m)
     selected = np.zeros(len(points), bool)
     selected[sc["selected"]] = True
-    assert selected.sum() > 0 and selected[inside(-1.0)].all() and not selected[~inside(1.0)].any()
+    assert selected.sum() > 0 and selected[inside(-1.0)].all() and not selected[~inside(1.0)].any(), (sc["brush"], sc["box"], xy.min(0), xy.max(0))
     # ...and exactly those pixels are highlighted on the map
     assert sc["onMap"] == sc["selected"]
     # inspecting a sampled pixel rings its point
@@ -268,6 +268,9 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
             assert sum(shown.values()) >= 0.9 * manifest.valid_pixels.sum() and sum(v > 0 for v in shown.values()) >= 2, shown
 
         check_scatter(seen["scatter"], reader, manifest, seen["timings"])
+        fc = seen["scatterFalseColour"]  # before training: false colour (PC1-3), no classes
+        assert fc["count"] == 300 and all(c is None for c in fc["cls"]) and "false colour" in fc["info"]
+        assert all(c.startswith("rgb(") for c in fc["colours"]) and len(set(fc["colours"])) > 100
 
     # exports: labels as GeoJSON (the labels loaded), the map as PNG + world file
     exported = json.loads((out / "labels.geojson").read_text())
