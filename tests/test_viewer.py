@@ -37,6 +37,7 @@ CHROMIUM = os.environ.get("TESSERA_RAY_CHROMIUM", "/usr/bin/chromium")
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256)]  # the second is written in part
 YEAR = 2024
 CLASSES = ("crop", "forest", "water")
+SCATTER_N = 2000
 UNIT_RGB = {"complete": (0x00, 0xC8, 0x53), "partial": (0xFF, 0xAB, 0x00)}
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
@@ -125,6 +126,41 @@ def points_spec(rng):
     return clicks, labelled, holdout
 
 
+def check_scatter(sc, reader, manifest, timings) -> None:
+    """The scatter panel: N valid pixels in view, on the PCA of their values, coloured by class, brushed."""
+    points = sc["points"]
+    assert sc["count"] == len(points) == SCATTER_N and sc["total"] == manifest.valid_pixels.sum()
+    assert len({(p["row"], p["col"]) for p in points}) == SCATTER_N
+    V, status = reader.points(np.array([p["lon"] for p in points]), np.array([p["lat"] for p in points]), YEAR)
+    assert (status == tc.VALID).all()
+    # PC1 and PC2 of the same pixels' values (numpy), up to the sign of each axis
+    Vc = V.astype("float64") - V.astype("float64").mean(axis=0)
+    _, _, vt = np.linalg.svd(Vc, full_matrices=False)
+    expected = Vc @ vt[:2].T
+    page = np.array([p["pc"] for p in points])
+    for k in range(2):
+        sign = np.sign(page[:, k] @ expected[:, k])
+        np.testing.assert_allclose(page[:, k], sign * expected[:, k], atol=1e-3 * np.abs(expected[:, k]).max())
+    # coloured by the predicted class: one colour per class, two classes or more
+    colour_of = {}
+    for p in points:
+        assert p["cls"] in CLASSES and colour_of.setdefault(p["cls"], p["colour"]) == p["colour"]
+    assert len(colour_of) >= 2 and len(set(colour_of.values())) == len(colour_of)
+    # the brush (a mouse drag on the scatter) selects the points inside its rectangle...
+    x0, y0, x1, y1 = sc["brush"]
+    xy = np.array([p["screen"] for p in points])
+    inside = lambda m: (xy[:, 0] >= x0 - m) & (xy[:, 0] <= x1 + m) & (xy[:, 1] >= y0 - m) & (xy[:, 1] <= y1 + m)
+    selected = np.zeros(len(points), bool)
+    selected[sc["selected"]] = True
+    assert selected.sum() > 0 and selected[inside(-1.0)].all() and not selected[~inside(1.0)].any(), (sc["brush"], sc["box"], xy.min(0), xy.max(0))
+    # ...and exactly those pixels are highlighted on the map
+    assert sc["onMap"] == sc["selected"]
+    # inspecting a sampled pixel rings its point
+    assert sc["focus"] == SCATTER_N // 2
+    assert "predicted class" in sc["info"]
+    assert timings["scatter"] - timings["classify"] < 10_000, timings
+
+
 def test_viewer_in_chromium(site, tmp_path, capsys):
     node = require_browser()
     from PIL import Image
@@ -165,6 +201,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
             "labelsFile": str(tmp_path / "labels.geojson"),
             "labelClick": dict(zip(("lon", "lat"), lonlat(*clicks["valid_partial_unit"]))),
             "holdout": [{"lon": lonlat(*p)[0], "lat": lonlat(*p)[1]} for p in holdout],
+            "scatterN": SCATTER_N,
             "bad": [
                 {"name": "notours", "url": f"{server.url}/notours/index.html"},
                 {"name": "nomanifest", "url": f"{server.url}/nomanifest/index.html"},
@@ -229,6 +266,11 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
             shown = got["shown"]
             # a classified map: every valid pixel in view in a class colour (outlines and label dots cover some), 2+ classes
             assert sum(shown.values()) >= 0.9 * manifest.valid_pixels.sum() and sum(v > 0 for v in shown.values()) >= 2, shown
+
+        check_scatter(seen["scatter"], reader, manifest, seen["timings"])
+        fc = seen["scatterFalseColour"]  # before training: false colour (PC1-3), no classes
+        assert fc["count"] == 300 and all(c is None for c in fc["cls"]) and "false colour" in fc["info"]
+        assert all(c.startswith("rgb(") for c in fc["colours"]) and len(set(fc["colours"])) > 100
 
     # exports: labels as GeoJSON (the labels loaded), the map as PNG + world file
     exported = json.loads((out / "labels.geojson").read_text())

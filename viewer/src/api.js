@@ -78,6 +78,31 @@ export function exposeApi(app, ready) {
     /** Classes of the trained classifier at [{lon, lat}]. */
     predict: (points) => app.predict(points),
     exportLabels: () => app.exportLabels(),
+    /** The scatter panel: sample up to n valid pixels in view on PC1/PC2 (returns scatterState()). */
+    scatter: (options) => app.scatter(options),
+    /** Points of the scatter (pixel, lon/lat, pc, page position, colour, class) and the brushed ones. */
+    scatterState: () => app.scatterState(),
+    /** Brush the scatter points inside a rectangle of page coordinates, as a drag does; returns the indices. */
+    brush(x0, y0, x1, y1) {
+      const r = app.scatterView.canvas.getBoundingClientRect();
+      const indices = app.scatterView.inside(x0 - r.left, y0 - r.top, x1 - r.left, y1 - r.top);
+      app.scatterView.select(indices);
+      return indices;
+    },
+    /** Of the scatter's points, those whose map pixel shows the brush colour (what a user sees highlighted). */
+    brushedOnMap() {
+      const d = app.scatterData;
+      if (!d) return [];
+      const { data } = app.map.ctx.getImageData(0, 0, app.map.width, app.map.height);
+      const out = [];
+      for (let i = 0; i < d.count; i++) {
+        const [px, py] = app.map.pixelBox(d.cols[i], d.rows[i]);
+        if (px < 0 || py < 0 || px >= app.map.width || py >= app.map.height) continue;
+        const o = (py * app.map.width + px) * 4;
+        if (data[o] === 255 && data[o + 1] === 0 && data[o + 2] === 255) out.push(i);
+      }
+      return out;
+    },
     exportMap: () => app.exportMap(),
     stats: () => app.worker.call("stats"),
     /** Where a manifest unit is drawn: its upper-left corner and side in canvas px. */

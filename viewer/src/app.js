@@ -5,6 +5,7 @@ import { MapView } from "./ui/map.js";
 import { Labels, parseLabelFile } from "./ui/labels.js";
 import { showPixel } from "./ui/pixel-info.js";
 import { renderLegend } from "./ui/legend.js";
+import { ScatterView } from "./ui/scatter.js";
 import { fillSelect, renderModeOptions } from "./ui/controls.js";
 import { formatBytes, guard, hideProgress, showError, showNotice, showProgress } from "./ui/messages.js";
 import { download, downloadJSON, worldFile } from "./ui/export.js";
@@ -33,6 +34,8 @@ export class App {
       onClick: guard((row, col) => this.click(row, col)),
       onViewChange: () => this.scheduleRefresh(),
     });
+    this.scatterData = null;
+    this.scatterView = new ScatterView($("scatter"), { onBrush: (indices) => this.brushed(indices) });
   }
 
   // ------------------------------------------------------------------ start-up
@@ -110,6 +113,7 @@ export class App {
     $("clear-labels").addEventListener("click", () => this.labels.clear());
     $("train").addEventListener("click", guard(() => this.train()));
     $("classify-view").addEventListener("click", guard(() => this.classifyView()));
+    $("scatter-sample").addEventListener("click", guard(() => this.scatter()));
     $("export-png").addEventListener("click", guard(() => this.exportMap({ download: true })));
   }
 
@@ -130,6 +134,7 @@ export class App {
   }
 
   async setZone(zone, { fit = false } = {}) {
+    if (zone !== this.zone) this.map.layers.brushed = [];
     this.zone = zone;
     const units = ((await this.units(this.year)) || []).filter((u) => u.zone === zone);
     this.map.layers.units = units.map((u) => ({
@@ -327,6 +332,7 @@ export class App {
     const info = await this.pixelInfo(this.zone, row, col, this.year);
     this.map.layers.markers = [{ row, col, colour: "#fff" }];
     this.map.draw();
+    if (this.scatterData && this.scatterData.zone === this.zone) this.scatterView.focusPixel(row, col);
     showPixel($("pixel"), info);
     this.finishDraw();
     return info;
@@ -423,6 +429,64 @@ export class App {
 
   exportLabels() {
     return this.labels.toGeoJSON({ year: this.year });
+  }
+
+  // ------------------------------------------------------------------ the scatter panel
+
+  /** Sample up to n valid pixels in view, project them on PC1/PC2 (worker) and draw them. */
+  async scatter({ n = Number($("scatter-n").value) || 2000 } = {}) {
+    await this.idle();
+    const blocks = this.visibleBlocks();
+    if (!blocks.length) throw new Error("nothing to sample: no published units in view");
+    const depth = this.trained ? Math.max(this.trained.depth, this.params.analysisDepth) : this.params.analysisDepth;
+    const bytes = blocks.length * this.blockSize * this.blockSize * (depth + 4);
+    if (bytes > MAX_VIEW_BYTES) throw new Error(`zoom in to sample the view (it needs ${formatBytes(bytes)} of embeddings)`);
+    showProgress(`sampling ${n} pixels of the view`, 0.5);
+    let data;
+    try {
+      data = await this.worker.call("scatter", { zone: this.zone, year: this.year, blocks, depth, n, window: this.map.window() });
+    } finally {
+      hideProgress();
+    }
+    const classes = data.cls ? this.trained.classes : null;
+    const colours = data.cls
+      ? Array.from(data.cls, (c) => this.labels.colour(classes[c]))
+      : Array.from({ length: data.count }, (_, i) => `rgb(${data.rgb[3 * i]},${data.rgb[3 * i + 1]},${data.rgb[3 * i + 2]})`);
+    this.scatterData = { ...data, zone: this.zone, year: this.year, classes, colours };
+    this.scatterView.set(data, colours);
+    this.map.layers.brushed = [];
+    this.map.draw();
+    const pct = data.explained.map((e) => `${(100 * e).toFixed(1)}%`).join(" and ");
+    $("scatter-info").textContent =
+      `${data.count} of ${data.total} valid pixels in view on PC1 and PC2 (${pct} of variance, ${data.depth} dims), ` +
+      `coloured by ${classes ? "predicted class" : "false colour (PC1-3)"}. Drag a rectangle to highlight pixels on the map.`;
+    return this.scatterState();
+  }
+
+  brushed(indices) {
+    const d = this.scatterData;
+    this.map.layers.brushed = d ? indices.map((i) => ({ row: d.rows[i], col: d.cols[i] })) : [];
+    this.map.draw();
+  }
+
+  /** What the scatter panel shows: each point's pixel, PC1/PC2, canvas position and colour; the brushed ones. */
+  scatterState() {
+    const d = this.scatterData;
+    if (!d) return null;
+    const r = this.scatterView.canvas.getBoundingClientRect();
+    const points = [];
+    for (let i = 0; i < d.count; i++) {
+      const [sx, sy] = this.scatterView.toScreen(i);
+      const [lon, lat] = pixelToLonLat(d.zone, d.rows[i], d.cols[i]);
+      points.push({
+        row: d.rows[i], col: d.cols[i], lon, lat, pc: [d.xy[2 * i], d.xy[2 * i + 1]],
+        screen: [r.left + sx, r.top + sy], colour: d.colours[i], cls: d.classes ? d.classes[d.cls[i]] : null,
+      });
+    }
+    return {
+      count: d.count, total: d.total, depth: d.depth, explained: d.explained, zone: d.zone, year: d.year, points,
+      selected: [...this.scatterView.selected].sort((a, b) => a - b), focus: this.scatterView.focus,
+    };
   }
 
   // ------------------------------------------------------------------ export of the map

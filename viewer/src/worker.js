@@ -6,7 +6,8 @@ import { Root, N_BANDS, pixelOf } from "./data/root.js";
 import { BlockCache } from "./data/block-cache.js";
 import { dimsNeeded, fitModel, renderWindow } from "./maths/render.js";
 import { train, predict } from "./maths/classifiers.js";
-import { pixelValues, statusOf } from "./maths/features.js";
+import { columnRanges, pixelValues, statusOf } from "./maths/features.js";
+import { fitPca, project } from "./maths/pca.js";
 
 let root = null;
 let cache = null;
@@ -77,6 +78,70 @@ const ops = {
       progress("drawing");
     }
     return { version: entry.version, counts, depth: readDepth };
+  },
+
+  /**
+   * The scatter panel: an evenly spread sample of at most `n` valid pixels of the view,
+   * projected on the first two principal components of that sample (the PCA of the false
+   * colour view, fitted here on the sample itself). Each point also gets a false colour
+   * (components 1-3 as R, G, B) and, when a classifier is trained, its predicted class.
+   */
+  async scatter({ zone, year, blocks, depth, n = 2000, window: v }) {
+    const shown = (row, col) => !v || (row + 1 > v.row0 && row < v.row1 && col + 1 > v.col0 && col < v.col1);
+    const d = root.depthFor(Math.max(depth || N_BANDS, classifier ? classifier.depth : 0));
+    const windows = [];
+    let total = 0;
+    for (const b of blocks) {
+      const w = await cache.get(zone, year, d, b.row, b.col, b.height, b.width);
+      if (!w) continue;
+      windows.push({ b, w });
+      for (let p = 0; p < w.scales.length; p++) {
+        if (statusOf(w.scales[p]) === 0 && shown(b.row + Math.floor(p / w.width), b.col + (p % w.width))) total++;
+      }
+    }
+    const m = Math.min(n, total); // the r-th point is the floor(r * total / m)-th valid pixel in view
+    const X = new Float32Array(m * d), rows = new Int32Array(m), cols = new Int32Array(m);
+    const tmp = new Float32Array(d);
+    let i = 0, r = 0;
+    for (const { b, w } of windows) {
+      for (let p = 0; p < w.scales.length && r < m; p++) {
+        if (statusOf(w.scales[p]) !== 0 || !shown(b.row + Math.floor(p / w.width), b.col + (p % w.width))) continue;
+        if (i++ !== Math.floor((r * total) / m)) continue;
+        X.set(pixelValues(w, p, d, tmp), r * d);
+        rows[r] = b.row + Math.floor(p / w.width);
+        cols[r] = b.col + (p % w.width);
+        r++;
+      }
+    }
+    const pca = fitPca(X, m, d, 3, 50000, 1e-12);
+    const proj = project(pca, X, m, d);
+    const k = pca.components.length;
+    const xy = new Float32Array(m * 2);
+    for (let j = 0; j < m; j++) {
+      xy[2 * j] = proj[j * k];
+      xy[2 * j + 1] = k > 1 ? proj[j * k + 1] : 0;
+    }
+    const rgb = new Uint8Array(m * 3);
+    if (m) {
+      const { lo, hi } = columnRanges(proj, m, k);
+      for (let j = 0; j < m; j++) {
+        for (let c = 0; c < 3; c++) {
+          const t = c < k ? (proj[j * k + c] - lo[c]) / (hi[c] - lo[c]) : 0.5;
+          rgb[j * 3 + c] = Math.round(255 * Math.min(1, Math.max(0, t)));
+        }
+      }
+    }
+    let cls = null;
+    if (classifier) {
+      cls = new Int16Array(m);
+      const probs = new Float64Array(classifier.model.nClasses);
+      const x = new Float32Array(classifier.depth);
+      for (let j = 0; j < m; j++) {
+        x.set(X.subarray(j * d, j * d + classifier.depth));
+        cls[j] = predict(classifier.model, x, probs);
+      }
+    }
+    return { count: m, total, depth: d, rows, cols, xy, rgb, cls, explained: pca.explained.slice(0, 2) };
   },
 
   /** Train on labelled pixels [{zone, year, row, col, cls}] (cls: class index). */

@@ -75,6 +75,11 @@ try {
   await page.screenshot({ path: join(spec.out, "4-similarity.png") });
   result.similarityLegend = await page.textContent("#legend");
   mark("views");
+  // the scatter before any classifier: points in false colour (through the API)
+  result.scatterFalseColour = await page.evaluate(async () => {
+    const s = await tesseraViewer.scatter({ n: 300 });
+    return { count: s.count, colours: s.points.map((p) => p.colour), cls: s.points.map((p) => p.cls), info: document.getElementById("scatter-info").textContent };
+  });
 
   // labels from a file, a classifier per kind, the classified view
   await page.setInputFiles("#load-labels", spec.labelsFile);
@@ -94,10 +99,44 @@ try {
     const predicted = await page.evaluate((pts) => tesseraViewer.predict(pts), spec.holdout);
     result.classifiers[method] = { trainText, shown, predicted: predicted.map((p) => p.class), legend: await page.textContent("#legend") };
   }
+  mark("classify");
+
+  // the scatter panel: a PCA sample of the view coloured by predicted class, brushed with the mouse
+  await page.fill("#scatter-n", String(spec.scatterN));
+  await page.click("#scatter-sample");
+  await page.waitForFunction(() => tesseraViewer.scatterState() !== null);
+  // the panel scrolls into view: drag once the scatter's place on the page has settled
+  await page.locator("#scatter").scrollIntoViewIfNeeded();
+  let box = await page.locator("#scatter").boundingBox();
+  for (let i = 0; i < 40; i++) {
+    await page.waitForTimeout(50);
+    const again = await page.locator("#scatter").boundingBox();
+    if (i > 0 && again.x === box.x && again.y === box.y) break;
+    box = again;
+  }
+  const brush = [box.x + box.width * 0.15, box.y + box.height * 0.2, box.x + box.width * 0.55, box.y + box.height * 0.65];
+  await page.mouse.move(brush[0], brush[1]);
+  await page.mouse.down();
+  await page.mouse.move(brush[2], brush[3], { steps: 5 });
+  await page.mouse.up();
+  await page.screenshot({ path: join(spec.out, "5-scatter-brush.png") });
+  result.scatter = await page.evaluate(() => ({ ...tesseraViewer.scatterState(), onMap: tesseraViewer.brushedOnMap() }));
+  result.scatter.brush = brush;
+  result.scatter.box = box;
+  result.scatter.info = await page.textContent("#scatter-info");
+  // inspecting a sampled pixel on the map rings its point on the scatter
+  await page.check("input[name=tool][value=inspect]");
+  const focus = result.scatter.points[Math.floor(result.scatter.count / 2)];
+  const fAt = await page.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), [focus.lon, focus.lat]);
+  await page.mouse.click(fAt.x, fAt.y);
+  await page.waitForFunction((i) => tesseraViewer.scatterState().focus === i, Math.floor(result.scatter.count / 2), { timeout: 5000 })
+    .catch(() => {});
+  result.scatter.focus = await page.evaluate(() => tesseraViewer.scatterState().focus);
+  mark("scatter");
   await page.selectOption("#mode", "probability");
   await page.evaluate(() => tesseraViewer.idle());
   await page.screenshot({ path: join(spec.out, "6-probability.png") });
-  mark("classify");
+  mark("probability");
 
   // downloads: labels as GeoJSON, the map as PNG + world file
   const [labels] = await Promise.all([page.waitForEvent("download"), page.click("#export-labels")]);

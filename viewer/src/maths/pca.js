@@ -1,7 +1,9 @@
 // PCA of a sample of pixels: the top components of the covariance matrix by power iteration
-// with deflation (d <= 128, so the d x d covariance is small).
+// with deflation (d <= 128, so the d x d covariance is small). With a `tolerance` the
+// iteration stops once a component moves less than that (at most `iterations` steps): close
+// eigenvalues, as in noisy samples, need many steps for the exact components.
 
-export function fitPca(X, rows, dims, components = 3, iterations = 200) {
+export function fitPca(X, rows, dims, components = 3, iterations = 200, tolerance = 0) {
   const mean = new Float64Array(dims);
   for (let i = 0; i < rows; i++) for (let j = 0; j < dims; j++) mean[j] += X[i * dims + j];
   for (let j = 0; j < dims; j++) mean[j] /= Math.max(1, rows);
@@ -40,9 +42,14 @@ export function fitPca(X, rows, dims, components = 3, iterations = 200) {
       }
       const norm = Math.hypot(...w);
       if (norm === 0) break;
-      for (let a = 0; a < dims; a++) w[a] /= norm;
+      let moved = 0;
+      for (let a = 0; a < dims; a++) {
+        w[a] /= norm;
+        moved = Math.max(moved, Math.abs(w[a] - v[a]));
+      }
       lambda = norm;
       v = w;
+      if (moved < tolerance) break;
     }
     // a sign convention so the same data gives the same colours
     let big = 0;

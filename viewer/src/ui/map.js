@@ -1,9 +1,11 @@
 // The map: a canvas on one zone's own grid (no reprojection; 1 grid pixel = 10 m), panned by
 // dragging and zoomed with the wheel or buttons. It draws what it is given, in this order:
 // the embedding layer (one image per block), unit outlines coloured by status, labelled
-// points, and markers. Clicks (a press without a drag) are reported as grid pixels.
+// points, markers, and on top the pixels brushed on the scatter panel. Clicks (a press
+// without a drag) are reported as grid pixels.
 import { UNIT_COLOURS } from "../maths/colour.js";
 
+export const BRUSH_COLOUR = "#ff00ff";
 const MIN_SCALE = 1 / 256;
 const MAX_SCALE = 32;
 
@@ -12,7 +14,7 @@ export class MapView {
     this.canvas = canvas;
     this.ctx = canvas.getContext("2d");
     this.view = { cx: 0, cy: 0, scale: 1 }; // centre in grid (col, row) units, screen px per grid px
-    this.layers = { blocks: new Map(), units: [], points: [], markers: [] };
+    this.layers = { blocks: new Map(), units: [], points: [], markers: [], brushed: [] };
     this.onClick = onClick;
     this.onViewChange = onViewChange;
     this.resize();
@@ -40,6 +42,14 @@ export class MapView {
   toScreen(col, row) {
     const { cx, cy, scale } = this.view;
     return [(col - cx) * scale + this.width / 2, (row - cy) * scale + this.height / 2];
+  }
+
+  /** Whole screen pixels [x, y, width, height] that stand for grid pixel (col, row), at least 1 x 1. */
+  pixelBox(col, row) {
+    const [x0, y0] = this.toScreen(col, row);
+    const [x1, y1] = this.toScreen(col + 1, row + 1);
+    const x = Math.round(x0), y = Math.round(y0);
+    return [x, y, Math.max(1, Math.round(x1) - x), Math.max(1, Math.round(y1) - y)];
   }
 
   toGrid(x, y) {
@@ -140,6 +150,14 @@ export class MapView {
       ctx.strokeStyle = m.colour || "#fff";
       ctx.lineWidth = 2;
       ctx.strokeRect(x - 1, y - 1, size + 2, size + 2);
+    }
+    // on top: pixels brushed on the scatter panel, each filled in BRUSH_COLOUR, grown to at
+    // least 3 x 3 screen px around its own pixel box so that it shows when zoomed out
+    ctx.fillStyle = BRUSH_COLOUR;
+    for (const p of this.layers.brushed) {
+      const [x, y, w, h] = this.pixelBox(p.col, p.row);
+      const gx = Math.max(0, Math.ceil((3 - w) / 2)), gy = Math.max(0, Math.ceil((3 - h) / 2));
+      if (x < this.width && y < this.height && x + w > 0 && y + h > 0) ctx.fillRect(x - gx, y - gy, w + 2 * gx, h + 2 * gy);
     }
   }
 }
