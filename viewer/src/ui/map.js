@@ -4,6 +4,7 @@
 // points, markers, and on top the pixels brushed on the scatter panel. Clicks (a press
 // without a drag) are reported as grid pixels.
 import { UNIT_COLOURS } from "../maths/colour.js";
+import { fitCanvas } from "./canvas.js";
 
 export const BRUSH_COLOUR = "#ff00ff";
 const MIN_SCALE = 1 / 256;
@@ -23,11 +24,7 @@ export class MapView {
   }
 
   resize() {
-    const r = this.canvas.getBoundingClientRect();
-    this.width = Math.max(1, Math.round(r.width));
-    this.height = Math.max(1, Math.round(r.height));
-    this.canvas.width = this.width;
-    this.canvas.height = this.height;
+    ({ width: this.width, height: this.height } = fitCanvas(this.canvas));
     this.draw();
     if (this.onViewChange) this.onViewChange();
   }

@@ -1,6 +1,7 @@
 // The scatter panel: a sample of the view's valid pixels on their first two principal
 // components. Dragging a rectangle on it selects ("brushes") points, which the map then
 // highlights; the map's inspected pixel is ringed here when it is in the sample.
+import { fitCanvas } from "./canvas.js";
 const PAD = 8;
 
 export class ScatterView {
@@ -28,11 +29,7 @@ export class ScatterView {
   }
 
   resize() {
-    const r = this.canvas.getBoundingClientRect();
-    this.width = Math.max(1, Math.round(r.width));
-    this.height = Math.max(1, Math.round(r.height));
-    this.canvas.width = this.width;
-    this.canvas.height = this.height;
+    ({ width: this.width, height: this.height } = fitCanvas(this.canvas));
     const xy = this.data ? this.data.xy : [];
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
     for (let i = 0; i < xy.length; i += 2) {
