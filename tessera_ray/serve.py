@@ -265,6 +265,9 @@ class BackgroundServer:
         return f"http://{host}:{self.port}"
 
     def start(self) -> BackgroundServer:
+        from tessera_ray.extras import require
+
+        require("serve", "an HTTP server")
         import uvicorn
 
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -311,6 +314,9 @@ class BackgroundServer:
 
 def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
     """The ASGI app serving ``root`` read-only, instrumented through ``owner``."""
+    from tessera_ray.extras import require
+
+    require("serve", "an HTTP server")
     from starlette.applications import Starlette
     from starlette.datastructures import Headers
     from starlette.middleware import Middleware

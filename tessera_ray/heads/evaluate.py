@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from tessera_ray.errors import UserInputError
+from tessera_ray.extras import require
+
+require("heads", "the downstream heads")
 
 
 def linear_classifier(max_iter: int = 2000):

@@ -23,6 +23,9 @@ def write_curve(curve: list[dict], out: str | Path, title: str = "label efficien
 def plot_curves(curves: dict[str, list[dict]], png: str | Path, title: str,
                 metrics: tuple[str, ...] = ("accuracy",)) -> Path:
     """Score against labels per class (log axis), one line per curve and metric."""
+    from tessera_ray.extras import require
+
+    require("heads", "plotting the label-efficiency curve")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from tessera_ray.errors import UserInputError
+from tessera_ray.extras import require
+
+require("heads", "saved heads")
 
 FORMAT = "tessera-ray/head/2"
 TRUSTED = ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",)

@@ -44,7 +44,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tessera_ray.errors import ServiceError, UserInputError
+from tessera_ray.extras import require
 from tessera_ray.serve import BackgroundServer, Instrumented, ServerStats, StaticServer, check_port, media_type
+
+require("demo", "the local stand-in services (STAC API, S3)")
 
 GEOJSON = "application/geo+json"
 CONFORMANCE = [
