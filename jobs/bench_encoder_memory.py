@@ -134,11 +134,12 @@ def run_ray(args, spec) -> list[dict]:
     """Units through an EncoderPool of one CPU actor; the actor's memory after each."""
     import ray
 
+    from tessera_ray.cluster import start_ray
     from tessera_ray.pipeline import encode
     from tessera_ray.pipeline.encode import EncoderPool
 
     encode.ACTOR_ENV_VARS = ENV.get(args.option, encode.ACTOR_ENV_VARS)
-    ray.init(num_cpus=2, object_store_memory=400 * 2**20, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=2, object_store_memory=400 * 2**20)
     curve = []
     with EncoderPool(spec, num_actors=1, use_gpu=False, max_in_flight=2) as pool:
         pid = pool.info()[0]["pid"]

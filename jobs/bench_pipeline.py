@@ -89,6 +89,7 @@ def child(args) -> None:
     """One case: its own Ray, one job, figures as JSON on stdout."""
     import ray
 
+    from tessera_ray.cluster import start_ray
     from tessera_ray.pipeline.embed import run_embed
     from tessera_ray.pipeline.plan import EmbedConfig
     from tessera_ray.pipeline.progress import Progress
@@ -96,7 +97,7 @@ def child(args) -> None:
     work = Path(args.work)
     units = pick_units(Path(args.world), args.unit_size, args.units)
     roi = roi_file(units, work / "roi.geojson")
-    ray.init(num_cpus=args.cpus, object_store_memory=400 * 2**20, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=args.cpus, object_store_memory=400 * 2**20)
     peaks: dict = {}
     stop = threading.Event()
     sampler = threading.Thread(target=worker_sampler, args=(peaks, stop), daemon=True)

@@ -7,6 +7,10 @@ and a pointer to ``--help`` on one line, exit 2). Ctrl-C (SIGINT) and SIGTERM in
 signal is raised as :class:`Interrupted` in the main thread, so that output
 writers' ``finally`` blocks remove their temporary files, and the command ends
 with one line and exit 130 (SIGINT) or 143 (SIGTERM).
+
+``--debug`` (anywhere on the command line) or ``TESSERA_RAY_DEBUG=1`` prints
+the whole chain behind a one-line error first (tracebacks, Ray's remote
+errors), credentials still masked: for the operator of a cluster job.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import logging
 import pkgutil
 import signal
 import sys
+import os
 import threading
 import traceback
 
 import typer
 
 from tessera_ray import commands
-from tessera_ray.errors import TesseraError
+from tessera_ray.errors import DEBUG_ENV, TesseraError, debug_enabled
 from tessera_ray.redact import redact
 
 PROG = "tessera-ray"
@@ -58,6 +63,14 @@ def build_app() -> typer.Typer:
         rich_markup_mode=None,
         add_completion=False,
     )
+
+    @app.callback()
+    def _options(
+        debug: bool = typer.Option(False, "--debug", help=f"On an error, print the full chain behind the one-line "
+                                   f"message (also {DEBUG_ENV}=1; may stand anywhere on the command line)."),
+    ) -> None:
+        """TESSERA embeddings as a Ray map-reduce over object storage."""
+
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
         module.register(app)
@@ -96,7 +109,29 @@ class _RedactLogs(logging.Filter):
         return True
 
 
+def _take_debug_flag(argv: list[str]) -> list[str]:
+    """``argv`` without ``--debug`` (before any ``--``); seeing it turns debug output on."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    os.environ[DEBUG_ENV] = "1"
+    return [a for a in argv[:end] if a != "--debug"] + argv[end:]
+
+
+def _show_chain(exc: BaseException) -> None:
+    """With debug on, the traceback of ``exc`` and of every error behind it (also those hidden by ``from None``)."""
+    if not debug_enabled():
+        return
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:  # we are exiting: un-hide the context for the print
+        seen.add(id(cause))
+        cause.__suppress_context__ = False
+        cause = cause.__cause__ or cause.__context__
+    print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
     if not any(isinstance(f, _RedactLogs) for f in logging.lastResort.filters):
         logging.lastResort.addFilter(_RedactLogs())
     received: list[int] = []
@@ -107,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         # into an exit code it returns (130), and typer.Exit(code) into that code.
         code = app(args=argv, prog_name=PROG, standalone_mode=False)
     except TesseraError as exc:
+        _show_chain(exc)
         fail(str(exc), exc.exit_code)
     except KeyboardInterrupt as exc:
         _interrupted(getattr(exc, "signum", signal.SIGINT))

@@ -34,3 +34,56 @@ class DataError(TesseraError):
 
 class CheckpointError(UserInputError):
     """A file is not a loadable encoder checkpoint."""
+
+
+class ClusterError(ServiceError):
+    """The Ray cluster cannot run the job (no resources for the encoders, actors that do not start)."""
+
+
+DEBUG_ENV = "TESSERA_RAY_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """``--debug`` or ``TESSERA_RAY_DEBUG=1``: show the full chain behind a one-line error."""
+    import os
+
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error behind ``exc``: through Ray's wrappers (``.cause``, possibly twice) and ``raise ... from``.
+
+    A :class:`TesseraError` met on the way wins (its message is written for the
+    user); otherwise the innermost error.
+    """
+    cause, seen = exc, set()
+    while id(cause) not in seen:
+        seen.add(id(cause))
+        inner = getattr(cause, "cause", None)
+        if isinstance(inner, BaseException) and inner is not cause:
+            cause = inner
+            continue
+        if isinstance(cause, TesseraError):
+            return cause
+        if cause.__cause__ is not None:
+            cause = cause.__cause__
+            continue
+        break
+    return cause
+
+
+def squash(text: object, limit: int = 300) -> str:
+    """``text`` on one line (runs of whitespace collapsed), cut to ``limit`` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc``'s root cause as one line: its message for our own errors, ``Type: message`` for others."""
+    cause = root_cause(exc)
+    text = str(cause)
+    if "Traceback" in text:  # Ray puts the remote traceback in the message
+        text = text.split("Traceback")[0]
+    if isinstance(cause, TesseraError):
+        return squash(text, limit) or type(cause).__name__
+    return squash(f"{type(cause).__name__}: {text}".rstrip(": "), limit)

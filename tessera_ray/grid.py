@@ -41,7 +41,7 @@ from affine import Affine
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
-from tessera_ray.errors import RoiError, UserInputError
+from tessera_ray.errors import RoiError, UserInputError, squash
 
 RESOLUTION = 10.0
 ZONE_X0 = 90_400.0
@@ -90,7 +90,7 @@ def check_crs(spec, what: str = "--crs", error: type[UserInputError] = UserInput
     try:
         crs = pyproj.CRS.from_user_input(spec)
     except pyproj.exceptions.CRSError as exc:
-        reason = " ".join(str(exc).split())
+        reason = squash(exc)
         raise error(f"{what} {spec!r} is not a CRS PROJ knows ({reason[:160]})") from None
     name = crs.name or str(spec)
     if crs.is_engineering or not (crs.is_geographic or crs.is_projected):

@@ -20,13 +20,9 @@ def ray_cluster():
     """One local Ray for the whole test session (2 CPUs, a small object store)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            object_store_memory=300 * 1024 * 1024,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+    from tessera_ray.cluster import start_ray
+
+    start_ray(num_cpus=2, object_store_memory=300 * 1024 * 1024)
     yield ray
     ray.shutdown()
 

@@ -88,3 +88,25 @@ def test_interrupted_export_exits_128_plus_signal_and_leaves_no_file(big_root, t
     assert stderr.splitlines() == [line], stderr
     assert "wrote" not in stdout
     assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["flag-first", "flag-last", "env"])
+def test_debug_shows_the_chain_behind_the_one_line_error(tmp_path, how):
+    bad = tmp_path / "secret.pt"
+    bad.write_bytes(b"not a checkpoint")
+    argv = ["model", "info", str(bad)]
+    env = cli_env()
+    if how == "flag-first":
+        argv = ["--debug", *argv]
+    elif how == "flag-last":
+        argv = [*argv, "--debug"]
+    else:
+        env["TESSERA_RAY_DEBUG"] = "1"
+    quiet = subprocess.run(cli("model", "info", bad), cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                           timeout=120)
+    loud = subprocess.run(cli(*argv), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == loud.returncode == 2
+    assert quiet.stderr.count("\n") == 1 and "Traceback" not in quiet.stderr
+    # the chain includes the error our one line hid (torch's unpickling error), then the same last line
+    assert loud.stderr.count("Traceback") >= 2 and "UnpicklingError" in loud.stderr
+    assert loud.stderr.splitlines()[-1] == quiet.stderr.splitlines()[-1]

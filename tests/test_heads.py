@@ -196,7 +196,6 @@ class _Exploit:
 
 def test_a_crafted_head_file_runs_nothing(store, tmp_path, capsys):
     import pickle
-    import zipfile
 
     root, classes = store
     labels = _labels(tmp_path, classes)

@@ -3,7 +3,6 @@
 from datetime import datetime, timezone
 
 import numpy as np
-import pytest
 
 from tessera_ray.sources import sentinel1 as s1
 from tessera_ray.sources import sentinel2 as s2

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run_cli
-from tessera_ray.grid import Unit, lonlat_to_zone_pixel, unit_of_pixel, zone_grid
+from tessera_ray.grid import lonlat_to_zone_pixel, unit_of_pixel, zone_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 

@@ -96,16 +96,12 @@ def _search(bbox, year, stac, s1_stac, catalog, catalog_root, s2_collection, cac
 
 
 def _run(units, scenes, out, block_size, resampling, max_in_flight):
-    import os
-
-    import ray
-
+    from tessera_ray.cluster import start_ray
     from tessera_ray.pipeline.ingest import IngestConfig, ingest_to_npy
     from tessera_ray.sources.cog import capture_env
     from tessera_ray.sources.read import ReadConfig
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    start_ray()
     config = IngestConfig(
         block_size=block_size,
         max_in_flight=max_in_flight,

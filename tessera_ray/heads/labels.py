@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tessera_ray.errors import UserInputError
+from tessera_ray.errors import UserInputError, squash
 
 LABEL_COLUMNS = ("label", "class_name", "class", "class_id")
 VALUE_COLUMNS = ("value", "target", "y")
@@ -54,7 +54,7 @@ def read_points(path: str | Path, column: str | None = None, regression: bool = 
     except UserInputError:
         raise
     except Exception as exc:  # pandas/pyogrio raise many kinds
-        raise UserInputError(f"cannot read labels {path}: {' '.join(str(exc).split())[:200]}") from None
+        raise UserInputError(f"cannot read labels {path}: {squash(exc, 200)}") from None
     wanted = (column,) if column else (VALUE_COLUMNS if regression else LABEL_COLUMNS)
     name = _pick(frame.columns, wanted, path, "value" if regression else "label")
     if regression:

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from tessera_ray.errors import UserInputError
+from tessera_ray.errors import UserInputError, squash
 from tessera_ray.memory import release_freed_memory
 
 BATCH = 50_000
@@ -59,7 +59,7 @@ def iter_point_batches(path: Path, batch: int = BATCH) -> Iterator:
     except UserInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise UserInputError(f"cannot read points file {path}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
+        raise UserInputError(f"cannot read points file {path}: {type(exc).__name__}: {squash(exc, 200)}") from None
     if not seen:
         raise UserInputError(f"points file {path} has no points")
 
@@ -139,7 +139,7 @@ class ParquetAppender:
         try:
             table = table.select(self.schema.names).cast(self.schema)
         except (pa.ArrowInvalid, KeyError, ValueError) as exc:
-            raise UserInputError(f"the points' columns change type between rows ({' '.join(str(exc).split())[:160]}); "
+            raise UserInputError(f"the points' columns change type between rows ({squash(exc, 160)}); "
                                  "give every column one type") from None
         self.writer.write_table(table)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from tessera_ray.errors import CheckpointError, ServiceError, UserInputError
+from tessera_ray.errors import CheckpointError, ServiceError, UserInputError, squash
 from tessera_ray.model.config import check_data_source
-from tessera_ray.model.family import FAMILIES, VARIANTS, family_of, get_variant, skeleton
+from tessera_ray.model.family import FAMILIES, family_of, get_variant, skeleton
 
 CONFIG_FORMAT = "tessera-ray/encoder-config/1"
 _LIST_LIMIT = 6
@@ -174,10 +174,10 @@ def _read_bytes(source: str, storage_options: dict | None) -> bytes:
         unreachable = _network_failure(exc)
         if unreachable is not None:  # as for a root: a service that cannot be reached, exit 3
             raise ServiceError(f"cannot reach checkpoint {source}: {type(unreachable).__name__} "
-                               f"({_one_line(unreachable)})") from None
+                               f"({_brief(unreachable)})") from None
         if isinstance(exc, FileNotFoundError):
             raise CheckpointError(f"checkpoint not found: {source}") from None
-        raise CheckpointError(f"cannot read checkpoint {source}: {_one_line(exc)}") from None
+        raise CheckpointError(f"cannot read checkpoint {source}: {_brief(exc)}") from None
 
 
 def _network_failure(exc: BaseException) -> BaseException | None:
@@ -202,13 +202,12 @@ def _load_payload(data: bytes, source: str) -> Any:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{source} is not a readable torch checkpoint ({_one_line(exc)})"
+            f"{source} is not a readable torch checkpoint ({_brief(exc)})"
         ) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+def _brief(exc: BaseException) -> str:
+    return squash(exc, 200) or type(exc).__name__
 
 
 def _own_config(payload: dict):
@@ -222,7 +221,7 @@ def _own_config(payload: dict):
         fields = {k: v for k, v in raw.items() if k not in ("format", "family", "data_source")}
         return family.config_class.from_dict(fields)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint config is invalid: {_one_line(exc)}") from None
+        raise CheckpointError(f"checkpoint config is invalid: {_brief(exc)}") from None
 
 
 def _closest_mismatch(family, state: dict, source: str) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 import uuid
@@ -40,7 +39,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from tessera_ray.errors import DataError, TesseraError
+from tessera_ray.cluster import ray_session
+from tessera_ray.errors import DataError, TesseraError, one_line
 from tessera_ray.grid import Unit, Window
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
@@ -163,17 +163,6 @@ def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: 
 # --------------------------------------------------------------------------- driver
 
 
-def _one_line(exc: BaseException) -> str:
-    """The root cause of a (possibly Ray-wrapped) error as one short line."""
-    cause = exc
-    while getattr(cause, "cause", None) is not None and cause is not cause.cause:
-        cause = cause.cause
-    text = " ".join(str(cause).split())
-    if "Traceback" in text:
-        text = text.split("Traceback")[0].strip() or type(cause).__name__
-    return f"{type(cause).__name__}: {text[:300]}"
-
-
 @dataclass
 class _UnitState:
     unit: Unit
@@ -284,7 +273,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 try:
                     info: BlockInfo = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - any task failure fails only this unit
-                    fail(state, f"reading block {window.row},{window.col}: {_one_line(exc)}")
+                    fail(state, f"reading block {window.row},{window.col}: {one_line(exc)}")
                 else:
                     state.input_bytes += info.input_bytes
                     result.unreadable_scenes.update(info.skipped_scenes)
@@ -302,7 +291,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 try:
                     written = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001
-                    fail(state, _one_line(exc))
+                    fail(state, one_line(exc))
                     continue
                 result.done += 1
                 result.pixels += state.unit.window.size
@@ -312,20 +301,6 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     progress.close()
     result.seconds = time.monotonic() - started
     return result
-
-
-def _start_ray(config: EmbedConfig | None = None) -> bool:
-    """Connect to ``RAY_ADDRESS`` (a job on a cluster) or start a local Ray; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    return not address
 
 
 def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict:
@@ -400,14 +375,8 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     zones = sorted({u.zone for u in units})
     for plan in plans:
         store.prepare(plan.year, zones)
-    started_ray = _start_ray(config)
-    try:
+    with ray_session():
         year_results = _run_years(config, plans, model, progress, store, publish)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
     result.years = year_results
     publish_viewer(store.objects)  # {root}/index.html + viewer/: the browser viewer of what was published
     result.seconds = time.monotonic() - started

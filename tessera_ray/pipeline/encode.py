@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from tessera_ray.errors import ClusterError
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixels
 
 # glibc malloc settings of every actor's process (its runtime_env, so they hold
@@ -182,7 +183,7 @@ class EncoderPool:
         import ray
 
         if not ray.is_initialized():
-            raise RuntimeError("EncoderPool needs a running Ray (ray.init first)")
+            raise ClusterError("the encoder pool needs a running Ray (tessera_ray.cluster.start_ray)")
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.use_gpu = gpus > 0 if use_gpu is None else use_gpu
         if self.use_gpu:
@@ -209,7 +210,7 @@ class EncoderPool:
         ready, _ = ray.wait(probes, num_returns=len(probes), timeout=timeout)
         if len(ready) < len(probes):
             self.close()
-            raise RuntimeError(
+            raise ClusterError(
                 f"encoder actors did not start within {timeout:.0f} s; cluster resources "
                 f"{ray.cluster_resources()}, available {ray.available_resources()}"
             )
@@ -237,7 +238,6 @@ class EncoderPool:
 
         Returns the ObjectRef of its :class:`EncodedPixels`.
         """
-        import ray
 
         while True:
             self._reap(timeout=0)

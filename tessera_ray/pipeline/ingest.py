@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from tessera_ray.cube import TimeSeriesCube, merge_npy
-from tessera_ray.errors import DataError, TesseraError, UserInputError
+from tessera_ray.errors import DataError, TesseraError, UserInputError, one_line, root_cause
 from tessera_ray.grid import Unit, Window
 from tessera_ray.sources.cog import AssetUnavailable
 from tessera_ray.sources.read import Block, ReadConfig, estimate_memory, read_cube
@@ -153,12 +153,12 @@ def _run_blocks(
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause
+                cause = root_cause(exc)
                 if isinstance(cause, AssetUnavailable):
                     raise AssetUnavailable(f"unit {unit.id} not written ({cause}); re-run to retry it") from None
                 if isinstance(cause, TesseraError):
                     raise cause from None
-                raise DataError(f"reading block {block.window} of {unit.id} failed: {type(cause).__name__}: {cause}") from None
+                raise DataError(f"reading block {block.window} of {unit.id} failed: {one_line(cause)}") from None
             remaining[unit] -= 1
             yield unit, block, result, remaining[unit] == 0
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from tessera_ray.cube import STACKS
-from tessera_ray.errors import DataError, TesseraError, UserInputError
+from tessera_ray.errors import DataError, TesseraError, UserInputError, one_line, squash
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, assemble, runner_for
 
 DEFAULT_CHUNK_PIXELS = 512 * 512
@@ -89,7 +89,7 @@ def open_tile(folder: Path) -> dict[str, np.ndarray]:
         try:
             arrays[name] = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, EOFError, OSError) as exc:
-            raise DataError(f"{path}: not a readable .npy file ({' '.join(str(exc).split())})") from None
+            raise DataError(f"{path}: not a readable .npy file ({squash(exc)})") from None
     bands = arrays["bands"]
     if bands.ndim != 4 or bands.shape[3] != 10:
         raise DataError(f"{folder / 'bands.npy'}: shape {bands.shape}, expected (T, H, W, 10)")
@@ -127,7 +127,7 @@ def read_tile(folder: Path, year: int = 0, start: int = 0, stop: int | None = No
             **{name: np.array(arrays[name]) for name in set(_STEPS.values())},
         )
     except (ValueError, OSError) as exc:  # bytes missing behind a valid header
-        raise DataError(f"{folder}: a file could not be read ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{folder}: a file could not be read ({squash(exc)})") from None
     except UserInputError as exc:  # bad values (NaN, day of year): name the file
         message = str(exc)
         field = message.removeprefix(f"{folder}: ").split(" ", 1)[0]
@@ -298,7 +298,7 @@ def encode_tiles(tiles: list[Path], encoder: TileEncoder, progress=None) -> Tile
                 height, width = tile_shape(tile)
                 encoder.write(tile)
             except TesseraError as exc:
-                result.failures.append(" ".join(str(exc).split()))
+                result.failures.append(squash(exc))
                 progress.unit_failed(tile.name, result.failures[-1])
                 continue
             result.written += 1
@@ -322,18 +322,6 @@ def write_tile(output: TileOutput, rule, tile: str, height: int, width: int, *en
 
 def _read_chunk(tile: str, start: int, stop: int) -> PixelSeries:
     return read_tile(Path(tile), start=start, stop=stop)
-
-
-def _tile_error(exc: BaseException) -> str:
-    """One line for a tile whose read, encode or write failed (possibly wrapped by Ray, possibly twice)."""
-    from tessera_ray.pipeline.embed import _one_line
-
-    cause = exc  # a RayTaskError(DataError) is a DataError too, but its text is Ray's: go to the innermost
-    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
-        cause = cause.cause
-    if isinstance(cause, TesseraError):
-        return " ".join(str(cause).split())
-    return _one_line(exc)
 
 
 def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule, pool, progress=None,
@@ -371,7 +359,7 @@ def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule, pool, prog
                 try:
                     height, width = tile_shape(tile)  # headers only: a broken file fails here, before any read
                 except TesseraError as exc:
-                    fail(tile, " ".join(str(exc).split()))
+                    fail(tile, squash(exc))
                     continue
                 encoded = [pool.submit(reader.remote(str(tile), a, b))
                            for a, b in chunk_rows(height, width, chunk_pixels)]
@@ -386,7 +374,7 @@ def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule, pool, prog
                 try:
                     ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - any failure fails only this tile
-                    fail(tile, _tile_error(exc))
+                    fail(tile, one_line(exc))
                     continue
                 result.written += 1
                 result.pixels += pixels
@@ -445,18 +433,12 @@ def run_encode_tiles(tiles: list[Path], config: TilesConfig, progress=None) -> T
     output = TileOutput(config.output.out.resolve(), config.output.float_output, config.output.dims)
     if all(output.done(t) for t in tiles):  # nothing to do: no Ray
         return TilesResult(len(tiles), skipped=len(tiles))
-    from tessera_ray.pipeline.embed import _start_ray, _task_cpus
+    from tessera_ray.cluster import ray_session
+    from tessera_ray.pipeline.embed import _task_cpus
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
 
     spec = EncoderSpec(_local_path(config.checkpoint), config.variant, data_source=config.data_source,
                        batch_size=config.batch_size, cpu_threads=config.encoder_threads, raw=output.raw)
-    started_ray = _start_ray()
-    try:
-        with EncoderPool(spec, num_actors=config.encoders, max_in_flight=config.max_in_flight) as pool:
-            return encode_tiles_on_pool(tiles, output, rule, pool, progress, config.chunk_pixels,
-                                        _task_cpus(pool, config.encoder_threads), config.open_tiles)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+    with ray_session(), EncoderPool(spec, num_actors=config.encoders, max_in_flight=config.max_in_flight) as pool:
+        return encode_tiles_on_pool(tiles, output, rule, pool, progress, config.chunk_pixels,
+                                    _task_cpus(pool, config.encoder_threads), config.open_tiles)

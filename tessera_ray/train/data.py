@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera_ray.cube import META_FILE, STACKS
-from tessera_ray.errors import DataError, UserInputError
+from tessera_ray.errors import DataError, UserInputError, squash
 from tessera_ray.grid import Window, zone_grid
 from tessera_ray.model.inference import PixelSeries
 from tessera_ray.model.sampling import STREAM_S1, STREAM_S2, mix64, pixel_seeds, random_steps
@@ -70,7 +70,7 @@ def open_unit(url: str, storage_options: dict | None = None) -> UnitCube:
         raise DataError(f"{url} is not a complete unit folder ({exc.filename or exc})") from None
     except (ValueError, EOFError, OSError) as exc:
         raise DataError(f"{url}: {getattr(exc, 'stack', 'a file')} is truncated or not a .npy file "
-                        f"({' '.join(str(exc).split())[:160]})") from None
+                        f"({squash(exc, 160)})") from None
     try:
         meta = json.loads(raw)
         zone, window = int(meta["zone"]), Window(*(int(v) for v in meta["window"]))

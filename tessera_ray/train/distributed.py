@@ -10,7 +10,6 @@ each standardises and correlates over batch_size / W pixels.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,16 +36,15 @@ def train_on_ray(config: TrainConfig, units: list[str], out_dir: str | Path, lab
                  workers: int = 1, use_gpu: bool = False, resume: bool = True, storage_options: dict | None = None,
                  cpu_threads: int | None = None) -> RunResult:
     """Run the loop under ``TorchTrainer(ScalingConfig(num_workers=workers, use_gpu=use_gpu))``."""
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from tessera_ray.errors import DataError, TesseraError
+    from tessera_ray.cluster import start_ray
+    from tessera_ray.errors import DataError, TesseraError, one_line, root_cause
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    start_ray()
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"config": asdict(config), "units": list(units), "out_dir": str(out),
@@ -58,12 +56,10 @@ def train_on_ray(config: TrainConfig, units: list[str], out_dir: str | Path, lab
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors; surface ours as one line
-        cause = exc
-        while cause is not None and not isinstance(cause, TesseraError):
-            cause = cause.__cause__ or getattr(cause, "cause", None)
+        cause = root_cause(exc)
         if isinstance(cause, TesseraError):
             raise cause from None
-        raise DataError(f"training failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        raise DataError(f"training failed: {one_line(exc)}") from None
     del result  # rank 0's log is the record (Ray keeps metrics only with its own checkpoints)
     return _last_record(out)
 
