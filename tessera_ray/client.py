@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 
+from tessera_ray.codes import dequantise
 from tessera_ray.errors import DataError, TesseraError, UserInputError
 from tessera_ray.memory import release_freed_memory
 from tessera_ray.grid import (RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Window, roi_from_bbox, roi_window,
@@ -85,12 +86,6 @@ def _status_of(scales: np.ndarray) -> np.ndarray:
     out[np.isfinite(scales)] = VALID
     out[np.isnan(scales)] = NODATA
     return out
-
-
-def _dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """int8 (..., K) times scale (...), NaN wherever the scale is not finite."""
-    s = np.where(np.isfinite(scales), scales, np.nan).astype("float32")
-    return q.astype("float32") * s[..., None]
 
 
 # --------------------------------------------------------------------------- root
@@ -509,7 +504,7 @@ class Root:
             inside = zone_grid(int(zone)).contains(rows, cols)
             idx, rows, cols = idx[inside], rows[inside], cols[inside]
             q, s = self.read_pixels(int(zone), rows, cols, year, depth)
-            values[idx] = _dequantise(q, s)
+            values[idx] = dequantise(q, s)
             status[idx] = _status_of(s)
         return values, status
 
@@ -595,7 +590,7 @@ class Root:
         for zone, window in windows:
             q, s = self.read_window(zone, window, year, depth)
             grid = zone_grid(zone)
-            out.append(ZoneRegion(zone, grid.crs, grid.window_transform(window), window, _dequantise(q, s), s))
+            out.append(ZoneRegion(zone, grid.crs, grid.window_transform(window), window, dequantise(q, s), s))
         if not out:
             raise UserInputError(f"bbox {bbox} does not touch any zone grid")
         return out
@@ -662,7 +657,7 @@ class Root:
                     continue
                 q, s = self.read_window(zone, src, plan.year, plan.depth)
                 dst = src.relative_to(on_grid)
-                out[dst.slices()] = _dequantise(q, s)
+                out[dst.slices()] = dequantise(q, s)
                 empty = np.isnan(out).all(axis=-1)  # no data there may still come from a neighbour zone
                 continue
             if not empty.any():
@@ -684,7 +679,7 @@ class Root:
             need = Window(int(src_r.min()), int(src_c.min()), int(src_r.max() - src_r.min()) + 1,
                           int(src_c.max() - src_c.min()) + 1)
             q, s = self.read_window(zone, need, plan.year, plan.depth)
-            values = _dequantise(q[src_r - need.row, src_c - need.col], s[src_r - need.row, src_c - need.col])
+            values = dequantise(q[src_r - need.row, src_c - need.col], s[src_r - need.row, src_c - need.col])
             got = ~np.isnan(values).all(axis=-1)
             out[rows[got], cols[got]] = values[got]
             empty[rows[got], cols[got]] = False

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tessera_ray.codes import dequantise
 from tessera_ray.errors import UserInputError
 from tessera_ray.model.config import EMBEDDING_DIM, S1_BANDS, S2_BANDS
 
@@ -230,11 +231,6 @@ def quantise(embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = (embeddings.abs().amax(dim=1) / 127.0).clamp_min(MIN_SCALE)
     q = torch.round(embeddings / scale[:, None]).clamp(-128, 127).to(torch.int8)
     return q, scale
-
-
-def dequantise(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """q * scale as float32 (NaN for no-data pixels)."""
-    return q.astype(np.float32) * np.asarray(scales, dtype=np.float32)[..., None]
 
 
 class ModelRunner:

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from tessera_ray import code_version
 from tessera_ray.cluster import ray_session
 from tessera_ray.errors import DataError, TesseraError, one_line
 from tessera_ray.grid import Unit, Window
@@ -330,15 +331,6 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "published_units": year.published_units,
         "unreadable_scenes": sorted(redact(href) for href in year.unreadable_scenes),
     }
-
-
-def code_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("tessera-ray")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def new_run_id() -> str:

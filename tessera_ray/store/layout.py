@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tessera_ray import code_version
 from tessera_ray.errors import DataError
 from tessera_ray.grid import RESOLUTION, ZONE_HEIGHT, ZONE_WIDTH, ZONE_X0, ZONE_Y0, zone_grid
 
@@ -174,7 +175,7 @@ class StoreState:
             "geoemb:data_type": "int8",
             "geoemb:gsd": RESOLUTION,
             "geoemb:spatial_layout": "utm_zones",
-            "geoemb:build_version": _code_version(),
+            "geoemb:build_version": f"tessera-ray {code_version()}",
             # no land mask is applied: every pixel of an emitted unit is encoded (water included)
             "geoemb:landmask": False,
             "geoemb:quantization": {
@@ -188,15 +189,6 @@ class StoreState:
             YEARS_ATTR: list(self.years),
             ZONES_ATTR: list(self.zones),
         }
-
-
-def _code_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"tessera-ray {version('tessera-ray')}"
-    except PackageNotFoundError:
-        return "tessera-ray"
 
 
 def zone_attrs(zone: int) -> dict:

@@ -27,12 +27,6 @@ class WrittenBlock:
     embeddings: np.ndarray
     scales: np.ndarray
 
-    def zone_window(self) -> tuple[int, int, int, int]:
-        """(row, col, height, width) of the block on its zone grid."""
-        w = self.unit.window
-        h, wd = self.scales.shape
-        return (w.row + self.offset[0], w.col + self.offset[1], h, wd)
-
 
 def random_block(rng: np.random.Generator, height: int, width: int, nan_fraction: float = 0.1):
     """Random int8 embeddings (H, W, 128) and scales (H, W) with a NaN rectangle."""
