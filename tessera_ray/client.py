@@ -720,8 +720,7 @@ class Root:
         import os
         import shutil
 
-        import rasterio
-        import rasterio.shutil
+        from tessera_ray.sources.geotiff import streamed_cog
 
         plan = self._mosaic_plan(bbox, year, crs, None, depth)
         need = 2 * plan.size * plan.bands * 4  # uncompressed upper bound, twice (tiled file + COG)
@@ -730,34 +729,17 @@ class Root:
         if need > free:
             raise UserInputError(f"bbox {bbox} is {plan.size:,} pixels x {plan.bands} bands: up to {need / 1e9:.1f} GB "
                                  f"to write, and {folder} has {free / 1e9:.1f} GB free")
-        tiled, cog = f"{path}.partial.tiled.tif", f"{path}.partial"
-        block = self.export_block
-        profile = dict(driver="GTiff", width=plan.width, height=plan.height, count=plan.bands, dtype="float32",
-                       crs=plan.crs, transform=plan.transform, nodata=np.nan, tiled=True, blockxsize=block,
-                       blockysize=block, compress="deflate", predictor=3, BIGTIFF="IF_SAFER",
-                       interleave="band")  # the COG copy reads band by band: pixel-interleaved tiles thrash its cache (40x slower)
         tags = dict(year=str(year), source=redact(self.url), model=str(self.model), dimensions=str(plan.bands))
-        try:
-            with rasterio.Env(GDAL_CACHEMAX=_EXPORT_GDAL_CACHE_MB):
-                with rasterio.open(tiled, "w", **profile) as dst:
-                    for w in Window(0, 0, plan.height, plan.width).blocks(block):
-                        pixels = self._render(plan, w)
-                        dst.write(np.moveaxis(pixels, -1, 0),
-                                  window=rasterio.windows.Window(w.col, w.row, w.width, w.height))
-                        del pixels
-                        release_freed_memory()
-                    dst.update_tags(**tags)
-                rasterio.shutil.copy(tiled, cog, driver="COG", compress="deflate", predictor=3,
-                                     blocksize=256, bigtiff="IF_SAFER")
-            os.replace(cog, path)
-        finally:
-            for tmp in (tiled, cog):
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+        with streamed_cog(path, (plan.bands, plan.height, plan.width), plan.transform, plan.crs, tags=tags,
+                          block=self.export_block) as write:
+            for w in Window(0, 0, plan.height, plan.width).blocks(self.export_block):
+                pixels = self._render(plan, w)
+                write(w.row, w.col, pixels)
+                del pixels
+                release_freed_memory()
         return str(path)
 
 
-_EXPORT_GDAL_CACHE_MB = 64
 """GDAL's block cache while exporting (its default is 5% of the machine's memory)."""
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -18,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from affine import Affine
 
+from tessera_ray.atomic import atomic_folder
 from tessera_ray.grid import Window, zone_grid
 
 N_BANDS = 10
@@ -135,11 +135,12 @@ class TimeSeriesCube:
         that exists is complete.
         """
         final = Path(directory)
-        tmp = _tmp_sibling(final)
-        for name in STACKS:
-            np.save(tmp / f"{name}.npy", getattr(self, name))
-        _write_meta(tmp, self.zone, self.window, self.masks, self.skipped_scenes, self.unknown_orbit)
-        return _publish(tmp, final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(final) as tmp:
+            for name in STACKS:
+                np.save(tmp / f"{name}.npy", getattr(self, name))
+            _write_meta(tmp, self.zone, self.window, self.masks, self.skipped_scenes, self.unknown_orbit)
+        return final
 
     @classmethod
     def load_npy(cls, directory: str | os.PathLike, mmap: bool = False) -> "TimeSeriesCube":
@@ -165,21 +166,22 @@ def merge_npy(block_dirs: Iterable[str | os.PathLike], directory: str | os.PathL
     if not blocks:
         raise ValueError("nothing to merge")
     final = Path(directory)
-    tmp = _tmp_sibling(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_folder(final) as tmp:
 
-    def alloc(shape, dtype, name):
-        return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        def alloc(shape, dtype, name):
+            return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
 
-    arrays = _merge_arrays(blocks, window, alloc)
-    for name, arr in arrays.items():
-        if isinstance(arr, np.memmap):
-            arr.flush()
-        else:  # day arrays and empty stacks
-            np.save(tmp / f"{name}.npy", arr)
-    counters = _merged_counters(blocks)
-    _write_meta(tmp, blocks[0].zone, window, arrays["masks"], counters["skipped_scenes"], counters["unknown_orbit"])
-    del arrays
-    return _publish(tmp, final)
+        arrays = _merge_arrays(blocks, window, alloc)
+        for name, arr in arrays.items():
+            if isinstance(arr, np.memmap):
+                arr.flush()
+            else:  # day arrays and empty stacks
+                np.save(tmp / f"{name}.npy", arr)
+        counters = _merged_counters(blocks)
+        _write_meta(tmp, blocks[0].zone, window, arrays["masks"], counters["skipped_scenes"], counters["unknown_orbit"])
+        del arrays
+    return final
 
 
 # ---------------------------------------------------------------------- helpers
@@ -223,27 +225,11 @@ def _merge_arrays(blocks: Sequence[TimeSeriesCube], window: Window, alloc) -> di
     return out
 
 
-def _tmp_sibling(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def _publish(tmp: Path, final: Path) -> Path:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return final
-
-
 def _write_meta(
     directory: Path, zone: int, window: Window, masks: np.ndarray, skipped: Sequence[str], unknown: Sequence[str]
 ) -> None:
     """``cube.json`` (grid and counters) and ``grid.tif``: the number of clear dates per pixel (uint8, capped)."""
-    import rasterio
+    from tessera_ray.sources.geotiff import geotiff_bytes
 
     grid = zone_grid(zone)
     (directory / META_FILE).write_text(
@@ -259,11 +245,8 @@ def _write_meta(
             indent=1,
         )
     )
-    with rasterio.open(
-        directory / GRID_FILE, "w", driver="GTiff", width=window.width, height=window.height, count=1,
-        dtype="uint8", crs=grid.crs, transform=grid.window_transform(window), compress="deflate",
-    ) as dst:
-        clear = np.zeros(window.shape, np.int64)
-        for t in range(masks.shape[0]):
-            clear += masks[t]
-        dst.write(np.minimum(clear, 255).astype(np.uint8)[None])
+    clear = np.zeros(window.shape, np.int64)
+    for t in range(masks.shape[0]):
+        clear += masks[t]
+    band = np.minimum(clear, 255).astype(np.uint8)
+    (directory / GRID_FILE).write_bytes(geotiff_bytes(band, grid.window_transform(window), grid.crs))

@@ -38,10 +38,10 @@ def _sample(root: str, year: int, labels: Path, column: Optional[str], regressio
 
 
 def _save_json(path: Path, record: dict) -> None:
+    from tessera_ray.atomic import write_bytes
+
     path.parent.mkdir(exist_ok=True)  # the --out folder; its parent was checked
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_bytes(path, json.dumps(record, indent=1).encode())
 
 
 def register(app: typer.Typer) -> None:

@@ -1,43 +1,26 @@
 """Maps from embeddings: a classifier's classes and probabilities, and false-colour views.
 
 Both read a bbox through the client's mosaic (one grid, NaN where no
-embedding) and write a Cloud-Optimised GeoTIFF atomically (``.partial`` then
-rename), so a failed run leaves no half-written file.
+embedding) and write a Cloud-Optimised GeoTIFF atomically
+(:mod:`tessera_ray.sources.geotiff`), so a failed run leaves no half-written file.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from tessera_ray.errors import UserInputError
+from tessera_ray.sources.geotiff import write_cog, write_png
 
 NO_CLASS = 255
 
 
 def _write_cog(path: str | Path, bands: np.ndarray, transform, crs, dtype: str, nodata,
                descriptions: list[str], tags: dict | None = None) -> Path:
-    import rasterio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    count, height, width = bands.shape
-    profile = dict(driver="COG", width=width, height=height, count=count, dtype=dtype, crs=crs,
-                   transform=transform, nodata=nodata, compress="deflate", blocksize=256)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(bands.astype(dtype))
-            for i, text in enumerate(descriptions, start=1):
-                dst.set_band_description(i, text)
-            if tags:
-                dst.update_tags(**{k: str(v) for k, v in tags.items()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_cog(path, bands, transform, crs, dtype, nodata, descriptions, tags)
 
 
 def read_mosaic(root, bbox, year: int):
@@ -101,19 +84,8 @@ def write_rgb(rgb: np.ndarray, transform, crs, png: str | Path | None, cog: str 
     if cog:
         written.append(_write_cog(cog, np.moveaxis(rgb, -1, 0), transform, crs, "uint8", 0, ["c1", "c2", "c3"]))
     if png:
-        import rasterio
-
-        png = Path(png)
-        png.parent.mkdir(parents=True, exist_ok=True)
-        tmp = png.with_name(png.name + ".partial")
-        h, w = rgb.shape[:2]
-        try:
-            with rasterio.open(tmp, "w", driver="PNG", width=w, height=h, count=3, dtype="uint8") as dst:
-                dst.write(np.moveaxis(rgb, -1, 0))
-            os.replace(tmp, png)
-        finally:
-            tmp.unlink(missing_ok=True)
-            Path(str(tmp) + ".aux.xml").unlink(missing_ok=True)
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+        png = write_png(png, rgb)
         written.append(png)
     return written
 

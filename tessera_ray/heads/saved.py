@@ -9,12 +9,12 @@ anyone). An older pickled head is refused the same way.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tessera_ray.atomic import atomic_file
 from tessera_ray.errors import UserInputError
 from tessera_ray.extras import require
 
@@ -40,14 +40,10 @@ def save_head(head: Head, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     payload = {"format": FORMAT, "estimator": head.estimator, "classes": list(head.classes),
                "model": head.model, "kind": head.kind, "year": int(head.year)}
-    try:
+    with atomic_file(path) as tmp:
         skops.io.dump(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tessera_ray.atomic import atomic_file
 from tessera_ray.errors import CheckpointError, ServiceError, UserInputError, squash
 from tessera_ray.model.config import check_data_source
 from tessera_ray.model.family import FAMILIES, family_of, get_variant, skeleton
@@ -122,14 +122,8 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: Any
         return
     target_path = Path(target)
     target_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target_path.parent, prefix=f".{target_path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-        os.replace(tmp, target_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target_path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _upstream_family(payload: dict, source: str):

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tessera_ray.atomic import atomic_file
 from tessera_ray.cube import STACKS
 from tessera_ray.errors import DataError, TesseraError, UserInputError, one_line, squash
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, assemble, runner_for
@@ -220,13 +221,8 @@ def save_tile(output: TileOutput, tile: Path, values: np.ndarray, scales: np.nda
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would add .npy to a name
+        np.save(fh, array, allow_pickle=False)
 
 
 class TileEncoder:

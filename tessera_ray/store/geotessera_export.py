@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tessera_ray.atomic import write_bytes
 from tessera_ray.client import Root
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Tile, tiles_for_bounds
+from tessera_ray.sources.geotiff import geotiff_bytes
 from tessera_ray.store.manifest import read_manifest
 
 EMBEDDINGS_DIR = "global_0.1_degree_representation"
@@ -54,12 +56,7 @@ def tiles_of_units(manifest) -> list[Tile]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes(path, data)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -69,14 +66,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _landmask_bytes(tile: Tile, land: np.ndarray) -> bytes:
-    from rasterio.io import MemoryFile
-
-    h, w = land.shape
-    with MemoryFile() as mem:
-        with mem.open(driver="GTiff", width=w, height=h, count=1, dtype="uint8", crs=tile.crs,
-                      transform=tile.transform, compress="deflate") as dst:
-            dst.write(land.astype("uint8"), 1)
-        return mem.read()
+    return geotiff_bytes(land, tile.transform, tile.crs, "uint8")
 
 
 def export_geotessera(

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 
+from tessera_ray.atomic import atomic_folder
 from tessera_ray.errors import RoiError, UserInputError
 from tessera_ray.grid import roi_from_bbox, transform_points
 from tessera_ray.synthetic import catalog
@@ -307,19 +306,8 @@ def generate_world(
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "world.json").is_file())):
         raise UserInputError(f"{out} exists and is not a synthetic world; refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         _write_world(tmp, spec)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / "world")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return World.open(out)
 
 
