@@ -740,9 +740,6 @@ class Root:
         return str(path)
 
 
-"""GDAL's block cache while exporting (its default is 5% of the machine's memory)."""
-
-
 @dataclass(frozen=True)
 class _MosaicPlan:
     """An output grid and the zone windows that fill it (see :meth:`Root._mosaic_plan`)."""

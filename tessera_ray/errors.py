@@ -78,12 +78,16 @@ def squash(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``exc``'s root cause as one line: its message for our own errors, ``Type: message`` for others."""
+def one_line(exc: BaseException, limit: int = 300, named: bool = False) -> str:
+    """``exc``'s root cause as one line: its message for our own errors, ``Type: message`` for others.
+
+    ``named`` prefixes our own errors with their type too (a run's per-unit
+    failure lines, where the kind of failure is what an operator sorts by).
+    """
     cause = root_cause(exc)
     text = str(cause)
     if "Traceback" in text:  # Ray puts the remote traceback in the message
         text = text.split("Traceback")[0]
-    if isinstance(cause, TesseraError):
+    if isinstance(cause, TesseraError) and not named:
         return squash(text, limit) or type(cause).__name__
     return squash(f"{type(cause).__name__}: {text}".rstrip(": "), limit)

@@ -187,7 +187,7 @@ def test_load_over_http(http_root):
         load_encoder(f"{url}/absent.pt")
 
 
-def test_load_from_s3(tmp_path):
+def test_load_from_s3(tmp_path, monkeypatch):
     moto_server = pytest.importorskip("moto.server")
     import boto3
 
@@ -202,10 +202,12 @@ def test_load_from_s3(tmp_path):
         buffer = io.BytesIO()
         torch.save(upstream_payload(model), buffer)
         s3.put_object(Bucket="models", Key="tessera/v1.pt", Body=buffer.getvalue())
-        options = {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint}}
-        loaded = load_encoder("s3://models/tessera/v1.pt", storage_options=options)
+        for name, value in (("AWS_ENDPOINT_URL", endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                            ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+            monkeypatch.setenv(name, value)  # the one place credentials come from: the environment
+        loaded = load_encoder("s3://models/tessera/v1.pt")
         assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
         with pytest.raises(CheckpointError):
-            load_encoder("s3://models/absent.pt", storage_options=options)
+            load_encoder("s3://models/absent.pt")
     finally:
         server.stop()

@@ -143,3 +143,39 @@ def test_geoparquet_snapshot_filters_and_resolves_hrefs(tmp_path):
     other_root = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 1, 31),
                                 root="http://h:9")
     assert other_root[0].asset("red").href == "http://h:9/cogs/S2_0000/red.tif"
+
+
+def test_remote_snapshot_is_read_with_ranges_over_http_and_s3(tmp_path, s3_server, monkeypatch):
+    """A snapshot on a static host or in a bucket gives the scenes the local file gives, reading only the
+    footer and the row groups the filter keeps; a missing one is one clear error."""
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import stac_geoparquet.arrow as sga
+
+    from tessera_ray.errors import UserInputError
+    from tessera_ray.serve import StaticServer
+
+    items = year_of_items(20) + year_of_items(1500, year=2022, start_id=100)
+    snap = tmp_path / "world" / "stac" / "items.parquet"
+    snap.parent.mkdir(parents=True)
+    table = pa.Table.from_batches(sga.parse_stac_items_to_arrow(items))
+    pq.write_table(table.sort_by("datetime"), snap, row_group_size=100)  # 2022's row groups are skipped
+    local = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31),
+                           root="http://h:9")
+    assert len(local) == 20
+    with StaticServer(tmp_path) as server:
+        url = f"{server.url}/world/stac/items.parquet"
+        over_http = search_catalog(url, EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31), root="http://h:9")
+        assert [s.id for s in over_http] == [s.id for s in local]
+        assert over_http[0].asset("red").href == local[0].asset("red").href
+        assert 0 < server.stats.bytes_sent < snap.stat().st_size
+        with pytest.raises(UserInputError, match="cannot read STAC catalog .*absent.parquet"):
+            search_catalog(f"{server.url}/absent.parquet", EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31))
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3").create_bucket(Bucket="catalogs")
+    boto3.client("s3").put_object(Bucket="catalogs", Key="snap/items.parquet", Body=snap.read_bytes())
+    in_s3 = search_catalog("s3://catalogs/snap/items.parquet", EARTH_SEARCH_C1, BBOX, date(2024, 1, 1),
+                           date(2024, 12, 31), root="http://h:9")
+    assert [s.id for s in in_s3] == [s.id for s in local]

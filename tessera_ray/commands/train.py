@@ -11,7 +11,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        units: str = typer.Option(..., "--units", help="folder (or fsspec URL) of unit folders from tessera-ray ingest"),
+        units: str = typer.Option(..., "--units", help="folder, s3:// or https:// URL of unit folders from tessera-ray ingest (an https:// URL names one unit: HTTP cannot list)"),
         out: Path = typer.Option(..., "--out", help="folder for checkpoint.pt and train_log.jsonl"),
         variant: str = typer.Option("small", "--variant",
                                     help="encoder variant of either family (v1: tiny, small, v1.0, ...; "

@@ -64,16 +64,14 @@ class LoadedCheckpoint:
         return self.family.rule(self.config, self.data_source_for(requested_source))
 
 
-def load_encoder(path_or_uri: str | os.PathLike, variant: str | None = None,
-                 storage_options: dict | None = None) -> torch.nn.Module:
+def load_encoder(path_or_uri: str | os.PathLike, variant: str | None = None) -> torch.nn.Module:
     """Load an encoder of any family (eval mode, on the CPU) from a path, https:// or s3:// URI."""
-    return read_checkpoint(path_or_uri, variant, storage_options).model
+    return read_checkpoint(path_or_uri, variant).model
 
 
-def read_checkpoint(path_or_uri: str | os.PathLike, variant: str | None = None,
-                    storage_options: dict | None = None) -> LoadedCheckpoint:
+def read_checkpoint(path_or_uri: str | os.PathLike, variant: str | None = None) -> LoadedCheckpoint:
     source = str(path_or_uri)
-    payload = _load_payload(_read_bytes(source, storage_options), source)
+    payload = _load_payload(_read_bytes(source), source)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{source} is not a checkpoint dict (got {type(payload).__name__})")
     own = _own_config(payload)
@@ -115,10 +113,11 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: Any
     payload = {**family.upstream_payload(state, config), "config": own, **extra}
     target = str(path)
     if "://" in target:
-        import fsspec
+        from tessera_ray.store.urls import write_url
 
-        with fsspec.open(target, "wb") as fh:
-            torch.save(payload, fh)
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_url(target, buffer.getvalue())
         return
     target_path = Path(target)
     target_path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,52 +142,24 @@ def _tensors(state: Any, source: str) -> dict:
         raise CheckpointError(f"{source}: the weights dict holds values that are not tensors")
     return state
 
-def _read_bytes(source: str, storage_options: dict | None) -> bytes:
+def _read_bytes(source: str) -> bytes:
     from tessera_ray.paths import check_url, is_url
+    from tessera_ray.store.objects import ObjectNotFound
+    from tessera_ray.store.urls import read_url
 
     if is_url(source):
         check_url(source, "checkpoint URL")
-    if "://" not in source:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint not found: {source}")
-        return path.read_bytes()
-    scheme = source.split("://", 1)[0].lower()
-    if scheme not in ("http", "https", "s3", "file"):
+    scheme = source.split("://", 1)[0].lower() if "://" in source else ""
+    if scheme not in ("", "http", "https", "s3", "file"):
         raise CheckpointError(f"unsupported checkpoint location {source!r} (use a path, https:// or s3://)")
-    import fsspec
-
-    # a file system of its own: fsspec's cached instance keeps the endpoint and credentials of the
-    # environment it first saw, so a later change of AWS_ENDPOINT_URL would read another store
-    options = {"skip_instance_cache": True, **(storage_options or {})} if scheme != "file" else dict(storage_options or {})
+    if not scheme and not Path(source).is_file():
+        raise CheckpointError(f"checkpoint not found: {source}")
     try:
-        with fsspec.open(source, "rb", **options) as fh:
-            return fh.read()
-    except Exception as exc:  # fsspec/aiohttp/botocore raise many kinds
-        unreachable = _network_failure(exc)
-        if unreachable is not None:  # as for a root: a service that cannot be reached, exit 3
-            raise ServiceError(f"cannot reach checkpoint {source}: {type(unreachable).__name__} "
-                               f"({_brief(unreachable)})") from None
-        if isinstance(exc, FileNotFoundError):
-            raise CheckpointError(f"checkpoint not found: {source}") from None
-        raise CheckpointError(f"cannot read checkpoint {source}: {_brief(exc)}") from None
-
-
-def _network_failure(exc: BaseException) -> BaseException | None:
-    """The connection failure (refused, no route, DNS, timeout) behind ``exc``, if that is what it was.
-
-    fsspec's HTTP file system reports a refused connection as FileNotFoundError
-    from aiohttp's error; s3fs passes botocore's EndpointConnectionError on.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        names = {c.__name__ for c in type(exc).__mro__}
-        if names & {"ClientConnectionError", "ServerTimeoutError", "EndpointConnectionError",
-                    "ConnectTimeoutError", "ReadTimeoutError", "ConnectionError", "TimeoutError", "gaierror"}:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+        return read_url(source)
+    except ObjectNotFound:
+        raise CheckpointError(f"checkpoint not found: {source}") from None
+    except ServiceError as exc:  # as for a root: a service that cannot be reached, exit 3
+        raise ServiceError(f"cannot reach checkpoint {source}: {exc}") from None
 
 
 def _load_payload(data: bytes, source: str) -> Any:

@@ -274,7 +274,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 try:
                     info: BlockInfo = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - any task failure fails only this unit
-                    fail(state, f"reading block {window.row},{window.col}: {one_line(exc)}")
+                    fail(state, f"reading block {window.row},{window.col}: {one_line(exc, named=True)}")
                 else:
                     state.input_bytes += info.input_bytes
                     result.unreadable_scenes.update(info.skipped_scenes)
@@ -292,7 +292,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 try:
                     written = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001
-                    fail(state, one_line(exc))
+                    fail(state, one_line(exc, named=True))
                     continue
                 result.done += 1
                 result.pixels += state.unit.window.size

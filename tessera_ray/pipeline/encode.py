@@ -57,7 +57,6 @@ class EncoderSpec:
     """Torch threads of a CPU actor."""
     actor_cpus: float | None = None
     """CPUs a CPU actor reserves from Ray (default: ``cpu_threads``)."""
-    storage_options: dict = field(default_factory=dict, hash=False)
     raw: bool = False
     """Return float32 embeddings (scale 1, NaN = no data) instead of int8 codes (``encode-tiles --float/--dims``)."""
 
@@ -84,7 +83,7 @@ class EncoderActor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(max(1, spec.cpu_threads))
-        loaded = read_checkpoint(spec.checkpoint, spec.variant, spec.storage_options)
+        loaded = read_checkpoint(spec.checkpoint, spec.variant)
         self.spec = spec
         self.config = loaded.config
         self.rule = loaded.rule(spec.data_source)

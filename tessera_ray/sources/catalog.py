@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.sources.scenes import Scene, SourceProfile, scene_from_item
+from tessera_ray.store.objects import ObjectNotFound
+from tessera_ray.store.urls import RangedReader, is_remote, split_url
 
 
 def catalog_root(path: str) -> str:
@@ -39,14 +41,13 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
     lo = datetime.combine(start, time(0), timezone.utc)
     hi = datetime.combine(end + timedelta(days=1), time(0), timezone.utc)
     try:
-        if urlparse(path).scheme in ("http", "https", "s3"):
-            import fsspec
-
-            fs, _, paths = fsspec.get_fs_token_paths(path)
-            dataset = ds.dataset(paths[0], filesystem=fs, format="parquet")
+        if is_remote(path):  # one file, read with range requests: footer, then the row groups the filter keeps
+            parquet = ds.ParquetFileFormat()
+            fragment = parquet.make_fragment(pa.PythonFile(RangedReader(*split_url(path)), mode="r"))
+            dataset = ds.FileSystemDataset([fragment], schema=fragment.physical_schema, format=parquet)
         else:
             dataset = ds.dataset(path, format="parquet")
-    except (OSError, pa.ArrowInvalid) as exc:
+    except (OSError, pa.ArrowInvalid, ObjectNotFound) as exc:
         raise UserInputError(f"cannot read STAC catalog {path}: {exc}") from None
     schema = dataset.schema
     _check_snapshot(path, schema)

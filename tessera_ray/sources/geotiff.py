@@ -77,9 +77,11 @@ def streamed_cog(path: str | os.PathLike, shape: tuple[int, int, int], transform
     """A COG of ``shape`` (count, H, W) written block by block, in bounded memory.
 
     Yields ``write(row, col, pixels)`` for (h, w, count) blocks. They go to a
-    tiled, band-interleaved GeoTIFF beside ``path`` (pixel-interleaved tiles
+    tiled (``block``-pixel tiles, a multiple of 16: the caller's write block),
+    band-interleaved GeoTIFF beside ``path`` (pixel-interleaved tiles
     made the copy 40x slower: it reads band by band), which GDAL then copies
-    to the COG with a :data:`_COPY_CACHE_MB` cache. ``path`` appears complete
+    to the COG (:data:`COG_BLOCK` tiles, whatever ``block`` was) with a
+    :data:`_COPY_CACHE_MB` cache. ``path`` appears complete
     or not at all; both temporaries are removed whatever happens.
     """
     import rasterio
@@ -100,6 +102,6 @@ def streamed_cog(path: str | os.PathLike, shape: tuple[int, int, int], transform
                 yield write
                 _describe(dst, (), tags)
             rasterio.shutil.copy(tiled, cog, driver="COG", compress="deflate", predictor=predictor,
-                                 blocksize=block, bigtiff="IF_SAFER")
+                                 blocksize=COG_BLOCK, bigtiff="IF_SAFER")
     finally:
         remove(tiled)

@@ -1,7 +1,7 @@
 """Training data: a globally shuffled pool of pixel time series, and two views per pixel.
 
 Pixels are drawn from every unit folder (the upstream npy layout written by
-``tessera-ray ingest``; local or any fsspec URL), kept with their whole
+``tessera-ray ingest``; a folder, ``s3://`` or ``https://``), kept with their whole
 annual series, and visited in a full permutation of the pool, so a batch
 mixes pixels from all units instead of one neighbourhood. A view is one
 random temporal sample of a pixel (the model package's v1.0 draw, on the
@@ -50,24 +50,21 @@ class UnitCube:
         )
 
 
-def _fs(url: str, storage_options: dict | None):
-    import fsspec
-
-    return fsspec.core.url_to_fs(url, **(storage_options or {}))
-
-
-def open_unit(url: str, storage_options: dict | None = None) -> UnitCube:
-    """A unit folder; local folders are memory-mapped, remote ones read whole.
+def open_unit(url: str) -> UnitCube:
+    """A unit folder; local folders are memory-mapped, remote ones (``s3://``, ``https://``) read whole.
 
     A missing, truncated or mis-shaped file is a :class:`DataError` naming it, before any training.
     """
-    fs, path = _fs(url, storage_options)
-    local = fs.protocol in ("file", ("file", "local")) or "file" in np.atleast_1d(fs.protocol)
+    from tessera_ray.store.objects import ObjectNotFound, open_objects
+    from tessera_ray.store.urls import is_remote
+
+    remote = is_remote(url)
+    objects = open_objects(url)
     try:
-        raw = fs.cat_file(f"{path}/{META_FILE}")
-        arrays = {name: _load_stack(fs, f"{path}/{name}.npy", local) for name in STACKS}
-    except FileNotFoundError as exc:
-        raise DataError(f"{url} is not a complete unit folder ({exc.filename or exc})") from None
+        raw = objects.get(META_FILE)
+        arrays = {name: _load_stack(objects, f"{name}.npy", remote) for name in STACKS}
+    except ObjectNotFound as exc:
+        raise DataError(f"{url} is not a complete unit folder ({exc})") from None
     except (ValueError, EOFError, OSError) as exc:
         raise DataError(f"{url}: {getattr(exc, 'stack', 'a file')} is truncated or not a .npy file "
                         f"({squash(exc, 160)})") from None
@@ -80,15 +77,20 @@ def open_unit(url: str, storage_options: dict | None = None) -> UnitCube:
     return UnitCube(url, zone, window, arrays)
 
 
-def _load_stack(fs, where: str, local: bool) -> np.ndarray:
+def _load_stack(objects, key: str, remote: bool) -> np.ndarray:
+    from tessera_ray.store.objects import ObjectNotFound
+
     try:
-        if local:
-            return np.load(where, mmap_mode="r", allow_pickle=False)
-        return np.load(io.BytesIO(fs.cat_file(where)), allow_pickle=False)
-    except FileNotFoundError:
+        if not remote:  # memory-mapped: a unit is read pixel by pixel, never whole
+            path = objects.path / key
+            if not path.is_file():
+                raise ObjectNotFound(f"no object {objects.child_url(key)}")
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(io.BytesIO(objects.get(key)), allow_pickle=False)
+    except ObjectNotFound:
         raise
     except (ValueError, EOFError, OSError) as exc:
-        exc.stack = where.rsplit("/", 1)[-1]
+        exc.stack = key
         raise
 
 
@@ -105,18 +107,21 @@ def _check_shapes(url: str, a: dict, window: Window) -> None:
                             "(truncated or from another unit?)")
 
 
-def find_units(root: str, storage_options: dict | None = None) -> list[str]:
-    """The unit folders under ``root`` (those holding a cube.json), sorted; ``root`` itself if it is one."""
-    fs, path = _fs(root, storage_options)
-    prefix = root[: len(root) - len(root.lstrip("/"))] if "://" not in root else root.split("://", 1)[0] + "://"
-    if fs.exists(f"{path}/{META_FILE}"):
+def find_units(root: str) -> list[str]:
+    """The unit folders under ``root`` (those holding a cube.json), sorted; ``root`` itself if it is one.
+
+    An HTTP root cannot be listed: name the unit folders themselves there.
+    """
+    from tessera_ray.store.objects import open_objects
+
+    objects = open_objects(root)
+    if objects.exists(META_FILE):
         return [root]
-    found = sorted(
-        p for p in (e.rstrip("/") for e in fs.ls(path, detail=False)) if fs.exists(f"{p}/{META_FILE}")
-    ) if fs.isdir(path) else []
+    suffix = f"/{META_FILE}"
+    found = sorted(key[: -len(suffix)] for key in objects.list("") if key.endswith(suffix))
     if not found:
         raise UserInputError(f"no unit folders (with {META_FILE}) under {root}: run tessera-ray ingest first")
-    return [p if "://" not in root else prefix + p for p in found]
+    return [objects.child_url(key) for key in found]
 
 
 @dataclass(frozen=True, eq=False)

@@ -29,11 +29,11 @@ def _worker(payload: dict) -> None:
     run(config, payload["units"], payload["out_dir"], payload["labelled"], resume=payload["resume"],
         rank=context.get_world_rank(), world=context.get_world_size(),
         device=str(ray.train.torch.get_device()), prepare=ray.train.torch.prepare_model,
-        report=report, storage_options=payload["storage_options"], cpu_threads=payload["cpu_threads"])
+        report=report, cpu_threads=payload["cpu_threads"])
 
 
 def train_on_ray(config: TrainConfig, units: list[str], out_dir: str | Path, labelled: Labelled | None = None, *,
-                 workers: int = 1, use_gpu: bool = False, resume: bool = True, storage_options: dict | None = None,
+                 workers: int = 1, use_gpu: bool = False, resume: bool = True,
                  cpu_threads: int | None = None) -> RunResult:
     """Run the loop under ``TorchTrainer(ScalingConfig(num_workers=workers, use_gpu=use_gpu))``."""
     from ray.train import RunConfig, ScalingConfig
@@ -48,7 +48,7 @@ def train_on_ray(config: TrainConfig, units: list[str], out_dir: str | Path, lab
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"config": asdict(config), "units": list(units), "out_dir": str(out),
-                           "labelled": labelled, "resume": resume, "storage_options": storage_options,
+                           "labelled": labelled, "resume": resume,
                            "cpu_threads": cpu_threads},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name="tessera-train", storage_path=str(out / "ray")),

@@ -222,7 +222,7 @@ def load_training_checkpoint(path: Path, config: TrainConfig) -> dict:
 
 def run(config: TrainConfig, units: list[str], out_dir: str | Path, labelled: Labelled | None = None, *,
         resume: bool = True, device: str | None = None, rank: int = 0, world: int = 1,
-        storage_options: dict | None = None, prepare=None, report=None, stop_after: int | None = None,
+        prepare=None, report=None, stop_after: int | None = None,
         quiet: bool = True, cpu_threads: int | None = None) -> RunResult:
     """Train (or continue) a run writing ``out_dir/checkpoint.pt`` and ``out_dir/train_log.jsonl``.
 
@@ -234,22 +234,22 @@ def run(config: TrainConfig, units: list[str], out_dir: str | Path, labelled: La
     spin-waiting workers fight other processes.
     """
     if cpu_threads is None:
-        return _run(config, units, out_dir, labelled, resume, device, rank, world, storage_options,
+        return _run(config, units, out_dir, labelled, resume, device, rank, world,
                     prepare, report, stop_after, quiet)
     before = torch.get_num_threads()
     torch.set_num_threads(cpu_threads)
     try:
-        return _run(config, units, out_dir, labelled, resume, device, rank, world, storage_options,
+        return _run(config, units, out_dir, labelled, resume, device, rank, world,
                     prepare, report, stop_after, quiet)
     finally:
         torch.set_num_threads(before)
 
 
-def _run(config, units, out_dir, labelled, resume, device, rank, world, storage_options, prepare, report,
+def _run(config, units, out_dir, labelled, resume, device, rank, world, prepare, report,
          stop_after, quiet) -> RunResult:
     out = Path(out_dir)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cubes = [data.open_unit(u, storage_options) for u in units]
+    cubes = [data.open_unit(u) for u in units]
     pool = data.build_pool(cubes, config.pool_per_unit, config.seed, config.year, config.min_valid)
     model = new_model(config)
     rule = config.rule
@@ -355,10 +355,9 @@ def probe_score(model: nn.Module, config: TrainConfig, labelled: Labelled) -> di
     return probe_accuracy(np.nan_to_num(features), labelled.classes, labelled.test)
 
 
-def labelled_points(units: list[str], lons, lats, classes, test=None, year: int = 0,
-                    storage_options: dict | None = None) -> Labelled:
+def labelled_points(units: list[str], lons, lats, classes, test=None, year: int = 0) -> Labelled:
     """The labelled points that fall inside the unit folders, for the probe."""
-    cubes = [data.open_unit(u, storage_options) for u in units]
+    cubes = [data.open_unit(u) for u in units]
     series, where = data.series_at_points(cubes, np.asarray(lons), np.asarray(lats), year)
     order = np.concatenate(where) if where else np.zeros(0, np.int64)
     if order.size == 0:
