@@ -36,6 +36,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 
@@ -45,15 +46,17 @@ from tessera_ray.errors import DataError, TesseraError, one_line
 from tessera_ray.grid import Unit, Window
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
+    UnitPlan,
     ModelInfo,
     YearPlan,
     check_checkpoint,
     check_depths,
-    estimate,
+    plan_land,
     plan_units,
     plan_year,
 )
 from tessera_ray.pipeline.progress import Progress
+from tessera_ray.pipeline.sizing import SizingInputs
 from tessera_ray.redact import public_url, redact
 
 RUNS_DIR = "manifests/runs"
@@ -80,6 +83,8 @@ class YearResult:
     written_bytes: int = 0
     seconds: float = 0.0
     published_units: int = 0
+    no_scenes: tuple = ()
+    """Units no scene touches in the year: not read, not published (a later run plans them again)."""
     unreadable_scenes: set = field(default_factory=set)
     """Scenes left out because an asset's bytes do not decode or it is gone (never for an outage)."""
 
@@ -161,6 +166,19 @@ def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: 
     return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects)}
 
 
+@dataclass(frozen=True)
+class StageTasks:
+    """The bodies of a year's Ray tasks: read a block, write a unit.
+
+    The job always runs these; the scheduler's benchmark (``jobs/bench_planet.py``)
+    hands :func:`run_year` stand-ins with the same signatures and results, so
+    that it measures this driver loop, not a copy of it.
+    """
+
+    read: Callable = read_block
+    write: Callable = write_unit
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -198,7 +216,8 @@ def _task_cpus(pool, encoder_threads: int) -> float:
     return 1.0 if free >= 1 else 0.0
 
 
-def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress) -> YearResult:
+def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
+             tasks: StageTasks = StageTasks()) -> YearResult:
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit."""
     import ray
 
@@ -211,10 +230,10 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     started = time.monotonic()
     read_config = ReadConfig(env=capture_env())
     task_cpus = _task_cpus(pool, config.encoder_threads)
-    reader = ray.remote(read_block)
+    reader = ray.remote(tasks.read)
     read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True)
     writer_memory = 3 * config.unit_size**2 * 132
-    writer = ray.remote(write_unit).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
+    writer = ray.remote(tasks.write).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
                                             retry_exceptions=True)
     todo = deque(plan.units)
     blocks: deque[tuple[_UnitState, Window]] = deque()
@@ -321,7 +340,9 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "model": asdict(model),
         "scenes": {"s2": plan.s2_scenes, "s1": plan.s1_scenes,
                    "s2_offset_flag_disagreed": sum(s.offset_flag_disagrees for s in plan.scenes)},
-        "units": {"asked": year.units, "done": year.done, "skipped": year.skipped, "failed": len(year.failed)},
+        "units": {"asked": year.units, "done": year.done, "skipped": year.skipped, "failed": len(year.failed),
+                  "no_scenes": len(year.no_scenes)},
+        "no_scenes": list(year.no_scenes),
         "failed": {unit: redact(reason) for unit, reason in year.failed.items()},
         "pixels": year.pixels,
         "seconds": round(year.seconds, 3),
@@ -337,22 +358,29 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print) -> RunResult:
-    """The whole job. Raises :class:`IncompleteRun` (after publishing the rest) if a unit failed."""
+def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
+              sizing: SizingInputs | None = None) -> RunResult:
+    """The whole job. Raises :class:`IncompleteRun` (after publishing the rest) if a unit failed.
+
+    ``sizing``: prices, node types and GPU speed for ``--dry-run``'s estimate.
+    """
     progress = progress or Progress()
     started = time.monotonic()
-    units = plan_units(config.roi, config.unit_size)
+    grid_units = plan_units(config.roi, config.unit_size)
     model = check_checkpoint(config.checkpoint, config.variant, config.data_source)
     check_depths(config.depths or (), model, config.checkpoint)
+    unit_plan = plan_land(grid_units, config.land, config.piece, f"ROI {config.roi}")
+    units = unit_plan.units
     plans = [plan_year(config, units, year) for year in config.years]
     result = RunResult(new_run_id(), [])
     if config.dry_run:
         for plan in plans:
-            echo(redact(describe_plan(plan, config)))
+            echo(redact(describe_plan(plan, config, unit_plan, sizing)))
         return result
     if not any(p.units for p in plans):
         for plan in plans:
-            result.years.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
+            result.years.append(YearResult(plan.year, units=len(plan.published) + len(plan.no_scenes),
+                                           skipped=len(plan.published), no_scenes=plan.no_scenes))
         result.seconds = time.monotonic() - started
         return result
     from tessera_ray.store import EmbeddingStore, publish
@@ -394,6 +422,8 @@ def _run_years(config, plans, model, progress, store, publish) -> list[YearResul
                 results.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
                 continue
             year = run_year(plan, config, pool, model, progress)
+            year.no_scenes = plan.no_scenes
+            year.units += len(plan.no_scenes)
             year.published_units = publish(config.out, plan.year).units
             results.append(year)
     return results
@@ -407,18 +437,49 @@ def _size(n: float) -> str:
     return ""
 
 
-def describe_plan(plan: YearPlan, config: EmbedConfig) -> str:
-    """The dry-run report of one year."""
-    est = estimate(plan)
-    blocks = sum(len(list(u.window.blocks(config.block_size))) for u in plan.units)
+LISTED_UNITS = 50
+"""A dry run lists the unit ids of a plan this small; a bigger one gives the first and last."""
+
+
+def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: SizingInputs | None = None) -> str:
+    """The dry-run report of one year: what the run would do and what it would cost."""
+    from tessera_ray.landmask import mask_label
+    from tessera_ray.pipeline.sizing import size_year
+
+    sizing = sizing or SizingInputs()
+    size = size_year(plan, config.block_size, config.depths or (), sizing.gpu_px_per_s, sizing.prices, sizing.nodes)
+    piece = f", piece {units.piece} of {units.land_total:,} land unit(s)" if units.piece else ""
     lines = [
-        f"year {plan.year}: {len(plan.units) + len(plan.published)} unit(s) of {config.unit_size} px over {config.roi}",
-        f"  to embed: {len(plan.units)} unit(s), {blocks} block(s) of <= {config.block_size} px, {plan.pixels:,} px",
+        f"year {plan.year}: {len(plan.units) + len(plan.published) + len(plan.no_scenes)} land unit(s) of "
+        f"{config.unit_size} px over {config.roi}{piece}",
+        f"  land mask: {mask_label(units.land)}; sea units skipped (no land): {units.sea:,}",
+        f"  to embed: {len(plan.units)} unit(s), {size.blocks} block(s) of <= {config.block_size} px, {plan.pixels:,} px",
         f"  already published (skipped): {len(plan.published)}",
+        f"  no scene in {plan.year} (not read): {len(plan.no_scenes)}",
         f"  scenes: {plan.s2_scenes} Sentinel-2, {plan.s1_scenes} Sentinel-1",
-        f"  estimated read (decoded): {_size(est.read_bytes)}; write (uncompressed): {_size(est.write_bytes)}",
+        f"  estimated read (decoded): {_size(size.decoded_bytes)}; write (uncompressed): {_size(size.write_bytes)}",
+        f"  encoder: {size.gpu_hours:,.2f} GPU-hour(s) at {sizing.gpu_px_per_s:,.0f} px/s per GPU",
     ]
-    lines += [f"  unit {u.id}" for u in plan.units]
+    if sizing.prices is None:
+        lines.append("  cost: no price table (give --prices prices.yaml --cluster cluster.yaml)")
+    else:
+        lines.append(f"  read: ~{size.read_requests:,} requests, ~{_size(size.fetched_bytes)} fetched; "
+                     f"{size.reader_slot_hours:,.2f} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
+    if size.cost is not None:
+        nodes = sizing.nodes
+        lines.append(f"  instance hours: {size.reader_node_hours:,.2f} {nodes['reader'].instance} (readers, "
+                     f"{nodes['reader'].slots} slots each), {size.encoder_node_hours:,.2f} "
+                     f"{nodes['encoder'].instance} (encoders); {size.wall_hours:,.2f} h of wall time at "
+                     f"{nodes['reader'].max_workers} readers and {nodes['encoder'].max_workers} encoders")
+        monthly = size.cost.pop("storage per month")
+        items = ", ".join(f"{name} ${usd:,.2f}" for name, usd in size.cost.items())
+        lines.append(f"  cost ({sizing.prices.source}): {items}; total ${sum(size.cost.values()):,.2f}, "
+                     f"then ${monthly:,.2f} per month of storage")
+    ids = [u.id for u in plan.units]
+    if len(ids) > LISTED_UNITS:
+        ids = [*ids[:3], f"... ({len(ids) - 6:,} more)", *ids[-3:]]
+    lines += [f"  unit {u}" for u in ids]
+    lines += [f"  no scene: unit {u}" for u in plan.no_scenes[:LISTED_UNITS]]
     return "\n".join(lines)
 
 
@@ -431,6 +492,9 @@ def summary(result: RunResult) -> str:
         f"bytes: {_size(t['input_bytes'])} read (decoded inputs), {_size(t['written_bytes'])} written",
     ]
     for year in result.years:
+        if year.no_scenes:
+            lines.append(f"{year.year}: {len(year.no_scenes)} unit(s) with no scene at all, not read: "
+                         + ", ".join(year.no_scenes[:5]) + (" ..." if len(year.no_scenes) > 5 else ""))
         if year.unreadable_scenes:
             names = sorted(year.unreadable_scenes)
             lines.append(f"{year.year}: left out {len(names)} unreadable scene(s): {', '.join(names[:5])}"

@@ -1,0 +1,157 @@
+"""Which work units hold land: a plan never sends open sea to the readers.
+
+The land is a coastline data set shipped inside a PyPI package that works
+offline, ``roaring-landmask`` (OpenStreetMap's land polygons, or GSHHG's
+full-resolution shoreline; ``docs/scale.md`` compares them with each other and
+with ``global-land-mask`` and says why the default won). The test is exact
+geometry, not sampling: a unit holds land when its outline, grown by
+:data:`COAST_MARGIN_M` on every side and clipped to its zone's strip (grown
+the same), meets a land polygon. So a unit is dropped only when no land of the
+mask lies within the margin of it, however small the island; the margin
+absorbs where the mask's coastline is off from the real one. Lakes lie inside
+the land polygons, so their units run.
+
+Inside a unit nothing changes: the sea pixels of a coastal unit are what the
+encoder and the scene masks make of them.
+
+``"all"`` counts every unit as land (a synthetic world, or a job that wants
+the sea too). Units are tested in a zone's strip because the neighbouring
+zone's units cover the land beyond it (``grid.units_for_roi`` plans a unit of
+zone Z only for the part of the ROI in Z's strip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import shapely
+
+from tessera_ray.errors import UserInputError
+from tessera_ray.grid import RESOLUTION, ZONE_X0, ZONE_Y0, WGS84, Unit, transform_points, zone_lon_bounds
+
+LAND_MASKS = ("osm", "gshhg", "all")
+DEFAULT_LAND_MASK = "osm"
+COAST_MARGIN_M = 2000.0
+"""Grow each unit by this much before the test (measured in docs/scale.md: the masks' coastlines
+disagree by more than 1 km at well under 0.1 % of coastal points)."""
+EDGE_POINTS = 16
+"""Points per edge of a unit's outline in lon/lat: the chord error of a 41 km edge is under a metre."""
+_STRIP_SLACK_PER_M = 1.0 / (111_320.0 * np.cos(np.radians(84.0)))
+"""Degrees of longitude per metre at 84 N, the grid's northern edge: the widest a metre gets."""
+
+
+def check_land_mask(name: str) -> str:
+    if name not in LAND_MASKS:
+        raise UserInputError(f"--land must be one of {', '.join(LAND_MASKS)}, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class LandPolygons:
+    """A mask's land polygons with a spatial index (built once per process)."""
+
+    name: str
+    version: str
+    polygons: np.ndarray
+    tree: shapely.STRtree
+
+
+@lru_cache(maxsize=2)
+def land_polygons(name: str) -> LandPolygons:
+    """The polygons of ``roaring-landmask``'s provider ``name`` (a few seconds, ~600 MB, once per process)."""
+    from importlib.metadata import version
+
+    import roaring_landmask
+
+    provider = {"osm": roaring_landmask.LandmaskProvider.Osm, "gshhg": roaring_landmask.LandmaskProvider.Gshhg}[name]
+    parts = shapely.get_parts(shapely.from_wkb(roaring_landmask.Shapes.wkb(provider)))
+    shapely.prepare(parts)
+    return LandPolygons(name, version("roaring-landmask"), parts, shapely.STRtree(parts))
+
+
+def mask_label(name: str) -> str:
+    """What a report says about the mask: its name and the package version that holds it."""
+    if name == "all":
+        return "all (every unit counts as land)"
+    from importlib.metadata import version
+
+    return f"{name} (roaring-landmask {version('roaring-landmask')}, units grown by {COAST_MARGIN_M:,.0f} m)"
+
+
+def unit_outlines(units: Sequence[Unit], margin_m: float = COAST_MARGIN_M) -> np.ndarray:
+    """Each unit's outline in lon/lat, grown by ``margin_m`` and clipped to its zone strip (grown alike).
+
+    Outlines that reach past the antimeridian come back split at it, as the
+    land polygons are.
+    """
+    out = np.empty(len(units), dtype=object)
+    zones = np.array([u.zone for u in units], dtype=np.int16)
+    for zone in np.unique(zones):
+        where = np.flatnonzero(zones == zone)
+        out[where] = _zone_outlines([units[i] for i in where], int(zone), margin_m)
+    return out
+
+
+def _zone_outlines(units: Sequence[Unit], zone: int, margin_m: float) -> np.ndarray:
+    windows = [u.window for u in units]
+    row0 = np.array([w.row for w in windows], dtype=np.float64)
+    col0 = np.array([w.col for w in windows], dtype=np.float64)
+    height = np.array([w.height for w in windows], dtype=np.float64)
+    width = np.array([w.width for w in windows], dtype=np.float64)
+    xmin = ZONE_X0 + col0 * RESOLUTION - margin_m
+    xmax = ZONE_X0 + (col0 + width) * RESOLUTION + margin_m
+    ymax = ZONE_Y0 - row0 * RESOLUTION + margin_m
+    ymin = ZONE_Y0 - (row0 + height) * RESOLUTION - margin_m
+    t = np.linspace(0.0, 1.0, EDGE_POINTS, endpoint=False)
+    # along the ring: north edge west->east, east edge north->south, south edge east->west, west edge south->north
+    fx = np.concatenate([t, np.ones_like(t), 1 - t, np.zeros_like(t)])
+    fy = np.concatenate([np.ones_like(t), 1 - t, np.zeros_like(t), t])
+    xs = xmin[:, None] + fx[None] * (xmax - xmin)[:, None]
+    ys = ymin[:, None] + fy[None] * (ymax - ymin)[:, None]
+    lon, lat = transform_points(xs.ravel(), ys.ravel(), f"EPSG:{32600 + zone}", WGS84)
+    west, east = zone_lon_bounds(zone)
+    centre = (west + east) / 2
+    # longitudes relative to the zone's central meridian are continuous over a unit
+    rel = (lon.reshape(xs.shape) - centre + 540.0) % 360.0 - 180.0
+    ring = np.stack([rel, lat.reshape(xs.shape)], axis=-1)
+    ring = np.concatenate([ring, ring[:, :1]], axis=1)
+    slack = margin_m * _STRIP_SLACK_PER_M
+    strip = shapely.box(west - centre - slack, -90.0, east - centre + slack, 90.0)
+    clipped = shapely.intersection(shapely.polygons(ring), strip)
+    clipped = shapely.transform(clipped, lambda c: c + np.array([centre, 0.0]))
+    return _wrap_antimeridian(clipped)
+
+
+def _wrap_antimeridian(geoms: np.ndarray) -> np.ndarray:
+    bounds = shapely.bounds(geoms)
+    past = (bounds[:, 0] < -180.0) | (bounds[:, 2] > 180.0)
+    if not past.any():
+        return geoms
+    sub = geoms[past]
+    inside = shapely.intersection(sub, shapely.box(-180.0, -90.0, 180.0, 90.0))
+    east = shapely.transform(shapely.intersection(sub, shapely.box(180.0, -90.0, 540.0, 90.0)),
+                             lambda c: c - np.array([360.0, 0.0]))
+    west = shapely.transform(shapely.intersection(sub, shapely.box(-540.0, -90.0, -180.0, 90.0)),
+                             lambda c: c + np.array([360.0, 0.0]))
+    out = geoms.copy()
+    out[past] = shapely.union(shapely.union(inside, east), west)
+    return out
+
+
+def units_with_land(units: Sequence[Unit], mask: str = DEFAULT_LAND_MASK,
+                    margin_m: float = COAST_MARGIN_M) -> np.ndarray:
+    """A boolean per unit: does its grown outline meet the mask's land? (All true for ``"all"``.)"""
+    check_land_mask(mask)
+    if mask == "all" or not len(units):
+        return np.ones(len(units), dtype=bool)
+    land = land_polygons(mask)
+    outlines = unit_outlines(units, margin_m)
+    query, hits = land.tree.query(outlines)
+    # the land polygons are prepared: intersects with one of them first is the fast direction
+    meets = shapely.intersects(land.polygons[hits], outlines[query])
+    found = np.zeros(len(units), dtype=bool)
+    found[query[meets]] = True
+    return found
