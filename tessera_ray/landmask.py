@@ -39,8 +39,19 @@ COAST_MARGIN_M = 2000.0
 disagree by more than 1 km at well under 0.1 % of coastal points)."""
 EDGE_POINTS = 16
 """Points per edge of a unit's outline in lon/lat: the chord error of a 41 km edge is under a metre."""
-_STRIP_SLACK_PER_M = 1.0 / (111_320.0 * np.cos(np.radians(84.0)))
-"""Degrees of longitude per metre at 84 N, the grid's northern edge: the widest a metre gets."""
+
+
+@lru_cache(maxsize=8)
+def _grown_strip(half_width: float, margin_m: float) -> shapely.Polygon:
+    """A zone strip centred on 0 longitude, grown by ``margin_m`` east and west at every latitude."""
+    lat = np.linspace(-89.0, 89.0, 357)
+    # a metre of longitude at each latitude, taken at the pole-ward end of each half-degree step
+    slack = margin_m / (111_320.0 * np.cos(np.radians(np.minimum(np.abs(lat) + 0.5, 89.0))))
+    east = np.column_stack([half_width + slack, lat])
+    west = np.column_stack([-half_width - slack, lat])[::-1]
+    return shapely.Polygon(np.concatenate([[(half_width + slack[0], -90.0)], east, [(half_width + slack[-1], 90.0),
+                                                                                     (-half_width - slack[-1], 90.0)],
+                                           west, [(-half_width - slack[0], -90.0)]]))
 
 
 def check_land_mask(name: str) -> str:
@@ -88,11 +99,15 @@ def unit_outlines(units: Sequence[Unit], margin_m: float = COAST_MARGIN_M) -> np
     land polygons are.
     """
     out = np.empty(len(units), dtype=object)
+    for where, zone in _by_zone(units):
+        out[where] = _zone_outlines([units[i] for i in where], zone, margin_m)
+    return out
+
+
+def _by_zone(units: Sequence[Unit]):
     zones = np.array([u.zone for u in units], dtype=np.int16)
     for zone in np.unique(zones):
-        where = np.flatnonzero(zones == zone)
-        out[where] = _zone_outlines([units[i] for i in where], int(zone), margin_m)
-    return out
+        yield np.flatnonzero(zones == zone), int(zone)
 
 
 def _zone_outlines(units: Sequence[Unit], zone: int, margin_m: float) -> np.ndarray:
@@ -118,9 +133,7 @@ def _zone_outlines(units: Sequence[Unit], zone: int, margin_m: float) -> np.ndar
     rel = (lon.reshape(xs.shape) - centre + 540.0) % 360.0 - 180.0
     ring = np.stack([rel, lat.reshape(xs.shape)], axis=-1)
     ring = np.concatenate([ring, ring[:, :1]], axis=1)
-    slack = margin_m * _STRIP_SLACK_PER_M
-    strip = shapely.box(west - centre - slack, -90.0, east - centre + slack, 90.0)
-    clipped = shapely.intersection(shapely.polygons(ring), strip)
+    clipped = shapely.intersection(shapely.polygons(ring), _grown_strip((east - west) / 2, margin_m))
     clipped = shapely.transform(clipped, lambda c: c + np.array([centre, 0.0]))
     return _wrap_antimeridian(clipped)
 
@@ -148,10 +161,11 @@ def units_with_land(units: Sequence[Unit], mask: str = DEFAULT_LAND_MASK,
     if mask == "all" or not len(units):
         return np.ones(len(units), dtype=bool)
     land = land_polygons(mask)
-    outlines = unit_outlines(units, margin_m)
-    query, hits = land.tree.query(outlines)
-    # the land polygons are prepared: intersects with one of them first is the fast direction
-    meets = shapely.intersects(land.polygons[hits], outlines[query])
     found = np.zeros(len(units), dtype=bool)
-    found[query[meets]] = True
+    for where, zone in _by_zone(units):  # a zone at a time: a planet's outlines at once take gigabytes
+        outlines = _zone_outlines([units[i] for i in where], zone, margin_m)
+        query, hits = land.tree.query(outlines)
+        # the land polygons are prepared: intersects with one of them first is the fast direction
+        meets = shapely.intersects(land.polygons[hits], outlines[query])
+        found[where[np.unique(query[meets])]] = True
     return found
