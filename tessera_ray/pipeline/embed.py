@@ -221,12 +221,12 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit."""
     import ray
 
-    from tessera_ray.pipeline.ingest import scenes_for_window
     from tessera_ray.sources.cog import capture_env
     from tessera_ray.sources.read import ReadConfig, estimate_memory
     from tessera_ray.sources.scenes import S1, S2
 
     result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
+    scenes = plan.scene_index
     started = time.monotonic()
     read_config = ReadConfig(env=capture_env())
     task_cpus = _task_cpus(pool, config.encoder_threads)
@@ -240,6 +240,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     open_units: dict[Unit, _UnitState] = {}
     reads: dict = {}   # info ref -> (state, window, series ref)
     writes: dict = {}  # writer ref -> state
+    readers: dict = {}  # declared memory -> the read task with those options
     bound = open_units_bound(config)
     progress.start(f"{plan.year}", len(plan.units))
 
@@ -252,10 +253,12 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
 
     def open_next_unit() -> None:
         unit = todo.popleft()
-        near = scenes_for_window(unit.zone, unit.window, plan.scenes)
+        near = scenes.near(unit.zone, unit.window)
         counts = {"s2": sum(s.kind == S2 for s in near), "s1": sum(s.kind == S1 for s in near)}
         windows = list(unit.window.blocks(config.block_size))
-        state = _UnitState(unit, windows, ray.put(near), counts, reads_left=len(windows))
+        # shared by the unit's read tasks through the object store; a unit read in one task takes them inline
+        shared = ray.put(near) if len(windows) > 1 else near
+        state = _UnitState(unit, windows, shared, counts, reads_left=len(windows))
         open_units[unit] = state
         blocks.extend((state, w) for w in windows)
 
@@ -269,12 +272,19 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
             state, window = blocks.popleft()
             if state.failed:
                 continue
-            near = scenes_for_window(state.unit.zone, window, plan.scenes)
+            near = scenes.near(state.unit.zone, window)
             memory = estimate_memory(max(window.shape), len({s.date for s in near if s.kind == S2}),
                                      2 * len({s.date for s in near if s.kind == S1}), read_config)
-            series, info = reader.options(memory=memory, **read_options).remote(
-                state.unit.zone, window, plan.year, state.scenes, read_config)
+            series, info = reader_with(memory).remote(state.unit.zone, window, plan.year, state.scenes, read_config)
             reads[info] = (state, window, series)
+
+    def reader_with(memory: int):
+        """The read task with its memory declared; one options() per distinct memory (each costs the driver)."""
+        if memory not in readers:
+            if len(readers) >= 256:
+                readers.clear()
+            readers[memory] = reader.options(memory=memory, **read_options)
+        return readers[memory]
 
     def finish_unit_reads(state: _UnitState) -> None:
         refs = [state.encoded[w] for w in state.windows]
@@ -283,10 +293,17 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
         state.encoded.clear()
         writes[ref] = state
 
+    def ready_now() -> list:
+        """Every finished read and write: all that are ready in one call, else wait for one."""
+        pending = [*reads, *writes]
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+        if not ready:
+            ready, _ = ray.wait(pending, num_returns=1, timeout=5.0)
+        return ready
+
     while todo or blocks or reads or writes:
         submit_reads()
-        ready, _ = ray.wait([*reads, *writes], num_returns=1, timeout=5.0)
-        for ref in ready:
+        for ref in ready_now():
             if ref in reads:
                 state, window, series = reads.pop(ref)
                 state.reads_left -= 1

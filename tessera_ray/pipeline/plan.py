@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -158,6 +159,13 @@ class YearPlan:
     no_scenes: tuple[str, ...] = ()
     """Units with no scene at all in the year: reported, never read (nothing to embed there yet)."""
 
+    @cached_property
+    def scene_index(self):
+        """The scenes by place (:class:`~tessera_ray.pipeline.ingest.SceneIndex`), built once per plan."""
+        from tessera_ray.pipeline.ingest import SceneIndex
+
+        return SceneIndex(self.scenes)
+
     @property
     def s2_scenes(self) -> int:
         return sum(s.kind == S2 for s in self.scenes)
@@ -232,14 +240,15 @@ def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan
     A unit that no scene touches is set aside (``no_scenes``): it is reported
     and not read, and a later run plans it again (a catalog may fill in).
     """
-    from tessera_ray.pipeline.ingest import scenes_for_window
+    from tessera_ray.pipeline.ingest import SceneIndex
 
     done = published_units(config.out, year)
     todo = tuple(u for u in units if u.id not in done)
     scenes = tuple(search(config, todo, year))
     if todo and not any(s.kind == S2 for s in scenes):
         raise UserInputError(f"no Sentinel-2 scenes over ROI {config.roi} in {year}: nothing to embed")
-    empty = {u.id for u in todo if not scenes_for_window(u.zone, u.window, scenes)}
+    index = SceneIndex(scenes)
+    empty = {u.id for u in todo if not index.near(u.zone, u.window)}
     return YearPlan(year, tuple(u for u in todo if u.id not in empty),
                     tuple(sorted(u.id for u in units if u.id in done)), scenes, tuple(sorted(empty)))
 

@@ -153,12 +153,11 @@ class Sizing:
 def size_year(plan, block_size: int, depths: tuple[int, ...] = (), gpu_px_per_s: float = GPU_PX_PER_S,
               prices: Prices | None = None, nodes: dict[str, NodeType] | None = None) -> Sizing:
     """Size one :class:`~tessera_ray.pipeline.plan.YearPlan` (its units to embed, not the published ones)."""
-    from tessera_ray.pipeline.ingest import scenes_for_window
     from tessera_ray.pipeline.plan import OUTPUT_BYTES, S1_INPUT_BYTES, S2_INPUT_BYTES
 
     blocks = asset_blocks = decoded = 0
     for unit in plan.units:
-        near = scenes_for_window(unit.zone, unit.window, plan.scenes)
+        near = plan.scene_index.near(unit.zone, unit.window)
         unit_blocks = math.ceil(unit.window.height / block_size) * math.ceil(unit.window.width / block_size)
         blocks += unit_blocks
         asset_blocks += unit_blocks * sum(len(s.assets) for s in near)
