@@ -347,9 +347,12 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         if cfg.get(key):
             cfg[key] = public_url(cfg[key])
     cfg.pop("cache_dir", None)
+    from tessera_ray.landmask import mask_label
+
     return {
         "run_id": result.run_id,
         "year": year.year,
+        "land_mask": mask_label(config.land),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "host": platform.node(),
