@@ -131,9 +131,11 @@ def unit_sets(zones: list[int]) -> dict:
             keep = globe_units(units, margin) if mask == "globe" else units_with_land(units, mask, margin)
             seconds[f"{mask}@{margin:.0f}"] = round(time.perf_counter() - started, 1)
             sets[f"{mask}@{margin:.0f}"] = keep
+    for margin in (0.0, COAST_MARGIN_M):
+        sets[f"osm+gshhg@{margin:.0f}"] = sets[f"osm@{margin:.0f}"] | sets[f"gshhg@{margin:.0f}"]
     table = {}
     for truth in MASKS:
-        for mask in MASKS:
+        for mask in (*MASKS, "osm+gshhg"):
             for margin in (0.0, COAST_MARGIN_M):
                 dropped = sets[f"{truth}@0"] & ~sets[f"{mask}@{margin:.0f}"]
                 table[f"{truth} land, {mask}@{margin:.0f} drops"] = int(dropped.sum())
@@ -154,12 +156,13 @@ def report(result: dict) -> str:
     u = result["units"]
     lines += ["", f"## {u['units']:,} units of 4096 px ({u['zones']} zone grids): land units per mask",
               "", f"| mask | bare | grown {m} m |", "|---|---:|---:|"]
-    lines += [f"| {k} | {u['land_units'][k + '@0']:,} | {u['land_units'][k + '@' + m]:,} |" for k in MASKS]
+    every = (*MASKS, "osm+gshhg")
+    lines += [f"| {k} | {u['land_units'][k + '@0']:,} | {u['land_units'][k + '@' + m]:,} |" for k in every]
     lines += ["", "Units holding land on one mask (bare) that another drops:", "",
-              f"| land on \\ dropped by | " + " | ".join(f"{k} bare | {k} grown" for k in MASKS) + " |",
-              "|---|" + "---:|" * (2 * len(MASKS))]
+              f"| land on \\ dropped by | " + " | ".join(f"{k} bare | {k} grown" for k in every) + " |",
+              "|---|" + "---:|" * (2 * len(every))]
     for truth in MASKS:
-        cells = [u["dropped"][f"{truth} land, {k}@{mg} drops"] for k in MASKS for mg in ("0", m)]
+        cells = [u["dropped"][f"{truth} land, {k}@{mg} drops"] for k in every for mg in ("0", m)]
         lines.append(f"| {truth} | " + " | ".join(f"{c:,}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -169,13 +169,13 @@ def _extent(frame) -> tuple[float, float, float, float]:
 def _coastline(extent):
     """The land mask's polygons inside the map, simplified to its scale (None if the mask is not installed)."""
     try:
-        from tessera_ray.landmask import DEFAULT_LAND_MASK, land_polygons
+        from tessera_ray.landmask import DRAWN_MASK, land_polygons
     except ImportError:  # pragma: no cover - roaring-landmask is a dependency
         return None
     import geopandas as gpd
     import shapely
 
-    land = land_polygons(DEFAULT_LAND_MASK)
+    land = land_polygons(DRAWN_MASK)
     area = shapely.box(*extent)
     near = land.polygons[land.tree.query(area, predicate="intersects")]
     tolerance = max(extent[2] - extent[0], extent[3] - extent[1]) / 2000

@@ -1,15 +1,16 @@
 """Which work units hold land: a plan never sends open sea to the readers.
 
-The land is a coastline data set shipped inside a PyPI package that works
-offline, ``roaring-landmask`` (OpenStreetMap's land polygons, or GSHHG's
-full-resolution shoreline; ``docs/scale.md`` compares them with each other and
-with ``global-land-mask`` and says why the default won). The test is exact
-geometry, not sampling: a unit holds land when its outline, grown by
-:data:`COAST_MARGIN_M` on every side and clipped to its zone's strip (grown
-the same), meets a land polygon. So a unit is dropped only when no land of the
-mask lies within the margin of it, however small the island; the margin
-absorbs where the mask's coastline is off from the real one. Lakes lie inside
-the land polygons, so their units run.
+The land is two coastline data sets shipped inside a PyPI package that works
+offline, ``roaring-landmask``: OpenStreetMap's land polygons and GSHHG's
+full-resolution shoreline. By default a unit holds land when either says so
+(``osm+gshhg``): each has islands, reefs and shores the other lacks or puts
+kilometres away (``docs/scale.md`` measures them against each other and
+against ``global-land-mask``). The test is exact geometry, not sampling: a
+unit holds land when its outline, grown by :data:`COAST_MARGIN_M` on every
+side and clipped to its zone's strip (grown the same), meets a land polygon.
+So a unit is dropped only when no land of the masks lies within the margin
+of it, however small the island; the margin absorbs where a coastline is off
+from the real one. Lakes lie inside the land polygons, so their units run.
 
 Inside a unit nothing changes: the sea pixels of a coastal unit are what the
 encoder and the scene masks make of them.
@@ -32,8 +33,10 @@ import shapely
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import RESOLUTION, ZONE_X0, ZONE_Y0, WGS84, Unit, transform_points, zone_lon_bounds
 
-LAND_MASKS = ("osm", "gshhg", "all")
-DEFAULT_LAND_MASK = "osm"
+LAND_MASKS = ("osm+gshhg", "osm", "gshhg", "all")
+DEFAULT_LAND_MASK = "osm+gshhg"
+DRAWN_MASK = "osm"
+"""The coastline maps are drawn over (``tessera_ray.coverage``)."""
 COAST_MARGIN_M = 2000.0
 """Grow each unit by this much before the test (measured in docs/scale.md: the masks' coastlines
 disagree by more than 1 km at well under 0.1 % of coastal points)."""
@@ -89,7 +92,8 @@ def mask_label(name: str) -> str:
         return "all (every unit counts as land)"
     from importlib.metadata import version
 
-    return f"{name} (roaring-landmask {version('roaring-landmask')}, units grown by {COAST_MARGIN_M:,.0f} m)"
+    return (f"{name} (roaring-landmask {version('roaring-landmask')}: land of {' or '.join(name.split('+'))} "
+            f"within {COAST_MARGIN_M:,.0f} m of a unit)")
 
 
 def unit_outlines(units: Sequence[Unit], margin_m: float = COAST_MARGIN_M) -> np.ndarray:
@@ -160,12 +164,13 @@ def units_with_land(units: Sequence[Unit], mask: str = DEFAULT_LAND_MASK,
     check_land_mask(mask)
     if mask == "all" or not len(units):
         return np.ones(len(units), dtype=bool)
-    land = land_polygons(mask)
+    masks = [land_polygons(name) for name in mask.split("+")]
     found = np.zeros(len(units), dtype=bool)
     for where, zone in _by_zone(units):  # a zone at a time: a planet's outlines at once take gigabytes
         outlines = _zone_outlines([units[i] for i in where], zone, margin_m)
-        query, hits = land.tree.query(outlines)
-        # the land polygons are prepared: intersects with one of them first is the fast direction
-        meets = shapely.intersects(land.polygons[hits], outlines[query])
-        found[where[np.unique(query[meets])]] = True
+        for land in masks:
+            query, hits = land.tree.query(outlines)
+            # the land polygons are prepared: intersects with one of them first is the fast direction
+            meets = shapely.intersects(land.polygons[hits], outlines[query])
+            found[where[np.unique(query[meets])]] = True
     return found

@@ -105,7 +105,7 @@ def test_the_synthetic_worlds_lie_on_land(preset):
 def test_a_roi_at_sea_is_one_line_unless_the_sea_is_asked_for(world, checkpoint, tmp_path, capsys):
     sea = "-20.0,50.0,-19.99,50.01"
     code, _, err = run(embed_args(world, tmp_path / "root", checkpoint, sea, "--dry-run"), capsys)
-    assert code == 2 and "holds no land on the osm land mask" in err and err.count("\n") == 1, err
+    assert code == 2 and "holds no land on the osm+gshhg land mask" in err and err.count("\n") == 1, err
     code, _, err = run(embed_args(world, tmp_path / "root", checkpoint, sea, "--dry-run", "--land", "all"), capsys)
     assert code == 2 and "no Sentinel-2 scenes" in err, err  # planned: the catalog has nothing there
     code, _, err = run(embed_args(world, tmp_path / "root", checkpoint, ROI, "--land", "water"), capsys)

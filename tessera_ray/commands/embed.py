@@ -68,9 +68,9 @@ def register(app: typer.Typer) -> None:
         depths: Optional[str] = typer.Option(None, "--depths", envvar=_env("depths"),
                                              help="Matryoshka prefix arrays to write beside the 128 dims, e.g. "
                                                   "16,32,64 (v2 families only; default: an existing store's)"),
-        land: str = typer.Option("osm", "--land", envvar=_env("land"),
-                                 help="land mask: osm|gshhg plan only units holding land (coasts grown by "
-                                      "2 km); all plans every unit, sea included"),
+        land: str = typer.Option("osm+gshhg", "--land", envvar=_env("land"),
+                                 help="land mask: osm+gshhg|osm|gshhg plan only units with land of those "
+                                      "coastlines within 2 km; all plans every unit, sea included"),
         piece: Optional[str] = typer.Option(None, "--piece", envvar=_env("piece"),
                                             help="I/N: embed only the I-th of N pieces of the planned land units "
                                                  "(no overlap, no gap: N jobs with 1/N..N/N cover the ROI once)"),

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tessera_ray.errors import UserInputError
-from tessera_ray.sources.scenes import S2
 
 GPU_PX_PER_S = 100_000.0
 """Default encoder speed per GPU: the H100 goal for v2-medium (README); not yet measured, so stated."""
@@ -154,6 +153,7 @@ def size_year(plan, block_size: int, depths: tuple[int, ...] = (), gpu_px_per_s:
               prices: Prices | None = None, nodes: dict[str, NodeType] | None = None) -> Sizing:
     """Size one :class:`~tessera_ray.pipeline.plan.YearPlan` (its units to embed, not the published ones)."""
     from tessera_ray.pipeline.plan import OUTPUT_BYTES, S1_INPUT_BYTES, S2_INPUT_BYTES
+    from tessera_ray.sources.scenes import S2
 
     blocks = asset_blocks = decoded = 0
     for unit in plan.units:
