@@ -286,6 +286,8 @@ def main() -> None:
     parser.add_argument("--blocks-run", type=int, default=500,
                         help="units of an extra run at 512 px blocks (64 read and encode calls a unit); 0: none")
     parser.add_argument("--skip-plan", action="store_true", help="reuse the units of the last plan stage")
+    parser.add_argument("--plan-only", action="store_true",
+                        help="plan stage alone; its figures replace the plan in bench-results/bench_planet.json")
     args = parser.parse_args()
     if args.stage == "plan":
         print(json.dumps(stage_plan(args.unit_size)))
@@ -296,6 +298,14 @@ def main() -> None:
                                    args.unit_size)))
         return
     RESULTS.mkdir(exist_ok=True)
+    if args.plan_only:
+        plan = _child(["--stage", "plan", "--unit-size", str(args.unit_size)])
+        path = RESULTS / "bench_planet.json"
+        sims = json.loads(path.read_text())["sims"] if path.exists() else []
+        path.write_text(json.dumps({"plan": plan, "sims": sims}, indent=1))
+        (RESULTS / "bench_planet.md").write_text(report(plan, sims))
+        print(report(plan, sims))
+        return
     if args.quick:
         args.runs, args.blocks_run = "8x2000,32x5000", 200
     if args.skip_plan and UNITS_FILE.exists() and (RESULTS / "bench_planet.json").exists():

@@ -112,6 +112,31 @@ def test_a_roi_at_sea_is_one_line_unless_the_sea_is_asked_for(world, checkpoint,
     assert code == 2 and "--land must be one of" in err
 
 
+def test_the_scene_index_finds_what_a_scan_of_every_scene_finds(world):
+    from tessera_ray.pipeline.ingest import SceneIndex, scenes_for_window
+    from tessera_ray.sources.catalog import search_catalog
+    from tessera_ray.sources.scenes import OPERA_RTC, profile_for_collection
+    from tessera_ray.sources.stac import year_range
+
+    start, end = year_range(2024)
+    catalog = str(world / "stac" / "items.parquet")
+    bbox = (0.0, 52.0, 0.3, 52.3)
+    s2 = profile_for_collection("sentinel-2-c1-l2a", "s2")
+    scenes = [*search_catalog(catalog, s2, bbox, start, end), *search_catalog(catalog, OPERA_RTC, bbox, start, end)]
+    assert len(scenes) > 300
+    index = SceneIndex(scenes)
+    rng = np.random.default_rng(0)
+    windows = 0
+    for size in (16, 32, 512):
+        for unit in units_for_roi(roi_from_bbox(0.09, 52.15, 0.16, 52.20), size):
+            for window in unit.window.blocks(max(size // 2, 8)):
+                if rng.random() < 0.2:
+                    assert index.near(unit.zone, window) == scenes_for_window(unit.zone, window, scenes)
+                    windows += 1
+    assert windows > 50
+    assert SceneIndex([]).near(31, Unit(31, 0, 0, 32).window) == []
+
+
 # --------------------------------------------------------------------------- pieces
 
 
