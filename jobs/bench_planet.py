@@ -157,7 +157,8 @@ class _Sampler(threading.Thread):
             self.stopped.wait(self.period)
 
 
-def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size: int, unit_size: int) -> dict:
+def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size: int, unit_size: int,
+              plan_in_driver: bool = False) -> dict:
     import psutil
     import ray
 
@@ -172,6 +173,14 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     if units > len(ids):
         raise SystemExit(f"{units} units asked for, the plan has {len(ids)}")
     plan_units = tuple(Unit.from_id(u) for u in ids[:units])
+    rss = {}
+    if plan_in_driver:  # as run_embed does: the land test in the driver, then the masks released
+        from tessera_ray.landmask import release_land_polygons, units_with_land
+
+        units_with_land(plan_units)
+        rss["after_land_test"] = round(psutil.Process().memory_info().rss / 1e6)
+        release_land_polygons()
+        rss["after_release"] = round(psutil.Process().memory_info().rss / 1e6)
     blocks_per_unit = (unit_size // block_size) ** 2
     read_s = read_ms / 1000 / blocks_per_unit
     encode_s = read_ms / 1000 / blocks_per_unit * ENCODE_PER_READ
@@ -228,6 +237,7 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
         "driver_rss_mb_start": round(rss0 / 1e6), "driver_rss_mb_peak": round(peak / 1e6), **at,
         "publish_s": round(publish_s, 1), "published_units": published.units, "manifest_mb": round(manifest_mb, 2),
         "resume_s": round(resume_s, 2), "resume_units_left": len(resumed.units),
+        **{f"driver_rss_mb_{k}": v for k, v in rss.items()},
     }
 
 
@@ -286,6 +296,9 @@ def main() -> None:
     parser.add_argument("--blocks-run", type=int, default=500,
                         help="units of an extra run at 512 px blocks (64 read and encode calls a unit); 0: none")
     parser.add_argument("--skip-plan", action="store_true", help="reuse the units of the last plan stage")
+    parser.add_argument("--plan-in-driver", action="store_true",
+                        help="simulations test their units' land in the driver first and release the masks, "
+                             "as run_embed does")
     parser.add_argument("--plan-only", action="store_true",
                         help="plan stage alone; its figures replace the plan in bench-results/bench_planet.json")
     args = parser.parse_args()
@@ -295,7 +308,7 @@ def main() -> None:
     if args.stage == "sim":
         slots = int(args.slots)
         print(json.dumps(stage_sim(args.units, slots, max(1, slots // 8), args.read_ms, args.block_size,
-                                   args.unit_size)))
+                                   args.unit_size, args.plan_in_driver)))
         return
     RESULTS.mkdir(exist_ok=True)
     if args.plan_only:
@@ -318,7 +331,7 @@ def main() -> None:
     for slots, units in runs:
         sims.append(_child(["--stage", "sim", "--units", str(min(units, plan["land_units"])), "--slots", str(slots),
                             "--read-ms", str(args.read_ms), "--block-size", str(args.block_size), "--unit-size",
-                            str(args.unit_size)]))
+                            str(args.unit_size)] + (["--plan-in-driver"] if args.plan_in_driver else [])))
         print(f"sim: {sims[-1]}", flush=True)
         (RESULTS / "bench_planet.json").write_text(json.dumps({"plan": plan, "sims": sims}, indent=1))
     if args.blocks_run:

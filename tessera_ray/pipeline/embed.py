@@ -403,6 +403,9 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
                                            skipped=len(plan.published), no_scenes=plan.no_scenes))
         result.seconds = time.monotonic() - started
         return result
+    from tessera_ray.landmask import release_land_polygons
+
+    release_land_polygons()  # the masks are not needed again: ~1.2 GB the driver would hold all job long
     from tessera_ray.store import EmbeddingStore, publish
     from tessera_ray.viewer import publish_viewer
 
