@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,9 @@ def test_open_sea_is_not_planned_and_coasts_are_grown_by_the_margin():
     polygons = land_polygons("osm")
     for unit in grown_only:  # land within the margin of it, in metres on its grid, and of its zone's strip
         outline = shapely.geometry.box(*unit.bounds)
-        west, south, east, north = unit.polygon_lonlat().bounds
-        strip = shapely.geometry.box(*zone_lon_bounds(unit.zone)[:1], south - 1, zone_lon_bounds(unit.zone)[1], north + 1)
+        _, south, _, north = unit.polygon_lonlat().bounds
+        west, east = zone_lon_bounds(unit.zone)
+        strip = shapely.geometry.box(west, south - 1, east, north + 1)
         strip = transform(_to(unit.crs), shapely.segmentize(strip, 0.01)).buffer(COAST_MARGIN_M)
         near = polygons.polygons[polygons.tree.query(unit.polygon_lonlat().buffer(0.1))]
         local = [transform(_to(unit.crs), shapely.segmentize(p, 0.005)).intersection(strip) for p in near]
@@ -173,7 +175,7 @@ def test_pieces_of_a_dry_run_split_its_units(world, checkpoint, tmp_path, capsys
                                 capsys)
         assert code == 0 and f"piece {i}/3 of {len(whole)} land unit(s)" in stdout, err
         parts.append(_listed_units(stdout))
-    assert 10 < len(whole) <= 50 and sum(parts, []) == whole
+    assert 10 < len(whole) <= 50 and [u for part in parts for u in part] == whole
 
 
 # --------------------------------------------------------------------------- dry run
@@ -208,7 +210,7 @@ def test_dry_run_sizes_and_prices_the_plan(world, checkpoint, tmp_path, capsys):
     assert nodes["reader"].instance == "c7i.4xlarge" and nodes["reader"].slots == 16 and nodes["reader"].spot
     assert nodes["encoder"].instance in prices.instances and nodes["head"].instance in prices.instances
     cost = next(line for line in stdout.splitlines() if line.startswith("  cost ("))
-    items = [float(x.replace(",", "")) for x in __import__("re").findall(r"\$([\d,.]+)", cost)]
+    items = [float(x.replace(",", "")) for x in re.findall(r"\$([\d,.]+)", cost)]
     assert abs(sum(items[:-2]) - items[-2]) < 0.011  # the items add up to the total (storage apart)
 
 
