@@ -460,6 +460,13 @@ def _size(n: float) -> str:
     return ""
 
 
+def _amount(x: float) -> str:
+    """Hours or dollars: two decimals, or two significant digits below 0.01 (a small ROI is not "0.00")."""
+    if x == 0 or x >= 0.01:
+        return f"{x:,.2f}"
+    return f"{x:.{1 - math.floor(math.log10(x))}f}"
+
+
 LISTED_UNITS = 50
 """A dry run lists the unit ids of a plan this small; a bigger one gives the first and last."""
 
@@ -481,23 +488,23 @@ def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: 
         f"  no scene in {plan.year} (not read): {len(plan.no_scenes)}",
         f"  scenes: {plan.s2_scenes} Sentinel-2, {plan.s1_scenes} Sentinel-1",
         f"  estimated read (decoded): {_size(size.decoded_bytes)}; write (uncompressed): {_size(size.write_bytes)}",
-        f"  encoder: {size.gpu_hours:,.2f} GPU-hour(s) at {sizing.gpu_px_per_s:,.0f} px/s per GPU",
+        f"  encoder: {_amount(size.gpu_hours)} GPU-hour(s) at {sizing.gpu_px_per_s:,.0f} px/s per GPU",
     ]
     if sizing.prices is None:
         lines.append("  cost: no price table (give --prices prices.yaml --cluster cluster.yaml)")
     else:
         lines.append(f"  read: ~{size.read_requests:,} requests, ~{_size(size.fetched_bytes)} fetched; "
-                     f"{size.reader_slot_hours:,.2f} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
+                     f"{_amount(size.reader_slot_hours)} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
     if size.cost is not None:
         nodes = sizing.nodes
-        lines.append(f"  instance hours: {size.reader_node_hours:,.2f} {nodes['reader'].instance} (readers, "
-                     f"{nodes['reader'].slots} slots each), {size.encoder_node_hours:,.2f} "
-                     f"{nodes['encoder'].instance} (encoders); {size.wall_hours:,.2f} h of wall time at "
+        lines.append(f"  instance hours: {_amount(size.reader_node_hours)} {nodes['reader'].instance} (readers, "
+                     f"{nodes['reader'].slots} slots each), {_amount(size.encoder_node_hours)} "
+                     f"{nodes['encoder'].instance} (encoders); {_amount(size.wall_hours)} h of wall time at "
                      f"{nodes['reader'].max_workers} readers and {nodes['encoder'].max_workers} encoders")
         monthly = size.cost.pop("storage per month")
-        items = ", ".join(f"{name} ${usd:,.2f}" for name, usd in size.cost.items())
-        lines.append(f"  cost ({sizing.prices.source}): {items}; total ${sum(size.cost.values()):,.2f}, "
-                     f"then ${monthly:,.2f} per month of storage")
+        items = ", ".join(f"{name} ${_amount(usd)}" for name, usd in size.cost.items())
+        lines.append(f"  cost ({sizing.prices.source}): {items}; total ${_amount(sum(size.cost.values()))}, "
+                     f"then ${_amount(monthly)} per month of storage")
     ids = [u.id for u in plan.units]
     if len(ids) > LISTED_UNITS:
         ids = [*ids[:3], f"... ({len(ids) - 6:,} more)", *ids[-3:]]
