@@ -28,7 +28,8 @@ import pytest
 from tessera_ray import client as tc
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.serve import StaticServer
-from tessera_ray.store.testing import build_random_store
+from tessera_ray.store.layout import shard_key
+from tessera_ray.store.testing import build_random_store, reversed_shard
 
 from cli_helpers import run_cli
 
@@ -87,6 +88,11 @@ def site(tmp_path_factory):
     shutil.rmtree(base / "nomanifest" / "manifests")
     # a Matryoshka store (prefix arrays of 16, 32 and 64 dims)
     build_random_store(str(base / "matryoshka"), UNITS[:1], years=(YEAR,), partial=False, depths=(16, 32, 64))
+    # ...whose 128-dim shard has its chunks in reverse order (index rewritten): each passes its CRC32C
+    # but none is at its fixed offset, so the page must see the tags fail and read through the index
+    emb = tc.open_root(str(base / "matryoshka")).arrays[(31, "embeddings")]
+    shard = base / "matryoshka" / shard_key(31, "embeddings", 0, UNITS[0].row, UNITS[0].col)
+    shard.write_bytes(reversed_shard(shard.read_bytes(), emb.n_chunks, emb.fixed_stride))
     # a root for the basemap (its viewer.json is written once the tile server's address is known)
     build_random_store(str(base / "basemap"), [BASEMAP_UNIT], years=(YEAR,), partial=False)
     # the other shard layout: Blosc-zstd chunks, index at the end of the shard
@@ -315,7 +321,7 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
                 {"name": "notours", "url": f"{server.url}/notours/index.html"},
                 {"name": "nomanifest", "url": f"{server.url}/nomanifest/index.html"},
                 {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
-                {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html"},
+                {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html", "click": lonlat(*clicks["valid"])},
                 {"name": "norange", "url": f"{plain_url}/good/index.html"},
                 {"name": "zstd", "url": f"{server.url}/zstd/index.html?basemap={quote(template, safe='')}&attribution=from%20the%20URL",
                  "click": lonlat(*clicks["valid"])},
@@ -412,11 +418,18 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     assert not bad["good" if "good" in bad else "matryoshka"]["rangeWarning"]
     # a label clicked by hand is where the click was
     assert np.allclose(seen["labelClick"], [lonlat(*clicks["valid_partial_unit"])], atol=1e-9)
-    # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales
+    # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales,
+    # at their fixed offsets: no shard index, one request per array (the unit's chunks are one run)
     m = bad["matryoshka"]
     assert m["outcome"] == "ready" and m["error"] is None and "read at depth 16" in m["legend"]
-    chunks = [p for p in m["requested"] if "/c/" in p]
-    assert chunks and all("/embeddings_d16/c/" in p or "/scales/c/" in p for p in chunks), chunks
+    chunks = [p for p in m["requestedAtReady"] if "/c/" in p]
+    assert sorted(chunks) == sorted(f"/matryoshka/{shard_key(31, name, 0, UNITS[0].row, UNITS[0].col)}"
+                                    for name in ("embeddings_d16", "scales")), chunks
+    assert "index" not in m["statsAtReady"]["byKind"] and m["statsAtReady"]["byKind"]["chunks"]["requests"] == 2
+    # its 128-dim shard with chunks out of place (CRC-valid): the tags fail, the index is read, the values are right
+    np.testing.assert_array_equal(np.asarray(m["pixel"], "float32"),
+                                  tc.open_root(str(base / "matryoshka")).pixel(*lonlat(*clicks["valid"]), YEAR).values)
+    assert m["stats"]["byKind"]["index"]["requests"] == 1 and m["stats"]["fixedOffsetFallbacks"] == 1
 
     # a basemap: from viewer.json (the right tiles, drawn beneath the embeddings in their place on the
     # UTM grid, a failed tile blank), or from ?basemap= (the zstd page: tiles asked for, attribution shown)

@@ -172,6 +172,8 @@ try {
     p.on("request", (r) => requested.push(r.url().startsWith(bad.url.slice(0, bad.url.indexOf("/", 8))) ? new URL(r.url()).pathname : r.url()));
     await p.goto(bad.url);
     const outcome = await p.evaluate(() => window.tesseraViewer.ready.then(() => "ready", (e) => "rejected"));
+    const requestedAtReady = [...requested];
+    const statsAtReady = outcome === "ready" ? await p.evaluate(() => tesseraViewer.stats()) : null;
     let pixel = null;
     if (bad.click) {
       const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), bad.click);
@@ -183,6 +185,9 @@ try {
       outcome,
       error: await p.evaluate(() => (document.getElementById("error").hidden ? null : document.getElementById("error").textContent)),
       requested,
+      requestedAtReady,
+      statsAtReady,
+      stats: outcome === "ready" ? await p.evaluate(() => tesseraViewer.stats()) : null,
       legend: await p.textContent("#legend"),
       rangeWarning: await p.isVisible("#range-warning"),
       pixel,
