@@ -6,6 +6,7 @@
 // and its exact position, over a lattice of points inside every triangle:
 //   - one affine per tile, fitted to three corners (a parallelogram);
 //   - the page's mesh (meshSize: n x n cells, two exact-cornered triangles each).
+// Each cell: one affine / the mesh (its size when more than one cell).
 import { lonLatToTile, meshError, meshSize, tileToGrid, TILE, affineFrom3, applyAffine } from "../src/maths/tiles.js";
 
 const ZONE = 31, MERIDIAN = 3; // zone 31's central meridian
@@ -35,7 +36,14 @@ function oneAffineError(t, samples = 16) {
   return worst;
 }
 
-const f = (v) => (v < 0.001 ? v.toExponential(1) : v.toFixed(3));
-console.log("| latitude | off meridian | zoom | one affine per tile (px) | mesh | mesh error (px) |");
-console.log("|---:|---:|---:|---:|---:|---:|");
-for (const r of rows) console.log(`| ${r.lat} | ${r.off} | ${r.z} | ${f(r.one)} | ${r.n} x ${r.n} | ${f(r.mesh)} |`);
+const f = (v) => (v < 0.001 ? "<0.001" : v.toFixed(3));
+const zooms = [...new Set(rows.map((r) => r.z))];
+console.log(`| latitude, off the meridian | ${zooms.map((z) => `z${z}`).join(" | ")} |`);
+console.log(`|---|${zooms.map(() => "---:").join("|")}|`);
+for (const lat of new Set(rows.map((r) => r.lat))) {
+  for (const off of new Set(rows.map((r) => r.off))) {
+    const cells = zooms.map((z) => rows.find((r) => r.lat === lat && r.off === off && r.z === z))
+      .map((r) => `${f(r.one)} / ${f(r.mesh)}${r.n > 1 ? ` (${r.n}x${r.n})` : ""}`);
+    console.log(`| ${lat} N, ${off} deg | ${cells.join(" | ")} |`);
+  }
+}

@@ -148,7 +148,7 @@ try {
   page.on("download", (d) => downloads.push(d));
   await page.click("#export-png");
   await page.waitForFunction(() => true);
-  for (let i = 0; i < 50 && downloads.length < 2; i++) await page.waitForTimeout(100);
+  for (let i = 0; i < 300 && downloads.length < 2; i++) await page.waitForTimeout(100); // at most 30 s on a loaded machine
   for (const d of downloads) await d.saveAs(join(spec.out, d.suggestedFilename()));
   result.downloads = ["labels.geojson", ...downloads.map((d) => d.suggestedFilename())];
   // a label added by hand: a new class, the label tool, a click on the map
@@ -255,7 +255,7 @@ async function settledBasemap(p) {
   await p.waitForFunction(() => {
     const b = tesseraViewer.basemap();
     return !b || b.tiles.every((t) => t.status !== "loading");
-  }, null, { timeout: 10000 });
+  }, null, { timeout: 30000 });
   return p.evaluate(() => tesseraViewer.basemap());
 }
 

@@ -102,7 +102,7 @@ export class Basemap {
   buildMosaic(tiles) {
     const x0 = Math.min(...tiles.map((t) => t.tx)), y0 = Math.min(...tiles.map((t) => t.y));
     const x1 = Math.max(...tiles.map((t) => t.tx)), y1 = Math.max(...tiles.map((t) => t.y));
-    const key = `${tiles[0].z}/${x0}/${y0}/${x1}/${y1}/` + tiles.map((t) => this.tile(t).status[0]).join("");
+    const key = `${tiles[0].z}/${x0}/${y0}/${x1}/${y1}/` + tiles.map((t) => this.tile(t).status).join(",");
     if (this.mosaic && this.mosaic.key === key) return this.mosaic;
     const canvas = this.mosaic && this.mosaic.canvas.width === (x1 - x0 + 1) * TILE && this.mosaic.canvas.height === (y1 - y0 + 1) * TILE
       ? this.mosaic.canvas
