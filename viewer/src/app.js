@@ -6,7 +6,7 @@ import { Labels, parseLabelFile } from "./ui/labels.js";
 import { showPixel } from "./ui/pixel-info.js";
 import { renderLegend } from "./ui/legend.js";
 import { ScatterView } from "./ui/scatter.js";
-import { Basemap, checkBasemap } from "./ui/basemap.js";
+import { Basemap, basemapConfig } from "./ui/basemap.js";
 import { fillSelect, renderModeOptions } from "./ui/controls.js";
 import { formatBytes, guard, hideProgress, showError, showNotice, showProgress } from "./ui/messages.js";
 import { download, downloadJSON, worldFile } from "./ui/export.js";
@@ -46,7 +46,10 @@ export class App {
   async start() {
     $("root-url").textContent = this.rootUrl;
     showProgress("opening the root", 0);
-    const [info, basemap] = await Promise.all([this.worker.call("open", { url: this.rootUrl }), this.basemapConfig()]);
+    const [info, basemap] = await Promise.all([
+      this.worker.call("open", { url: this.rootUrl }),
+      basemapConfig(this.basemapParam, this.rootUrl),
+    ]);
     this.info = info;
     if (basemap) this.startBasemap(basemap);
     this.depths = this.info.depths;
@@ -66,41 +69,6 @@ export class App {
     await this.setYear(this.info.years[this.info.years.length - 1], { fit: true });
     if (this.labelsUrl) await this.loadLabelsFrom(this.labelsUrl);
     hideProgress();
-  }
-
-  /**
-   * The basemap to draw, or null: ?basemap= if given ("none" or empty: none), else the root's
-   * viewer.json (written by tessera-ray viewer; absent in roots published before it). A bad
-   * configuration is one message in the page, and the page goes on without a basemap.
-   */
-  async basemapConfig() {
-    let config, where;
-    if (this.basemapParam !== undefined) {
-      if (["", "none"].includes(this.basemapParam.url.trim())) return null;
-      [config, where] = [this.basemapParam, "?basemap="];
-    } else {
-      where = new URL("viewer.json", this.rootUrl).href;
-      let response;
-      try {
-        response = await fetch(where);
-      } catch {
-        return null; // another origin that does not allow this page (CORS): no configuration to read
-      }
-      if (!response.ok) return null;
-      try {
-        config = (await response.json()).basemap;
-      } catch {
-        showError(new Error(`${where} is not JSON: no basemap`));
-        return null;
-      }
-      if (!config) return null;
-    }
-    try {
-      return checkBasemap(config, where);
-    } catch (err) {
-      showError(err);
-      return null;
-    }
   }
 
   startBasemap(config) {

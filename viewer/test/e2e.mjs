@@ -107,7 +107,8 @@ try {
   // the scatter panel: a PCA sample of the view coloured by predicted class, brushed with the mouse
   await page.fill("#scatter-n", String(spec.scatterN));
   await page.click("#scatter-sample");
-  await page.waitForFunction(() => tesseraViewer.scatterState() !== null);
+  // the 300-point scatter above is still there: wait for this sample (else the drag brushes the old one)
+  await page.waitForFunction((n) => tesseraViewer.scatterState()?.count === n, spec.scatterN);
   // the panel scrolls into view: drag once the scatter's place on the page has settled
   await page.locator("#scatter").scrollIntoViewIfNeeded();
   let box = await page.locator("#scatter").boundingBox();

@@ -10,6 +10,7 @@
 // A tile that fails to load stays blank; the page goes on.
 import { TILE, affineFrom3, meshSize, tileMesh, viewTiles } from "../maths/tiles.js";
 import { fitCanvas } from "./canvas.js";
+import { showError } from "./messages.js";
 
 const MAX_CACHED = 256; // tile images kept (least recently used out)
 const SEAM = 1; // screen px each triangle's clip grows by, so that neighbours overlap
@@ -44,6 +45,41 @@ export function checkBasemap(config, where) {
   const opacity = config.opacity === undefined ? 1 : Number(config.opacity);
   if (!(opacity >= 0 && opacity <= 1)) throw new Error(`${where}: opacity must be between 0 and 1`);
   return { url, attribution: String(config.attribution || ""), maxZoom, opacity };
+}
+
+/**
+ * The basemap to draw, or null: `param` ({url, attribution} from ?basemap=; "none" or empty: none)
+ * if given, else the root's viewer.json (written by tessera-ray viewer; absent in roots published
+ * before it). A bad configuration is one message in the page, which goes on without a basemap.
+ */
+export async function basemapConfig(param, rootUrl) {
+  let config, where;
+  if (param !== undefined) {
+    if (["", "none"].includes(param.url.trim())) return null;
+    [config, where] = [param, "?basemap="];
+  } else {
+    where = new URL("viewer.json", rootUrl).href;
+    let response;
+    try {
+      response = await fetch(where);
+    } catch {
+      return null; // another origin that does not allow this page (CORS): no configuration to read
+    }
+    if (!response.ok) return null;
+    try {
+      config = (await response.json()).basemap;
+    } catch {
+      showError(new Error(`${where} is not JSON: no basemap`));
+      return null;
+    }
+    if (!config) return null;
+  }
+  try {
+    return checkBasemap(config, where);
+  } catch (err) {
+    showError(err);
+    return null;
+  }
 }
 
 export class Basemap {
