@@ -19,7 +19,7 @@ docs/store.md. ``root`` is a local folder or ``s3://bucket/prefix``; readers use
 
 from tessera_ray.store.layout import StoreLayout
 from tessera_ray.store.manifest import read_manifest
-from tessera_ray.store.publish import PublishResult
+from tessera_ray.store.publication import PublishResult
 from tessera_ray.store.writer import EmbeddingStore, PartRecord, publish
 
 __all__ = ["EmbeddingStore", "PartRecord", "PublishResult", "StoreLayout", "publish", "read_manifest"]

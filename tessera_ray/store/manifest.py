@@ -11,7 +11,7 @@ filter on (:data:`STATISTICS_COLUMNS`); the others (object keys, checksums,
 geometry) would only grow the footer every reader fetches first.
 
 How a manifest is written (verified, merged, replaced atomically against
-concurrent publishers) is :mod:`tessera_ray.store.publish`; both writers and
+concurrent publishers) is :mod:`tessera_ray.store.publication`; both writers and
 readers name the object with :func:`manifest_key`.
 """
 

@@ -270,14 +270,17 @@ def _fsync_dir(path: Path) -> None:
 
 def _client_options() -> dict:
     """botocore settings: retries in its "standard" mode (throttling, 5xx, timeouts and dropped connections,
-    with backoff), 5 attempts; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` change them as for any AWS
+    with backoff), 5 attempts in all; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` change them as for any AWS
     client, :data:`S3_READ_TIMEOUT_ENV` the read timeout."""
-    options: dict = {"retries": {"mode": os.environ.get("AWS_RETRY_MODE") or "standard",
-                                 "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)}}
-    if os.environ.get(S3_READ_TIMEOUT_ENV):
-        options["read_timeout"] = float(os.environ[S3_READ_TIMEOUT_ENV])
+    try:
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+        timeout = float(os.environ[S3_READ_TIMEOUT_ENV]) if os.environ.get(S3_READ_TIMEOUT_ENV) else None
+    except ValueError:
+        raise UserInputError(f"AWS_MAX_ATTEMPTS and {S3_READ_TIMEOUT_ENV} must be numbers") from None
+    options: dict = {"retries": {"mode": os.environ.get("AWS_RETRY_MODE") or "standard", "total_max_attempts": attempts}}
+    if timeout is not None:
+        options["read_timeout"] = timeout
     return options
-
 
 
 class S3Objects(Objects):

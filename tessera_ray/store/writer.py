@@ -3,7 +3,7 @@
 A unit's embeddings and scales shards for one year are encoded whole and put
 as single objects, each verified (size and SHA-256) before a small part record
 ``_parts/{year}/{unit_id}.json`` is written. Only part records become manifest
-rows (:meth:`EmbeddingStore.publish`, :mod:`tessera_ray.store.publish`), so a
+rows (:meth:`EmbeddingStore.publish`, :mod:`tessera_ray.store.publication`), so a
 unit whose write was interrupted never becomes visible.
 
 Metadata (zones, the time axis) changes only in drivers through
@@ -309,7 +309,7 @@ class EmbeddingStore:
     # ---------------------------------------------------------------- publication (driver only)
 
     def publish(self, year: int, records: list[PartRecord] | None = None, *, reverify: bool = False):
-        """Put units into the year's manifest; a :class:`~tessera_ray.store.publish.PublishResult`.
+        """Put units into the year's manifest; a :class:`~tessera_ray.store.publication.PublishResult`.
 
         ``records`` (what a job's writers returned since its last publish): merge
         exactly those, after checking their objects; the cost follows their
@@ -321,7 +321,7 @@ class EmbeddingStore:
         the whole year). Safe to repeat, and to run in several drivers at once.
         """
         from tessera_ray.store.manifest import published_unit_ids
-        from tessera_ray.store.publish import publish_records, read_part
+        from tessera_ray.store.publication import publish_records, read_part
 
         if records is not None:
             return publish_records(self.objects, year, list(records))
