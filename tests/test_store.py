@@ -310,7 +310,7 @@ def one_unit_store(tmp_path_factory):
     return root, build_random_store(str(root), UNITS[:1])
 
 
-@pytest.mark.parametrize("crash_at", range(0, 12))
+@pytest.mark.parametrize("crash_at", range(0, 4))
 def test_killed_between_any_two_writes_leaves_a_valid_published_state(tmp_path, monkeypatch, crash_at, one_unit_store):
     import shutil
 
@@ -323,7 +323,7 @@ def test_killed_between_any_two_writes_leaves_a_valid_published_state(tmp_path, 
     store = EmbeddingStore.open(str(root))
     emb, scales = random_block(np.random.default_rng(5), 256, 256)
     calls = crashing_puts(monkeypatch, LocalObjects, crash_at)
-    # write_unit: 2 shards + 1 part record; publish: manifest, metadata docs... (the root only if it changed)
+    # write_unit: 2 shards + 1 part record; publish: the manifest (metadata was committed by prepare)
     with pytest.raises(Crash):
         store.write_unit(UNITS[2], 2024, emb, scales)
         publish(str(root), 2024)

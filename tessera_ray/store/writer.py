@@ -315,10 +315,13 @@ class EmbeddingStore:
         exactly those, after checking their objects; the cost follows their
         number, not the size of the manifest. None: every part record under
         ``_parts/{year}/`` whose unit is not in the manifest yet (those of
-        killed or other jobs too; one listing), then the metadata is
-        consolidated. ``reverify``: check the objects of every part record
-        again and make the manifest exactly the ones that hold (the cost of
-        the whole year). Safe to repeat, and to run in several drivers at once.
+        killed or other jobs too; one listing). ``reverify``: check the
+        objects of every part record again, make the manifest exactly the ones
+        that hold, and rewrite every metadata document (the cost of the whole
+        year: a repair). The consolidated metadata depends only on the years
+        and zones, which :meth:`prepare` committed before any unit was
+        written, so an ordinary publish has nothing to change there. Safe to
+        repeat, and to run in several drivers at once.
         """
         from tessera_ray.store.manifest import published_unit_ids
         from tessera_ray.store.publication import publish_records, read_part
@@ -331,7 +334,8 @@ class EmbeddingStore:
             keys = [k for k in keys if k.rsplit("/", 1)[-1][: -len(".json")] not in done]
         found = [r for r in (read_part(self.objects, k) for k in keys) if r is not None]
         result = publish_records(self.objects, year, found, exact=reverify)
-        self.consolidate()
+        if reverify:
+            self.consolidate()
         return result
 
     def published_units(self, year: int) -> set[str]:
