@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from embed_helpers import EPOCH, embed_args, write_checkpoint
 from s3_faults import S3FaultProxy
 

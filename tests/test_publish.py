@@ -12,8 +12,8 @@ import uuid
 
 import numpy as np
 import pytest
-
 from s3_faults import Fault, S3FaultProxy
+
 from tessera_ray import client as tc
 from tessera_ray.errors import ServiceError
 from tessera_ray.grid import Unit
@@ -41,7 +41,7 @@ def proxy(s3_server, monkeypatch):
 def root(request, tmp_path, s3_server):
     if request.param == "local":
         return str(tmp_path / "root")
-    p = request.getfixturevalue("proxy")
+    request.getfixturevalue("proxy")
     bucket = f"pub-{uuid.uuid4().hex[:8]}"
     s3_server.create_bucket(bucket, public_read=True)
     return f"s3://{bucket}/root"
@@ -148,7 +148,7 @@ def test_a_store_that_keeps_refusing_fails_the_publish_and_loses_nothing(proxy, 
     store.publish(2024, records)
     proxy.add(Fault("PUT", "/manifests/2024.parquet", status=503, times=2))
     record, scales = write(store, UNITS[1])
-    with pytest.raises(ServiceError, match="manifests/2024.parquet"):
+    with pytest.raises(ServiceError, match=r"manifests/2024\.parquet"):
         store.publish(2024, [record])
     assert_consistent(root, first)  # the previous manifest, whole
     publish(root, 2024)  # later: the part record is still there
@@ -176,7 +176,7 @@ def _rendezvous(monkeypatch, module, name: str, parties: int = 2):
     def arm():
         state.armed = True
 
-    return arm, barrier
+    return arm
 
 
 def _run(*jobs):
@@ -199,9 +199,9 @@ def _run(*jobs):
 def test_two_publishers_at_once_publish_every_unit_once(root, monkeypatch):
     """Two jobs with overlapping units publish one unit each per round, both at the same moment: every round
     one of them loses the conditional write, merges again, and nothing is lost or doubled."""
-    import tessera_ray.store.publication as publication
+    from tessera_ray.store import publication
 
-    arm, barrier = _rendezvous(monkeypatch, publication, "manifest_bytes")
+    arm = _rendezvous(monkeypatch, publication, "manifest_bytes")
     new_store(root)
     stores = [EmbeddingStore.open(root), EmbeddingStore.open(root)]
     plans = [UNITS[0:6], UNITS[6:9] + UNITS[3:6]]  # rounds 3-5: both write and publish the same unit
@@ -225,9 +225,9 @@ def test_two_publishers_at_once_publish_every_unit_once(root, monkeypatch):
 
 def test_two_drivers_preparing_one_root_at_once_keep_both_years_and_zones(root, monkeypatch):
     """The pieces of a split run start together: one adds 2023 and zone 31, the other 2025 and zone 32."""
-    import tessera_ray.store.writer as writer
+    from tessera_ray.store import writer
 
-    arm, _ = _rendezvous(monkeypatch, writer, "metadata_objects")
+    arm = _rendezvous(monkeypatch, writer, "metadata_objects")
     EmbeddingStore.create_or_open(root, 64, 32, model="m")
     stores = [EmbeddingStore.open(root), EmbeddingStore.open(root)]
     pieces = [(2023, Unit(31, 16000, 640, 64)), (2025, Unit(32, 16000, 100, 64))]
@@ -308,3 +308,28 @@ def test_metadata_is_written_once_and_kept_by_a_later_publish(tmp_path):
     publish(str(root), 2024)
     store.prepare(2024, {31})
     assert (doc.read_bytes(), doc.stat().st_mtime_ns) == before
+
+
+def test_the_job_publishes_every_n_units_or_m_minutes_and_keeps_what_a_failed_publish_had(tmp_path, monkeypatch):
+    from tessera_ray.pipeline.publishing import Publisher
+
+    store = new_store(str(tmp_path / "r"))
+    records, written = write_units(store, UNITS[:5])
+    now, notes = [0.0], []
+    publisher = Publisher(store, 2024, every_units=2, every_minutes=1, note=notes.append, clock=lambda: now[0])
+    publisher.add(records[0])
+    assert publisher.maybe_publish() is None  # one unit, no time passed
+    now[0] = 61.0
+    assert publisher.maybe_publish().added == (records[0].unit_id,)  # a minute passed
+    publisher.add(records[1])
+    publisher.add(records[2])
+    assert len(publisher.maybe_publish().added) == 2  # two units
+    publisher.add(records[3])
+    publisher.add(records[4])
+    real = store.publish
+    monkeypatch.setattr(store, "publish", lambda *a, **k: (_ for _ in ()).throw(ServiceError("store down")))
+    assert publisher.maybe_publish() is None and len(publisher.pending) == 2
+    assert notes[-1].startswith("publish failed, 2 unit(s) kept for the next one: store down")
+    monkeypatch.setattr(store, "publish", real)
+    assert publisher.finish().units == 5 and publisher.publishes == 4
+    assert_consistent(str(tmp_path / "r"), written)

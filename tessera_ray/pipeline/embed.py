@@ -278,10 +278,12 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
 
     def skip_published_elsewhere(published: frozenset) -> None:
         """Drop the units not started yet that another job (an overlapping ROI) has published meanwhile."""
-        for unit in [u for u in todo if u.id in published]:
-            todo.remove(unit)
+        kept = [u for u in todo if u.id not in published]
+        for unit in (u for u in todo if u.id in published):
             result.skipped += 1
             progress.unit_skipped(unit.id)
+        todo.clear()
+        todo.extend(kept)
 
     while todo or blocks or reads or writes:
         submit_reads()
