@@ -37,14 +37,13 @@ def proxy(s3_server, monkeypatch):
         yield p
 
 
-@pytest.fixture(params=["local", "s3"])
-def root(request, tmp_path, s3_server):
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
+def root(request, tmp_path):
+    """A fresh root: a local folder, or a bucket on moto's S3 reached through the fault proxy."""
     if request.param == "local":
         return str(tmp_path / "root")
     request.getfixturevalue("proxy")
-    bucket = f"pub-{uuid.uuid4().hex[:8]}"
-    s3_server.create_bucket(bucket, public_read=True)
-    return f"s3://{bucket}/root"
+    return s3_root(request.getfixturevalue("s3_server"))
 
 
 def s3_root(s3_server) -> str:
@@ -88,6 +87,7 @@ def assert_consistent(root: str, expected: dict, year: int = 2024) -> None:
 # --------------------------------------------------------------------------- incremental
 
 
+@pytest.mark.slow
 def test_a_publish_checks_only_the_new_records(proxy, s3_server):
     """Publishing one new unit into a manifest of eight costs HEADs of that unit's objects alone."""
     root = s3_root(s3_server)
@@ -118,6 +118,7 @@ def test_the_manifest_is_the_same_whatever_the_batches(tmp_path):
 # --------------------------------------------------------------------------- object-store faults
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lost", ["drop", "delay"])
 def test_put_faults_are_retried_and_the_publish_is_whole(proxy, s3_server, monkeypatch, lost):
     """503 on shard and part PUTs; a part PUT and the manifest's conditional PUT that succeed but whose
@@ -140,6 +141,7 @@ def test_put_faults_are_retried_and_the_publish_is_whole(proxy, s3_server, monke
     assert all(f.times == 0 for f in proxy.faults)
 
 
+@pytest.mark.slow
 def test_a_store_that_keeps_refusing_fails_the_publish_and_loses_nothing(proxy, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     root = s3_root(s3_server)
@@ -333,3 +335,18 @@ def test_the_job_publishes_every_n_units_or_m_minutes_and_keeps_what_a_failed_pu
     monkeypatch.setattr(store, "publish", real)
     assert publisher.finish().units == 5 and publisher.publishes == 4
     assert_consistent(str(tmp_path / "r"), written)
+
+
+def test_a_manifest_that_does_not_parse_stops_a_publish_and_the_full_check_rebuilds_it(tmp_path):
+    from tessera_ray.errors import DataError
+
+    root = tmp_path / "r"
+    store = new_store(str(root))
+    records, written = write_units(store, UNITS[:2])
+    store.publish(2024, records[:1])
+    manifest = root / "manifests" / "2024.parquet"
+    manifest.write_bytes(manifest.read_bytes()[: -100])
+    with pytest.raises(DataError, match="is unreadable"):
+        store.publish(2024, records[1:])
+    assert publish(str(root), 2024, reverify=True).units == 2
+    assert_consistent(str(root), written)

@@ -8,8 +8,8 @@ then a HEAD confirms size and checksum. Readers never see half an object.
 Objects that several writers replace (a year's manifest, the root ``zarr.json``)
 are written with :meth:`Objects.put_if`: only if the object is still the
 version the writer read (S3 ``If-Match`` / ``If-None-Match``; a local folder
-does the same under an exclusive ``flock`` on a hidden lock file beside the
-object), so a writer that lost a race learns it (:class:`PreconditionFailed`)
+does the same under an exclusive ``flock`` on the folder holding the object),
+so a writer that lost a race learns it (:class:`PreconditionFailed`)
 instead of silently undoing the other's write. docs/store.md has the protocol.
 """
 
@@ -149,8 +149,6 @@ def open_objects(root: str | os.PathLike) -> Objects:
 
 # --------------------------------------------------------------------------- local
 
-LOCK_SUFFIX = ".lock"
-"""Hidden ``.NAME.lock`` beside a versioned local object: what :meth:`LocalObjects.put_if` locks (never listed)."""
 
 
 class LocalObjects(Objects):
@@ -209,9 +207,12 @@ class LocalObjects(Objects):
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target.with_name(f".{target.name}{LOCK_SUFFIX}"), os.O_RDWR | os.O_CREAT, 0o644)
+        """An exclusive ``flock`` on the folder holding ``key``: no lock file to leave in the root, and
+        the kernel releases it when the holder dies. (Over NFS, where folders cannot be flocked, two
+        machines publishing into one local root are not supported; use S3.)"""
+        folder = self._path(key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -249,7 +250,7 @@ class LocalObjects(Objects):
         keys = [
             p.relative_to(self.path).as_posix()
             for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp") and not p.name.endswith(LOCK_SUFFIX)
+            if p.is_file() and not p.name.endswith(".tmp")
         ]
         return sorted(keys)
 

@@ -160,9 +160,14 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
     for attempt in range(1, MAX_CONFLICTS + 1):
         try:
             data, etag = objects.get_versioned(key)
-            current = read_table(data, objects.child_url(key))
         except ObjectNotFound:
-            data, etag, current = b"", None, None
+            data, etag = b"", None
+        try:
+            current = read_table(data, objects.child_url(key)) if etag is not None else None
+        except DataError:
+            if not exact:
+                raise
+            current = None  # a manifest that does not parse is what the exact rebuild replaces
         if exact:
             add, refused = good, []
             table = rows_of(good)

@@ -206,7 +206,7 @@ class EmbeddingStore:
             if stored is not None and state == stored and not rewrite:
                 self.state = state
                 return
-            new_zones = tuple(z for z in state.zones if z not in base.zones or stored is None)
+            new_zones = tuple(z for z in state.zones if z not in base.zones)  # their coordinates too
             docs, root_doc = metadata_objects(state, new_zones)
             for key in sorted(docs):
                 self.objects.put(key, docs[key])
