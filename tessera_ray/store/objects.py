@@ -150,7 +150,6 @@ def open_objects(root: str | os.PathLike) -> Objects:
 # --------------------------------------------------------------------------- local
 
 
-
 class LocalObjects(Objects):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().absolute()
