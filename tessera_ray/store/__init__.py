@@ -9,7 +9,7 @@ Public API (what the embed job calls)::
     done = store.published_units(year)        # unit ids already in the manifest: skip them
     store.write_unit(unit, year, emb, scales, scenes={"s2": n2, "s1": n1})  # one writer per unit
     store.publish(year, records)              # as units finish: these records -> manifests/{year}.parquet
-    publish(root, year)                       # every part not yet published, then consolidate
+    publish(root, year)                       # every part not yet published (end of a job; safe to repeat)
 
 ``compression="none"`` (the default: raw chunks at fixed offsets, a cold pixel
 in one request per array) or ``"zstd"`` chooses the shard layout; see
