@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
+
 
 def _env(name: str) -> str:
     return f"TESSERA_RAY_{name.upper()}"
@@ -58,6 +60,14 @@ def register(app: typer.Typer) -> None:
         depths: Optional[str] = typer.Option(None, "--depths", envvar=_env("depths"),
                                              help="Matryoshka prefix arrays to write beside the 128 dims, e.g. "
                                                   "16,32,64 (v2 families only; default: an existing store's)"),
+        publish_every_units: int = typer.Option(DEFAULT_EVERY_UNITS, "--publish-every-units",
+                                                envvar=_env("publish_every_units"),
+                                                help="publish finished units into the year's manifest every N "
+                                                     "units during the job (0: no unit bound)"),
+        publish_every_minutes: float = typer.Option(DEFAULT_EVERY_MINUTES, "--publish-every-minutes",
+                                                    envvar=_env("publish_every_minutes"),
+                                                    help="... or every M minutes, whichever comes first (0: no "
+                                                         "time bound); the end of the job always publishes"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (units, scenes, bytes) and stop"),
     ) -> None:
         """Embed a ROI for one or more years and publish it (resumes: published units are skipped)."""
@@ -78,6 +88,7 @@ def register(app: typer.Typer) -> None:
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
             seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(), depths=parse_depths(depths),
+            publish_every_units=publish_every_units, publish_every_minutes=publish_every_minutes,
         )
         result = run_embed(config, echo=typer.echo)
         if not dry_run:

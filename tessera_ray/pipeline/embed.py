@@ -10,7 +10,11 @@ The driver streams blocks through three stages with ``ray.wait``:
   whose ``submit`` waits while every actor is busy;
 * once every block of a unit is submitted, one writer task per unit waits for
   its encoded blocks, assembles the shard and calls
-  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`.
+  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`; its part record comes
+  back to the driver, which publishes finished units every
+  ``publish_every_units`` units or ``publish_every_minutes`` minutes
+  (:mod:`tessera_ray.pipeline.publishing`) and skips the units it has not
+  started that another job published meanwhile.
 
 At most ``open_units`` units are between their first read and their write, so
 the object store holds at most that many units of embeddings plus
@@ -80,6 +84,9 @@ class YearResult:
     written_bytes: int = 0
     seconds: float = 0.0
     published_units: int = 0
+    publishes: int = 0
+    """Publishes of the year's manifest during and at the end of the job."""
+    publish_seconds: float = 0.0
     unreadable_scenes: set = field(default_factory=set)
     """Scenes left out because an asset's bytes do not decode or it is gone (never for an outage)."""
 
@@ -158,7 +165,7 @@ def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: 
     store = EmbeddingStore.open(root)
     store.model_checksum = model_checksum
     record = store.write_unit(unit, year, embeddings, scales, scenes=scenes, created=created)
-    return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects)}
+    return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects), "record": record}
 
 
 # --------------------------------------------------------------------------- driver
@@ -198,8 +205,13 @@ def _task_cpus(pool, encoder_threads: int) -> float:
     return 1.0 if free >= 1 else 0.0
 
 
-def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress) -> YearResult:
-    """Stream every unit of a year through read -> encode -> write; never raises for a failing unit."""
+def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
+             publisher=None) -> YearResult:
+    """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
+
+    Each written unit's part record goes to ``publisher`` (a
+    :class:`~tessera_ray.pipeline.publishing.Publisher`), which publishes when due.
+    """
     import ray
 
     from tessera_ray.pipeline.ingest import scenes_for_window
@@ -264,6 +276,15 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
         state.encoded.clear()
         writes[ref] = state
 
+    def skip_published_elsewhere(published: frozenset) -> None:
+        """Drop the units not started yet that another job (an overlapping ROI) has published meanwhile."""
+        kept = [u for u in todo if u.id not in published]
+        for unit in (u for u in todo if u.id in published):
+            result.skipped += 1
+            progress.unit_skipped(unit.id)
+        todo.clear()
+        todo.extend(kept)
+
     while todo or blocks or reads or writes:
         submit_reads()
         ready, _ = ray.wait([*reads, *writes], num_returns=1, timeout=5.0)
@@ -299,6 +320,12 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 result.input_bytes += state.input_bytes
                 result.written_bytes += written["bytes"]
                 progress.unit_done(state.unit.id, state.unit.window.size)
+                if publisher is not None:
+                    publisher.add(written["record"])
+        if publisher is not None:  # checked at least every 5 s (the wait's timeout), for the minutes bound
+            published = publisher.maybe_publish()
+            if published is not None:
+                skip_published_elsewhere(published.published)
     progress.close()
     result.seconds = time.monotonic() - started
     return result
@@ -329,6 +356,8 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "input_bytes": year.input_bytes,
         "written_bytes": year.written_bytes,
         "published_units": year.published_units,
+        "publishes": year.publishes,
+        "publish_seconds": year.publish_seconds,
         "unreadable_scenes": sorted(redact(href) for href in year.unreadable_scenes),
     }
 
@@ -355,7 +384,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
             result.years.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
         result.seconds = time.monotonic() - started
         return result
-    from tessera_ray.store import EmbeddingStore, publish
+    from tessera_ray.store import EmbeddingStore
     from tessera_ray.viewer import publish_viewer
 
     store = EmbeddingStore.create_or_open(config.out, shard_size=config.unit_size, chunk_size=config.chunk_size,
@@ -367,10 +396,11 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     zones = sorted({u.zone for u in units})
     for plan in plans:
         store.prepare(plan.year, zones)
+    # {root}/index.html + viewer/ first: consumers can watch the units appear as they are published
+    publish_viewer(store.objects)
     with ray_session():
-        year_results = _run_years(config, plans, model, progress, store, publish)
+        year_results = _run_years(config, plans, model, progress, store)
     result.years = year_results
-    publish_viewer(store.objects)  # {root}/index.html + viewer/: the browser viewer of what was published
     result.seconds = time.monotonic() - started
     for plan, year in zip(plans, result.years):
         if not plan.units:
@@ -382,8 +412,9 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print)
     return result
 
 
-def _run_years(config, plans, model, progress, store, publish) -> list[YearResult]:
+def _run_years(config, plans, model, progress, store) -> list[YearResult]:
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
+    from tessera_ray.pipeline.publishing import Publisher
 
     spec = EncoderSpec(config.checkpoint, config.variant, data_source=config.data_source, seed=config.seed,
                        batch_size=config.batch_size, bf16=config.bf16, cpu_threads=config.encoder_threads)
@@ -393,8 +424,11 @@ def _run_years(config, plans, model, progress, store, publish) -> list[YearResul
             if not plan.units:
                 results.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
                 continue
-            year = run_year(plan, config, pool, model, progress)
-            year.published_units = publish(config.out, plan.year).units
+            publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
+                                  note=progress.note)
+            year = run_year(plan, config, pool, model, progress, publisher)
+            year.published_units = publisher.finish().units
+            year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)
             results.append(year)
     return results
 

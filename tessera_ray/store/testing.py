@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera_ray.grid import Unit
-from tessera_ray.store.manifest import publish
-from tessera_ray.store.writer import EmbeddingStore
+from tessera_ray.store.writer import EmbeddingStore, publish
 
 
 @dataclass(frozen=True)
