@@ -1,15 +1,29 @@
 """Encoder throughput: the optimised inference path against a plain PyTorch loop.
 
 For each variant (both families: v1 and the four v2 student sizes with
-random weights and upstream structure), the same synthetic pixels go through
+random weights and upstream structure), synthetic pixels of one block go through
 * ``encode_pixels`` (vectorised sampling, sequence-length groups, device
-  batches, ``inference_mode``; bf16 on a GPU for v1) at several batch sizes, and
+  batches, ``inference_mode``; bf16 on a GPU for v1) at several batch sizes, on
+  a block of realistic size (the actor sees whole blocks: its sequence-length
+  groups are then full, where a few dozen pixels would leave most groups short
+  and padded), and
 * a baseline: a Python loop over pixels preparing one pixel at a time with
-  the family's rule, one fp32 forward per pixel under ``no_grad``, no grouping.
+  the family's rule, one fp32 forward per pixel under ``no_grad``, no grouping,
+  timed on the first pixels of the same block (a pixel costs the loop the same
+  whatever the block size, so its pixels per second do not depend on how many
+  it is given).
 
-Both use the same per-pixel seeds, so their outputs must agree; the report
-gives pixels per second (median of repeats), the speed-up over the baseline and
-the largest difference between the two outputs (dequantised, and in int8 steps).
+Both use the same per-pixel seeds, so their outputs must agree on the pixels
+both ran; the report gives pixels per second (median of repeats), the speed-up
+over the baseline and the largest difference between the two outputs
+(dequantised, and in int8 steps).
+
+Why batching cannot do more on a CPU, measured for each variant: the share of
+the loop's time spent in matrix products (torch's profiler), and the fp32
+matrix-product rate at the loop's row count (one pixel's sequence) against the
+batch's (the variant's feed-forward shape). Batching removes the rest of the
+loop's time and moves the products to the batched rate, so
+``ceiling = 1 / (share * rate_loop / rate_batched)`` bounds its speed-up.
 
     python jobs/bench_encode.py            # default, ~3 min on 2 cores
     python jobs/bench_encode.py --quick    # smoke run, ~30 s
@@ -43,17 +57,17 @@ from tessera_ray.model import (  # noqa: E402
     runner_for,
 )
 
-# variant -> (pixels, batch sizes) for the default and the quick run
+# variant -> (block pixels, loop pixels, batch sizes) for the default and the quick run
 PLAN = {
-    "tiny": ((512, (16, 64, 256, 512)), (256, (16, 256))),
-    "small": ((256, (16, 64, 256)), (128, (64,))),
-    "v1.0-qat": ((32, (16, 32)), (8, (8,))),
-    "v1.0": ((16, (16,)), (4, (4,))),
-    "v1.1": ((32, (32,)), (4, (4,))),
-    "v2-nano": ((256, (64, 256)), (64, (64,))),
-    "v2-small": ((128, (64, 128)), (32, (32,))),
-    "v2-medium": ((64, (64,)), (16, (16,))),
-    "v2-large": ((32, (32,)), (8, (8,))),
+    "tiny": ((2048, 256, (16, 64, 256)), (256, 64, (64,))),
+    "small": ((1024, 128, (16, 64, 256)), (128, 32, (64,))),
+    "v1.0-qat": ((256, 32, (16, 32)), (32, 8, (16,))),
+    "v1.0": ((128, 16, (16, 32)), (16, 4, (16,))),
+    "v1.1": ((256, 32, (32,)), (32, 4, (16,))),
+    "v2-nano": ((2048, 256, (32, 128, 512)), (256, 32, (64,))),
+    "v2-small": ((1024, 128, (16, 64, 256)), (128, 16, (32,))),
+    "v2-medium": ((512, 48, (16, 64, 256)), (64, 8, (16,))),
+    "v2-large": ((256, 32, (16, 64, 256)), (32, 4, (16,))),
 }
 DATA_SOURCE = "aws"  # v1.1's statistics (the others have one set)
 RUN_SEED = 7
@@ -133,30 +147,36 @@ def compare(a_q, a_s, b_q, b_s) -> dict:
     }
 
 
-def bench_variant(name: str, n: int, batch_sizes, repeats: int, cuda: bool) -> dict:
+def bench_variant(name: str, n: int, m: int, batch_sizes, repeats: int, cuda: bool) -> dict:
+    """``n`` block pixels through the batched path, the first ``m`` of them through the loop."""
     config = get_variant(name)
     model = build_encoder(config, seed=0)
     pixels = synthetic_pixels(n, seed=1)
+    looped = pixels.take(slice(0, m))
     # one baseline run: it is the slow reference, and its timing drifts least
-    base_s, (base_q, base_sc) = timed(lambda: baseline(model, config, pixels), 1)
+    base_s, (base_q, base_sc) = timed(lambda: baseline(model, config, looped), 1)
+    base_px_s = m / base_s
     rule = inference_rule(config, DATA_SOURCE)
-    groups = len(rule.prepare(pixels, RUN_SEED).groups)
-    row = {"variant": name, "pixels": n, "length_groups": groups, "baseline_px_s": n / base_s,
+    groups = rule.prepare(pixels, RUN_SEED).groups
+    row = {"variant": name, "pixels": n, "loop_pixels": m, "length_groups": len(groups),
+           "largest_group": max(len(g.pixels) for g in groups), "baseline_px_s": base_px_s,
            "cpu": [], "gpu": None}
     for bs in batch_sizes:
         runner = runner_for(model, rule, "cpu", batch_size=bs)
         secs, out = timed(lambda: encode_pixels(runner, config, pixels, seed=RUN_SEED, data_source=DATA_SOURCE),
                           repeats)
-        row["cpu"].append({"batch_size": bs, "px_s": n / secs, "speedup": base_s / secs,
-                           **compare(out.embeddings, out.scales, base_q, base_sc)})
-    # bf16 autocast on the CPU (AMX where the processor has it), largest batch: speed and
-    # agreement with fp32 (students run fp32 upstream, so bf16 is opt-in, never the default)
-    fp32 = encode_pixels(runner_for(model, rule, "cpu", batch_size=batch_sizes[-1]), config, pixels,
+        row["cpu"].append({"batch_size": bs, "px_s": n / secs, "speedup": n / secs / base_px_s,
+                           **compare(out.embeddings[:m], out.scales[:m], base_q, base_sc)})
+    best = max(row["cpu"], key=lambda r: r["px_s"])
+    row["ceiling"] = batching_ceiling(model, config, looped, rule, best["batch_size"])
+    # bf16 autocast on the CPU, best batch: speed and agreement with fp32 (students run fp32
+    # upstream, so bf16 is opt-in, never the default)
+    fp32 = encode_pixels(runner_for(model, rule, "cpu", batch_size=best["batch_size"]), config, pixels,
                          seed=RUN_SEED, data_source=DATA_SOURCE)
-    runner = runner_for(model, rule, "cpu", batch_size=batch_sizes[-1], bf16=True)
+    runner = runner_for(model, rule, "cpu", batch_size=best["batch_size"], bf16=True)
     secs, out = timed(lambda: encode_pixels(runner, config, pixels, seed=RUN_SEED, data_source=DATA_SOURCE),
                       repeats)
-    row["cpu_bf16"] = {"batch_size": batch_sizes[-1], "px_s": n / secs, "speedup": base_s / secs,
+    row["cpu_bf16"] = {"batch_size": best["batch_size"], "px_s": n / secs, "speedup": n / secs / base_px_s,
                        "min_cosine_to_fp32": min_cosine(out, fp32)}
     if cuda:
         row["gpu"] = []
@@ -172,6 +192,57 @@ def bench_variant(name: str, n: int, batch_sizes, repeats: int, cuda: bool) -> d
                                **compare(out.embeddings[:n], out.scales[:n], ref.embeddings, ref.scales)})
         model.to("cpu")
     return row
+
+
+def batching_ceiling(model, config, looped: PixelSeries, rule, batch_size: int) -> dict:
+    """What batching could at best do over the loop on this CPU (see the module docstring).
+
+    The model's matrix-product FLOPs per pixel (torch's FLOP counter) at the best
+    fp32 matrix-product rate this CPU reached for the variant's feed-forward shape
+    (any row count from one pixel's to a large batch's) is the least time any
+    fp32 batching can take per pixel; the loop's measured time per pixel over it
+    is the ceiling of the speed-up.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sample = looped.take(slice(0, min(len(looped), 8)))
+    start = time.perf_counter()
+    baseline(model, config, sample)
+    loop_s = (time.perf_counter() - start) / len(sample)
+    flops = 0
+    # with gradients on, torch's transformer layers take their composite path, whose matrix
+    # products the counter sees (their fused inference path is one opaque op to it)
+    with torch.enable_grad():
+        for i in range(len(sample)):
+            prepared = rule.prepare(sample.take([i]), RUN_SEED)
+            for group in prepared.groups:
+                with FlopCounterMode(display=False) as counter:
+                    model(torch.from_numpy(group.s2), torch.from_numpy(group.s1))
+                flops += counter.get_total_flops()
+    flops /= len(sample)
+    width = getattr(config, "d", None) or 4 * config.latent
+    rates = {rows: matmul_rate(rows, width, config.ffn) for rows in (48, 384, 1536, 48 * batch_size)}
+    best = max(rates.values())
+    return {"flops_per_pixel": flops, "loop_gflops": flops / loop_s / 1e9,
+            "matmul_gflops": {str(k): v / 1e9 for k, v in rates.items()}, "best_matmul_gflops": best / 1e9,
+            "ceiling": loop_s * best / flops if flops else None}
+
+
+def matmul_rate(rows: int, k: int, n: int, seconds: float = 0.5) -> float:
+    """fp32 FLOP/s of (rows, k) @ (k, n) on this CPU, median of timed repeats."""
+    a, b = torch.randn(rows, k), torch.randn(k, n)
+    a @ b
+    reps = max(3, int(2e8 // (2 * rows * k * n)) or 1)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < 5 or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        times.append((time.perf_counter() - start) / reps)
+        if len(times) >= 50:
+            break
+    return 2 * rows * k * n / statistics.median(times)
 
 
 def min_cosine(a, b) -> float:
@@ -191,17 +262,27 @@ def markdown(report: dict) -> str:
         "rounds floats slightly differently (~1e-6) from a batched one, which now and then "
         "moves an int8 value by one step.",
         "",
-        "| variant | pixels | batch | px/s | baseline px/s | speed-up | max abs diff | max int8 steps | int8 values differing | identical |",
+        "| variant | pixels (loop) | batch | px/s | baseline px/s | speed-up | max abs diff | max int8 steps | int8 values differing | identical |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["results"]:
         for r in row["cpu"]:
             lines.append(
-                f"| {row['variant']} | {row['pixels']} | {r['batch_size']} | {r['px_s']:.1f} | "
+                f"| {row['variant']} | {row['pixels']} ({row['loop_pixels']}) | {r['batch_size']} | {r['px_s']:.1f} | "
                 f"{row['baseline_px_s']:.1f} | {r['speedup']:.2f}x | {r['max_abs_diff']:.2e} | "
                 f"{r['max_int8_step_diff']} | {100 * r['int8_values_differing']:.3f}% | "
                 f"{'yes' if r['identical_bytes'] else 'no'} |"
             )
+    lines += ["", "What fp32 batching can do at best on this CPU: the model's matrix-product FLOPs per pixel, the "
+              "rate the loop reaches, and the best fp32 matrix-product rate measured for the variant's "
+              "feed-forward shape (48 rows to a batch's); their ratio bounds any fp32 batching's speed-up:", "",
+              "| variant | MFLOP per pixel | loop GFLOP/s | best matmul GFLOP/s | ceiling | measured |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for row in report["results"]:
+        c, best = row["ceiling"], max(row["cpu"], key=lambda r: r["px_s"])
+        ceiling = f"{c['ceiling']:.2f}x" if c["ceiling"] else "-"
+        lines.append(f"| {row['variant']} | {c['flops_per_pixel'] / 1e6:.0f} | {c['loop_gflops']:.1f} | "
+                     f"{c['best_matmul_gflops']:.1f} | {ceiling} | {best['speedup']:.2f}x |")
     lines += ["", "bf16 autocast on the CPU (opt-in; the default stays fp32, as upstream):", "",
               "| variant | batch | px/s | speed-up over the loop | min cosine to fp32 |", "|---|---:|---:|---:|---:|"]
     for row in report["results"]:
@@ -241,13 +322,16 @@ def main(argv: list[str] | None = None) -> dict:
     }
     repeats = 1 if args.quick else args.repeats
     for name in args.variants.split(","):
-        n, batch_sizes = PLAN[name][1 if args.quick else 0]
-        row = bench_variant(name, n, batch_sizes, repeats, cuda)
+        n, m, batch_sizes = PLAN[name][1 if args.quick else 0]
+        row = bench_variant(name, n, m, batch_sizes, repeats, cuda)
         report["results"].append(row)
         best = max(row["cpu"], key=lambda r: r["px_s"])
         print(f"{name:>9} ({row['length_groups']} length groups): baseline {row['baseline_px_s']:8.1f} px/s, best {best['px_s']:8.1f} px/s "
               f"(batch {best['batch_size']}, {best['speedup']:.2f}x, max diff {best['max_abs_diff']:.1e})",
               flush=True)
+        c = row["ceiling"]
+        print(f"{'':>9} {c['flops_per_pixel'] / 1e6:.0f} MFLOP/px; loop {c['loop_gflops']:.1f} GFLOP/s, best matmul "
+              f"{c['best_matmul_gflops']:.1f} GFLOP/s: fp32 batching ceiling {c['ceiling'] or 0:.2f}x", flush=True)
         print(f"{'':>9} bf16 autocast: {row['cpu_bf16']['px_s']:8.1f} px/s ({row['cpu_bf16']['speedup']:.2f}x), "
               f"min cosine to fp32 {row['cpu_bf16']['min_cosine_to_fp32']:.6f}", flush=True)
     out = Path(args.out)

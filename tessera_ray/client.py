@@ -44,7 +44,7 @@ from tessera_ray.redact import redact
 from tessera_ray.store.layout import DEPTHS_ATTR, LAYOUT_ATTR, N_BANDS, YEARS_ATTR, ZARR_DIR, is_embeddings_array
 from tessera_ray.store.shards import EMPTY as _EMPTY
 from tessera_ray.store.shards import TAG_NBYTES, ShardedArray, chunk_tag, crc32c
-from tessera_ray.store.manifest import MANIFEST_DIR
+from tessera_ray.store.manifest import manifest_key
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
 VALID, NODATA, NOT_PROCESSED, OUTSIDE = "valid", "no_data", "not_processed", "outside"
@@ -264,7 +264,7 @@ class Root:
         import pyarrow.parquet as pq
 
         try:
-            column = pq.ParquetFile(_RangeFile(self, f"{MANIFEST_DIR}/{int(year)}.parquet")).read(["objects"])
+            column = pq.ParquetFile(_RangeFile(self, manifest_key(year))).read(["objects"])
             keys = frozenset(o["key"] for row in column.column("objects").to_pylist() for o in row or ())
         except ObjectNotFound:
             keys = frozenset()
@@ -397,7 +397,7 @@ class Root:
         import shapely
 
         self.year_index(year)
-        key = f"{MANIFEST_DIR}/{int(year)}.parquet"
+        key = manifest_key(year)
         try:
             pf = pq.ParquetFile(_RangeFile(self, key))
         except ObjectNotFound:

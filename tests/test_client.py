@@ -10,7 +10,7 @@ from tessera_ray.errors import DataError, UserInputError
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.store.layout import ZARR_DIR, shard_key
-from tessera_ray.store.testing import build_random_store
+from tessera_ray.store.testing import build_random_store, reversed_shard
 
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256), Unit(32, 4000, 170, 256)]
 
@@ -205,19 +205,6 @@ def test_corrupt_shard_is_an_error_naming_it(tmp_path, compression):
         tc.open_root(server.url).points(*every_chunk, 2024)
     path.write_bytes(clean)
     assert tc.open_root(str(root)).pixel(lon[0], lat[0], 2024).status == tc.VALID
-
-
-def reversed_shard(data: bytes, n_chunks: int, stride: int) -> bytes:
-    """A dense shard with its tagged chunks stored in reverse order and its index rewritten to match."""
-    import google_crc32c
-
-    head = 16 * n_chunks + 4
-    index = np.frombuffer(data[: head - 4], "<u8").reshape(-1, 2).copy()
-    pieces = [data[head + n * stride : head + (n + 1) * stride] for n in range(n_chunks)]
-    for k, n in enumerate(reversed(range(n_chunks))):
-        index[n] = (head + k * stride + 8, stride - 8)
-    index_bytes = index.astype("<u8").tobytes()
-    return index_bytes + google_crc32c.value(index_bytes).to_bytes(4, "little") + b"".join(reversed(pieces))
 
 
 def expected_points(root, rows, cols):

@@ -1,5 +1,8 @@
 """Kill the embed job in the middle, run it again: the store is byte-identical to an uninterrupted run.
 
+The killed run publishes after every unit (``--publish-every-units 1``) and the
+uninterrupted one once at its end: the manifest is the same bytes either way.
+
 Compared: every file under the root except ``manifests/runs/`` (each run's
 record, which by design says when and how that run went) and the ``*.tmp``
 files a killed atomic put can leave (never read: object listings skip them).
@@ -38,14 +41,16 @@ def test_kill_in_the_middle_then_resume_is_byte_identical(world, tmp_path, ray_c
     # the interrupted run: its own driver and local Ray, killed (whole process group) after its first unit
     env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH, "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS")
-    args = embed_args(world, resumed, checkpoint, ROI, *ONE_BLOCK, "--max-in-flight", "2")[1:]
+    # it publishes after every unit: what it published before the kill is what readers see meanwhile
+    args = embed_args(world, resumed, checkpoint, ROI, *ONE_BLOCK, "--max-in-flight", "2",
+                      "--publish-every-units", "1")[1:]
     log = tmp_path / "killed.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / "embed.py"), *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while "[1/4]" not in log.read_text():
+        while "published 1 unit(s)" not in log.read_text():
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
@@ -55,6 +60,15 @@ def test_kill_in_the_middle_then_resume_is_byte_identical(world, tmp_path, ray_c
     text = log.read_text()
     assert "[1/4]" in text and "[4/4]" not in text, text
     assert (resumed / "_parts" / "2024").is_dir()  # it had written something
+    # consumers saw units before the job ended: the client reads them from the manifest published mid-run
+    from tessera_ray.client import open_root
+    from tessera_ray.grid import Unit
+
+    with open_root(str(resumed)) as reader:
+        seen = list(reader.units(2024).unit_id)
+        assert 1 <= len(seen) < 4, seen
+        unit = Unit.from_id(seen[0])
+        assert (reader.read_window(unit.zone, unit.window, 2024)[1] < float("inf")).all()
 
     # the uninterrupted run, and the re-run of the killed one, on the session's Ray
     for out in (reference, resumed):
@@ -63,7 +77,8 @@ def test_kill_in_the_middle_then_resume_is_byte_identical(world, tmp_path, ray_c
         except SystemExit as exc:
             pytest.fail(f"embed exited {exc.code}: {capsys.readouterr().err}")
     out = capsys.readouterr().out
-    assert "units: 4 done, 0 skipped" in out
+    assert "units: 4 done, 0 skipped" in out  # the reference
+    assert f"units: {4 - len(seen)} done, {len(seen)} skipped (already published)" in out  # the re-run
     assert "unreadable scene" not in out, out
     assert "0 failed of 4" in out.split("units: 4 done")[-1]
 

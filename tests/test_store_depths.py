@@ -111,7 +111,7 @@ def test_a_unit_whose_prefix_shard_is_lost_is_not_published(tmp_path):
     build_random_store(str(root), UNITS[:2], depths=(16,))
     victim = root / shard_key(31, "embeddings_d16", 0, UNITS[1].row, UNITS[1].col)
     victim.unlink()
-    result = publish(str(root), 2024)
+    result = publish(str(root), 2024, reverify=True)  # published units are checked again only when asked
     assert result.rejected == (UNITS[1].id,)
     assert list(read_manifest(str(root), 2024).unit_id) == [UNITS[0].id]
 

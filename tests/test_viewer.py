@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -27,7 +28,8 @@ import pytest
 from tessera_ray import client as tc
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.serve import StaticServer
-from tessera_ray.store.testing import build_random_store
+from tessera_ray.store.layout import shard_key
+from tessera_ray.store.testing import build_random_store, reversed_shard
 
 from cli_helpers import run_cli
 
@@ -39,6 +41,9 @@ YEAR = 2024
 CLASSES = ("crop", "forest", "water")
 SCATTER_N = 2000
 UNIT_RGB = {"complete": (0x00, 0xC8, 0x53), "partial": (0xFF, 0xAB, 0x00)}
+BASEMAP_UNIT = Unit(31, 1415, 234, 256)  # near 5.8 E, 52.3 N: 2.8 degrees off the zone's meridian
+TILE_ZOOM = 14  # the zoom the page picks for its first view of one unit (checked below)
+MAP_BACKGROUND = (0xCF, 0xD8, 0xDC)  # #map-wrap, seen where no tile is drawn
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 
@@ -83,6 +88,13 @@ def site(tmp_path_factory):
     shutil.rmtree(base / "nomanifest" / "manifests")
     # a Matryoshka store (prefix arrays of 16, 32 and 64 dims)
     build_random_store(str(base / "matryoshka"), UNITS[:1], years=(YEAR,), partial=False, depths=(16, 32, 64))
+    # ...whose 128-dim shard has its chunks in reverse order (index rewritten): each passes its CRC32C
+    # but none is at its fixed offset, so the page must see the tags fail and read through the index
+    emb = tc.open_root(str(base / "matryoshka")).arrays[(31, "embeddings")]
+    shard = base / "matryoshka" / shard_key(31, "embeddings", 0, UNITS[0].row, UNITS[0].col)
+    shard.write_bytes(reversed_shard(shard.read_bytes(), emb.n_chunks, emb.fixed_stride))
+    # a root for the basemap (its viewer.json is written once the tile server's address is known)
+    build_random_store(str(base / "basemap"), [BASEMAP_UNIT], years=(YEAR,), partial=False)
     # the other shard layout: Blosc-zstd chunks, index at the end of the shard
     build_random_store(str(base / "zstd"), UNITS[:1], years=(YEAR,), partial=False, compression="zstd", index_location="end")
     # a store with one flipped byte in the first chunk of its embeddings shard
@@ -124,6 +136,104 @@ def points_spec(rng):
     labelled = [(int(r), int(c)) for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 15), rng.integers(u0.col, u0.col + 256, 15))]
     holdout = [(int(r), int(c)) for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 40), rng.integers(u0.col, u0.col + 256, 40))]
     return clicks, labelled, holdout
+
+
+def tile_colour(x: int, y: int) -> tuple[int, int, int]:
+    """A colour per tile, different for every tile within 180 of another (blue never the map's background)."""
+    return 40 + x * 37 % 180, 40 + y * 59 % 180, 200 - (x + y) * 23 % 120
+
+
+def lonlat_to_tile(z: int, lon, lat):
+    """Fractional XYZ tile coordinates (Web Mercator)."""
+    n = 2.0**z
+    phi = np.radians(lat)
+    return (np.asarray(lon) + 180.0) / 360.0 * n, (1.0 - np.log(np.tan(phi) + 1.0 / np.cos(phi)) / np.pi) / 2.0 * n
+
+
+def write_tiles(folder: Path) -> None:
+    """Solid PNG tiles at TILE_ZOOM around BASEMAP_UNIT; those with (x + y) % 5 == 0 left out (they fail: 404)."""
+    from PIL import Image
+
+    lon, lat = zone_grid(31).pixel_to_lonlat(BASEMAP_UNIT.window.row + 128, BASEMAP_UNIT.window.col + 128)
+    x0, y0 = (int(v) for v in lonlat_to_tile(TILE_ZOOM, lon - 0.1, lat + 0.06))
+    x1, y1 = (int(v) for v in lonlat_to_tile(TILE_ZOOM, lon + 0.1, lat - 0.06))
+    for x in range(x0, x1 + 1):
+        (folder / str(TILE_ZOOM) / str(x)).mkdir(parents=True, exist_ok=True)
+        for y in range(y0, y1 + 1):
+            if (x + y) % 5:
+                Image.new("RGB", (256, 256), tile_colour(x, y)).save(folder / str(TILE_ZOOM) / str(x) / f"{y}.png")
+
+
+def check_basemap(b: dict, tiles: Path, tile_url: str, out: Path) -> None:
+    """The basemap page: the right tiles requested, each drawn where its lon/lat lies on the UTM map."""
+    from PIL import Image
+
+    assert b["outcome"] == "ready" and b["error"] == [], b["error"]
+    assert b["layout"]["attribution"] == "tiles: test pattern"
+    view, (left, top, right, bottom) = b["layout"]["view"], b["layout"]["map"]
+    width, height, scale = right - left, bottom - top, view["scale"]
+    grid = zone_grid(31)
+
+    def lonlat_at(x, y):  # page px -> lon/lat, from the view the page reports (not from its own maths)
+        col = view["cx"] + (np.asarray(x, "float64") - left - width / 2) / scale
+        row = view["cy"] + (np.asarray(y, "float64") - top - height / 2) / scale
+        return grid.pixel_to_lonlat(row - 0.5, col - 0.5)  # pixel_to_lonlat gives pixel centres
+
+    # the zoom whose tile px is closest to a screen px at the view's centre
+    _, lat_c = lonlat_at(left + width / 2, top + height / 2)
+    zoom = round(np.log2(40075016.685578488 / 256 * np.cos(np.radians(lat_c)) * scale / 10))
+    assert zoom == TILE_ZOOM == b["state"]["zoom"], (zoom, b["state"]["zoom"])
+    # the tiles: those under 9 points on each side of the view (their bounding box), all requested once
+    f = np.linspace(0, 1, 9)
+    xs = np.r_[left + f * width, left + f * width, np.full(9, left), np.full(9, right)]
+    ys = np.r_[np.full(9, top), np.full(9, bottom), top + f * height, top + f * height]
+    tx, ty = lonlat_to_tile(zoom, *lonlat_at(xs, ys))
+    expected = {(zoom, x, y) for x in range(int(tx.min()), int(tx.max()) + 1) for y in range(int(ty.min()), int(ty.max()) + 1)}
+    shown = {(t["z"], t["x"], t["y"]) for t in b["state"]["tiles"]}
+    requested = [tuple(int(v) for v in u[len(tile_url) + 1 : -4].split("/")) for u in b["requested"] if u.startswith(tile_url)]
+    assert shown == expected and sorted(requested) == sorted(expected), (sorted(shown ^ expected), sorted(requested))
+    exists = {t: (tiles / str(t[0]) / str(t[1]) / f"{t[2]}.png").exists() for t in expected}
+    assert {(t["z"], t["x"], t["y"]): t["status"] for t in b["state"]["tiles"]} == {
+        t: "loaded" if ok else "failed" for t, ok in exists.items()}
+    assert 0 < sum(exists.values()) < len(exists)  # some tiles drawn, some failed
+
+    # colours on screen: a lattice of map points away from tile edges, overlays and unit outlines
+    px, py = np.meshgrid(np.arange(np.ceil(left) + 3, right - 3, 11.0), np.arange(np.ceil(top) + 3, bottom - 3, 11.0))
+    px, py = px.ravel(), py.ravel()
+    free = np.ones(px.size, bool)
+    for x0, y0, x1, y1 in b["layout"]["covered"]:
+        free &= ~((px >= x0 - 3) & (px <= x1 + 3) & (py >= y0 - 3) & (py <= y1 + 3))
+    in_unit = np.zeros(px.size, bool)
+    for u in b["units"]:
+        ux0, uy0, ux1, uy1 = left + u["x"], top + u["y"], left + u["x"] + u["size"], top + u["y"] + u["size"]
+        near = lambda m: (px >= ux0 - m) & (px <= ux1 + m) & (py >= uy0 - m) & (py <= uy1 + m)
+        free &= ~(near(4) & ~near(-4))  # the outline
+        in_unit |= near(0)
+    # pixel centres of the screenshot are at +0.5
+    fx, fy = lonlat_to_tile(zoom, *lonlat_at(px + 0.5, py + 0.5))
+    edge = np.minimum.reduce([fx % 1, 1 - fx % 1, fy % 1, 1 - fy % 1]) * 256
+    free &= edge > 3
+    want = np.array([tile_colour(int(x), int(y)) if exists.get((zoom, int(x), int(y))) else MAP_BACKGROUND
+                     for x, y in zip(fx, fy)])
+
+    def colours(name):
+        image = np.asarray(Image.open(out / name).convert("RGB"))
+        return image[py.astype(int), px.astype(int)]
+
+    # where antialiased triangle edges overlap, 8-bit premultiplied alpha rounds a level or two off;
+    # neighbouring tiles differ by 23 levels or more
+    same = lambda a, c: np.abs(a.astype(int) - c).max(axis=1) <= 2
+    both, hidden, off = (colours(b["shots"][k]) for k in ("both", "embeddingsHidden", "basemapHidden"))
+    outside = free & ~in_unit
+    assert outside.sum() > 500 and (want[outside] == MAP_BACKGROUND).all(axis=1).sum() > 20
+    wrong = np.flatnonzero(~same(both[outside], want[outside]))
+    assert not wrong.size, [(px[outside][i], py[outside][i], both[outside][i], want[outside][i]) for i in wrong[:5]]
+    # the embeddings are drawn over the tiles, and with the embedding layer's opacity at 0 the tiles show there
+    inside = free & in_unit
+    assert inside.sum() > 100 and (~same(both[inside], want[inside])).mean() > 0.9
+    assert same(hidden[free], want[free]).all()
+    # with the basemap's opacity at 0 as well: the map's background only
+    assert (off[free] == MAP_BACKGROUND).all()
 
 
 def check_scatter(sc, reader, manifest, timings) -> None:
@@ -183,7 +293,12 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     clicks, labelled, holdout = points_spec(np.random.default_rng(7))
     out = Path(os.environ.get("TESSERA_RAY_TEST_ARTEFACTS", tmp_path)) / "viewer"
     out.mkdir(parents=True, exist_ok=True)
-    with StaticServer(base) as server, plain_http_server(base) as plain_url:
+    write_tiles(tmp_path / "tiles")
+    with StaticServer(base) as server, plain_http_server(base) as plain_url, StaticServer(tmp_path / "tiles") as tile_server:
+        template = f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png"
+        code, _, err = run_cli(["viewer", "--root", str(base / "basemap"), "--basemap", template,
+                                "--basemap-attribution", "tiles: test pattern"], capsys)
+        assert code == 0, err
         url = f"{server.url}/good/"
         reader = tc.open_root(url)
         lon_l, lat_l = zone_grid(31).pixel_to_lonlat(*np.array(labelled).T)
@@ -206,10 +321,12 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
                 {"name": "notours", "url": f"{server.url}/notours/index.html"},
                 {"name": "nomanifest", "url": f"{server.url}/nomanifest/index.html"},
                 {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
-                {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html"},
+                {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html", "click": lonlat(*clicks["valid"])},
                 {"name": "norange", "url": f"{plain_url}/good/index.html"},
-                {"name": "zstd", "url": f"{server.url}/zstd/index.html", "click": lonlat(*clicks["valid"])},
+                {"name": "zstd", "url": f"{server.url}/zstd/index.html?basemap={quote(template, safe='')}&attribution=from%20the%20URL",
+                 "click": lonlat(*clicks["valid"])},
             ],
+            "basemap": {"url": f"{server.url}/basemap/index.html"},
         }
         (tmp_path / "spec.json").write_text(json.dumps(spec))
         run = subprocess.run([node, str(VIEWER / "test" / "e2e.mjs"), str(tmp_path / "spec.json")],
@@ -217,8 +334,10 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
         assert run.returncode == 0, run.stderr[-3000:]
         seen = json.loads(run.stdout.strip().splitlines()[-1])
 
-        # the page loaded with nothing wrong on the console or the network
+        # the page loaded with nothing wrong on the console or the network, and asked its own server only:
+        # no basemap configured, no tile request
         assert seen["pageErrors"] == [] and seen["errors"] == []
+        assert seen["mainRequests"] and all(u.startswith(f"{server.url}/") for u in seen["mainRequests"])
         assert [m for m in seen["console"] if m.startswith("main: error")] == []
         assert [r for r in seen["failedRequests"] if r.startswith("main:")] == []
 
@@ -299,11 +418,27 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     assert not bad["good" if "good" in bad else "matryoshka"]["rangeWarning"]
     # a label clicked by hand is where the click was
     assert np.allclose(seen["labelClick"], [lonlat(*clicks["valid_partial_unit"])], atol=1e-9)
-    # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales
+    # a Matryoshka store's first view (dims 0, 1, 2) reads only the 16-dim prefix array and scales,
+    # at their fixed offsets: no shard index, one request per array (the unit's chunks are one run)
     m = bad["matryoshka"]
     assert m["outcome"] == "ready" and m["error"] is None and "read at depth 16" in m["legend"]
-    chunks = [p for p in m["requested"] if "/c/" in p]
-    assert chunks and all("/embeddings_d16/c/" in p or "/scales/c/" in p for p in chunks), chunks
+    chunks = [p for p in m["requestedAtReady"] if "/c/" in p]
+    assert sorted(chunks) == sorted(f"/matryoshka/{shard_key(31, name, 0, UNITS[0].row, UNITS[0].col)}"
+                                    for name in ("embeddings_d16", "scales")), chunks
+    assert "index" not in m["statsAtReady"]["byKind"] and m["statsAtReady"]["byKind"]["chunks"]["requests"] == 2
+    # its 128-dim shard with chunks out of place (CRC-valid): the tags fail, the index is read, the values are right
+    np.testing.assert_array_equal(np.asarray(m["pixel"], "float32"),
+                                  tc.open_root(str(base / "matryoshka")).pixel(*lonlat(*clicks["valid"]), YEAR).values)
+    assert m["stats"]["byKind"]["index"]["requests"] == 1 and m["stats"]["fixedOffsetFallbacks"] == 1
+
+    # a basemap: from viewer.json (the right tiles, drawn beneath the embeddings in their place on the
+    # UTM grid, a failed tile blank), or from ?basemap= (the zstd page: tiles asked for, attribution shown)
+    check_basemap(seen["basemap"], tmp_path / "tiles", tile_server.url, out)
+    z = bad["zstd"]
+    assert z["basemap"]["template"] == template and z["attribution"] == "from the URL"
+    assert z["basemap"]["tiles"] and any(u.startswith(tile_server.url) for u in z["requested"])
+    assert all(b["basemap"] is None and not any(u.startswith(tile_server.url) for u in b["requested"])
+               for name, b in bad.items() if name != "zstd")
 
     # every view saved as a screenshot, none blank
     shots = sorted(out.glob("[1-7]-*.png"))

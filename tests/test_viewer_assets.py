@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import re
 import shutil
 import subprocess
@@ -55,6 +56,28 @@ def test_viewer_command_writes_a_local_root(tmp_path, capsys):
     for key, data in asset_files():
         assert (root / key).read_bytes() == data
     assert "tessera-ray serve" in out
+    assert json.loads((root / "viewer.json").read_text()) == {"basemap": None}  # no basemap: the page asks for no tile
+    # a basemap template: kept by a later publication (embed re-publishes the viewer), removed on request
+    template = "https://tiles.example.org/{z}/{x}/{y}.png"
+    code, out, err = run_cli(["viewer", "--root", str(root), "--basemap", template, "--basemap-attribution", "(c) someone"], capsys)
+    assert code == 0 and f"basemap: {template}" in out, err
+    configured = {"basemap": {"url": template, "attribution": "(c) someone", "max_zoom": 19, "opacity": 1.0}}
+    assert json.loads((root / "viewer.json").read_text()) == configured
+    assert publish_viewer(str(root))[-1] == "index.html"
+    assert json.loads((root / "viewer.json").read_text()) == configured
+    code, out, err = run_cli(["viewer", "--root", str(root), "--no-basemap"], capsys)
+    assert code == 0 and "no basemap" in out
+    assert json.loads((root / "viewer.json").read_text()) == {"basemap": None}
+    # templates the page could not use: one line each, the configuration untouched
+    for bad, why in [("https://tiles.example.org/{z}/{x}.png", "has no {y}"), ("javascript:alert(1)//{z}/{x}/{y}", "http(s)://"),
+                     ("file:///tiles/{z}/{x}/{y}.png", "http(s)://")]:
+        code, _, err = run_cli(["viewer", "--root", str(root), "--basemap", bad], capsys)
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli(["viewer", "--root", str(root), "--basemap", template, "--no-basemap"], capsys)
+    assert code == 2 and "not both" in err
+    code, _, err = run_cli(["viewer", "--root", str(root), "--basemap", template, "--basemap-max-zoom", "30"], capsys)
+    assert code == 2 and "max zoom" in err
+    assert json.loads((root / "viewer.json").read_text()) == {"basemap": None}
     # not a root, a store that is not ours, a read-only HTTP root: one line each, nothing written
     code, _, err = run_cli(["viewer", "--root", str(tmp_path / "nothing")], capsys)
     assert code == 2 and "not a published root" in err and len(err.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from tessera_ray.pipeline.sizing import GPU_PX_PER_S
+from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 
 
 def _env(name: str) -> str:
@@ -83,6 +84,14 @@ def register(app: typer.Typer) -> None:
                                                    "(default: ./cluster.yaml if present)"),
         gpu_px_per_s: float = typer.Option(GPU_PX_PER_S, "--gpu-px-per-s", envvar=_env("gpu_px_per_s"),
                                            help="encoder speed per GPU that --dry-run assumes"),
+        publish_every_units: int = typer.Option(DEFAULT_EVERY_UNITS, "--publish-every-units",
+                                                envvar=_env("publish_every_units"),
+                                                help="publish finished units into the year's manifest every N "
+                                                     "units during the job (0: no unit bound)"),
+        publish_every_minutes: float = typer.Option(DEFAULT_EVERY_MINUTES, "--publish-every-minutes",
+                                                    envvar=_env("publish_every_minutes"),
+                                                    help="... or every M minutes, whichever comes first (0: no "
+                                                         "time bound); the end of the job always publishes"),
     ) -> None:
         """Embed a ROI for one or more years and publish it (resumes: published units are skipped)."""
         from tessera_ray.paths import check_url, is_url, output_folder
@@ -104,6 +113,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
             seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(), depths=parse_depths(depths),
             land=land, piece=Piece.parse(piece) if piece else None,
+            publish_every_units=publish_every_units, publish_every_minutes=publish_every_minutes,
         )
         sizing = None
         if dry_run:

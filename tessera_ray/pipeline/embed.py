@@ -10,7 +10,11 @@ The driver streams blocks through three stages with ``ray.wait``:
   whose ``submit`` waits while every actor is busy;
 * once every block of a unit is submitted, one writer task per unit waits for
   its encoded blocks, assembles the shard and calls
-  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`.
+  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`; its part record comes
+  back to the driver, which publishes finished units every
+  ``publish_every_units`` units or ``publish_every_minutes`` minutes
+  (:mod:`tessera_ray.pipeline.publishing`) and skips the units it has not
+  started that another job published meanwhile.
 
 At most ``open_units`` units are between their first read and their write, so
 the object store holds at most that many units of embeddings plus
@@ -85,6 +89,9 @@ class YearResult:
     published_units: int = 0
     no_scenes: tuple = ()
     """Units no scene touches in the year: not read, not published (a later run plans them again)."""
+    publishes: int = 0
+    """Publishes of the year's manifest during and at the end of the job."""
+    publish_seconds: float = 0.0
     unreadable_scenes: set = field(default_factory=set)
     """Scenes left out because an asset's bytes do not decode or it is gone (never for an outage)."""
 
@@ -163,7 +170,7 @@ def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: 
     store = EmbeddingStore.open(root)
     store.model_checksum = model_checksum
     record = store.write_unit(unit, year, embeddings, scales, scenes=scenes, created=created)
-    return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects)}
+    return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects), "record": record}
 
 
 @dataclass(frozen=True)
@@ -217,8 +224,12 @@ def _task_cpus(pool, encoder_threads: int) -> float:
 
 
 def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
-             tasks: StageTasks = StageTasks()) -> YearResult:
-    """Stream every unit of a year through read -> encode -> write; never raises for a failing unit."""
+             publisher=None, tasks: StageTasks = StageTasks()) -> YearResult:
+    """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
+
+    Each written unit's part record goes to ``publisher`` (a
+    :class:`~tessera_ray.pipeline.publishing.Publisher`), which publishes when due.
+    """
     import ray
 
     from tessera_ray.sources.cog import capture_env
@@ -301,6 +312,15 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
             ready, _ = ray.wait(pending, num_returns=1, timeout=5.0)
         return ready
 
+    def skip_published_elsewhere(published: frozenset) -> None:
+        """Drop the units not started yet that another job (an overlapping ROI) has published meanwhile."""
+        kept = [u for u in todo if u.id not in published]
+        for unit in (u for u in todo if u.id in published):
+            result.skipped += 1
+            progress.unit_skipped(unit.id)
+        todo.clear()
+        todo.extend(kept)
+
     while todo or blocks or reads or writes:
         submit_reads()
         for ref in ready_now():
@@ -335,6 +355,12 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 result.input_bytes += state.input_bytes
                 result.written_bytes += written["bytes"]
                 progress.unit_done(state.unit.id, state.unit.window.size)
+                if publisher is not None:
+                    publisher.add(written["record"])
+        if publisher is not None:  # checked at least every 5 s (the wait's timeout), for the minutes bound
+            published = publisher.maybe_publish()
+            if published is not None:
+                skip_published_elsewhere(published.published)
     progress.close()
     result.seconds = time.monotonic() - started
     return result
@@ -370,6 +396,8 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "input_bytes": year.input_bytes,
         "written_bytes": year.written_bytes,
         "published_units": year.published_units,
+        "publishes": year.publishes,
+        "publish_seconds": year.publish_seconds,
         "unreadable_scenes": sorted(redact(href) for href in year.unreadable_scenes),
     }
 
@@ -406,7 +434,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     from tessera_ray.landmask import release_land_polygons
 
     release_land_polygons()  # the masks are not needed again: ~1.2 GB the driver would hold all job long
-    from tessera_ray.store import EmbeddingStore, publish
+    from tessera_ray.store import EmbeddingStore
     from tessera_ray.viewer import publish_viewer
 
     store = EmbeddingStore.create_or_open(config.out, shard_size=config.unit_size, chunk_size=config.chunk_size,
@@ -418,10 +446,11 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     zones = sorted({u.zone for u in units})
     for plan in plans:
         store.prepare(plan.year, zones)
+    # {root}/index.html + viewer/ first: consumers can watch the units appear as they are published
+    publish_viewer(store.objects)
     with ray_session():
-        year_results = _run_years(config, plans, model, progress, store, publish)
+        year_results = _run_years(config, plans, model, progress, store)
     result.years = year_results
-    publish_viewer(store.objects)  # {root}/index.html + viewer/: the browser viewer of what was published
     result.seconds = time.monotonic() - started
     for plan, year in zip(plans, result.years):
         if not plan.units:
@@ -433,8 +462,9 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     return result
 
 
-def _run_years(config, plans, model, progress, store, publish) -> list[YearResult]:
+def _run_years(config, plans, model, progress, store) -> list[YearResult]:
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
+    from tessera_ray.pipeline.publishing import Publisher
 
     spec = EncoderSpec(config.checkpoint, config.variant, data_source=config.data_source, seed=config.seed,
                        batch_size=config.batch_size, bf16=config.bf16, cpu_threads=config.encoder_threads)
@@ -442,12 +472,16 @@ def _run_years(config, plans, model, progress, store, publish) -> list[YearResul
     with EncoderPool(spec, num_actors=config.encoders) as pool:
         for plan in plans:
             if not plan.units:
-                results.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
+                results.append(YearResult(plan.year, units=len(plan.published) + len(plan.no_scenes),
+                                          skipped=len(plan.published), no_scenes=plan.no_scenes))
                 continue
-            year = run_year(plan, config, pool, model, progress)
+            publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
+                                  note=progress.note)
+            year = run_year(plan, config, pool, model, progress, publisher)
+            year.published_units = publisher.finish().units
+            year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)
             year.no_scenes = plan.no_scenes
             year.units += len(plan.no_scenes)
-            year.published_units = publish(config.out, plan.year).units
             results.append(year)
     return results
 

@@ -8,6 +8,7 @@ before the first object is written.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +18,7 @@ from typing import Sequence
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, load_roi, units_for_roi
 from tessera_ray.landmask import DEFAULT_LAND_MASK, check_land_mask
+from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 from tessera_ray.sources.scenes import S1, S2, Scene
 
 FIRST_YEAR = 2017
@@ -70,6 +72,10 @@ class EmbedConfig:
     """Land mask of the plan (``tessera_ray.landmask``): units without land are not planned; "all" plans every unit."""
     piece: "Piece | None" = None
     """``--piece I/N``: this job embeds only the I-th of N pieces of the planned units."""
+    publish_every_units: int = DEFAULT_EVERY_UNITS
+    """Publish finished units into the manifest every this many units during the job (0: no unit bound)."""
+    publish_every_minutes: float = DEFAULT_EVERY_MINUTES
+    """... or every this many minutes, whichever comes first (0: no time bound); the job's end always publishes."""
 
     def __post_init__(self) -> None:
         check_land_mask(self.land)
@@ -82,6 +88,10 @@ class EmbedConfig:
         for name in ("unit_size", "block_size", "batch_size", "max_in_flight", "encoders", "encoder_threads"):
             if getattr(self, name) <= 0:
                 raise UserInputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("publish_every_units", "publish_every_minutes"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserInputError(f"--{name.replace('_', '-')} must be 0 (off) or positive, got {value}")
         if self.unit_size % self.chunk_size:
             raise UserInputError(f"--unit-size must be a multiple of {self.chunk_size}, got {self.unit_size}")
         if self.catalog and (self.stac or self.s1_stac):

@@ -66,6 +66,19 @@ class Progress:
         self.pixels += pixels
         self._advance(f"{unit_id} done")
 
+    def unit_skipped(self, unit_id: str) -> None:
+        """A unit that will not be done after all (another job published it): one less to do."""
+        self.total -= 1
+        if self._bar is not None:
+            self._bar.update(self._task, total=self.total)
+
+    def note(self, text: str) -> None:
+        """A line about the year's work that is not a unit (e.g. a publish), above the bar on a terminal."""
+        if self._bar is not None:
+            self._bar.console.print(redact(f"{self.label}: {text}"))
+        else:
+            self._line(f"{self.label}: {text}")
+
     def unit_failed(self, unit_id: str, reason: str) -> None:
         self.failed += 1
         self._advance(f"{unit_id} FAILED: {reason}", always=True)

@@ -8,7 +8,8 @@ Public API (what the embed job calls)::
     store.prepare(year, zones)                # driver: time axis and zone groups (metadata only)
     done = store.published_units(year)        # unit ids already in the manifest: skip them
     store.write_unit(unit, year, emb, scales, scenes={"s2": n2, "s1": n1})  # one writer per unit
-    publish(root, year)                       # parts -> manifests/{year}.parquet, consolidate
+    store.publish(year, records)              # as units finish: these records -> manifests/{year}.parquet
+    publish(root, year)                       # every part not yet published (end of a job; safe to repeat)
 
 ``compression="none"`` (the default: raw chunks at fixed offsets, a cold pixel
 in one request per array) or ``"zstd"`` chooses the shard layout; see
@@ -17,7 +18,8 @@ docs/store.md. ``root`` is a local folder or ``s3://bucket/prefix``; readers use
 """
 
 from tessera_ray.store.layout import StoreLayout
-from tessera_ray.store.manifest import PublishResult, publish, read_manifest
-from tessera_ray.store.writer import EmbeddingStore, PartRecord
+from tessera_ray.store.manifest import read_manifest
+from tessera_ray.store.publication import PublishResult
+from tessera_ray.store.writer import EmbeddingStore, PartRecord, publish
 
 __all__ = ["EmbeddingStore", "PartRecord", "PublishResult", "StoreLayout", "publish", "read_manifest"]

@@ -166,6 +166,16 @@ class StoreState:
     years: tuple[int, ...] = ()
     zones: tuple[int, ...] = ()
 
+    def adding(self, year: int | None = None, zones=()) -> "StoreState":
+        """This state with ``year`` appended to the time axis (if new) and ``zones`` added.
+
+        Years are only ever appended: a year's index on the time axis, which
+        its shard keys carry, never changes once it is there.
+        """
+        years = self.years if year is None or int(year) in self.years else (*self.years, int(year))
+        all_zones = tuple(sorted(set(self.zones) | {int(z) for z in zones}))
+        return StoreState(self.layout, self.model, years, all_zones)
+
     def root_attrs(self) -> dict:
         depths = {DEPTHS_ATTR: depths_attr(self.layout.depths)} if self.layout.depths else {}
         return {

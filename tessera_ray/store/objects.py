@@ -4,15 +4,27 @@ Writes are atomic and verified before anyone records them: a local object is
 written to a temporary file, fsynced and renamed into place, then read back and
 hashed; an S3 object is one PUT carrying its SHA-256, which the server checks,
 then a HEAD confirms size and checksum. Readers never see half an object.
+
+Objects that several writers replace (a year's manifest, the root ``zarr.json``)
+are written with :meth:`Objects.put_if`: only if the object is still the
+version the writer read (S3 ``If-Match`` / ``If-None-Match``; a local folder
+does the same under an exclusive ``flock`` on the folder holding the object),
+so a writer that lost a race learns it (:class:`PreconditionFailed`)
+instead of silently undoing the other's write. docs/store.md has the protocol.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
+import random
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -37,6 +49,23 @@ class ObjectNotFound(DataError):
     """An object the caller asked for does not exist."""
 
 
+class PreconditionFailed(ServiceError):
+    """A conditional write found the object changed since the writer read it (or present when it was to be new)."""
+
+
+MAX_CONFLICTS = 30
+"""Read-merge-write rounds a writer of a versioned object tries before giving up (each lost to another writer)."""
+
+
+def conflict_backoff(attempt: int) -> None:
+    """Jittered exponential wait after the ``attempt``-th lost race (at most a second), so racers spread out."""
+    time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
+
+
+S3_READ_TIMEOUT_ENV = "TESSERA_RAY_S3_READ_TIMEOUT"
+"""Seconds an S3 request may wait for its response (botocore's default: 60)."""
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -52,6 +81,29 @@ class Objects:
 
     def get(self, key: str) -> bytes:
         raise NotImplementedError
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and its version tag (ETag), for a later :meth:`put_if`."""
+        raise NotImplementedError
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """Write ``data`` only if the object is still version ``etag`` (None: only if there is none); the new tag.
+
+        Raises :class:`PreconditionFailed` when another writer got there first.
+        """
+        raise NotImplementedError
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size of an object, and its SHA-256 where the store keeps one (else ""); None when absent."""
+        size = self.size(key)
+        return None if size is None else ObjectInfo(key, size, "")
+
+    def sha256(self, key: str) -> str:
+        """The SHA-256 (hex) of an object's bytes: the store's own record where it has one, else hashed here."""
+        info = self.stat(key)
+        if info is None:
+            raise ObjectNotFound(f"no object {self.child_url(key)}")
+        return info.sha256 or sha256_hex(self.get(key))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """``length`` bytes from ``start``; a negative ``start`` counts from the end."""
@@ -135,6 +187,44 @@ class LocalObjects(Objects):
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {self.child_url(key)}") from None
 
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The version tag of a local object is the SHA-256 of its bytes (only small objects are versioned)."""
+        data = self.get(key)
+        return data, sha256_hex(data)
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """Check and replace under an exclusive ``flock``: the kernel drops it if the process dies, so a
+        killed writer never blocks the next one. Every writer of a versioned object goes through here."""
+        with self._locked(key):
+            try:
+                current = sha256_hex(self._path(key).read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != etag:
+                raise PreconditionFailed(f"{self.child_url(key)} changed since it was read")
+            return self.put(key, data).sha256
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """An exclusive ``flock`` on the folder holding ``key``: no lock file to leave in the root, and
+        the kernel releases it when the holder dies. (Over NFS, where folders cannot be flocked, two
+        machines publishing into one local root are not supported; use S3.)"""
+        folder = self._path(key).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def sha256(self, key: str) -> str:
+        try:
+            with open(self._path(key), "rb") as f:
+                return hashlib.file_digest(f, "sha256").hexdigest()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
@@ -178,6 +268,21 @@ def _fsync_dir(path: Path) -> None:
 # --------------------------------------------------------------------------- S3
 
 
+def _client_options() -> dict:
+    """botocore settings: retries in its "standard" mode (throttling, 5xx, timeouts and dropped connections,
+    with backoff), 5 attempts in all; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` change them as for any AWS
+    client, :data:`S3_READ_TIMEOUT_ENV` the read timeout."""
+    try:
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+        timeout = float(os.environ[S3_READ_TIMEOUT_ENV]) if os.environ.get(S3_READ_TIMEOUT_ENV) else None
+    except ValueError:
+        raise UserInputError(f"AWS_MAX_ATTEMPTS and {S3_READ_TIMEOUT_ENV} must be numbers") from None
+    options: dict = {"retries": {"mode": os.environ.get("AWS_RETRY_MODE") or "standard", "total_max_attempts": attempts}}
+    if timeout is not None:
+        options["read_timeout"] = timeout
+    return options
+
+
 class S3Objects(Objects):
     """S3 through boto3; credentials from the environment (anonymous without any), endpoint from ``AWS_ENDPOINT_URL``.
 
@@ -211,8 +316,9 @@ class S3Objects(Objects):
             from botocore.config import Config
 
             session = boto3.session.Session()
-            # no credentials at all: read a public bucket anonymously rather than fail
-            config = None if session.get_credentials() is not None else Config(signature_version=UNSIGNED)
+            config = Config(**_client_options())
+            if session.get_credentials() is None:  # no credentials at all: read a public bucket anonymously
+                config = config.merge(Config(signature_version=UNSIGNED))
             endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
             client = session.client("s3", endpoint_url=endpoint, config=config)
             self._local.client = client
@@ -252,6 +358,78 @@ class S3Objects(Objects):
         if server is None and sha256_hex(self.get(key)) != digest.hex():
             raise DataError(f"object {self.child_url(key)} does not read back as written")
         return ObjectInfo(key, len(data), digest.hex())
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """A conditional PUT (``If-Match: etag``, or ``If-None-Match: *``) carrying its SHA-256, which S3 checks.
+
+        No HEAD afterwards, unlike :meth:`put`: another writer may already have
+        replaced the object by then. A retry of a PUT that succeeded but whose
+        answer was lost (a timeout) fails its own precondition; the caller
+        re-reads and finds its write there (publication is idempotent).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumSHA256=b64,
+                                          ContentType=media_type(key), **condition)
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            # 412: the precondition failed; 409: a concurrent conditional write is in progress;
+            # NoSuchKey: If-Match on an object deleted meanwhile
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"):
+                raise PreconditionFailed(f"{self.child_url(key)} changed since it was read") from None
+            raise ServiceError(f"cannot write {self.child_url(key)}: {exc}") from None
+        return resp["ETag"]
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return resp["Body"].read(), resp["ETag"]
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+            raise ServiceError(f"cannot read {self.child_url(key)}: {exc}") from None
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """One HEAD: the size, and the SHA-256 S3 recorded at the PUT (where the server returns it)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
+        checksum = head.get("ChecksumSHA256") or ""
+        sha = base64.b64decode(checksum).hex() if checksum and "-" not in checksum else ""  # "-N": multipart
+        return ObjectInfo(key, int(head["ContentLength"]), sha)
+
+    def sha256(self, key: str) -> str:
+        info = self.stat(key)
+        if info is None:
+            raise ObjectNotFound(f"no object {self.child_url(key)}")
+        if info.sha256:
+            return info.sha256
+        from botocore.exceptions import BotoCoreError
+
+        digest = hashlib.sha256()
+        try:  # streamed: a shard can be gigabytes
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for block in iter(lambda: body.read(1 << 20), b""):
+                digest.update(block)
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
+        return digest.hexdigest()
 
     def _get(self, key: str, **kw) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -368,6 +546,13 @@ class HttpObjects(Objects):
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         raise UserInputError(f"cannot write to {self.url}: HTTP roots are read-only")
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        raise UserInputError(f"cannot write to {self.url}: HTTP roots are read-only")
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        resp = self._request(key)
+        return resp.content, resp.headers.get("ETag", "")
 
     def get(self, key: str) -> bytes:
         return self._request(key).content

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera_ray.grid import Unit
-from tessera_ray.store.manifest import publish
-from tessera_ray.store.writer import EmbeddingStore
+from tessera_ray.store.writer import EmbeddingStore, publish
 
 
 @dataclass(frozen=True)
@@ -83,3 +82,20 @@ def build_random_store(
         blocks += write_random_units(store, units, year, seed + k, partial)
         publish(root, year)
     return blocks
+
+
+def reversed_shard(data: bytes, n_chunks: int, stride: int) -> bytes:
+    """A dense shard with its tagged chunks stored in reverse order and its index rewritten to match.
+
+    Every chunk still passes its CRC32C and the index is right, but no chunk is at its fixed
+    offset: a reader of the fixed-offset layout must notice (the tags) and go through the index.
+    """
+    from tessera_ray.store.shards import crc32c
+
+    head = 16 * n_chunks + 4
+    index = np.frombuffer(data[: head - 4], "<u8").reshape(-1, 2).copy()
+    pieces = [data[head + n * stride : head + (n + 1) * stride] for n in range(n_chunks)]
+    for k, n in enumerate(reversed(range(n_chunks))):
+        index[n] = (head + k * stride + 8, stride - 8)
+    index_bytes = index.astype("<u8").tobytes()
+    return index_bytes + crc32c(index_bytes).to_bytes(4, "little") + b"".join(reversed(pieces))

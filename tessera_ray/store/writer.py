@@ -2,12 +2,16 @@
 
 A unit's embeddings and scales shards for one year are encoded whole and put
 as single objects, each verified (size and SHA-256) before a small part record
-``_parts/{year}/{unit_id}.json`` is written. Only part records are compacted
-into the manifest by :func:`tessera_ray.store.manifest.publish`, so a unit
-whose write was interrupted never becomes visible.
+``_parts/{year}/{unit_id}.json`` is written. Only part records become manifest
+rows (:meth:`EmbeddingStore.publish`, :mod:`tessera_ray.store.publication`), so a
+unit whose write was interrupted never becomes visible.
 
-Metadata (zones, the time axis) changes only in the driver through
-:meth:`EmbeddingStore.prepare`; writers in Ray tasks never touch it.
+Metadata (zones, the time axis) changes only in drivers through
+:meth:`EmbeddingStore.prepare`; writers in Ray tasks never touch it. Several
+drivers may prepare one root at once (two jobs, the pieces of a split run):
+the root ``zarr.json`` is replaced only if it is still the version read
+(:meth:`~tessera_ray.store.objects.Objects.put_if`), so one driver's zones or
+year are never undone by another's.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Mapping
 
 import numpy as np
 
-from tessera_ray.errors import DataError, UserInputError
+from tessera_ray.errors import DataError, ServiceError, UserInputError
 from tessera_ray.grid import Unit
 from tessera_ray.store.layout import ZARR_DIR, StoreLayout, StoreState, encode_unit_shards, metadata_objects, parse_root
-from tessera_ray.store.objects import ObjectInfo, ObjectNotFound, Objects, open_objects
+from tessera_ray.store.objects import (MAX_CONFLICTS, ObjectInfo, ObjectNotFound, Objects, PreconditionFailed,
+                                       conflict_backoff, open_objects)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,8 @@ class EmbeddingStore:
         store = EmbeddingStore.create_or_open(root, shard_size=4096, chunk_size=32, model="tessera-v1.0")
         store.prepare(2024, zones={31, 32})          # driver, once, before the map
         rec = store.write_unit(unit, 2024, emb, scales, scenes={"s2": 41, "s1": 60})  # any worker
-        publish(root, 2024)                          # driver, at the end (and safe to repeat)
+        store.publish(2024, [rec, ...])              # driver, as units finish: only these records
+        store.publish(2024)                          # driver, at the end: every part not yet published
     """
 
     def __init__(self, objects: Objects, state: StoreState, model_checksum: str = ""):
@@ -154,7 +160,7 @@ class EmbeddingStore:
             store.model_checksum = model_checksum
             return store
         store = cls(objects, StoreState(layout, model), model_checksum)
-        store._write_metadata(())
+        store._commit(lambda state: state)
         return store
 
     # ---------------------------------------------------------------- metadata (driver only)
@@ -165,12 +171,7 @@ class EmbeddingStore:
         Metadata only: existing shards are never rewritten. Call it in the
         driver before writers start; writers only check that it was done.
         """
-        years = self.state.years if int(year) in self.state.years else (*self.state.years, int(year))
-        new_zones = tuple(sorted(set(int(z) for z in zones) - set(self.state.zones)))
-        if years == self.state.years and not new_zones:
-            return
-        self.state = StoreState(self.layout, self.state.model, years, tuple(sorted((*self.state.zones, *new_zones))))
-        self._write_metadata(new_zones)
+        self._commit(lambda state: state.adding(year, zones))
 
     def ensure_year(self, year: int) -> int:
         """Add a year to the time axis if missing; its index on that axis."""
@@ -178,14 +179,55 @@ class EmbeddingStore:
         return self.state.years.index(int(year))
 
     def consolidate(self) -> None:
-        """Rewrite every metadata document (root last) from the recorded state."""
-        self._write_metadata(())
+        """Rewrite every metadata document from the recorded state (repairs what a killed driver left)."""
+        self._commit(lambda state: state, rewrite=True)
 
-    def _write_metadata(self, new_zones: tuple[int, ...]) -> None:
-        docs, root_doc = metadata_objects(self.state, new_zones)
-        for key in sorted(docs):
-            self.objects.put(key, docs[key])
-        self.objects.put(ROOT_DOC, root_doc)
+    def _commit(self, change, rewrite: bool = False) -> None:
+        """Read the recorded state, apply ``change``, write the documents, then the root if still unchanged.
+
+        The zone documents go first and the root ``zarr.json`` (which carries
+        the consolidated metadata every reader opens) last, with
+        :meth:`~tessera_ray.store.objects.Objects.put_if`: if another driver
+        changed the root meanwhile, read its state and do it again, so
+        concurrent drivers' years and zones add up. Nothing is written when
+        the change is already recorded (unless ``rewrite``).
+        """
+        for attempt in range(1, MAX_CONFLICTS + 1):
+            try:
+                doc, etag = self.objects.get_versioned(ROOT_DOC)
+                stored = self._parse(doc)
+            except ObjectNotFound:
+                doc, etag, stored = b"", None, None
+            if stored is not None and stored.layout != self.layout:
+                raise UserInputError(f"{self.root} was created with layout {stored.layout.as_dict()}, "
+                                     f"not {self.layout.as_dict()}")
+            base = stored if stored is not None else StoreState(self.layout, self.state.model)
+            state = change(base)
+            if stored is not None and state == stored and not rewrite:
+                self.state = state
+                return
+            new_zones = tuple(z for z in state.zones if z not in base.zones)  # their coordinates too
+            docs, root_doc = metadata_objects(state, new_zones)
+            for key in sorted(docs):
+                self.objects.put(key, docs[key])
+            if root_doc != doc:
+                try:
+                    self.objects.put_if(ROOT_DOC, root_doc, etag)
+                except PreconditionFailed:
+                    conflict_backoff(attempt)
+                    continue
+            self.state = state
+            return
+        raise ServiceError(f"could not update {self.objects.child_url(ROOT_DOC)}: other drivers changed it "
+                           f"{MAX_CONFLICTS} times in a row")
+
+    def _parse(self, doc: bytes) -> StoreState:
+        try:
+            return parse_root(doc)
+        except DataError as exc:
+            raise DataError(f"{self.objects.child_url(ROOT_DOC)}: {exc}") from None
+        except (KeyError, ValueError):
+            raise UserInputError(f"{self.root} holds a Zarr store not written by tessera-ray") from None
 
     def refresh(self) -> None:
         """Re-read the recorded state (another process may have prepared a year)."""
@@ -264,6 +306,38 @@ class EmbeddingStore:
         except ObjectNotFound:
             return None
 
+    # ---------------------------------------------------------------- publication (driver only)
+
+    def publish(self, year: int, records: list[PartRecord] | None = None, *, reverify: bool = False):
+        """Put units into the year's manifest; a :class:`~tessera_ray.store.publication.PublishResult`.
+
+        ``records`` (what a job's writers returned since its last publish): merge
+        exactly those, after checking their objects; the cost follows their
+        number, not the size of the manifest. None: every part record under
+        ``_parts/{year}/`` whose unit is not in the manifest yet (those of
+        killed or other jobs too; one listing). ``reverify``: check the
+        objects of every part record again, make the manifest exactly the ones
+        that hold, and rewrite every metadata document (the cost of the whole
+        year: a repair). The consolidated metadata depends only on the years
+        and zones, which :meth:`prepare` committed before any unit was
+        written, so an ordinary publish has nothing to change there. Safe to
+        repeat, and to run in several drivers at once.
+        """
+        from tessera_ray.store.manifest import published_unit_ids
+        from tessera_ray.store.publication import publish_records, read_part
+
+        if records is not None:
+            return publish_records(self.objects, year, list(records))
+        keys = [k for k in self.objects.list(f"{PARTS_DIR}/{int(year)}/") if k.endswith(".json")]
+        if not reverify:
+            done = published_unit_ids(self.objects, year)
+            keys = [k for k in keys if k.rsplit("/", 1)[-1][: -len(".json")] not in done]
+        found = [r for r in (read_part(self.objects, k) for k in keys) if r is not None]
+        result = publish_records(self.objects, year, found, exact=reverify)
+        if reverify:
+            self.consolidate()
+        return result
+
     def published_units(self, year: int) -> set[str]:
         """Ids of the units in the year's manifest: read it once, skip those units in a re-run."""
         from tessera_ray.store.manifest import published_unit_ids
@@ -273,3 +347,8 @@ class EmbeddingStore:
     def is_published(self, unit: Unit, year: int) -> bool:
         """Whether the unit-year is in the year's manifest (reads the manifest; see :meth:`published_units`)."""
         return unit.id in self.published_units(year)
+
+
+def publish(root: str, year: int, *, reverify: bool = False):
+    """Publish every part record of a year not yet in its manifest (see :meth:`EmbeddingStore.publish`)."""
+    return EmbeddingStore.open(root).publish(year, reverify=reverify)

@@ -123,6 +123,14 @@ export function exposeApi(app, ready) {
       return counts;
     },
     idle: () => app.idle(),
+    /** The basemap layer: {template, attribution, opacity, zoom, tiles of the view [{z, x, y, status}], requested}; null if none. */
+    basemap: () => (app.basemap ? app.basemap.state() : null),
+    /** Opacity (0-1) of the basemap and of the embedding layer, as the map's sliders set them. */
+    setOpacity({ basemap, embeddings } = {}) {
+      if (basemap !== undefined && app.basemap) app.basemap.setOpacity(basemap);
+      if (embeddings !== undefined) app.map.layerOpacity = Math.min(1, Math.max(0, Number(embeddings)));
+      app.map.draw();
+    },
   };
   window.tesseraViewer = api;
   return api;

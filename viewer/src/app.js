@@ -6,6 +6,7 @@ import { Labels, parseLabelFile } from "./ui/labels.js";
 import { showPixel } from "./ui/pixel-info.js";
 import { renderLegend } from "./ui/legend.js";
 import { ScatterView } from "./ui/scatter.js";
+import { Basemap, basemapConfig } from "./ui/basemap.js";
 import { fillSelect, renderModeOptions } from "./ui/controls.js";
 import { formatBytes, guard, hideProgress, showError, showNotice, showProgress } from "./ui/messages.js";
 import { download, downloadJSON, worldFile } from "./ui/export.js";
@@ -15,9 +16,11 @@ const MAX_VIEW_BYTES = 96 * 1024 * 1024; // decoded codes read for one view, at 
 const $ = (id) => document.getElementById(id);
 
 export class App {
-  constructor({ rootUrl, workerUrl, labelsUrl }) {
+  constructor({ rootUrl, workerUrl, labelsUrl, basemap }) {
     this.rootUrl = rootUrl;
     this.labelsUrl = labelsUrl;
+    this.basemapParam = basemap; // from the query string; undefined: the root's viewer.json says
+    this.basemap = null;
     this.worker = new WorkerClient(workerUrl);
     this.unitsByYear = new Map();
     this.mode = "dims";
@@ -43,7 +46,12 @@ export class App {
   async start() {
     $("root-url").textContent = this.rootUrl;
     showProgress("opening the root", 0);
-    this.info = await this.worker.call("open", { url: this.rootUrl });
+    const [info, basemap] = await Promise.all([
+      this.worker.call("open", { url: this.rootUrl }),
+      basemapConfig(this.basemapParam, this.rootUrl),
+    ]);
+    this.info = info;
+    if (basemap) this.startBasemap(basemap);
     this.depths = this.info.depths;
     this.blockSize = this.info.blockSize;
     this.unitSize = this.info.layout.shard_size;
@@ -61,6 +69,23 @@ export class App {
     await this.setYear(this.info.years[this.info.years.length - 1], { fit: true });
     if (this.labelsUrl) await this.loadLabelsFrom(this.labelsUrl);
     hideProgress();
+  }
+
+  startBasemap(config) {
+    this.basemap = new Basemap($("basemap"), config, this.rootUrl, { onLoad: () => this.requestDraw() });
+    this.basemap.zone = this.zone ?? null;
+    this.map.underlay = this.basemap;
+    $("layer-controls").hidden = false;
+    $("basemap-opacity").value = String(Math.round(100 * config.opacity));
+    $("basemap-opacity").addEventListener("input", (e) => this.basemap.setOpacity(Number(e.target.value) / 100));
+    $("layer-opacity").addEventListener("input", (e) => {
+      this.map.layerOpacity = Number(e.target.value) / 100;
+      this.map.draw();
+    });
+    if (config.attribution) {
+      $("attribution").textContent = config.attribution;
+      $("attribution").hidden = false;
+    }
   }
 
   /** Labelled points from a URL (relative to the root): GeoJSON, CSV or GeoParquet. */
@@ -142,6 +167,10 @@ export class App {
     }));
     this.labelsChanged();
     if (fit) this.fitUnits(false);
+    if (this.basemap && this.basemap.zone !== zone) {
+      this.basemap.zone = zone; // once the view is on the zone: no tile is asked for the view before it
+      this.map.draw();
+    }
     await this.refresh();
   }
 

@@ -9,8 +9,10 @@ const rootUrl = new URL(params.get("root") || ".", location.href).href;
 const workerUrl = new URL("worker.js", import.meta.url).href;
 
 const labelsUrl = params.get("labels"); // e.g. ?labels=world/labels.parquet (relative to the root)
+// ?basemap=TEMPLATE (and &attribution=TEXT) instead of the root's viewer.json; ?basemap=none: no basemap
+const basemap = params.has("basemap") ? { url: params.get("basemap"), attribution: params.get("attribution") || "" } : undefined;
 
-const app = new App({ rootUrl, workerUrl, labelsUrl });
+const app = new App({ rootUrl, workerUrl, labelsUrl, basemap });
 const ready = app.start().then(
   () => undefined,
   (err) => {

@@ -1,7 +1,8 @@
 // End-to-end run of the viewer in headless Chromium, driven like a user (tests/test_viewer.py).
 //   node test/e2e.mjs SPEC.json
 // SPEC: {url, out (folder for screenshots and downloads), year, clicks: [{name, lon, lat}],
-//        labelsFile, holdout: [{lon, lat}], bad: [{name, url, click?: [lon, lat]}] (other roots)}
+//        labelsFile, holdout: [{lon, lat}], bad: [{name, url, click?: [lon, lat]}] (other roots),
+//        basemap: {url} (a root whose viewer.json configures a basemap)}
 // Prints one JSON line of what the page showed; the Python test makes the assertions.
 import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
@@ -21,6 +22,8 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   const page = await context.newPage();
   watch(page, "main");
+  result.mainRequests = [];
+  page.on("request", (r) => result.mainRequests.push(r.url()));
   mark("browser");
   await page.goto(spec.url);
   await page.evaluate(() => window.tesseraViewer.ready);
@@ -104,7 +107,8 @@ try {
   // the scatter panel: a PCA sample of the view coloured by predicted class, brushed with the mouse
   await page.fill("#scatter-n", String(spec.scatterN));
   await page.click("#scatter-sample");
-  await page.waitForFunction(() => tesseraViewer.scatterState() !== null);
+  // the 300-point scatter above is still there: wait for this sample (else the drag brushes the old one)
+  await page.waitForFunction((n) => tesseraViewer.scatterState()?.count === n, spec.scatterN);
   // the panel scrolls into view: drag once the scatter's place on the page has settled
   await page.locator("#scatter").scrollIntoViewIfNeeded();
   let box = await page.locator("#scatter").boundingBox();
@@ -145,7 +149,7 @@ try {
   page.on("download", (d) => downloads.push(d));
   await page.click("#export-png");
   await page.waitForFunction(() => true);
-  for (let i = 0; i < 50 && downloads.length < 2; i++) await page.waitForTimeout(100);
+  for (let i = 0; i < 300 && downloads.length < 2; i++) await page.waitForTimeout(100); // at most 30 s on a loaded machine
   for (const d of downloads) await d.saveAs(join(spec.out, d.suggestedFilename()));
   result.downloads = ["labels.geojson", ...downloads.map((d) => d.suggestedFilename())];
   // a label added by hand: a new class, the label tool, a click on the map
@@ -166,9 +170,11 @@ try {
     const p = await context.newPage();
     watch(p, bad.name);
     const requested = [];
-    p.on("request", (r) => requested.push(new URL(r.url()).pathname));
+    p.on("request", (r) => requested.push(r.url().startsWith(bad.url.slice(0, bad.url.indexOf("/", 8))) ? new URL(r.url()).pathname : r.url()));
     await p.goto(bad.url);
     const outcome = await p.evaluate(() => window.tesseraViewer.ready.then(() => "ready", (e) => "rejected"));
+    const requestedAtReady = [...requested];
+    const statsAtReady = outcome === "ready" ? await p.evaluate(() => tesseraViewer.stats()) : null;
     let pixel = null;
     if (bad.click) {
       const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), bad.click);
@@ -180,18 +186,79 @@ try {
       outcome,
       error: await p.evaluate(() => (document.getElementById("error").hidden ? null : document.getElementById("error").textContent)),
       requested,
+      requestedAtReady,
+      statsAtReady,
+      stats: outcome === "ready" ? await p.evaluate(() => tesseraViewer.stats()) : null,
       legend: await p.textContent("#legend"),
       rangeWarning: await p.isVisible("#range-warning"),
       pixel,
+      basemap: await settledBasemap(p),
+      attribution: (await p.isVisible("#attribution")) ? await p.textContent("#attribution") : null,
     };
     await p.screenshot({ path: join(spec.out, `7-other-${bad.name}.png`) });
     await p.close();
   }
   mark("bad");
+
+  // a root with a basemap (viewer.json): the tiles of the view, drawn beneath the embeddings;
+  // screenshots with both layers, with the embeddings hidden and with the basemap hidden
+  if (spec.basemap) {
+    const p = await context.newPage();
+    watch(p, "basemap");
+    const requested = [];
+    p.on("request", (r) => requested.push(r.url()));
+    await p.goto(spec.basemap.url);
+    const outcome = await p.evaluate(() => window.tesseraViewer.ready.then(() => "ready", (e) => String(e)));
+    const state = await settledBasemap(p);
+    const shot = async (name) => {
+      await p.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      await p.screenshot({ path: join(spec.out, name) });
+      return name;
+    };
+    const slide = (id, value) => p.$eval(`#${id}`, (el, v) => {
+      el.value = String(v);
+      el.dispatchEvent(new Event("input", { bubbles: true }));
+    }, value);
+    const layout = await p.evaluate(() => {
+      const box = (id) => {
+        const el = document.getElementById(id);
+        if (!el || el.hidden || !el.offsetParent) return null;
+        const r = el.getBoundingClientRect();
+        return [r.left, r.top, r.right, r.bottom];
+      };
+      const v = tesseraViewer.view;
+      return {
+        map: box("map"), covered: ["tools", "legend", "attribution", "notice", "progress", "error"].map(box).filter(Boolean),
+        view: { cx: v.cx, cy: v.cy, scale: v.scale, zone: v.zone },
+        attribution: document.getElementById("attribution").textContent,
+      };
+    });
+    const shots = { both: await shot("8-basemap.png") };
+    await slide("layer-opacity", 0);
+    shots.embeddingsHidden = await shot("8-basemap-embeddings-hidden.png");
+    await slide("basemap-opacity", 0);
+    shots.basemapHidden = await shot("8-basemap-hidden.png");
+    const units = await p.evaluate(async () => {
+      const v = tesseraViewer;
+      return (await v.units(v.view.year)).map((u) => v.unitOnScreen(u));
+    });
+    result.basemap = { outcome, state, requested, layout, shots, units, error: await p.evaluate(() => tesseraViewer.errors) };
+    await p.close();
+    mark("basemap");
+  }
 } finally {
   await browser.close();
 }
 console.log(JSON.stringify(result));
+
+/** The page's basemap state once no tile is loading any more (null: no basemap). */
+async function settledBasemap(p) {
+  await p.waitForFunction(() => {
+    const b = tesseraViewer.basemap();
+    return !b || b.tiles.every((t) => t.status !== "loading");
+  }, null, { timeout: 30000 });
+  return p.evaluate(() => tesseraViewer.basemap());
+}
 
 function watch(page, name) {
   page.on("console", (m) => {

@@ -5,7 +5,8 @@
 // - shard indexes at the START of a shard (tessera-ray's default, Zarr's index_location "start"):
 //   zarrita 0.7 always reads a shard index as a suffix of the object, so for the arrays whose
 //   sharding config says "start" a suffix request is answered with the first bytes instead;
-// - one clear error per failure: HTTP status, a network/CORS failure, a truncated object;
+// - one clear error per failure: HTTP status, a network/CORS failure, a truncated object (a range
+//   past its end, 416, reads as no bytes: the caller that needed them says so);
 // - servers that ignore Range (Python's http.server): objects up to 64 MB are read whole and sliced.
 // Only GET/HEAD with a Range header are sent: what S3 + CloudFront CORS (terraform/) allows.
 
@@ -66,7 +67,7 @@ export class HttpStore {
       this.count(kind, 0);
       return null;
     }
-    if (!response.ok) {
+    if (!response.ok && response.status !== 416) {
       this.count(kind, 0);
       throw new RootError(`cannot read ${href}: HTTP ${response.status} ${response.statusText}`.trim());
     }
@@ -131,6 +132,12 @@ export class HttpStore {
     const header = want.suffix !== undefined ? `bytes=-${want.suffix}` : `bytes=${want.offset}-${want.offset + want.length - 1}`;
     const response = await this.request(key, { headers: { Range: header }, signal }, kind);
     if (!response) return null;
+    if (response.status === 416) {
+      // the range starts past the end of the object: no bytes (a caller that needed some says so)
+      this.count(kind, 0);
+      const total = /\/(\d+)\s*$/.exec(response.headers.get("Content-Range") || "");
+      return { bytes: new Uint8Array(0), size: total ? Number(total[1]) : null };
+    }
     if (response.status === 206) {
       const bytes = new Uint8Array(await response.arrayBuffer());
       this.count(kind, bytes.length);

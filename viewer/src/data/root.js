@@ -1,10 +1,12 @@
-// A published root opened for reading with zarrita: metadata from the consolidated zarr.json,
+// A published root opened for reading: metadata from the consolidated zarr.json, chunks at their
+// fixed offsets where the arrays declare that layout (fixed-offsets.js), else with zarrita;
 // blocks of a zone grid and single pixels, dequantised as tessera_ray.client does
 // (int8 code x float32 scale; scale NaN = no data, +inf = not processed).
 import * as zarr from "zarrita";
 import { HttpStore, RootError } from "./http-store.js";
 import { ChecksumError, installCheckedCrc32c } from "./crc32c.js";
 import { readManifest } from "./manifest.js";
+import { fixedLayout, readFixed } from "./fixed-offsets.js";
 import { zoneName } from "../grid.js";
 
 export const N_BANDS = 128;
@@ -19,8 +21,11 @@ export class Root {
   constructor(url, options = {}) {
     this.url = url;
     this.base = new HttpStore(url, options);
+    this.base.stats.fixedOffsetFallbacks = 0; // windows read through the index after failing the fixed-offset checks
     this.store = zarr.withRangeCoalescing(this.base);
     this.arrays = new Map(); // "utm31/embeddings_d16" -> Promise<zarr.Array>
+    this.fixed = new Map(); // "utm31/embeddings_d16" -> its fixed-offset layout, or null
+    this.indexedShards = new Set(); // shards that failed the fixed-offset checks: read through their index
     this.manifests = new Map(); // year -> Promise<units[] | null>
   }
 
@@ -113,13 +118,33 @@ export class Root {
     const sca = await this.array(zone, "scales");
     const n = height * width;
     if (!emb || !sca) return { codes: new Int8Array(depth * n), scales: new Float32Array(n).fill(Infinity), depth, height, width };
-    const rows = zarr.slice(row, row + height);
-    const cols = zarr.slice(col, col + width);
     const [e, s] = await Promise.all([
-      this.get(emb, [t, null, rows, cols], zone, name, t, row, col),
-      this.get(sca, [t, rows, cols], zone, "scales", t, row, col),
+      this.read(emb, zone, name, t, row, col, height, width),
+      this.read(sca, zone, "scales", t, row, col, height, width),
     ]);
     return { codes: e.data, scales: s.data, depth, height, width };
+  }
+
+  /**
+   * A window of one array: at the computed chunk offsets where the array declares the
+   * fixed-offset layout (one request per run of chunks, no index), else, or where a chunk fails
+   * its tag or CRC32C check there, through the shard index with zarrita.
+   */
+  async read(array, zone, name, t, row, col, height, width) {
+    const path = `${zoneName(zone)}/${name}`;
+    if (!this.fixed.has(path)) this.fixed.set(path, fixedLayout(this.consolidated[path]));
+    const layout = this.fixed.get(path);
+    const shard = layout && `/tessera.zarr/${path}/${layout.key(t, Math.floor(row / layout.shardSide), Math.floor(col / layout.shardSide))}`;
+    if (layout && !this.indexedShards.has(shard)) {
+      const got = await readFixed(this.base, `/tessera.zarr/${path}`, layout, t, row, col, height, width);
+      if (got.data) return got;
+      for (const key of got.failed) this.indexedShards.add(key);
+      this.base.stats.fixedOffsetFallbacks += 1;
+    }
+    const rows = zarr.slice(row, row + height);
+    const cols = zarr.slice(col, col + width);
+    const selection = name === "scales" ? [t, rows, cols] : [t, null, rows, cols];
+    return this.get(array, selection, zone, name, t, row, col);
   }
 
   /** zarrita's get, its failures explained with the shard they came from (a read lies in one shard). */

@@ -1,6 +1,7 @@
-// The map: a canvas on one zone's own grid (no reprojection; 1 grid pixel = 10 m), panned by
-// dragging and zoomed with the wheel or buttons. It draws what it is given, in this order:
-// the embedding layer (one image per block), unit outlines coloured by status, labelled
+// The map: a canvas on one zone's own grid (1 grid pixel = 10 m), panned by dragging and zoomed
+// with the wheel or buttons. Beneath it, on a canvas of its own, an optional basemap
+// (`underlay`, ui/basemap.js) follows the same view. It draws what it is given, in this order:
+// the embedding layer (one image per block, at `layerOpacity`), unit outlines coloured by status, labelled
 // points, markers, and on top the pixels brushed on the scatter panel. Clicks (a press
 // without a drag) are reported as grid pixels.
 import { UNIT_COLOURS } from "../maths/colour.js";
@@ -16,6 +17,8 @@ export class MapView {
     this.ctx = canvas.getContext("2d");
     this.view = { cx: 0, cy: 0, scale: 1 }; // centre in grid (col, row) units, screen px per grid px
     this.layers = { blocks: new Map(), units: [], points: [], markers: [], brushed: [] };
+    this.underlay = null; // the basemap, drawn on its own canvas with every view change
+    this.layerOpacity = 1;
     this.onClick = onClick;
     this.onViewChange = onViewChange;
     this.resize();
@@ -116,13 +119,16 @@ export class MapView {
   draw() {
     const ctx = this.ctx;
     ctx.clearRect(0, 0, this.width, this.height);
+    if (this.underlay) this.underlay.draw(this);
     ctx.imageSmoothingEnabled = false;
     const s = this.view.scale;
+    ctx.globalAlpha = this.layerOpacity;
     for (const b of this.layers.blocks.values()) {
       const [x, y] = this.toScreen(b.col, b.row);
       if (x > this.width || y > this.height || x + b.width * s < 0 || y + b.height * s < 0) continue;
       ctx.drawImage(b.image, x, y, b.width * s, b.height * s);
     }
+    ctx.globalAlpha = 1;
     ctx.lineWidth = 2;
     for (const u of this.layers.units) {
       const [x, y] = this.toScreen(u.col, u.row);

@@ -1,0 +1,95 @@
+"""Publish as you go: the embed driver puts finished units into the year's manifest during the job.
+
+Writers return their part records to the driver; every ``every_units``
+finished units or ``every_minutes`` minutes (whichever comes first) the
+driver merges the records gathered since the last publish into the manifest
+(:meth:`~tessera_ray.store.EmbeddingStore.publish` with those records: their
+objects are checked, nothing already published is read again but the
+manifest itself). Consumers see units hours before a long job ends, and a
+job killed at any moment has published everything up to its last publish.
+
+A publish that fails (the object store is down for longer than its retries)
+does not stop the job: the records are kept for the next one. The last
+publish of a year, at the end of the job, must succeed; it also takes part
+records left by killed or other jobs (:meth:`finish`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from tessera_ray.errors import TesseraError, one_line
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVERY_UNITS = 100
+"""Units per publish. At 4096 px a unit takes minutes on a GPU, so on a cluster of a few dozen GPUs the
+minutes bound below is what triggers; a publish over 100,000 published units takes seconds
+(README, ``jobs/bench_publish.py``)."""
+DEFAULT_EVERY_MINUTES = 10.0
+
+
+class Publisher:
+    """Gathers a year's part records and publishes them when enough units or time have passed."""
+
+    def __init__(self, store, year: int, every_units: int = DEFAULT_EVERY_UNITS,
+                 every_minutes: float = DEFAULT_EVERY_MINUTES, note: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.store, self.year = store, int(year)
+        self.every_units, self.every_seconds = int(every_units), float(every_minutes) * 60.0
+        self.note = note or (lambda text: None)
+        self.clock = clock
+        self.pending: list = []
+        self.last = clock()
+        self.publishes = 0
+        self.seconds = 0.0
+
+    def add(self, record) -> None:
+        self.pending.append(record)
+
+    def due(self) -> bool:
+        """Whether the records gathered should be published now (0 turns a bound off)."""
+        if not self.pending:
+            return False
+        by_units = self.every_units > 0 and len(self.pending) >= self.every_units
+        by_time = self.every_seconds > 0 and self.clock() - self.last >= self.every_seconds
+        return by_units or by_time
+
+    def maybe_publish(self):
+        """Publish if due; the :class:`~tessera_ray.store.publication.PublishResult`, or None (not due, or failed)."""
+        if not self.due():
+            return None
+        try:
+            return self.publish()
+        except TesseraError as exc:  # keep the records: the next publish (or the last one) takes them
+            self.last = self.clock()
+            self.note(f"publish failed, {len(self.pending)} unit(s) kept for the next one: {one_line(exc)}")
+            return None
+
+    def publish(self):
+        """Merge the gathered records into the manifest now (raises if it cannot)."""
+        records, started = list(self.pending), self.clock()
+        result = self.store.publish(self.year, records)
+        self.pending = self.pending[len(records):]
+        self._count(result, started)
+        return result
+
+    def finish(self):
+        """The year's last publish: the gathered records, then every part record not yet in the manifest."""
+        if self.pending:
+            self.publish()
+        started = self.clock()
+        result = self.store.publish(self.year)
+        self._count(result, started)
+        return result
+
+    def _count(self, result, started: float) -> None:
+        self.publishes += 1
+        self.seconds += self.clock() - started
+        self.last = self.clock()
+        if result.added or result.rejected:
+            extra = f", {len(result.rejected)} rejected" if result.rejected else ""
+            self.note(f"published {len(result.added)} unit(s), {result.units} in the manifest{extra} "
+                      f"({result.seconds:.1f} s)")
