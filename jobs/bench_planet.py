@@ -158,7 +158,7 @@ class _Sampler(threading.Thread):
 
 
 def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size: int, unit_size: int,
-              plan_in_driver: bool = False) -> dict:
+              plan_in_driver: bool = False, publish_every_units: int = 100) -> dict:
     import psutil
     import ray
 
@@ -195,7 +195,8 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     ray.init(num_cpus=slots + encoders, object_store_memory=200 * 1024**2, include_dashboard=False,
              _memory=64 * 1024**3, logging_level="ERROR")
     config = EmbedConfig(roi="-180,-90,180,90", years=(YEAR,), out=root, checkpoint="stand-in",
-                         unit_size=unit_size, block_size=block_size, max_in_flight=slots, encoders=encoders)
+                         unit_size=unit_size, block_size=block_size, max_in_flight=slots, encoders=encoders,
+                         publish_every_units=publish_every_units)
     tasks = StageTasks(read=stand_in_read(read_s), write=stand_in_write(write_s))
     progress = Progress(open(os.devnull, "w"), rich=False)  # the plain per-unit lines are made as in a job
     with EncoderPool(EncoderSpec(str(encode_s)), num_actors=encoders, use_gpu=False,
@@ -234,6 +235,7 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     ideal = units * read_ms / 1000 / slots
     return {
         "units": units, "slots": slots, "encoders": encoders, "blocks_per_unit": blocks_per_unit,
+        "publish_every_units": publish_every_units,
         "read_ms_per_unit": read_ms, "done": year.done, "failed": len(year.failed), "wall_s": round(wall, 1),
         "ideal_s": round(ideal, 1), "units_per_s": round(units / wall, 1),
         "driver_cpu_ms_per_unit": round(driver_cpu / units * 1000, 3),
@@ -310,6 +312,8 @@ def main() -> None:
     parser.add_argument("--plan-in-driver", action="store_true",
                         help="simulations test their units' land in the driver first and release the masks, "
                              "as run_embed does")
+    parser.add_argument("--publish-every-units", type=int, default=100,
+                        help="the job's --publish-every-units in the simulations")
     parser.add_argument("--plan-only", action="store_true",
                         help="plan stage alone; its figures replace the plan in bench-results/bench_planet.json")
     args = parser.parse_args()
@@ -319,7 +323,7 @@ def main() -> None:
     if args.stage == "sim":
         slots = int(args.slots)
         print(json.dumps(stage_sim(args.units, slots, max(1, slots // 8), args.read_ms, args.block_size,
-                                   args.unit_size, args.plan_in_driver)))
+                                   args.unit_size, args.plan_in_driver, args.publish_every_units)))
         return
     RESULTS.mkdir(exist_ok=True)
     if args.plan_only:
@@ -342,7 +346,8 @@ def main() -> None:
     for slots, units in runs:
         sims.append(_child(["--stage", "sim", "--units", str(min(units, plan["land_units"])), "--slots", str(slots),
                             "--read-ms", str(args.read_ms), "--block-size", str(args.block_size), "--unit-size",
-                            str(args.unit_size)] + (["--plan-in-driver"] if args.plan_in_driver else [])))
+                            str(args.unit_size), "--publish-every-units", str(args.publish_every_units)]
+                           + (["--plan-in-driver"] if args.plan_in_driver else [])))
         print(f"sim: {sims[-1]}", flush=True)
         (RESULTS / "bench_planet.json").write_text(json.dumps({"plan": plan, "sims": sims}, indent=1))
     if args.blocks_run:

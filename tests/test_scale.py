@@ -178,6 +178,25 @@ def test_pieces_of_a_dry_run_split_its_units(world, checkpoint, tmp_path, capsys
     assert 10 < len(whole) <= 50 and [u for part in parts for u in part] == whole
 
 
+@pytest.mark.slow
+def test_two_pieces_of_a_split_run_publish_into_one_root(world, checkpoint, tmp_path, capsys, ray_cluster,
+                                                         monkeypatch):
+    from tessera_ray.store import read_manifest
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    roi = "0.120,52.174,0.1245,52.1745"  # four 32 px units of the test world
+    out = tmp_path / "root"
+    out.mkdir()
+    whole = [u.id for u in units_for_roi(roi_from_bbox(0.120, 52.174, 0.1245, 52.1745), 32)]
+    assert len(whole) == 4
+    for piece in ("2/2", "1/2"):
+        code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", piece), capsys)
+        assert code == 0 and "units: 2 done, 0 skipped (already published), 0 failed of 2" in stdout, err
+    assert sorted(read_manifest(str(out), 2024)["unit_id"]) == sorted(whole)
+    code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", "1/2"), capsys)
+    assert code == 0 and "units: 0 done, 2 skipped (already published)" in stdout, err
+
+
 # --------------------------------------------------------------------------- dry run
 
 
