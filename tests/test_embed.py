@@ -151,7 +151,7 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
     records = sorted((out / "manifests" / "runs").glob("2024-*.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())
-    assert record["units"] == {"asked": 2, "done": 1, "skipped": 0, "failed": 1}
+    assert record["units"] == {"asked": 2, "done": 1, "skipped": 0, "failed": 1, "no_scenes": 0}
     assert bad.id in record["failed"]
 
     # fix the cause and run again: only the failed unit is embedded

@@ -261,7 +261,7 @@ def test_unreachable_root_is_exit_3_for_s3_as_for_http(inputs, tmp_path, capsys,
 
 
 def test_unreachable_s3_root_for_embed_is_exit_3(inputs, tmp_path, capsys, unreachable_s3):
-    code, _, err = run_cli(["embed", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--checkpoint",
+    code, _, err = run_cli(["embed", "--roi", "5.0,52.0,5.001,52.001", "--year", "2024", "--checkpoint",  # on land (Utrecht)
                             str(inputs / "tiny.pt"), "--catalog", str(tmp_path / "none.parquet"),
                             "--out", "s3://bucket/root"], capsys)
     assert code == 3, err

@@ -6,15 +6,24 @@ environment, then the defaults).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from tessera_ray.pipeline.sizing import GPU_PX_PER_S
 from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 
 
 def _env(name: str) -> str:
     return f"TESSERA_RAY_{name.upper()}"
+
+
+def _beside(given: str | None, default: str) -> str | None:
+    """The file given, else ``default`` in the working directory if it is there (a checkout), else None."""
+    if given is not None:
+        return given
+    return default if Path(default).is_file() else None
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +69,21 @@ def register(app: typer.Typer) -> None:
         depths: Optional[str] = typer.Option(None, "--depths", envvar=_env("depths"),
                                              help="Matryoshka prefix arrays to write beside the 128 dims, e.g. "
                                                   "16,32,64 (v2 families only; default: an existing store's)"),
+        land: str = typer.Option("osm+gshhg", "--land", envvar=_env("land"),
+                                 help="land mask: osm+gshhg|osm|gshhg plan only units with land of those "
+                                      "coastlines within 2 km; all plans every unit, sea included"),
+        piece: Optional[str] = typer.Option(None, "--piece", envvar=_env("piece"),
+                                            help="I/N: embed only the I-th of N pieces of the planned land units "
+                                                 "(no overlap, no gap: N jobs with 1/N..N/N cover the ROI once)"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (land units, scenes, requests, bytes, "
+                                                                "hours, cost) and stop"),
+        prices: Optional[str] = typer.Option(None, "--prices", envvar=_env("prices"),
+                                             help="price table for --dry-run's cost (default: ./prices.yaml if present)"),
+        cluster: Optional[str] = typer.Option(None, "--cluster", envvar=_env("cluster"),
+                                              help="Ray autoscaler config whose node types --dry-run prices "
+                                                   "(default: ./cluster.yaml if present)"),
+        gpu_px_per_s: float = typer.Option(GPU_PX_PER_S, "--gpu-px-per-s", envvar=_env("gpu_px_per_s"),
+                                           help="encoder speed per GPU that --dry-run assumes"),
         publish_every_units: int = typer.Option(DEFAULT_EVERY_UNITS, "--publish-every-units",
                                                 envvar=_env("publish_every_units"),
                                                 help="publish finished units into the year's manifest every N "
@@ -68,12 +92,12 @@ def register(app: typer.Typer) -> None:
                                                     envvar=_env("publish_every_minutes"),
                                                     help="... or every M minutes, whichever comes first (0: no "
                                                          "time bound); the end of the job always publishes"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (units, scenes, bytes) and stop"),
     ) -> None:
         """Embed a ROI for one or more years and publish it (resumes: published units are skipped)."""
         from tessera_ray.paths import check_url, is_url, output_folder
         from tessera_ray.pipeline.embed import check_complete, run_embed, summary
-        from tessera_ray.pipeline.plan import EmbedConfig, created_from_env, parse_depths
+        from tessera_ray.pipeline.plan import EmbedConfig, Piece, created_from_env, parse_depths
+        from tessera_ray.pipeline.sizing import SizingInputs
 
         if is_url(out):
             check_url(out, "--out")
@@ -88,9 +112,13 @@ def register(app: typer.Typer) -> None:
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
             seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(), depths=parse_depths(depths),
+            land=land, piece=Piece.parse(piece) if piece else None,
             publish_every_units=publish_every_units, publish_every_minutes=publish_every_minutes,
         )
-        result = run_embed(config, echo=typer.echo)
+        sizing = None
+        if dry_run:
+            sizing = SizingInputs.load(_beside(prices, "prices.yaml"), _beside(cluster, "cluster.yaml"), gpu_px_per_s)
+        result = run_embed(config, echo=typer.echo, sizing=sizing)
         if not dry_run:
             typer.echo(summary(result))
             check_complete(result)

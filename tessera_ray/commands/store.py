@@ -71,6 +71,34 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {result.tiles} tiles to {result.out_dir}")
 
 
+    @app.command("coverage")
+    def coverage(
+        root: str = typer.Option(..., "--root", help="Published root: https://..., s3://... or a folder."),
+        out: Path = typer.Option(..., "--out", help="Map to write: .png, or .geojson for the units as GeoJSON."),
+        year: int = typer.Option(None, "--year", help="Only this year (default: every year of the root)."),
+        geojson: Path = typer.Option(None, "--geojson", help="Also write the units with their status as GeoJSON."),
+    ) -> None:
+        """Draw the units of each year from the manifests with their status (published, no data, failed, no scene)."""
+        from tessera_ray.coverage import STATUSES, geojson_bytes, png_bytes, read_coverage
+        from tessera_ray.errors import UserInputError
+        from tessera_ray.extras import require
+
+        out = output_file(out)
+        if out.suffix.lower() not in (".png", ".geojson", ".json"):
+            raise UserInputError(f"--out {out} must end in .png, .geojson or .json")
+        outputs = [out] + ([output_file(geojson, "--geojson")] if geojson is not None else [])
+        if any(p.suffix.lower() == ".png" for p in outputs):
+            require("heads", "tessera-ray coverage --out *.png")
+        cover = read_coverage(root, year)
+        for path in outputs:
+            data = png_bytes(cover) if path.suffix.lower() == ".png" else geojson_bytes(cover)
+            _write_atomic(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
+        for y in cover.years:
+            counts = cover.counts(y)
+            typer.echo(f"{y}: " + ", ".join(f"{counts[s]:,} {s}" for s in STATUSES))
+        typer.echo("wrote " + ", ".join(str(p) for p in outputs))
+
+
 def _write_atomic(path: Path, write) -> None:
     from tessera_ray.atomic import atomic_file
 

@@ -40,6 +40,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 
@@ -49,15 +50,17 @@ from tessera_ray.errors import DataError, TesseraError, one_line
 from tessera_ray.grid import Unit, Window
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
+    UnitPlan,
     ModelInfo,
     YearPlan,
     check_checkpoint,
     check_depths,
-    estimate,
+    plan_land,
     plan_units,
     plan_year,
 )
 from tessera_ray.pipeline.progress import Progress
+from tessera_ray.pipeline.sizing import SizingInputs
 from tessera_ray.redact import public_url, redact
 
 RUNS_DIR = "manifests/runs"
@@ -84,6 +87,8 @@ class YearResult:
     written_bytes: int = 0
     seconds: float = 0.0
     published_units: int = 0
+    no_scenes: tuple = ()
+    """Units no scene touches in the year: not read, not published (a later run plans them again)."""
     publishes: int = 0
     """Publishes of the year's manifest during and at the end of the job."""
     publish_seconds: float = 0.0
@@ -168,6 +173,19 @@ def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: 
     return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects), "record": record}
 
 
+@dataclass(frozen=True)
+class StageTasks:
+    """The bodies of a year's Ray tasks: read a block, write a unit.
+
+    The job always runs these; the scheduler's benchmark (``jobs/bench_planet.py``)
+    hands :func:`run_year` stand-ins with the same signatures and results, so
+    that it measures this driver loop, not a copy of it.
+    """
+
+    read: Callable = read_block
+    write: Callable = write_unit
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -206,7 +224,7 @@ def _task_cpus(pool, encoder_threads: int) -> float:
 
 
 def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
-             publisher=None) -> YearResult:
+             publisher=None, tasks: StageTasks = StageTasks()) -> YearResult:
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
 
     Each written unit's part record goes to ``publisher`` (a
@@ -214,25 +232,26 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     """
     import ray
 
-    from tessera_ray.pipeline.ingest import scenes_for_window
     from tessera_ray.sources.cog import capture_env
     from tessera_ray.sources.read import ReadConfig, estimate_memory
     from tessera_ray.sources.scenes import S1, S2
 
     result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
+    scenes = plan.scene_index
     started = time.monotonic()
     read_config = ReadConfig(env=capture_env())
     task_cpus = _task_cpus(pool, config.encoder_threads)
-    reader = ray.remote(read_block)
+    reader = ray.remote(tasks.read)
     read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True)
     writer_memory = 3 * config.unit_size**2 * 132
-    writer = ray.remote(write_unit).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
+    writer = ray.remote(tasks.write).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
                                             retry_exceptions=True)
     todo = deque(plan.units)
     blocks: deque[tuple[_UnitState, Window]] = deque()
     open_units: dict[Unit, _UnitState] = {}
     reads: dict = {}   # info ref -> (state, window, series ref)
     writes: dict = {}  # writer ref -> state
+    readers: dict = {}  # declared memory -> the read task with those options
     bound = open_units_bound(config)
     progress.start(f"{plan.year}", len(plan.units))
 
@@ -245,10 +264,12 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
 
     def open_next_unit() -> None:
         unit = todo.popleft()
-        near = scenes_for_window(unit.zone, unit.window, plan.scenes)
+        near = scenes.near(unit.zone, unit.window)
         counts = {"s2": sum(s.kind == S2 for s in near), "s1": sum(s.kind == S1 for s in near)}
         windows = list(unit.window.blocks(config.block_size))
-        state = _UnitState(unit, windows, ray.put(near), counts, reads_left=len(windows))
+        # shared by the unit's read tasks through the object store; a unit read in one task takes them inline
+        shared = ray.put(near) if len(windows) > 1 else near
+        state = _UnitState(unit, windows, shared, counts, reads_left=len(windows))
         open_units[unit] = state
         blocks.extend((state, w) for w in windows)
 
@@ -262,12 +283,19 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
             state, window = blocks.popleft()
             if state.failed:
                 continue
-            near = scenes_for_window(state.unit.zone, window, plan.scenes)
+            near = scenes.near(state.unit.zone, window)
             memory = estimate_memory(max(window.shape), len({s.date for s in near if s.kind == S2}),
                                      2 * len({s.date for s in near if s.kind == S1}), read_config)
-            series, info = reader.options(memory=memory, **read_options).remote(
-                state.unit.zone, window, plan.year, state.scenes, read_config)
+            series, info = reader_with(memory).remote(state.unit.zone, window, plan.year, state.scenes, read_config)
             reads[info] = (state, window, series)
+
+    def reader_with(memory: int):
+        """The read task with its memory declared; one options() per distinct memory (each costs the driver)."""
+        if memory not in readers:
+            if len(readers) >= 256:
+                readers.clear()
+            readers[memory] = reader.options(memory=memory, **read_options)
+        return readers[memory]
 
     def finish_unit_reads(state: _UnitState) -> None:
         refs = [state.encoded[w] for w in state.windows]
@@ -275,6 +303,14 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                             config.created, *refs)
         state.encoded.clear()
         writes[ref] = state
+
+    def ready_now() -> list:
+        """Every finished read and write: all that are ready in one call, else wait for one."""
+        pending = [*reads, *writes]
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+        if not ready:
+            ready, _ = ray.wait(pending, num_returns=1, timeout=5.0)
+        return ready
 
     def skip_published_elsewhere(published: frozenset) -> None:
         """Drop the units not started yet that another job (an overlapping ROI) has published meanwhile."""
@@ -287,8 +323,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
 
     while todo or blocks or reads or writes:
         submit_reads()
-        ready, _ = ray.wait([*reads, *writes], num_returns=1, timeout=5.0)
-        for ref in ready:
+        for ref in ready_now():
             if ref in reads:
                 state, window, series = reads.pop(ref)
                 state.reads_left -= 1
@@ -338,9 +373,12 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         if cfg.get(key):
             cfg[key] = public_url(cfg[key])
     cfg.pop("cache_dir", None)
+    from tessera_ray.landmask import mask_label
+
     return {
         "run_id": result.run_id,
         "year": year.year,
+        "land_mask": mask_label(config.land),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "host": platform.node(),
@@ -348,7 +386,9 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "model": asdict(model),
         "scenes": {"s2": plan.s2_scenes, "s1": plan.s1_scenes,
                    "s2_offset_flag_disagreed": sum(s.offset_flag_disagrees for s in plan.scenes)},
-        "units": {"asked": year.units, "done": year.done, "skipped": year.skipped, "failed": len(year.failed)},
+        "units": {"asked": year.units, "done": year.done, "skipped": year.skipped, "failed": len(year.failed),
+                  "no_scenes": len(year.no_scenes)},
+        "no_scenes": list(year.no_scenes),
         "failed": {unit: redact(reason) for unit, reason in year.failed.items()},
         "pixels": year.pixels,
         "seconds": round(year.seconds, 3),
@@ -366,24 +406,34 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print) -> RunResult:
-    """The whole job. Raises :class:`IncompleteRun` (after publishing the rest) if a unit failed."""
+def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
+              sizing: SizingInputs | None = None) -> RunResult:
+    """The whole job. Raises :class:`IncompleteRun` (after publishing the rest) if a unit failed.
+
+    ``sizing``: prices, node types and GPU speed for ``--dry-run``'s estimate.
+    """
     progress = progress or Progress()
     started = time.monotonic()
-    units = plan_units(config.roi, config.unit_size)
+    grid_units = plan_units(config.roi, config.unit_size)
     model = check_checkpoint(config.checkpoint, config.variant, config.data_source)
     check_depths(config.depths or (), model, config.checkpoint)
+    unit_plan = plan_land(grid_units, config.land, config.piece, f"ROI {config.roi}")
+    units = unit_plan.units
     plans = [plan_year(config, units, year) for year in config.years]
     result = RunResult(new_run_id(), [])
     if config.dry_run:
         for plan in plans:
-            echo(redact(describe_plan(plan, config)))
+            echo(redact(describe_plan(plan, config, unit_plan, sizing)))
         return result
     if not any(p.units for p in plans):
         for plan in plans:
-            result.years.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
+            result.years.append(YearResult(plan.year, units=len(plan.published) + len(plan.no_scenes),
+                                           skipped=len(plan.published), no_scenes=plan.no_scenes))
         result.seconds = time.monotonic() - started
         return result
+    from tessera_ray.landmask import release_land_polygons
+
+    release_land_polygons()  # the masks are not needed again: ~1.2 GB the driver would hold all job long
     from tessera_ray.store import EmbeddingStore
     from tessera_ray.viewer import publish_viewer
 
@@ -422,13 +472,16 @@ def _run_years(config, plans, model, progress, store) -> list[YearResult]:
     with EncoderPool(spec, num_actors=config.encoders) as pool:
         for plan in plans:
             if not plan.units:
-                results.append(YearResult(plan.year, units=len(plan.published), skipped=len(plan.published)))
+                results.append(YearResult(plan.year, units=len(plan.published) + len(plan.no_scenes),
+                                          skipped=len(plan.published), no_scenes=plan.no_scenes))
                 continue
             publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
                                   note=progress.note)
             year = run_year(plan, config, pool, model, progress, publisher)
             year.published_units = publisher.finish().units
             year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)
+            year.no_scenes = plan.no_scenes
+            year.units += len(plan.no_scenes)
             results.append(year)
     return results
 
@@ -441,18 +494,56 @@ def _size(n: float) -> str:
     return ""
 
 
-def describe_plan(plan: YearPlan, config: EmbedConfig) -> str:
-    """The dry-run report of one year."""
-    est = estimate(plan)
-    blocks = sum(len(list(u.window.blocks(config.block_size))) for u in plan.units)
+def _amount(x: float) -> str:
+    """Hours or dollars: two decimals, or two significant digits below 0.01 (a small ROI is not "0.00")."""
+    if x == 0 or x >= 0.01:
+        return f"{x:,.2f}"
+    return f"{x:.{1 - math.floor(math.log10(x))}f}"
+
+
+LISTED_UNITS = 50
+"""A dry run lists the unit ids of a plan this small; a bigger one gives the first and last."""
+
+
+def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: SizingInputs | None = None) -> str:
+    """The dry-run report of one year: what the run would do and what it would cost."""
+    from tessera_ray.landmask import mask_label
+    from tessera_ray.pipeline.sizing import size_year
+
+    sizing = sizing or SizingInputs()
+    size = size_year(plan, config.block_size, config.depths or (), sizing.gpu_px_per_s, sizing.prices, sizing.nodes)
+    piece = f", piece {units.piece} of {units.land_total:,} land unit(s)" if units.piece else ""
     lines = [
-        f"year {plan.year}: {len(plan.units) + len(plan.published)} unit(s) of {config.unit_size} px over {config.roi}",
-        f"  to embed: {len(plan.units)} unit(s), {blocks} block(s) of <= {config.block_size} px, {plan.pixels:,} px",
+        f"year {plan.year}: {len(plan.units) + len(plan.published) + len(plan.no_scenes)} land unit(s) of "
+        f"{config.unit_size} px over {config.roi}{piece}",
+        f"  land mask: {mask_label(units.land)}; sea units skipped (no land): {units.sea:,}",
+        f"  to embed: {len(plan.units)} unit(s), {size.blocks} block(s) of <= {config.block_size} px, {plan.pixels:,} px",
         f"  already published (skipped): {len(plan.published)}",
+        f"  no scene in {plan.year} (not read): {len(plan.no_scenes)}",
         f"  scenes: {plan.s2_scenes} Sentinel-2, {plan.s1_scenes} Sentinel-1",
-        f"  estimated read (decoded): {_size(est.read_bytes)}; write (uncompressed): {_size(est.write_bytes)}",
+        f"  estimated read (decoded): {_size(size.decoded_bytes)}; write (uncompressed): {_size(size.write_bytes)}",
+        f"  encoder: {_amount(size.gpu_hours)} GPU-hour(s) at {sizing.gpu_px_per_s:,.0f} px/s per GPU",
     ]
-    lines += [f"  unit {u.id}" for u in plan.units]
+    if sizing.prices is None:
+        lines.append("  cost: no price table (give --prices prices.yaml --cluster cluster.yaml)")
+    else:
+        lines.append(f"  read: ~{size.read_requests:,} requests, ~{_size(size.fetched_bytes)} fetched; "
+                     f"{_amount(size.reader_slot_hours)} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
+    if size.cost is not None:
+        nodes = sizing.nodes
+        lines.append(f"  instance hours: {_amount(size.reader_node_hours)} {nodes['reader'].instance} (readers, "
+                     f"{nodes['reader'].slots} slots each), {_amount(size.encoder_node_hours)} "
+                     f"{nodes['encoder'].instance} (encoders); {_amount(size.wall_hours)} h of wall time at "
+                     f"{nodes['reader'].max_workers} readers and {nodes['encoder'].max_workers} encoders")
+        monthly = size.cost.pop("storage per month")
+        items = ", ".join(f"{name} ${_amount(usd)}" for name, usd in size.cost.items())
+        lines.append(f"  cost ({sizing.prices.source}): {items}; total ${_amount(sum(size.cost.values()))}, "
+                     f"then ${_amount(monthly)} per month of storage")
+    ids = [u.id for u in plan.units]
+    if len(ids) > LISTED_UNITS:
+        ids = [*ids[:3], f"... ({len(ids) - 6:,} more)", *ids[-3:]]
+    lines += [f"  unit {u}" for u in ids]
+    lines += [f"  no scene: unit {u}" for u in plan.no_scenes[:LISTED_UNITS]]
     return "\n".join(lines)
 
 
@@ -465,6 +556,9 @@ def summary(result: RunResult) -> str:
         f"bytes: {_size(t['input_bytes'])} read (decoded inputs), {_size(t['written_bytes'])} written",
     ]
     for year in result.years:
+        if year.no_scenes:
+            lines.append(f"{year.year}: {len(year.no_scenes)} unit(s) with no scene at all, not read: "
+                         + ", ".join(year.no_scenes[:5]) + (" ..." if len(year.no_scenes) > 5 else ""))
         if year.unreadable_scenes:
             names = sorted(year.unreadable_scenes)
             lines.append(f"{year.year}: left out {len(names)} unreadable scene(s): {', '.join(names[:5])}"

@@ -178,7 +178,7 @@ class EncoderPool:
     """
 
     def __init__(self, spec: EncoderSpec, num_actors: int = 1, use_gpu: bool | None = None,
-                 max_in_flight: int = 2, start_timeout_s: float = 300.0) -> None:
+                 max_in_flight: int = 2, start_timeout_s: float = 300.0, actor: type | None = None) -> None:
         import ray
 
         if not ray.is_initialized():
@@ -191,7 +191,8 @@ class EncoderPool:
             cpus = spec.cpu_threads if spec.actor_cpus is None else spec.actor_cpus
             count, options = num_actors, {"num_gpus": 0, "num_cpus": cpus}
         self.max_in_flight = max(1, int(max_in_flight))
-        actor_class = ray.remote(EncoderActor).options(
+        # ``actor``: a stand-in with EncoderActor's methods (jobs/bench_planet.py); jobs never pass one
+        actor_class = ray.remote(actor or EncoderActor).options(
             max_concurrency=self.max_in_flight + 1,
             runtime_env={"env_vars": dict(ACTOR_ENV_VARS)}, **options
         )

@@ -95,6 +95,37 @@ def scenes_for_window(zone: int, window: Window, scenes: Sequence[Scene]) -> lis
     return [s for s in scenes if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south]
 
 
+class SceneIndex:
+    """The scenes over a window, found through an R-tree of the scenes' lon/lat bboxes.
+
+    :func:`scenes_for_window` scans every scene; a planet's year in one job
+    (1e5 units, 1e6 scenes) would make that 1e11 comparisons in the driver.
+    The index gives the same scenes in the same order: the tree proposes
+    candidates, the same bbox test as :func:`scenes_for_window` decides.
+    """
+
+    def __init__(self, scenes: Sequence[Scene]) -> None:
+        import numpy as np
+        import shapely
+
+        self.scenes = tuple(scenes)
+        bounds = np.array([s.bbox for s in self.scenes], dtype="float64").reshape(-1, 4)
+        self._tree = shapely.STRtree(shapely.box(*bounds.T) if len(bounds) else [])
+
+    def near(self, zone: int, window: Window) -> list[Scene]:
+        import shapely
+
+        if not self.scenes:
+            return []
+        west, south, east, north = Block(zone, window).lonlat_bounds()
+        found = []
+        for i in sorted(self._tree.query(shapely.box(west, south, east, north), predicate="intersects")):
+            s = self.scenes[i]
+            if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south:
+                found.append(s)
+        return found
+
+
 def _block_memory(block: Block, scenes: Sequence[Scene], config: IngestConfig) -> int:
     s2_dates = len({s.date for s in scenes if s.kind == S2})
     s1_dates = len({s.date for s in scenes if s.kind == S1})

@@ -11,11 +11,13 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Sequence
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, load_roi, units_for_roi
+from tessera_ray.landmask import DEFAULT_LAND_MASK, check_land_mask
 from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 from tessera_ray.sources.scenes import S1, S2, Scene
 
@@ -66,12 +68,17 @@ class EmbedConfig:
     """Time written into part records; from ``SOURCE_DATE_EPOCH`` for reproducible re-runs."""
     depths: tuple[int, ...] | None = None
     """Matryoshka prefix arrays to write (``--depths 16,32,64``); None: those of an existing store, else none."""
+    land: str = DEFAULT_LAND_MASK
+    """Land mask of the plan (``tessera_ray.landmask``): units without land are not planned; "all" plans every unit."""
+    piece: "Piece | None" = None
+    """``--piece I/N``: this job embeds only the I-th of N pieces of the planned units."""
     publish_every_units: int = DEFAULT_EVERY_UNITS
     """Publish finished units into the manifest every this many units during the job (0: no unit bound)."""
     publish_every_minutes: float = DEFAULT_EVERY_MINUTES
     """... or every this many minutes, whichever comes first (0: no time bound); the job's end always publishes."""
 
     def __post_init__(self) -> None:
+        check_land_mask(self.land)
         this_year = datetime.now(timezone.utc).year
         if not self.years:
             raise UserInputError("give at least one --year")
@@ -103,6 +110,55 @@ def created_from_env(environ: dict | None = None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Piece:
+    """The I-th (1-based) of N pieces of a plan: contiguous runs of its units in their stable order.
+
+    Pieces of the same plan never overlap and leave no gap, whatever N, so a
+    planet run splits into N jobs (``--piece 1/N`` ... ``--piece N/N``) that
+    can run anywhere and publish into one root. The order is that of the land
+    units of the ROI (zone, row, col), taken before published units are left
+    out, so a piece is the same set on every run.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Piece":
+        try:
+            index, count = (int(p) for p in text.split("/"))
+        except ValueError:
+            raise UserInputError(f"--piece must be I/N (e.g. 3/10), got {text!r}") from None
+        if not 1 <= index <= count:
+            raise UserInputError(f"--piece I/N needs 1 <= I <= N, got {text!r}")
+        return cls(index, count)
+
+    def bounds(self, total: int) -> tuple[int, int]:
+        """Start and stop of this piece among ``total`` ordered units."""
+        return (self.index - 1) * total // self.count, self.index * total // self.count
+
+    def take(self, units: Sequence[Unit]) -> list[Unit]:
+        start, stop = self.bounds(len(units))
+        return list(units[start:stop])
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """The units a job plans over its ROI: those holding land, of its piece."""
+
+    units: tuple[Unit, ...]
+    sea: int
+    """Units of the ROI without land (never planned)."""
+    land: str
+    piece: Piece | None = None
+    land_total: int = 0
+    """Land units of the whole ROI (all pieces)."""
+
+
+@dataclass(frozen=True)
 class YearPlan:
     """The work of one year: units to embed, units already published, the scenes to read."""
 
@@ -110,6 +166,15 @@ class YearPlan:
     units: tuple[Unit, ...]
     published: tuple[str, ...]
     scenes: tuple[Scene, ...] = ()
+    no_scenes: tuple[str, ...] = ()
+    """Units with no scene at all in the year: reported, never read (nothing to embed there yet)."""
+
+    @cached_property
+    def scene_index(self):
+        """The scenes by place (:class:`~tessera_ray.pipeline.ingest.SceneIndex`), built once per plan."""
+        from tessera_ray.pipeline.ingest import SceneIndex
+
+        return SceneIndex(self.scenes)
 
     @property
     def s2_scenes(self) -> int:
@@ -124,20 +189,25 @@ class YearPlan:
         return sum(u.window.size for u in self.units)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """Upper bounds of what a plan moves (decoded input, uncompressed output)."""
-
-    read_bytes: int
-    write_bytes: int
-
-
 def plan_units(roi: str, unit_size: int) -> list[Unit]:
     """The units covering a ROI on the fixed grid, in a stable order."""
     units = units_for_roi(load_roi(roi), unit_size)
     if not units:
         raise UserInputError(f"ROI {roi} covers no pixel of any zone grid")
     return sorted(units, key=lambda u: (u.zone, u.row, u.col))
+
+
+def plan_land(units: Sequence[Unit], land: str, piece: Piece | None = None, roi: str = "the ROI") -> UnitPlan:
+    """Leave out the units without land, then take the job's piece of the rest (order kept)."""
+    from tessera_ray.landmask import units_with_land
+
+    has_land = units_with_land(units, land)
+    kept = [u for u, keep in zip(units, has_land) if keep]
+    if not kept:
+        raise UserInputError(f"{roi} holds no land on the {land} land mask ({len(units)} unit(s) of sea): "
+                             "nothing to embed (--land all plans the sea too)")
+    mine = piece.take(kept) if piece else kept
+    return UnitPlan(tuple(mine), len(units) - len(kept), land, piece, len(kept))
 
 
 def published_units(root: str, year: int) -> set[str]:
@@ -175,25 +245,22 @@ def search(config: EmbedConfig, units: Sequence[Unit], year: int) -> list[Scene]
 
 
 def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan:
-    """Skip published units, then search scenes for the rest; no Sentinel-2 scene at all is an error."""
+    """Skip published units, then search scenes for the rest; no Sentinel-2 scene at all is an error.
+
+    A unit that no scene touches is set aside (``no_scenes``): it is reported
+    and not read, and a later run plans it again (a catalog may fill in).
+    """
+    from tessera_ray.pipeline.ingest import SceneIndex
+
     done = published_units(config.out, year)
     todo = tuple(u for u in units if u.id not in done)
     scenes = tuple(search(config, todo, year))
     if todo and not any(s.kind == S2 for s in scenes):
         raise UserInputError(f"no Sentinel-2 scenes over ROI {config.roi} in {year}: nothing to embed")
-    return YearPlan(year, todo, tuple(sorted(u.id for u in units if u.id in done)), scenes)
-
-
-def estimate(plan: YearPlan) -> Estimate:
-    """Decoded input bytes (every scene over each unit, whole unit) and uncompressed output bytes."""
-    from tessera_ray.pipeline.ingest import scenes_for_window
-
-    read = 0
-    for unit in plan.units:
-        near = scenes_for_window(unit.zone, unit.window, plan.scenes)
-        per_pixel = sum(S2_INPUT_BYTES if s.kind == S2 else S1_INPUT_BYTES for s in near)
-        read += unit.window.size * per_pixel
-    return Estimate(read, plan.pixels * OUTPUT_BYTES)
+    index = SceneIndex(scenes)
+    empty = {u.id for u in todo if not index.near(u.zone, u.window)}
+    return YearPlan(year, tuple(u for u in todo if u.id not in empty),
+                    tuple(sorted(u.id for u in units if u.id in done)), scenes, tuple(sorted(empty)))
 
 
 def weights_checksum(model) -> str:

@@ -86,6 +86,7 @@ class Publisher:
         return result
 
     def _count(self, result, started: float) -> None:
+        _release_memory()
         self.publishes += 1
         self.seconds += self.clock() - started
         self.last = self.clock()
@@ -93,3 +94,22 @@ class Publisher:
             extra = f", {len(result.rejected)} rejected" if result.rejected else ""
             self.note(f"published {len(result.added)} unit(s), {result.units} in the manifest{extra} "
                       f"({result.seconds:.1f} s)")
+
+
+def _release_memory() -> None:
+    """Give back what a publish freed: Arrow's pool and glibc keep it, and the driver publishes ~1,000 times.
+
+    Measured (60 publishes of 100 units into a 1,000-unit manifest, in one
+    process): RSS 259 -> 328 MB without, flat at ~224 MB with; in
+    ``jobs/bench_planet.py`` the driver grew 419 -> 574 MB over 5,000 units
+    (49 publishes) before.
+    """
+    import gc
+
+    import pyarrow as pa
+
+    from tessera_ray.memory import release_freed_memory
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    release_freed_memory()
