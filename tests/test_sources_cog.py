@@ -10,8 +10,8 @@ import pytest
 
 from cog_helpers import RecordingServer, utm_transform, write_cog
 from tessera_ray.errors import DataError, ServiceError
-from tessera_ray.grid import Window, zone_grid
 from tessera_ray.faults import Fault
+from tessera_ray.grid import Window, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.sources.cog import (
     GDAL_DEFAULTS, AssetUnavailable, ReaderEnv, Secret, TargetGrid, UnreadableAsset, capture_env, earthdata_token,
