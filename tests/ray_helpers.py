@@ -33,9 +33,10 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-FAST_FAILURE_DETECTION = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
-                          "RAY_health_check_failure_threshold": "3"}
-"""Ray's settings for noticing a lost node within ~3 s (defaults: ~15-30 s), for tests that lose one."""
+FAST_FAILURE_DETECTION = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "2000",
+                          "RAY_health_check_failure_threshold": "5"}
+"""Ray's settings for noticing a lost node within ~5-10 s (defaults: ~15-30 s), for tests that lose one; not so
+tight that a raylet slowed down by a loaded machine is taken for lost."""
 
 
 def ray_env(**extra: str) -> dict:
@@ -126,24 +127,34 @@ class LocalCluster:
         return node
 
     def add_nodes(self, *specs: tuple[str, int, dict]) -> list[RayNode]:
-        """Start worker nodes ``(name, cpus, resources)`` at once; returns once the cluster counts them alive."""
+        """Start worker nodes ``(name, cpus, resources)`` at once; returns once the cluster counts them alive.
+
+        A node whose ``ray start`` gives up (on a loaded machine a raylet can miss its start deadline: "The
+        current node timed out during startup") is started once more.
+        """
         before = len(self.alive_nodes())
-        nodes = []
-        for name, cpus, resources in specs:
-            # a temporary folder of its own, as on a machine of its own: nodes sharing the head's unpack the
-            # job's working_dir into the same folder, each over the others' (the driver then misses modules)
-            temp = tempfile.mkdtemp(prefix="ray-n-", dir="/tmp")
-            ports = free_ports(6)
-            nodes.append(self._start(["--address", self.gcs, "--object-manager-port", str(ports[0]),
-                                      "--node-manager-port", str(ports[1]), "--temp-dir", temp],
-                                     ports[2:], cpus, resources, name))
-        deadline = time.monotonic() + 120
+        nodes = [self._worker(*spec) for spec in specs]
+        retried: set[int] = set()
+        deadline = time.monotonic() + 180
         while len(self.alive_nodes()) < before + len(nodes):
-            for node in nodes:
-                assert node.alive(), node.log_path.read_text()
+            for i, node in enumerate(nodes):
+                if not node.alive():
+                    assert i not in retried, node.log_path.read_text()
+                    retried.add(i)
+                    node.stop()
+                    nodes[i] = self._worker(*specs[i])
             assert time.monotonic() < deadline, "nodes did not join: " + nodes[-1].log_path.read_text()
             time.sleep(0.5)
         return nodes
+
+    def _worker(self, name: str, cpus: int, resources: dict) -> RayNode:
+        # a temporary folder of its own, as on a machine of its own: nodes sharing the head's unpack the
+        # job's working_dir into the same folder, each over the others' (the driver then misses modules)
+        temp = tempfile.mkdtemp(prefix="ray-n-", dir="/tmp")
+        ports = free_ports(6)
+        return self._start(["--address", self.gcs, "--object-manager-port", str(ports[0]),
+                            "--node-manager-port", str(ports[1]), "--temp-dir", temp], ports[2:], cpus, resources,
+                           name)
 
     def node_of(self, pid: int) -> RayNode:
         """The node whose process group holds ``pid`` (a worker's: Ray starts them under the raylet)."""

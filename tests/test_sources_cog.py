@@ -145,6 +145,13 @@ def test_bearer_header_only_for_earthdata_hosts(tmp_path):
         server.seen.clear()
         read_onto(href + "?x=2", target, "bilinear", with_host, auth=True)
         assert server.seen and all(r["headers"].get("Authorization") == "Bearer tok-s1" for r in server.seen)
+        (tmp_path / "junk.tif").write_bytes(b"<html>not a tiff</html>" * 20)  # fetched whole before it is judged
+        for n, (env, sent) in enumerate(((with_host, "Bearer tok-s1"), (other_host, None))):
+            server.seen.clear()
+            with pytest.raises(UnreadableAsset, match="the whole object"):
+                read_onto(f"{server.url}/junk.tif?x={n}", target, "bilinear", env, auth=True)
+            whole = [r for r in server.seen if "Range" not in r["headers"]]
+            assert whole and all(r["headers"].get("Authorization") == sent for r in whole)
 
 
 # ------------------------------------------------------------------ failures over HTTP

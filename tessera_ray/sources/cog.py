@@ -297,22 +297,20 @@ def _read_downloaded(href: str, target: TargetGrid, resampling: str, env: Reader
     import rasterio
     from rasterio.errors import RasterioError
 
-    from tessera_ray.store.objects import HttpObjects, ObjectNotFound, open_objects
+    from tessera_ray.store.objects import HttpObjects, ObjectNotFound
+    from tessera_ray.store.urls import split_url
 
     if href in _UNREADABLE:
         raise UnreadableAsset(_UNREADABLE[href])
-    base, question, query = href.partition("?")
-    folder, _, name = base.rpartition("/")
+    base, question, query = href.partition("?")  # a signed URL's query may hold "/"
     try:
-        if urlparse(href).scheme == "s3":
-            data = open_objects(folder).get(name)
-        else:
-            opts = env.options(href, auth)
-            header = str(opts.get("GDAL_HTTP_HEADERS", ""))
-            headers = dict([header.split(": ", 1)]) if header.startswith("Authorization: ") else None
-            timeout = float(dict(env.gdal).get("GDAL_HTTP_TIMEOUT", 60))
-            data = HttpObjects(folder, timeout=timeout, retries=env.retries, retry_delay=env.retry_delay,
-                               headers=headers).get(name + question + query)
+        objects, key = split_url(base)
+        if isinstance(objects, HttpObjects):  # GDAL's timeout, our retries, the bearer token where GDAL sends it
+            token = env.token.reveal() if auth and env.token is not None and env.wants_token(href) else None
+            objects = HttpObjects(objects.url, timeout=float(dict(env.gdal).get("GDAL_HTTP_TIMEOUT", 60)),
+                                  retries=env.retries, retry_delay=env.retry_delay,
+                                  headers={"Authorization": f"Bearer {token}"} if token else None)
+        data = objects.get(key + question + query)
     except ObjectNotFound:
         raise UnreadableAsset(f"{_public(href)}: gone (HTTP 404) after GDAL read it as {_describe(failure)}") from None
     except ServiceError as exc:
