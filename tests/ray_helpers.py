@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,22 +67,6 @@ class RayNode:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=20)
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=20)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of that group still alive
-        except ProcessLookupError:
-            pass
         self._log.close()
 
 
@@ -98,6 +83,7 @@ class LocalCluster:
         self.gcs = f"127.0.0.1:{gcs}"
         self.address = f"http://127.0.0.1:{dashboard}"
         self.temp = tempfile.mkdtemp(prefix="ray-t-", dir="/tmp")  # short: Ray's socket paths have a length limit
+        self.temps = [self.temp]
         self.head = self._start(
             ["--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
              "--include-dashboard", "true", "--ray-client-server-port", str(client), "--temp-dir", self.temp],
@@ -141,7 +127,7 @@ class LocalCluster:
                 if not node.alive():
                     assert i not in retried, node.log_path.read_text()
                     retried.add(i)
-                    node.stop()
+                    node.kill()
                     nodes[i] = self._worker(*specs[i])
             assert time.monotonic() < deadline, "nodes did not join: " + nodes[-1].log_path.read_text()
             time.sleep(0.5)
@@ -151,15 +137,23 @@ class LocalCluster:
         # a temporary folder of its own, as on a machine of its own: nodes sharing the head's unpack the
         # job's working_dir into the same folder, each over the others' (the driver then misses modules)
         temp = tempfile.mkdtemp(prefix="ray-n-", dir="/tmp")
+        self.temps.append(temp)
         ports = free_ports(6)
         return self._start(["--address", self.gcs, "--object-manager-port", str(ports[0]),
                             "--node-manager-port", str(ports[1]), "--temp-dir", temp], ports[2:], cpus, resources,
                            name)
 
     def node_of(self, pid: int) -> RayNode:
-        """The node whose process group holds ``pid`` (a worker's: Ray starts them under the raylet)."""
-        group = os.getpgid(pid)
-        return next(node for node in self.nodes if node.proc.pid == group)
+        """The node that started process ``pid`` (a worker: a child of its raylet, in a process group of its own)."""
+        import psutil
+
+        groups = {node.proc.pid: node for node in self.nodes}
+        process = psutil.Process(pid)
+        for p in (process, *process.parents()):
+            group = os.getpgid(p.pid)
+            if group in groups:
+                return groups[group]
+        raise LookupError(f"process {pid} belongs to none of this cluster's nodes")
 
     def alive_nodes(self) -> list[dict]:
         from ray.util.state import list_nodes
@@ -167,5 +161,9 @@ class LocalCluster:
         return [n for n in list_nodes(address=self.address, raise_on_missing_output=False) if n.state == "ALIVE"]
 
     def stop(self) -> None:
-        for node in reversed(self.nodes):
-            node.stop()
+        """Every node killed, then the temporary folders removed: a test cluster has nothing to drain (a
+        SIGTERM makes each worker node wait on the head for seconds), and its workers exit with their raylet."""
+        for node in self.nodes:
+            node.kill()
+        for folder in self.temps:
+            shutil.rmtree(folder, ignore_errors=True)
