@@ -170,10 +170,6 @@ class Faults:
                 return fault
         return None
 
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"answered": self.answered, "by_kind": dict(self.by_kind)}
-
 
 class _QuietCuts(logging.Filter):
     """Drops the server's "returned without completing response" error (how uvicorn reports a body cut

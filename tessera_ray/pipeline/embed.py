@@ -183,7 +183,7 @@ def open_units_bound(config: EmbedConfig) -> int:
     return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
 
 
-def _task_cpus(pool, encoder_threads: int, placed: bool) -> float:
+def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
     """CPUs a read or write task reserves: 1, or 0 when CPU encoders hold every CPU of the cluster.
 
     CPU encoder actors reserve their threads for their lifetime; on a 1-CPU
