@@ -238,31 +238,26 @@ def test_ingest_through_faults_writes_the_undisturbed_stacks(winter, world, serv
 @pytest.mark.slow
 def test_a_job_whose_encoder_does_not_come_back_fails_the_rest_and_a_rerun_publishes_it(
         embed, served, reference, tmp_path, capsys, monkeypatch):
-    """The pool gives up on its actors (lost with their node, none took them over): the units not yet written
-    fail with that reason, the written one is published, exit 5; the re-run publishes the undisturbed bytes."""
+    """The pool gives up on its actors (lost with their node, none took them over) when the first block is handed
+    to it: every unit fails with that reason, nothing is published, exit 5, no hang; the re-run publishes the
+    undisturbed bytes."""
     from tessera_ray.pipeline.encode import EncoderPool, EncoderUnavailable
-    from tessera_ray.store import read_manifest
 
     _quick(monkeypatch)
     out = tmp_path / "root"
-    submit = EncoderPool.submit
-    calls = []
 
-    def second_fails(pool, pixels):
-        calls.append(pixels)
-        if len(calls) == 2:
-            raise EncoderUnavailable("encoder actor 0 has not answered for 600 s (TESSERA_RAY_ENCODER_WAIT_S)")
-        return submit(pool, pixels)
+    def unavailable(pool, pixels):
+        raise EncoderUnavailable("encoder actor 0 has not answered for 600 s (TESSERA_RAY_ENCODER_WAIT_S)")
 
     with monkeypatch.context() as patch:
-        patch.setattr(EncoderPool, "submit", second_fails)
+        patch.setattr(EncoderPool, "submit", unavailable)
         code, stdout, err = run_cli(embed(out, served.url), capsys)
     assert code == 5, err
-    assert "units: 1 done, 0 skipped (already published), 1 failed of 2" in stdout
-    assert "EncoderUnavailable: encoder actor 0 has not answered for 600 s" in stdout
-    assert len(read_manifest(str(out), 2024)) == 1
+    assert "units: 0 done, 0 skipped (already published), 2 failed of 2" in stdout
+    for unit in (HIT, WITNESS):
+        assert f"failed 2024 {unit}: EncoderUnavailable: encoder actor 0 has not answered for 600 s" in stdout
 
     code, stdout, err = run_cli(embed(out, served.url), capsys)
     assert code == 0, err
-    assert "units: 1 done, 1 skipped (already published), 0 failed of 2" in stdout
+    assert "units: 2 done, 0 skipped (already published), 0 failed of 2" in stdout
     assert store_files(out) == reference
