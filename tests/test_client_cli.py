@@ -231,3 +231,17 @@ def test_a_root_whose_server_keeps_failing_is_one_line_and_no_output(served, tmp
     assert code == 3, err
     assert len(err.strip().splitlines()) == 1 and "(4 attempts)" in err, err
     assert not out.exists() and list(tmp_path.iterdir()) == [points]
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("TESSERA_RAY_HTTP_TIMEOUT", "abc", "is not a number"), ("TESSERA_RAY_HTTP_RETRIES", "2.5", "is not an integer"),
+    ("TESSERA_RAY_HTTP_RETRY_DELAY", "-1", "must be at least 0"), ("TESSERA_RAY_HTTP_TIMEOUT", "nan", "at least"),
+])
+def test_a_bad_http_setting_is_one_line(served, tmp_path, capsys, monkeypatch, name, value, says):
+    _, url, _ = served
+    monkeypatch.setenv(name, value)
+    points = tmp_path / "p.csv"
+    points.write_text("lon,lat\n3.0,52.0\n")
+    code, _, err = run(["sample", "--root", url, "--points", str(points), "--year", "2024",
+                        "--out", str(tmp_path / "o.parquet")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and name in err and says in err, err

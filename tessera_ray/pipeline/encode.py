@@ -32,7 +32,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tessera_ray.cluster import ENCODER_RESOURCE, placement
-from tessera_ray.errors import ClusterError
+from tessera_ray.errors import ClusterError, env_number
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixels
 
 # glibc malloc settings of every actor's process (its runtime_env, so they hold
@@ -220,7 +220,7 @@ class EncoderPool:
             runtime_env={"env_vars": dict(ACTOR_ENV_VARS)}, **options
         )
         device = None if self.use_gpu else "cpu"
-        self.wait_s = float(os.environ.get(WAIT_ENV, 600)) if wait_s is None else float(wait_s)
+        self.wait_s = env_number(WAIT_ENV, 600) if wait_s is None else float(wait_s)
         self._actors = [actor_class.remote(spec, device) for _ in range(count)]
         self._in_flight: list[set] = [set() for _ in self._actors]
         self._pings: list[tuple] = [(None, 0.0) for _ in self._actors]

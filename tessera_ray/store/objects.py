@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tessera_ray.errors import DataError, ServiceError, UserInputError
+from tessera_ray.errors import DataError, ServiceError, UserInputError, env_number
 from tessera_ray.serve import media_type
 
 
@@ -345,11 +345,10 @@ class HttpObjects(Objects):
 
     def __init__(self, url: str, timeout: float | None = None, retries: int | None = None,
                  retry_delay: float | None = None, headers: dict | None = None):
-        env = os.environ
         self.url = url.rstrip("/")
-        self.timeout = float(env.get("TESSERA_RAY_HTTP_TIMEOUT", 60)) if timeout is None else timeout
-        self.retries = int(env.get("TESSERA_RAY_HTTP_RETRIES", 3)) if retries is None else retries
-        self.retry_delay = float(env.get("TESSERA_RAY_HTTP_RETRY_DELAY", 0.2)) if retry_delay is None else retry_delay
+        self.timeout = env_number("TESSERA_RAY_HTTP_TIMEOUT", 60, minimum=0.001) if timeout is None else timeout
+        self.retries = env_number("TESSERA_RAY_HTTP_RETRIES", 3, int) if retries is None else retries
+        self.retry_delay = env_number("TESSERA_RAY_HTTP_RETRY_DELAY", 0.2) if retry_delay is None else retry_delay
         self._headers = dict(headers or {})
         self._session = None
         self._lock = threading.Lock()
