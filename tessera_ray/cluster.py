@@ -8,6 +8,12 @@ output), and an object store sized by ``TESSERA_RAY_OBJECT_STORE_MB`` where
 the operator wants to bound it (Ray's default, 30 % of memory, otherwise).
 The task-level runtime environment (thread counts for encoder actors) is set
 where the actors are made, in :mod:`tessera_ray.pipeline.encode`.
+
+Where work runs follows ``cluster.yaml``'s node types: a cluster whose nodes
+offer the custom resources :data:`READER_RESOURCE` and :data:`ENCODER_RESOURCE`
+gets read and write tasks on the reader nodes and the encoder actors on the
+encoder nodes (:func:`placement`); a cluster without them (a local Ray, one
+machine) runs everything anywhere, as before.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ import os
 from collections.abc import Iterator
 
 ADDRESS_ENV = "RAY_ADDRESS"
+READER_RESOURCE = "tessera_reader"
+"""Custom resource of the nodes that read COGs and write shards (``cluster.yaml``: one per vCPU)."""
+ENCODER_RESOURCE = "tessera_encoder"
+"""Custom resource of the nodes that hold encoder actors (``cluster.yaml``: one per node)."""
 OBJECT_STORE_ENV = "TESSERA_RAY_OBJECT_STORE_MB"
 
 
@@ -56,3 +66,14 @@ def ray_session(*, num_cpus: int | None = None, object_store_memory: int | None 
             import ray
 
             ray.shutdown()
+
+
+def placement(resource: str) -> dict[str, float]:
+    """Ray ``resources`` that send a task or actor to the nodes offering ``resource``, if the cluster has any.
+
+    Decided from the nodes alive when the job starts: an autoscaling cluster
+    with no node of that type yet runs the work anywhere (docs/pipeline.md).
+    """
+    import ray
+
+    return {resource: 1.0} if ray.cluster_resources().get(resource, 0) >= 1 else {}

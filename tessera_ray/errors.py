@@ -43,6 +43,22 @@ class ClusterError(ServiceError):
 DEBUG_ENV = "TESSERA_RAY_DEBUG"
 
 
+def env_number(name: str, default: float, cast: type = float, minimum: float = 0) -> float:
+    """The number in environment variable ``name`` (``default`` when unset): a setting's mistake is one line too."""
+    import os
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return cast(default)
+    try:
+        value = cast(text)
+    except ValueError:
+        raise UserInputError(f"{name}={text!r} is not a{'n integer' if cast is int else ' number'}") from None
+    if not value >= minimum:  # NaN too
+        raise UserInputError(f"{name} must be at least {minimum:g}, got {text}")
+    return value
+
+
 def debug_enabled() -> bool:
     """``--debug`` or ``TESSERA_RAY_DEBUG=1``: show the full chain behind a one-line error."""
     import os

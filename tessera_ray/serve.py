@@ -8,9 +8,10 @@ It is read-only and never serves a file outside its folder (``..``,
 
 Benchmarks stand it in for object storage: ``latency_s`` delays every request
 (as a round trip to S3 would) and ``stats`` counts requests and body bytes.
-Failure tests make chosen paths answer an error status (502, 429, ...) for
-their next N requests or until cleared (:meth:`StaticServer.failing`), the
-way an object store's front end sometimes does.
+Failure tests make it misbehave as object stores and CDNs do (error
+statuses, 429 with Retry-After, slow answers, HTML error pages, bodies cut
+short; for chosen paths, for data or header reads, for a share of requests):
+:meth:`StaticServer.inject` with the faults of :mod:`tessera_ray.faults`.
 
 The range, conditional and path handling is Starlette's ``StaticFiles``;
 this module adds the content types our files need, CORS, the latency and
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tessera_ray.errors import ServiceError, UserInputError
+from tessera_ray.faults import Fault, FaultInjector, Faults
 
 # mimetypes knows neither Parquet nor GeoJSON on most systems; files without
 # a known suffix (Zarr chunks such as c/0/0/0, .npy) are opaque bytes.
@@ -138,68 +140,6 @@ class Instrumented:
             await send(message)
 
         await self.app(scope, receive, counting_send)
-
-
-@dataclass
-class _Fault:
-    path: str
-    status: int
-    left: int | None
-    """Requests still to fail; None: every request until cleared."""
-
-
-class Faults:
-    """Injected failures: which request paths answer which status, how many more times.
-
-    ``path`` is a URL path (``/a/b.tif``) or a prefix ending in ``/`` (``/``
-    matches everything). ``answered`` counts the failures sent so far.
-    Thread-safe: uvicorn's loop takes faults while a test arms them.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
-        self.answered = 0
-
-    def add(self, path: str, status: int, count: int | None) -> None:
-        with self._lock:
-            self._faults.append(_Fault(path, status, count))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def take(self, path: str) -> int | None:
-        """The status to answer a request for ``path`` with, or None to serve it."""
-        with self._lock:
-            for fault in self._faults:
-                if fault.path == path or (fault.path.endswith("/") and path.startswith(fault.path)):
-                    if fault.left is not None:
-                        fault.left -= 1
-                        if fault.left == 0:
-                            self._faults.remove(fault)
-                    self.answered += 1
-                    return fault.status
-        return None
-
-
-class FaultInjector:
-    """ASGI middleware answering ``owner.faults``' injected failures before the app sees the request."""
-
-    def __init__(self, app: Any, owner: Any) -> None:
-        self.app = app
-        self.owner = owner
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        status = self.owner.faults.take(scope["path"]) if scope["type"] == "http" else None
-        if status is None:
-            await self.app(scope, receive, send)
-            return
-        from starlette.responses import PlainTextResponse
-
-        headers = {"Retry-After": "0"} if status in (429, 503) else None
-        await PlainTextResponse(f"injected failure ({status})", status_code=status, headers=headers)(
-            scope, receive, send)
 
 
 _INT_RANGE = re.compile(r"(\d+)-(\d*)")
@@ -375,8 +315,9 @@ class StaticServer(BackgroundServer):
 
     ``latency_s`` may be changed while the server runs; ``stats`` counts
     every request, including HEAD, OPTIONS, errors and injected failures;
-    :meth:`fail_next` and :meth:`failing` inject failures (as
-    :class:`~tessera_ray.synthetic.services.StacServer` does, per path here).
+    :meth:`inject` makes it misbehave (:mod:`tessera_ray.faults`);
+    :meth:`fail_next` and :meth:`failing` are its shorthands for an error
+    status (as on :class:`~tessera_ray.synthetic.services.StacServer`).
     """
 
     def __init__(
@@ -393,16 +334,26 @@ class StaticServer(BackgroundServer):
 
     def fail_next(self, count: int | None, status: int = 502, path: str = "/") -> None:
         """Make the next ``count`` requests for ``path`` (None: all of them, until cleared) answer ``status``."""
-        if count is not None and count <= 0:
-            raise UserInputError(f"count must be positive or None, got {count}")
-        self.faults.add(path, status, count)
+        self.faults.add(Fault.status(status, path=path, count=count))
 
     @contextlib.contextmanager
     def failing(self, count: int | None, status: int = 502, path: str = "/") -> Iterator[None]:
         """``fail_next`` for the ``with`` block only: failures not yet answered are dropped on exit."""
-        self.fail_next(count, status, path)
-        try:
+        with self.inject(Fault.status(status, path=path, count=count)):
             yield
+
+    @contextlib.contextmanager
+    def inject(self, *faults: Fault, seed: int | None = 0) -> Iterator[Faults]:
+        """Answer ``faults`` (first match wins) for the ``with`` block; the draws of their rates start from ``seed``.
+
+        On exit every fault is dropped, answered or not. Yields :attr:`faults`, whose ``answered`` and
+        ``by_kind`` count what was injected.
+        """
+        self.faults.seed(seed)
+        for fault in faults:
+            self.faults.add(fault)
+        try:
+            yield self.faults
         finally:
             self.faults.clear()
 

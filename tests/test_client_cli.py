@@ -163,3 +163,85 @@ def test_corrupt_shard_fails_naming_it(tmp_path, capsys):
     out = tmp_path / "o.parquet"
     code, _, err = run(["sample", "--root", str(root), "--points", str(points), "--year", "2024", "--out", str(out)], capsys)
     assert code == 4 and key in err and "corrupt" in err and not out.exists()
+
+
+# ------------------------------------------------------------------ a faulty server in front of the root
+
+
+ALL_KINDS = "status 503", "status 429", "slow", "html", "short"
+
+
+def _faults(**which):
+    from tessera_ray.faults import Fault
+
+    return (Fault.status(503, **which), Fault.status(429, retry_after=0.2, **which), Fault.slow(0.6, **which),
+            Fault.html(**which), Fault.short(**which))
+
+
+@pytest.fixture
+def patient(monkeypatch):
+    """Enough retries for every fault a test injects to land on one request; a 0.3 s timeout that slow faults pass."""
+    for key, value in {"TESSERA_RAY_HTTP_RETRIES": "11", "TESSERA_RAY_HTTP_RETRY_DELAY": "0",
+                       "TESSERA_RAY_HTTP_TIMEOUT": "0.3"}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_sample_and_export_through_a_faulty_server_give_the_clean_values(served, tmp_path, capsys, patient):
+    """Every kind of fault, twice each, among the metadata, manifest and shard reads of ``sample`` and ``export``."""
+    import geopandas as gpd
+    import rasterio
+
+    root, url, _ = served
+    lon, lat = sample_points(n=30, seed=5)
+    points = tmp_path / "points.csv"
+    points.write_text("lon,lat\n" + "".join(f"{a},{b}\n" for a, b in zip(lon, lat)))
+    cx, cy = UNITS[0].polygon_lonlat().centroid.coords[0]
+    bbox = ",".join(map(str, (cx - 0.003, cy - 0.003, cx + 0.003, cy + 0.003)))
+
+    def both(base, tag):
+        code, _, err = run(["sample", "--root", base, "--points", str(points), "--year", "2024",
+                            "--out", str(tmp_path / f"{tag}.parquet")], capsys)
+        assert code == 0, err
+        code, _, err = run(["export", "--root", base, "--bbox", bbox, "--year", "2024",
+                            "--out", str(tmp_path / f"{tag}.tif")], capsys)
+        assert code == 0, err
+        with rasterio.open(tmp_path / f"{tag}.tif") as src:
+            image = src.read()
+        return gpd.read_parquet(tmp_path / f"{tag}.parquet").drop(columns="geometry"), image
+
+    clean_points, clean_image = both(url, "clean")
+    with StaticServer(root) as faulty, faulty.inject(*_faults(count=2, rate=0.2), seed=3) as faults:
+        got_points, got_image = both(faulty.url, "faulty")
+    assert sorted(faults.by_kind) == sorted(ALL_KINDS) and faults.answered == 10
+    assert got_points.equals(clean_points)
+    np.testing.assert_array_equal(got_image, clean_image)
+
+
+@pytest.mark.parametrize("kind", ["status 503", "html", "short"])
+def test_a_root_whose_server_keeps_failing_is_one_line_and_no_output(served, tmp_path, capsys, kind, monkeypatch):
+    root, _, _ = served
+    monkeypatch.setenv("TESSERA_RAY_HTTP_RETRY_DELAY", "0")
+    (fault,) = [f for f in _faults(path="/tessera.zarr/") if f.label == kind]
+    out = tmp_path / "o.parquet"
+    points = tmp_path / "p.csv"
+    points.write_text("lon,lat\n" + "".join(f"{a},{b}\n" for a, b in zip(*sample_points(n=5))))
+    with StaticServer(root) as faulty, faulty.inject(fault):
+        code, _, err = run(["sample", "--root", faulty.url, "--points", str(points), "--year", "2024",
+                            "--out", str(out)], capsys)
+    assert code == 3, err
+    assert len(err.strip().splitlines()) == 1 and "(4 attempts)" in err, err
+    assert not out.exists() and list(tmp_path.iterdir()) == [points]
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("TESSERA_RAY_HTTP_TIMEOUT", "abc", "is not a number"), ("TESSERA_RAY_HTTP_RETRIES", "2.5", "is not an integer"),
+    ("TESSERA_RAY_HTTP_RETRY_DELAY", "-1", "must be at least 0"), ("TESSERA_RAY_HTTP_TIMEOUT", "nan", "at least"),
+])
+def test_a_bad_http_setting_is_one_line(served, tmp_path, capsys, monkeypatch, name, value, says):
+    _, url, _ = served
+    monkeypatch.setenv(name, value)
+    points = tmp_path / "p.csv"
+    points.write_text("lon,lat\n3.0,52.0\n")
+    code, _, err = run(["sample", "--root", url, "--points", str(points), "--year", "2024",
+                        "--out", str(tmp_path / "o.parquet")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and name in err and says in err, err

@@ -82,8 +82,14 @@ def _quick(mp: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def victim(winter):
+def victim(victim_scene):
     """URL path of the SCL of a 31UCU scene: read for the west unit, never for the east one."""
+    return urlparse(victim_scene.asset("scl").href).path
+
+
+@pytest.fixture(scope="module")
+def victim_scene(winter):
+    """A 31UCU scene: read for the west unit, never for the east one."""
     from tessera_ray.sources.catalog import search_catalog
     from tessera_ray.sources.read import Block
     from tessera_ray.sources.scenes import profile_for_collection
@@ -92,8 +98,7 @@ def victim(winter):
     scenes = search_catalog(str(winter / "stac" / "items.parquet"), profile_for_collection("sentinel-2-c1-l2a", "s2"),
                             bounds, date(2024, 1, 1), date(2024, 12, 31), root="http://host")
     witness_west = Block.of(Unit.from_id(WITNESS)).lonlat_bounds()[0]
-    scene = next(s for s in scenes if s.bbox[2] < witness_west)
-    return urlparse(scene.asset("scl").href).path
+    return next(s for s in scenes if s.bbox[2] < witness_west)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +178,86 @@ def test_ingest_stops_on_an_outage_and_writes_no_partial_unit(winter, served, vi
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"unit {HIT} not written" in lines[0] and "503" in lines[0], err
     assert not (out / HIT).exists()
+
+
+@pytest.mark.slow
+def test_every_kind_of_fault_gives_the_undisturbed_store(embed, served, world, victim_scene, reference, tmp_path,
+                                                         capsys, monkeypatch):
+    """A few of each fault kind among the COG reads, and one asset whose tile requests fail for good while its
+    header requests are answered (GDAL reports that as a truncated file): nothing is left out, same bytes."""
+    from tessera_ray.faults import Fault
+
+    _quick(monkeypatch)
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "1")
+    out = tmp_path / "root"
+    nir = urlparse(victim_scene.asset("nir").href).path
+    assert (world / nir.lstrip("/")).stat().st_size > 16384  # more than GDAL's first (header) request brings
+    faults = (Fault.status(502, requests="data", path=nir),
+              Fault.status(503, rate=0.02, count=3), Fault.status(429, retry_after=1, rate=0.02, count=2),
+              Fault.slow(1.5, rate=0.02, count=2), Fault.html(rate=0.02, count=3), Fault.short(rate=0.02, count=3))
+    with served.inject(*faults, seed=0) as injected:
+        code, stdout, err = run_cli(embed(out, served.url), capsys)
+    assert code == 0, err
+    assert set(injected.by_kind) == {"status 502", "status 503", "status 429", "slow", "html", "short"}, injected.by_kind
+    assert "units: 2 done, 0 skipped (already published), 0 failed of 2" in stdout
+    assert "unreadable scene" not in stdout
+    assert store_files(out) == reference
+
+
+@pytest.mark.slow
+def test_ingest_through_faults_writes_the_undisturbed_stacks(winter, world, servers, victim_scene, tmp_path, capsys,
+                                                            monkeypatch, ray_cluster):
+    """``tessera-ray ingest`` reads through the same COG reader: the same npy files with faults as without."""
+    from tessera_ray.faults import Fault
+    from tessera_ray.serve import StaticServer
+
+    _quick(monkeypatch)
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "1")
+    nir = urlparse(victim_scene.asset("nir").href).path
+
+    def ingest(url, out):
+        args = ["ingest", "--roi", "0.1195,52.1750,0.1196,52.1751", "--year", "2024", "--out", str(out),
+                "--catalog", str(winter / "stac" / "items.parquet"), "--catalog-root", url,
+                "--unit-size", "32", "--block-size", "32"]
+        code, _, err = run_cli(args, capsys)
+        assert code == 0, err
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    clean = ingest(servers.enter_context(StaticServer(world)).url, tmp_path / "clean")
+    faulty = servers.enter_context(StaticServer(world))
+    faults = (Fault.status(502, requests="data", path=nir), Fault.status(503, rate=0.03, count=2),
+              Fault.status(429, retry_after=1, rate=0.03, count=1), Fault.slow(1.5, rate=0.03, count=1),
+              Fault.html(rate=0.03, count=2), Fault.short(rate=0.03, count=2))
+    with faulty.inject(*faults, seed=1) as injected:
+        got = ingest(faulty.url, tmp_path / "faulty")
+    assert set(injected.by_kind) == {"status 502", "status 503", "status 429", "slow", "html", "short"}, injected.by_kind
+    assert any(k.endswith("bands.npy") for k in clean)
+    assert got == clean
+
+
+@pytest.mark.slow
+def test_a_job_whose_encoder_does_not_come_back_fails_the_rest_and_a_rerun_publishes_it(
+        embed, served, reference, tmp_path, capsys, monkeypatch):
+    """The pool gives up on its actors (lost with their node, none took them over) when the first block is handed
+    to it: every unit fails with that reason, nothing is published, exit 5, no hang; the re-run publishes the
+    undisturbed bytes."""
+    from tessera_ray.pipeline.encode import EncoderPool, EncoderUnavailable
+
+    _quick(monkeypatch)
+    out = tmp_path / "root"
+
+    def unavailable(pool, pixels):
+        raise EncoderUnavailable("encoder actor 0 has not answered for 600 s (TESSERA_RAY_ENCODER_WAIT_S)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EncoderPool, "submit", unavailable)
+        code, stdout, err = run_cli(embed(out, served.url), capsys)
+    assert code == 5, err
+    assert "units: 0 done, 0 skipped (already published), 2 failed of 2" in stdout
+    for unit in (HIT, WITNESS):
+        assert f"failed 2024 {unit}: EncoderUnavailable: encoder actor 0 has not answered for 600 s" in stdout
+
+    code, stdout, err = run_cli(embed(out, served.url), capsys)
+    assert code == 0, err
+    assert "units: 2 done, 0 skipped (already published), 0 failed of 2" in stdout
+    assert store_files(out) == reference

@@ -131,3 +131,39 @@ def test_actor_gives_back_the_memory_of_the_units_it_encoded(ray_cluster, tmp_pa
         started = heap_mb(pid)
         assert all(e.embeddings.shape == (2048, 128) for e in pool.map(units))
         assert heap_mb(pid) - started < 50
+
+
+def _check_until_raised(pool, seconds: float):
+    import time
+
+    from tessera_ray.pipeline.encode import EncoderUnavailable
+
+    deadline = time.monotonic() + seconds
+    with pytest.raises(EncoderUnavailable) as caught:
+        while time.monotonic() < deadline:
+            pool.check()
+            time.sleep(0.2)
+    return str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_lost_actor_is_restarted_and_reruns_its_requests_and_a_pool_waits_only_so_long(ray_cluster,
+                                                                                        tmp_path_factory):
+    """As when its node is lost: Ray starts the actor again and runs its requests there (same results); while it
+    cannot, :meth:`EncoderPool.check` tells the driver after ``wait_s``; an actor gone for good, at once."""
+    config, model, path = checkpoint(tmp_path_factory, "tiny")
+    batches = unit_batches(3, n=16, seed=4)
+    direct = [encode_pixels(model, config, b, seed=SEED, batch_size=256) for b in batches]
+    spec = EncoderSpec(path, seed=SEED, batch_size=16, cpu_threads=1, actor_cpus=0.5)
+    with EncoderPool(spec, num_actors=1, use_gpu=False, max_in_flight=3, wait_s=0.5) as pool:
+        (before,) = pool.info()
+        refs = [pool.submit(b) for b in batches]
+        ray_cluster.kill(pool._actors[0], no_restart=False)
+        assert "has not answered for" in _check_until_raised(pool, 10)  # a restart takes seconds
+        pool.wait_s = 120
+        for ref, want in zip(refs, direct):
+            assert_same(pool.result(ref), want)
+        (after,) = pool.info()
+        assert after["pid"] != before["pid"]
+        ray_cluster.kill(pool._actors[0], no_restart=True)
+        assert "encoder actor 0 is gone" in _check_until_raised(pool, 10)

@@ -284,6 +284,74 @@ def test_failure_count_must_be_positive(server):
         server.fail_next(0)
 
 
+def test_injected_faults_of_each_kind_as_a_client_sees_them(server):
+    """The test kit's faults (tessera_ray.faults): what each one looks like on the wire."""
+    from tessera_ray.faults import Fault
+
+    url = f"{server.url}/data.bin"
+    before = dict(server.faults.by_kind)
+    with server.inject(Fault.status(429, retry_after=7, count=1)) as faults:
+        r = requests.get(url)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+        assert requests.get(url).content == PAYLOAD  # count spent
+    with server.inject(Fault.html(count=1)):
+        r = requests.get(url, headers={"Range": "bytes=100-199"})
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html") and b"<html>" in r.content
+    with server.inject(Fault.short(count=1)):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/data.bin", headers={"Range": "bytes=1000-4999"})
+        resp = conn.getresponse()
+        assert resp.status == 206 and resp.getheader("Content-Length") == "4000"
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            resp.read()
+        assert cut.value.partial == PAYLOAD[1000:3000]  # half the body, then the connection closed
+        conn.close()
+    with server.inject(Fault.slow(0.5, count=1)):
+        t0 = time.perf_counter()
+        assert requests.get(url).content == PAYLOAD and time.perf_counter() - t0 >= 0.5
+        with pytest.raises(requests.Timeout):
+            server.faults.add(Fault.slow(1.0, count=1))
+            requests.get(url, timeout=0.3)
+    assert {k: v - before.get(k, 0) for k, v in faults.by_kind.items() if v > before.get(k, 0)} == {
+        "status 429": 1, "html": 1, "short": 1, "slow": 2}
+
+
+def test_injected_faults_hit_data_or_header_reads_a_share_at_a_time(server):
+    from tessera_ray.faults import Fault
+
+    url = f"{server.url}/data.bin"
+    with server.inject(Fault.status(503, requests="data", path="/data.bin")):
+        assert requests.get(url, headers={"Range": "bytes=0-15"}).content == PAYLOAD[:16]  # a header read
+        assert requests.get(url).content == PAYLOAD
+        for rng in ("bytes=16-31", "bytes=-16"):
+            assert requests.get(url, headers={"Range": rng}).status_code == 503
+        assert requests.get(f"{server.url}/item.json", headers={"Range": "bytes=5-9"}).status_code == 206
+    with server.inject(Fault.status(502, requests="header")):
+        assert requests.get(url, headers={"Range": "bytes=0-15"}).status_code == 502
+        assert requests.get(url, headers={"Range": "bytes=16-31"}).content == PAYLOAD[16:32]
+
+    def draws(seed):
+        with server.inject(Fault.status(500, rate=0.3), seed=seed):
+            return [requests.get(url).status_code for _ in range(60)]
+
+    first = draws(1)
+    assert first == draws(1) != draws(2)  # the share is drawn from a seeded generator
+    assert 8 <= first.count(500) <= 30
+
+
+@pytest.mark.parametrize("bad, says", [
+    (dict(kind="slowish"), "unknown fault kind"), (dict(kind="status", code=200), "4xx or 5xx"),
+    (dict(kind="html", rate=0.0), "rate"), (dict(kind="html", requests="tiles"), "requests"),
+    (dict(kind="html", count=0), "count"),
+])
+def test_a_fault_that_cannot_be_is_refused(bad, says):
+    from tessera_ray.errors import UserInputError
+    from tessera_ray.faults import Fault
+
+    with pytest.raises(UserInputError, match=says):
+        Fault(**bad)
+
+
 def test_two_servers_get_distinct_free_ports(site):
     with StaticServer(site) as a, StaticServer(site) as b:
         assert a.port != b.port

@@ -12,85 +12,27 @@ every object byte for byte (but the run records), the manifest and values.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embed_helpers import EPOCH, store_files, write_checkpoint
+from ray_helpers import EXCLUDES, RAY, REPO, LocalCluster
 
-REPO = Path(__file__).resolve().parents[1]
-RAY = REPO / ".venv" / "bin" / "ray"
 ROI = "0.1245,52.1741,0.1246,52.1742"
 """One 32 px unit of the test world."""
 BUCKET, PREFIX = "smoke-root", "published/run1"
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def ray_head(tmp_path):
-    """A Ray head on loopback with its own ports; yields the dashboard (job API) address."""
-    gcs, dashboard, client, agent_http, agent_grpc, runtime_env, metrics = free_ports(7)
-    temp = tempfile.mkdtemp(prefix="ray-smoke-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"}
-    env.pop("RAY_ADDRESS", None)
-    log = open(tmp_path / "ray-head.log", "w")
-    head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-         "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent_http),
-         "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(runtime_env),
-         "--metrics-export-port", str(metrics), "--num-cpus", "2", "--object-store-memory", str(300 * 2**20),
-         "--temp-dir", temp, "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
+    """A Ray head on loopback with its own ports; yields the dashboard (job API) address and the environment."""
+    cluster = LocalCluster(tmp_path, head_cpus=2, object_store_mb=300)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert head.poll() is None, (tmp_path / "ray-head.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "Ray head did not come up: " + (tmp_path / "ray-head.log").read_text()
-            time.sleep(1)
-        yield address, env
+        yield cluster.address, cluster.env
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(head.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                head.wait(timeout=20)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(head.pid, signal.SIGKILL)  # anything of that group still alive
-        except ProcessLookupError:
-            pass
-        log.close()
+        cluster.stop()
 
 
 @pytest.mark.slow
@@ -109,7 +51,7 @@ def test_ray_job_submit_to_s3_matches_a_direct_run(world, stac_api, s3_server, r
                 "--unit-size", "32", "--block-size", "32"]
     runtime_env = {
         "env_vars": {**s3_server.env(), "SOURCE_DATE_EPOCH": EPOCH, "RAY_AUTH_MODE": "disabled"},
-        "excludes": [".venv", "tessera-demo", "bench-results", ".git", "*.egg-info", "__pycache__"],
+        "excludes": EXCLUDES,
     }
     submit = subprocess.run(
         [str(RAY), "job", "submit", "--address", address, "--working-dir", ".",

@@ -10,6 +10,7 @@ import pytest
 
 from cog_helpers import RecordingServer, utm_transform, write_cog
 from tessera_ray.errors import DataError, ServiceError
+from tessera_ray.faults import Fault
 from tessera_ray.grid import Window, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.sources.cog import (
@@ -144,6 +145,13 @@ def test_bearer_header_only_for_earthdata_hosts(tmp_path):
         server.seen.clear()
         read_onto(href + "?x=2", target, "bilinear", with_host, auth=True)
         assert server.seen and all(r["headers"].get("Authorization") == "Bearer tok-s1" for r in server.seen)
+        (tmp_path / "junk.tif").write_bytes(b"<html>not a tiff</html>" * 20)  # fetched whole before it is judged
+        for n, (env, sent) in enumerate(((with_host, "Bearer tok-s1"), (other_host, None))):
+            server.seen.clear()
+            with pytest.raises(UnreadableAsset, match="the whole object"):
+                read_onto(f"{server.url}/junk.tif?x={n}", target, "bilinear", env, auth=True)
+            whole = [r for r in server.seen if "Range" not in r["headers"]]
+            assert whole and all(r["headers"].get("Authorization") == sent for r in whole)
 
 
 # ------------------------------------------------------------------ failures over HTTP
@@ -270,3 +278,55 @@ def test_a_machine_running_short_is_transient_for_local_files():
     assert is_transient(RasterioIOError("/data/b04.tif: Too many open files"))
     assert is_transient(OSError(24, "Too many open files"))
     assert not is_transient(RasterioIOError("/data/b04.tif: No such file or directory"))
+
+
+# ------------------------------------------------------------------ faults GDAL does not report (tessera_ray.faults)
+
+
+@pytest.mark.parametrize("fault", [
+    Fault.status(502, requests="data"), Fault.html(requests="data"), Fault.short(requests="data"),
+], ids=["502", "html", "short"])
+def test_data_reads_failing_for_good_never_make_the_asset_unreadable(server, site, fault):
+    """A server that fails every tile request while it answers header requests: GDAL hides the status behind
+    libtiff's "got 0 bytes", as for a truncated file. The object fetched whole (no Range) is read instead."""
+    expected = read_onto(str(site / "a.tif"), FAR, env=FAST).data
+    with server.inject(fault) as faults:
+        got = read_onto(f"{server.url}/a.tif", FAR, env=HTTP).data
+    np.testing.assert_array_equal(got, expected)
+    assert faults.answered >= 2  # both of GDAL's tries met the fault
+
+
+@pytest.mark.parametrize("fault, says", [
+    (Fault.html(), "an HTML page (200) instead of the object"),
+    (Fault.short(), "a body shorter than its Content-Length"),
+], ids=["html", "short"])
+def test_faults_on_every_request_fail_the_read_instead_of_skipping_the_scene(server, fault, says):
+    with server.inject(fault):
+        with pytest.raises(AssetUnavailable) as caught:
+            read_onto(f"{server.url}/a.tif?sig=SECRET", FAR, env=HTTP)
+    assert says in str(caught.value) and f"{server.url}/a.tif" in str(caught.value)
+    assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("fault", [
+    Fault.status(429, retry_after=1, count=1), Fault.slow(1.5, count=1), Fault.html(count=1), Fault.short(count=1),
+    Fault.status(503, requests="data", count=1), Fault.html(requests="data", count=1),
+], ids=["429", "slow", "html", "short", "data-503", "data-html"])
+def test_a_passing_fault_of_any_kind_reads_the_same_values(server, site, fault):
+    expected = read_onto(str(site / "b.tif"), FAR, env=FAST).data
+    with server.inject(fault) as faults:
+        got = read_onto(f"{server.url}/b.tif", FAR, env=HTTP).data
+    np.testing.assert_array_equal(got, expected)
+    assert faults.answered == 1
+
+
+def test_an_asset_whose_whole_bytes_do_not_decode_is_fetched_once_per_process(server, monkeypatch):
+    from tessera_ray.store.objects import HttpObjects
+
+    downloads = []
+    get = HttpObjects.get
+    monkeypatch.setattr(HttpObjects, "get", lambda self, key: downloads.append(key) or get(self, key))
+    for _ in range(2):
+        with pytest.raises(UnreadableAsset, match="the whole object"):
+            read_onto(f"{server.url}/truncated.tif", FAR, env=HTTP)
+    assert downloads == ["truncated.tif"]

@@ -45,7 +45,7 @@ from typing import Callable
 import numpy as np
 
 from tessera_ray import code_version
-from tessera_ray.cluster import ray_session
+from tessera_ray.cluster import READER_RESOURCE, placement, ray_session
 from tessera_ray.errors import DataError, TesseraError, one_line
 from tessera_ray.grid import Unit, Window
 from tessera_ray.pipeline.plan import (
@@ -208,16 +208,17 @@ def open_units_bound(config: EmbedConfig) -> int:
     return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
 
 
-def _task_cpus(pool, encoder_threads: int) -> float:
+def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
     """CPUs a read or write task reserves: 1, or 0 when CPU encoders hold every CPU of the cluster.
 
     CPU encoder actors reserve their threads for their lifetime; on a 1-CPU
     machine a task asking for a CPU would then never start. With none left the
     tasks share the CPUs, still bounded by ``max_in_flight`` and their memory.
+    Tasks ``placed`` on reader nodes never compete with the encoders for CPUs.
     """
     import ray
 
-    if pool.use_gpu:
+    if pool.use_gpu or placed:
         return 1.0
     free = ray.cluster_resources().get("CPU", 0) - pool.size * encoder_threads
     return 1.0 if free >= 1 else 0.0
@@ -232,6 +233,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     """
     import ray
 
+    from tessera_ray.pipeline.encode import EncoderUnavailable
     from tessera_ray.sources.cog import capture_env
     from tessera_ray.sources.read import ReadConfig, estimate_memory
     from tessera_ray.sources.scenes import S1, S2
@@ -240,12 +242,14 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     scenes = plan.scene_index
     started = time.monotonic()
     read_config = ReadConfig(env=capture_env())
-    task_cpus = _task_cpus(pool, config.encoder_threads)
+    on_readers = placement(READER_RESOURCE)  # cluster.yaml's reader nodes, where the cluster has them
+    task_cpus = _task_cpus(pool, config.encoder_threads, bool(on_readers))
     reader = ray.remote(tasks.read)
-    read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True)
+    read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True,
+                        resources=on_readers)
     writer_memory = 3 * config.unit_size**2 * 132
     writer = ray.remote(tasks.write).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
-                                            retry_exceptions=True)
+                                            retry_exceptions=True, resources=on_readers)
     todo = deque(plan.units)
     blocks: deque[tuple[_UnitState, Window]] = deque()
     open_units: dict[Unit, _UnitState] = {}
@@ -321,9 +325,32 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
         todo.clear()
         todo.extend(kept)
 
+    abandoned: list[str] = []  # why the encoders were given up on, once they are
+
+    def abandon(reason: str) -> None:
+        """No encoder to be had: every unit not yet written fails (a re-run publishes it); reads drain."""
+        abandoned.append(reason)
+        writing = {id(state) for state in writes.values()}
+        for state in list(open_units.values()):
+            if id(state) not in writing:
+                fail(state, reason)
+        for unit in todo:
+            result.failed[unit.id] = reason
+            progress.unit_failed(unit.id, reason)
+        todo.clear()
+        blocks.clear()
+        for ref in writes:
+            ray.cancel(ref)  # waiting for encoded blocks that will not come (one already writing finishes)
+
     while todo or blocks or reads or writes:
         submit_reads()
-        for ref in ready_now():
+        ready = ready_now()
+        if not ready and not abandoned and pool.in_flight():
+            try:
+                pool.check()
+            except EncoderUnavailable as exc:
+                abandon(one_line(exc, named=True))
+        for ref in ready:
             if ref in reads:
                 state, window, series = reads.pop(ref)
                 state.reads_left -= 1
@@ -335,7 +362,10 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                     state.input_bytes += info.input_bytes
                     result.unreadable_scenes.update(info.skipped_scenes)
                     if not state.failed:
-                        state.encoded[window] = pool.submit(series)
+                        try:
+                            state.encoded[window] = pool.submit(series)
+                        except EncoderUnavailable as exc:
+                            abandon(one_line(exc, named=True))
                 del series
                 if state.reads_left == 0:
                     if state.failed:
@@ -348,7 +378,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                 try:
                     written = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001
-                    fail(state, one_line(exc, named=True))
+                    fail(state, abandoned[0] if abandoned else one_line(exc, named=True))
                     continue
                 result.done += 1
                 result.pixels += state.unit.window.size

@@ -9,19 +9,30 @@ Under load the device therefore sees full batches mixed from many units.
 An :class:`EncoderPool` sizes itself to the cluster's GPUs (or a configured
 number of CPU actors) and bounds the requests in flight per actor: ``submit``
 waits while every actor is full, so readers cannot flood the object store.
+
+An actor whose node is lost is restarted by Ray on another node that can hold
+it (``cluster.yaml``'s encoder nodes; the autoscaler replaces a lost one), and
+its requests, and the encoded blocks lost with the node's object store, are
+run again there (:data:`ENCODER_RESTARTS`; encoding is a pure function of the
+block, so the bytes do not change). While no node can take it, the pool
+waits at most ``wait_s`` (``TESSERA_RAY_ENCODER_WAIT_S``, 600 s by default)
+for an actor to answer, then raises :class:`EncoderUnavailable` and the job
+fails the units it has not written (exit 5; a re-run publishes them).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from tessera_ray.errors import ClusterError
+from tessera_ray.cluster import ENCODER_RESOURCE, placement
+from tessera_ray.errors import ClusterError, env_number
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixels
 
 # glibc malloc settings of every actor's process (its runtime_env, so they hold
@@ -36,6 +47,15 @@ from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixe
 # faults; +3 % with v1.0). Arrays over 32 MB (large blocks) were mmapped anyway.
 # jobs/bench_encoder_memory.py; docs/pipeline.md "The encoder actor's own memory".
 ACTOR_ENV_VARS = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+#: Restarts of an actor (its node lost, its process killed) before Ray gives it up.
+ENCODER_RESTARTS = 4
+WAIT_ENV = "TESSERA_RAY_ENCODER_WAIT_S"
+#: How often a waiting pool looks at its actors.
+_POLL_S = 5.0
+
+
+class EncoderUnavailable(ClusterError):
+    """An encoder actor is gone, or has not answered for longer than the pool waits (its node lost, not replaced)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +198,8 @@ class EncoderPool:
     """
 
     def __init__(self, spec: EncoderSpec, num_actors: int = 1, use_gpu: bool | None = None,
-                 max_in_flight: int = 2, start_timeout_s: float = 300.0, actor: type | None = None) -> None:
+                 max_in_flight: int = 2, start_timeout_s: float = 300.0, wait_s: float | None = None,
+                 actor: type | None = None) -> None:
         import ray
 
         if not ray.is_initialized():
@@ -190,15 +211,21 @@ class EncoderPool:
         else:
             cpus = spec.cpu_threads if spec.actor_cpus is None else spec.actor_cpus
             count, options = num_actors, {"num_gpus": 0, "num_cpus": cpus}
+        options["resources"] = placement(ENCODER_RESOURCE)  # cluster.yaml's encoder nodes, where it has them
         self.max_in_flight = max(1, int(max_in_flight))
         # ``actor``: a stand-in with EncoderActor's methods (jobs/bench_planet.py); jobs never pass one
         actor_class = ray.remote(actor or EncoderActor).options(
-            max_concurrency=self.max_in_flight + 1,
+            max_concurrency=self.max_in_flight + 1,  # the +1 answers info() (the pool's pings) while busy
+            # requests are retried until the actor is back (bounded by its restarts and the pool's wait_s):
+            # a fixed count was spent in seconds on "actor unavailable" answers before Ray saw the node was gone
+            max_restarts=ENCODER_RESTARTS, max_task_retries=-1,
             runtime_env={"env_vars": dict(ACTOR_ENV_VARS)}, **options
         )
         device = None if self.use_gpu else "cpu"
+        self.wait_s = env_number(WAIT_ENV, 600) if wait_s is None else float(wait_s)
         self._actors = [actor_class.remote(spec, device) for _ in range(count)]
         self._in_flight: list[set] = [set() for _ in self._actors]
+        self._pings: list[tuple] = [(None, 0.0) for _ in self._actors]
         self.peak_in_flight = 0
         self._wait_until_started(start_timeout_s)
 
@@ -244,36 +271,73 @@ class EncoderPool:
             slot = min(range(len(self._actors)), key=lambda i: len(self._in_flight[i]))
             if len(self._in_flight[slot]) < self.max_in_flight:
                 break
-            self._reap(timeout=None)
+            if not self._reap(timeout=_POLL_S):
+                self.check()
         ref = self._actors[slot].encode.remote(pixels)
         self._in_flight[slot].add(ref)
         self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight[slot]))
         return ref
 
-    def _reap(self, timeout: float | None) -> None:
-        """Forget finished requests (waiting for at least one when timeout is None)."""
+    def _reap(self, timeout: float) -> int:
+        """Forget finished requests, waiting up to ``timeout`` for the first; how many finished."""
         import ray
 
         pending = [ref for refs in self._in_flight for ref in refs]
         if not pending:
-            return
-        done, _ = ray.wait(pending, num_returns=1 if timeout is None else len(pending),
-                           timeout=timeout, fetch_local=False)
+            return 0
+        done, _ = ray.wait(pending, num_returns=1, timeout=timeout, fetch_local=False)
+        if done:
+            done, _ = ray.wait(pending, num_returns=len(pending), timeout=0, fetch_local=False)
         finished = set(done)
         for refs in self._in_flight:
             refs -= finished
+        return len(finished)
+
+    def check(self) -> None:
+        """Raise :class:`EncoderUnavailable` if an actor is gone or has not answered a ping for ``wait_s``.
+
+        Call it while waiting on the pool's results: a ping (``info``, which
+        has a thread of its own) answers at once from a live actor, busy or not,
+        and waits while Ray restarts one, for as long as no node can take it.
+        """
+        import ray
+        from ray.exceptions import RayActorError
+
+        now = time.monotonic()
+        for i, actor in enumerate(self._actors):
+            ping, sent = self._pings[i]
+            if ping is None:
+                self._pings[i] = (actor.info.remote(), now)
+                continue
+            ready, _ = ray.wait([ping], timeout=0)
+            if ready:
+                try:
+                    ray.get(ping)
+                except RayActorError as exc:
+                    raise EncoderUnavailable(f"encoder actor {i} is gone: {type(exc).__name__}") from None
+                self._pings[i] = (None, now)
+            elif now - sent > self.wait_s:
+                raise EncoderUnavailable(
+                    f"encoder actor {i} has not answered for {now - sent:.0f} s ({WAIT_ENV}): its node was lost "
+                    f"and no node with room for it joined (cluster resources {_brief(ray.cluster_resources())})")
 
     def map(self, batches: Iterable[PixelSeries]) -> Iterator[EncodedPixels]:
         """Embed batches in order, keeping at most the pool's capacity in flight."""
-        import ray
-
         queue: deque = deque()
         for batch in batches:
             queue.append(self.submit(batch))
             while queue and len(queue) >= self.size * self.max_in_flight:
-                yield ray.get(queue.popleft())
+                yield self.result(queue.popleft())
         while queue:
-            yield ray.get(queue.popleft())
+            yield self.result(queue.popleft())
+
+    def result(self, ref) -> EncodedPixels:
+        """``ray.get`` of a request, looking at the actors (:meth:`check`) while it waits."""
+        import ray
+
+        while not ray.wait([ref], timeout=_POLL_S, fetch_local=False)[0]:
+            self.check()
+        return ray.get(ref)
 
     def info(self) -> list[dict]:
         import ray
@@ -287,3 +351,9 @@ class EncoderPool:
             ray.kill(actor)
         self._actors = []
         self._in_flight = []
+
+
+def _brief(resources: dict) -> str:
+    """Ray's resources without the per-node and memory entries, for a one-line message."""
+    keep = {k: v for k, v in resources.items() if not k.startswith("node:") and "memory" not in k}
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(keep.items())) or "none"

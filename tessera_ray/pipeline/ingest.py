@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from tessera_ray.cluster import READER_RESOURCE, placement
 from tessera_ray.cube import TimeSeriesCube, merge_npy
 from tessera_ray.errors import DataError, TesseraError, UserInputError, one_line, root_cause
 from tessera_ray.grid import Unit, Window
@@ -171,7 +172,8 @@ def _run_blocks(
                 f"a {config.block_size} px block with {len({s.date for s in todo})} dates needs "
                 f"{memory / 2**30:.1f} GiB, more than the cluster's {capacity / 2**30:.1f} GiB: lower --block-size"
             )
-        options = dict(num_cpus=1, memory=memory, max_retries=READ_RETRIES, retry_exceptions=[AssetUnavailable])
+        options = dict(num_cpus=1, memory=memory, max_retries=READ_RETRIES, retry_exceptions=[AssetUnavailable],
+                       resources=placement(READER_RESOURCE))
         ref = remote.options(**options).remote(block, todo, config.read, out_dir(unit, block))
         pending[ref] = (unit, block)
 

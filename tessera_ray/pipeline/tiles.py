@@ -364,7 +364,9 @@ def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule, pool, prog
                 writes[ref] = (tile, height * width)
             if not writes:
                 continue
-            ready, _ = ray.wait(list(writes), num_returns=1)
+            ready, _ = ray.wait(list(writes), num_returns=1, timeout=5.0)
+            if not ready:
+                pool.check()  # an encoder lost for longer than the pool waits: EncoderUnavailable, exit 3
             for ref in ready:
                 tile, pixels = writes.pop(ref)
                 try:

@@ -272,7 +272,56 @@ def read_onto(
     transient = next((exc for exc in failures if is_transient(exc)), None)
     if transient is not None:
         raise AssetUnavailable(f"{_public(href)}: {_describe(transient)} ({len(failures)} attempt(s))")
-    raise UnreadableAsset(f"{_public(href)}: {_describe(failures[-1])}")
+    if urlparse(href).scheme not in ("http", "https", "s3") or any(map(_says_gone, failures)):
+        raise UnreadableAsset(f"{_public(href)}: {_describe(failures[-1])}")
+    return _read_downloaded(href, target, resampling, env, auth, failures[-1])
+
+
+def _read_downloaded(href: str, target: TargetGrid, resampling: str, env: ReaderEnv, auth: bool,
+                     failure: Exception) -> BandRead:
+    """The band, read from the whole object fetched by our own client, before a remote asset is called unreadable.
+
+    GDAL's /vsicurl/ keeps to itself what went wrong with a tile request: an
+    error status, an HTML error page sent with 200, a body shorter than its
+    Content-Length all reach us as libtiff's "got 0 bytes" (or "not recognized
+    as being in a supported file format" for the header), exactly what a
+    truncated or corrupt file says (measured with :mod:`tessera_ray.faults`,
+    docs/pipeline.md). A scene left out for that would depend on a passing
+    fault. So the object is fetched whole through :mod:`tessera_ray.store.objects`
+    (statuses, content types and lengths checked, retried): a source that does
+    not deliver is :class:`AssetUnavailable`, gone is unreadable, bytes that
+    arrive whole and still do not decode are :class:`UnreadableAsset` (remembered
+    in this process: the same bytes give the same answer), and bytes that decode
+    are read. It costs one download of the object, only on this path.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    from tessera_ray.store.objects import HttpObjects, ObjectNotFound
+    from tessera_ray.store.urls import split_url
+
+    if href in _UNREADABLE:
+        raise UnreadableAsset(_UNREADABLE[href])
+    base, question, query = href.partition("?")  # a signed URL's query may hold "/"
+    try:
+        objects, key = split_url(base)
+        if isinstance(objects, HttpObjects):  # GDAL's timeout, our retries, the bearer token where GDAL sends it
+            token = env.token.reveal() if auth and env.token is not None and env.wants_token(href) else None
+            objects = HttpObjects(objects.url, timeout=float(dict(env.gdal).get("GDAL_HTTP_TIMEOUT", 60)),
+                                  retries=env.retries, retry_delay=env.retry_delay,
+                                  headers={"Authorization": f"Bearer {token}"} if token else None)
+        data = objects.get(key + question + query)
+    except ObjectNotFound:
+        raise UnreadableAsset(f"{_public(href)}: gone (HTTP 404) after GDAL read it as {_describe(failure)}") from None
+    except ServiceError as exc:
+        said = redact(_URL_QUERY.sub(r"\1", str(exc)))  # names the href
+        raise AssetUnavailable(f"{said}; GDAL said {_describe(failure)}") from None
+    try:
+        with env.activate(), rasterio.MemoryFile(data) as memory, memory.open() as src:
+            return BandRead(_read(src, target, resampling), src.tags())
+    except (RasterioError, OSError, ValueError) as exc:
+        _UNREADABLE[href] = message = f"{_public(href)}: {_describe(exc)} (the whole object, {len(data):,} bytes)"
+        raise UnreadableAsset(message) from None
 
 
 class _FailedHrefs:
@@ -297,6 +346,8 @@ class _FailedHrefs:
 
 
 _FAILED = _FailedHrefs()
+_UNREADABLE: dict[str, str] = {}
+"""Remote hrefs whose whole object was fetched and did not decode -> the reason (see :func:`_read_downloaded`)."""
 _HTTP_STATUS = re.compile(r"HTTP (?:response|error) code\D{0,40}?(\d{3})")
 #: 4xx answers that are about the server or the request's credentials, not about the object.
 _TRANSIENT_4XX = frozenset({401, 403, 407, 408, 425, 429})
@@ -344,6 +395,13 @@ def is_transient(exc: BaseException) -> bool:
         if any(text in str(err) for text in _TRANSIENT_TEXTS):
             return True  # this machine ran short (files, memory), not the asset
     return False
+
+
+def _says_gone(exc: BaseException) -> bool:
+    """Whether the server itself answered that the object is not there (HTTP 404/410, S3's NoSuchKey)."""
+    return any(type(err).__name__ == "CPLE_AWSObjectNotFoundError"
+               or (type(err).__name__ == "CPLE_HttpResponseError" and _HTTP_STATUS.search(str(err)) is not None)
+               for err in _chain(exc))
 
 
 _URL_QUERY = re.compile(r"(\w+://[^\s'\"?]*)\?[^\s'\"]*")

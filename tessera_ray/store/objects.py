@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tessera_ray.errors import DataError, ServiceError, UserInputError
+from tessera_ray.errors import DataError, ServiceError, UserInputError, env_number
 from tessera_ray.serve import media_type
 
 
@@ -495,20 +495,43 @@ class S3Objects(Objects):
 # --------------------------------------------------------------------------- HTTP (read-only)
 
 
+#: Answers worth asking again: the server (or something before it) is busy or failing, not the object.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: The longest ``Retry-After`` honoured; a longer one is waited this long.
+MAX_RETRY_AFTER_S = 30.0
+
+
 class HttpObjects(Objects):
-    """Plain HTTP(S) GETs with Range headers, over one session whose connections are kept alive."""
+    """Plain HTTP(S) GETs with Range headers, over one session whose connections are kept alive.
+
+    Every request is retried (``retries`` times, backoff from ``retry_delay``,
+    a ``Retry-After`` honoured up to :data:`MAX_RETRY_AFTER_S`) when the answer
+    says nothing about the object: a status of :data:`RETRY_STATUSES`, no
+    connection, a timeout, a body shorter than its ``Content-Length``, or an
+    HTML page where the object is not HTML (a proxy's or CDN's error page
+    sent with 200). The retries are ours, around the whole request, body
+    included: urllib3's ``Retry`` only covers what happens before ``requests``
+    reads the body, so a body cut short was not retried (measured with
+    :mod:`tessera_ray.faults`). ``timeout``, ``retries`` and ``retry_delay``
+    default to ``TESSERA_RAY_HTTP_TIMEOUT`` (60 s), ``TESSERA_RAY_HTTP_RETRIES``
+    (3) and ``TESSERA_RAY_HTTP_RETRY_DELAY`` (0.2 s). ``headers`` go with every
+    request and are never pickled (a bearer token stays in its process).
+    """
 
     writable = False
 
-    def __init__(self, url: str, timeout: float = 60.0, retries: int = 3):
+    def __init__(self, url: str, timeout: float | None = None, retries: int | None = None,
+                 retry_delay: float | None = None, headers: dict | None = None):
         self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.retries = retries
+        self.timeout = env_number("TESSERA_RAY_HTTP_TIMEOUT", 60, minimum=0.001) if timeout is None else timeout
+        self.retries = env_number("TESSERA_RAY_HTTP_RETRIES", 3, int) if retries is None else retries
+        self.retry_delay = env_number("TESSERA_RAY_HTTP_RETRY_DELAY", 0.2) if retry_delay is None else retry_delay
+        self._headers = dict(headers or {})
         self._session = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        return {"url": self.url, "timeout": self.timeout, "retries": self.retries}
+        return {"url": self.url, "timeout": self.timeout, "retries": self.retries, "retry_delay": self.retry_delay}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -519,12 +542,10 @@ class HttpObjects(Objects):
             if self._session is None:
                 import requests
                 from requests.adapters import HTTPAdapter
-                from urllib3.util.retry import Retry
 
                 session = requests.Session()
-                retry = Retry(total=self.retries, backoff_factor=0.2, status_forcelist=(429, 500, 502, 503, 504))
-                for prefix in ("http://", "https://"):
-                    session.mount(prefix, HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=64))
+                for prefix in ("http://", "https://"):  # no urllib3 retries: ours (see the class docstring)
+                    session.mount(prefix, HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=64))
                 self._session = session
             return self._session
 
@@ -532,17 +553,36 @@ class HttpObjects(Objects):
         import requests
 
         url = self.child_url(key)
-        try:
-            resp = self.session.request(method, url, headers=headers or {}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise ServiceError(f"cannot reach {url}: {type(exc).__name__}") from None
-        if resp.status_code == 404:
-            raise ObjectNotFound(f"no object {url}")
-        if resp.status_code == 416:
-            raise DataError(f"{url} is shorter than the range asked for: the object is truncated or corrupt")
-        if resp.status_code >= 400:
-            raise ServiceError(f"{url} answered HTTP {resp.status_code}")
-        return resp
+        problem, wait = "", 0.0
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(wait)
+            wait = self.retry_delay * 2**attempt
+            try:
+                resp = self.session.request(method, url, headers={**self._headers, **(headers or {})},
+                                            timeout=self.timeout)
+            except requests.exceptions.ChunkedEncodingError:  # urllib3 checks the body against Content-Length
+                problem = f"{url} sent a body shorter than its Content-Length"
+                continue
+            except requests.RequestException as exc:
+                problem = f"cannot reach {url}: {type(exc).__name__}"
+                continue
+            if resp.status_code in RETRY_STATUSES:
+                problem = f"{url} answered HTTP {resp.status_code}"
+                wait = max(wait, _retry_after(resp))
+                continue
+            if resp.status_code == 404:
+                raise ObjectNotFound(f"no object {url}")
+            if resp.status_code == 416:
+                raise DataError(f"{url} is shorter than the range asked for: the object is truncated or corrupt")
+            if resp.status_code >= 400:
+                raise ServiceError(f"{url} answered HTTP {resp.status_code}")
+            if _is_error_page(resp, key):
+                problem = f"{url} answered an HTML page ({resp.status_code}) instead of the object"
+                continue
+            return resp
+        tries = self.retries + 1
+        raise ServiceError(f"{problem} ({tries} attempt{'s' if tries > 1 else ''})")
 
     def put(self, key: str, data: bytes) -> ObjectInfo:
         raise UserInputError(f"cannot write to {self.url}: HTTP roots are read-only")
@@ -577,3 +617,26 @@ class HttpObjects(Objects):
 
     def delete(self, key: str) -> None:
         raise UserInputError(f"cannot delete from {self.url}: HTTP roots are read-only")
+
+
+def _retry_after(resp) -> float:
+    """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), at most :data:`MAX_RETRY_AFTER_S`."""
+    from email.utils import parsedate_to_datetime
+
+    value = resp.headers.get("Retry-After", "").strip()
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return 0.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _is_error_page(resp, key: str) -> bool:
+    """An HTML body where the object is not HTML: what a proxy, a captive portal or a CDN sends as an error."""
+    sent = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    return sent == "text/html" and not media_type(key.split("?")[0]).startswith("text/html")
