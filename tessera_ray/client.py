@@ -264,7 +264,7 @@ class Root:
         import pyarrow.parquet as pq
 
         try:
-            column = pq.ParquetFile(_RangeFile(self, manifest_key(year))).read(["objects"])
+            column = pq.ParquetFile(_RangeFile(self, manifest_key(year))).read(["objects"], use_threads=False)
             keys = frozenset(o["key"] for row in column.column("objects").to_pylist() for o in row or ())
         except ObjectNotFound:
             keys = frozenset()
@@ -405,7 +405,7 @@ class Root:
         groups = list(range(pf.metadata.num_row_groups))
         if bbox is not None:
             groups = [g for g in groups if _row_group_may_intersect(pf.metadata.row_group(g), bbox)]
-        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+        table = pf.read_row_groups(groups, use_threads=False) if groups else pf.schema_arrow.empty_table()
         frame = table.drop(["geometry"]).to_pandas()
         geometry = shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))
         frame = gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")

@@ -58,7 +58,7 @@ def test_label_efficiency_curve_rises_and_stops_where_labels_run_out():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A 64 px unit: left third crop, middle forest, right water, each a cluster of int8 embeddings."""
-    from tessera_ray.store.manifest import publish
+    from tessera_ray.store.writer import publish
     from tessera_ray.store.writer import EmbeddingStore
 
     root = tmp_path_factory.mktemp("heads-store")

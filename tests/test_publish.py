@@ -115,6 +115,19 @@ def test_the_manifest_is_the_same_whatever_the_batches(tmp_path):
         (tmp_path / "batches" / "manifests" / "2024.parquet").read_bytes()
 
 
+def test_a_job_that_published_nothing_leaves_a_manifest_a_later_publish_merges_into(tmp_path):
+    """A job whose every unit failed publishes an empty manifest; the re-run's units merge into it and read back."""
+    root = str(tmp_path / "root")
+    store = new_store(root)
+    assert store.publish(2024, []).units == 0
+    empty = read_manifest(root, 2024)
+    assert len(empty) == 0
+    records, written = write_units(store, UNITS[:2])
+    result = store.publish(2024, records)
+    assert sorted(result.added) == sorted(written) and result.units == 2
+    assert_consistent(root, written)
+
+
 # --------------------------------------------------------------------------- object-store faults
 
 
