@@ -63,7 +63,7 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
         expr &= ds.field("bbox", "ymin") <= north
         expr &= ds.field("bbox", "ymax") >= south
     try:
-        return dataset.to_table(filter=expr)
+        return dataset.to_table(filter=expr, use_threads=False)  # see store.manifest.parquet_table
     except (OSError, pa.ArrowException) as exc:
         raise UserInputError(f"cannot read STAC catalog {path}: {' '.join(str(exc).split())[:200]}") from None
 
