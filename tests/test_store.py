@@ -414,3 +414,27 @@ def test_local_put_is_atomic_and_verified(tmp_path):
     assert objects.get_range("a/b/c.bin", -3, 3) == b"llo"
     assert objects.list("a/") == ["a/b/c.bin"]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_process_that_reads_a_manifest_exits_with_its_own_status(store_root):
+    """Reading a manifest must not leave Arrow threads that abort the interpreter at exit (exit 134 after a right
+    answer: with the threaded read, 7 of 40 such processes aborted)."""
+    import subprocess
+    import sys
+
+    root, _ = store_root
+    script = (
+        "import sys\n"
+        "from tessera_ray.store.manifest import published_unit_ids, read_manifest\n"
+        "from tessera_ray.store.objects import open_objects\n"
+        f"frame = read_manifest({str(root)!r}, 2024)\n"
+        f"ids = published_unit_ids(open_objects({str(root)!r}), 2024)\n"
+        "print(len(frame), len(ids))\n"
+    )
+    codes = []
+    for _ in range(16):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.stdout.split() == [str(len(UNITS))] * 2, done.stderr
+        codes.append(done.returncode)
+    assert codes == [0] * 16, [c for c in codes if c]
