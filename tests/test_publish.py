@@ -373,3 +373,42 @@ def test_a_manifest_that_does_not_parse_stops_a_publish_and_the_full_check_rebui
         store.publish(2024, records[1:])
     assert publish(str(root), 2024, reverify=True).units == 2
     assert_consistent(str(root), written)
+
+
+def test_a_background_publish_does_not_hold_the_driver_and_a_failed_one_keeps_its_units(tmp_path, monkeypatch):
+    """The job's publisher runs a publish on its thread: the driver's call returns at once while it runs,
+    units finished meanwhile wait for the next one, and a failed one's units go to the next publish."""
+    from tessera_ray.pipeline.publishing import Publisher
+
+    store = new_store(str(tmp_path / "r"))
+    records, written = write_units(store, UNITS[:5])
+    real, gate, calls = store.publish, threading.Event(), []
+
+    def slow(year, recs=None, **kw):
+        calls.append([r.unit_id for r in recs or ()])
+        assert gate.wait(30)
+        if len(calls) == 2:
+            raise ServiceError("store down")
+        return real(year, recs, **kw)
+
+    monkeypatch.setattr(store, "publish", slow)
+    notes = []
+    publisher = Publisher(store, 2024, every_units=1, every_minutes=0, note=notes.append, background=True)
+    publisher.add(records[0])
+    assert publisher.maybe_publish() is None  # started, not waited for
+    publisher.add(records[1])
+    publisher.add(records[2])
+    assert publisher.maybe_publish() is None and calls == [[records[0].unit_id]]  # one at a time
+    gate.set()
+    for _ in range(200):
+        done = publisher.maybe_publish()  # the first one's result, and the second one (records 1, 2) starts
+        if done is not None:
+            break
+        threading.Event().wait(0.05)
+    assert done.added == (records[0].unit_id,)
+    publisher.add(records[3])
+    publisher.add(records[4])
+    assert publisher.finish().units == 5  # the failed second publish's units were published by the last one
+    assert any(n.startswith("publish failed, ") for n in notes)
+    assert calls[1] == [records[1].unit_id, records[2].unit_id]
+    assert_consistent(str(tmp_path / "r"), written)

@@ -506,7 +506,7 @@ def _run_years(config, plans, model, progress, store) -> list[YearResult]:
                                           skipped=len(plan.published), no_scenes=plan.no_scenes))
                 continue
             publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
-                                  note=progress.note)
+                                  note=progress.note, background=True)
             year = run_year(plan, config, pool, model, progress, publisher)
             year.published_units = publisher.finish().units
             year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)
