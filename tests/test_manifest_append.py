@@ -188,3 +188,28 @@ def test_publishes_append_then_compact_past_a_quarter_and_at_the_end_of_a_job(tm
     assert len(read_manifest(str(root), YEAR)) == 9
     publish(str(root), YEAR)  # the end of a job
     assert manifest.read_bytes() == manifest_bytes(records_)
+
+
+def test_a_unit_written_again_replaces_its_appended_row_once(tmp_path):
+    """Publishing a unit already in the manifest: the same objects change nothing; new bytes under its keys
+    replace its row (a full rewrite: an append cannot remove a row), and the unit is there once."""
+    from tessera_ray.store.testing import random_block
+    from test_publish import CREATED, UNITS, new_store, write_units
+
+    root = tmp_path / "r"
+    store = new_store(str(root))
+    records_, _ = write_units(store, UNITS[:4])
+    store.publish(YEAR, records_[:2])
+    store.publish(YEAR, records_[2:])  # appended
+    manifest = root / manifest_key(YEAR)
+    before = manifest.read_bytes()
+    assert appended_rows(before) == 2
+    assert store.publish(YEAR, records_[2:3]).added == () and manifest.read_bytes() == before
+    emb, scales = random_block(np.random.default_rng(99), 64, 64)
+    again = store.write_unit(UNITS[2], YEAR, emb, scales, scenes={"s2": 3}, created=CREATED)
+    assert store.publish(YEAR, [again]).added == (UNITS[2].id,)
+    frame = read_manifest(str(root), YEAR)
+    assert sorted(frame.unit_id) == sorted(r.unit_id for r in records_)
+    row = frame[frame.unit_id == UNITS[2].id].iloc[0]
+    assert sorted(o["sha256"] for o in row.objects) == sorted(o["sha256"] for o in again.objects)
+    assert appended_rows(manifest.read_bytes()) == 0
