@@ -22,7 +22,12 @@ from tessera_ray.grid import Unit
 from tessera_ray.store import EmbeddingStore, footer, publish, read_manifest
 from tessera_ray.store import publication as pub
 from tessera_ray.store.manifest import (
-    ROW_GROUP_SIZE, append_bytes, appended_rows, manifest_bytes, manifest_key, parquet_table, records_table,
+    append_bytes,
+    appended_rows,
+    manifest_bytes,
+    manifest_key,
+    parquet_table,
+    records_table,
 )
 from tessera_ray.store.writer import PartRecord
 
@@ -193,8 +198,9 @@ def test_publishes_append_then_compact_past_a_quarter_and_at_the_end_of_a_job(tm
 def test_a_unit_written_again_replaces_its_appended_row_once(tmp_path):
     """Publishing a unit already in the manifest: the same objects change nothing; new bytes under its keys
     replace its row (a full rewrite: an append cannot remove a row), and the unit is there once."""
-    from tessera_ray.store.testing import random_block
     from test_publish import CREATED, UNITS, new_store, write_units
+
+    from tessera_ray.store.testing import random_block
 
     root = tmp_path / "r"
     store = new_store(str(root))
