@@ -358,6 +358,14 @@ def test_the_job_publishes_every_n_units_or_m_minutes_and_keeps_what_a_failed_pu
     monkeypatch.setattr(store, "publish", real)
     assert publisher.finish().units == 5 and publisher.publishes == 4
     assert_consistent(str(tmp_path / "r"), written)
+    assert not publisher.others_published  # every unit in the manifest is this job's: no queue to scan
+    other = new_store(str(tmp_path / "r"))
+    other.publish(2024, [write(other, UNITS[5])[0]])  # another job publishes a unit
+    publisher.add(write(store, UNITS[6])[0])
+    assert publisher.publish().units == 7 and publisher.others_published
+    publisher.add(write(store, UNITS[7])[0])
+    assert publisher.publish().units == 8 and not publisher.others_published
+    assert sorted(read_manifest(str(tmp_path / "r"), 2024).unit_id) == sorted(u.id for u in UNITS[:8])
 
 
 def test_a_manifest_that_does_not_parse_stops_a_publish_and_the_full_check_rebuilds_it(tmp_path):

@@ -389,7 +389,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                     publisher.add(written["record"])
         if publisher is not None:  # checked at least every 5 s (the wait's timeout), for the minutes bound
             published = publisher.maybe_publish()
-            if published is not None:
+            if published is not None and publisher.others_published:  # else the scan would find nothing
                 skip_published_elsewhere(published.published)
     progress.close()
     result.seconds = time.monotonic() - started

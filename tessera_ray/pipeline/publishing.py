@@ -53,6 +53,11 @@ class Publisher:
         self.last = clock()
         self.publishes = 0
         self.seconds = 0.0
+        self.units: int | None = None
+        """Units in the manifest after this publisher's last publish (None before the first)."""
+        self.others_published = False
+        """Whether the manifest, at the last publish, held units that neither it nor this job put there: only
+        then need the driver look for units of its queue that another job published (a scan of the queue)."""
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="publish") if background else None
         self._running: Future | None = None
         self._inflight: list = []
@@ -132,6 +137,8 @@ class Publisher:
         return result
 
     def _count(self, result, started: float) -> None:
+        self.others_published = self.units is None or result.units != self.units + len(result.added)
+        self.units = result.units
         _release_memory()
         self.publishes += 1
         self.seconds += self.clock() - started
