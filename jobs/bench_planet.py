@@ -158,7 +158,7 @@ class _Sampler(threading.Thread):
 
 
 def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size: int, unit_size: int,
-              plan_in_driver: bool = False, publish_every_units: int = 100) -> dict:
+              plan_in_driver: bool = False, publish_every_units: int = 100, publish_inline: bool = False) -> dict:
     import psutil
     import ray
 
@@ -208,7 +208,8 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
         sampler.start()
         started = time.perf_counter()
         # as _run_years does: the job publishes as it goes (every 100 units or 10 minutes), then at its end
-        publisher = Publisher(store, YEAR, config.publish_every_units, config.publish_every_minutes)
+        publisher = Publisher(store, YEAR, config.publish_every_units, config.publish_every_minutes,
+                              background=not publish_inline)
         year = run_year(YearPlan(YEAR, plan_units, ()), config, pool, ModelInfo("stand-in", "0" * 64), progress,
                         publisher, tasks)
         wall = time.perf_counter() - started
@@ -235,7 +236,7 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     ideal = units * read_ms / 1000 / slots
     return {
         "units": units, "slots": slots, "encoders": encoders, "blocks_per_unit": blocks_per_unit,
-        "publish_every_units": publish_every_units,
+        "publish_every_units": publish_every_units, "publish_inline": publish_inline,
         "read_ms_per_unit": read_ms, "done": year.done, "failed": len(year.failed), "wall_s": round(wall, 1),
         "ideal_s": round(ideal, 1), "units_per_s": round(units / wall, 1),
         "driver_cpu_ms_per_unit": round(driver_cpu / units * 1000, 3),
@@ -314,6 +315,9 @@ def main() -> None:
                              "as run_embed does")
     parser.add_argument("--publish-every-units", type=int, default=100,
                         help="the job's --publish-every-units in the simulations")
+    parser.add_argument("--publish-inline", action="store_true",
+                        help="publish in the driver's loop (before: the loop stops while a publish runs) "
+                             "instead of on the publisher's thread, as the job does")
     parser.add_argument("--plan-only", action="store_true",
                         help="plan stage alone; its figures replace the plan in bench-results/bench_planet.json")
     args = parser.parse_args()
@@ -323,7 +327,8 @@ def main() -> None:
     if args.stage == "sim":
         slots = int(args.slots)
         print(json.dumps(stage_sim(args.units, slots, max(1, slots // 8), args.read_ms, args.block_size,
-                                   args.unit_size, args.plan_in_driver, args.publish_every_units)))
+                                   args.unit_size, args.plan_in_driver, args.publish_every_units,
+                                   args.publish_inline)))
         return
     RESULTS.mkdir(exist_ok=True)
     if args.plan_only:

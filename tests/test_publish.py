@@ -104,15 +104,21 @@ def test_a_publish_checks_only_the_new_records(proxy, s3_server):
 
 
 def test_the_manifest_is_the_same_whatever_the_batches(tmp_path):
-    """One publish of everything, or one per unit in another order: the same manifest bytes."""
+    """One publish of everything, or one per unit in another order (appended): the same rows at once, and
+    the same manifest bytes after the end-of-job publish (the compaction)."""
     roots = [str(tmp_path / name) for name in ("once", "batches")]
     stores = [new_store(r) for r in roots]
     records = [write(stores[0], u)[0] for u in UNITS]
     stores[0].publish(2024, records)
     for unit in reversed(UNITS):
         stores[1].publish(2024, [write(stores[1], unit)[0]])
-    assert (tmp_path / "once" / "manifests" / "2024.parquet").read_bytes() == \
-        (tmp_path / "batches" / "manifests" / "2024.parquet").read_bytes()
+    once, batches = (tmp_path / "once" / "manifests" / "2024.parquet"), (tmp_path / "batches" / "manifests" / "2024.parquet")
+    assert once.read_bytes() != batches.read_bytes()  # appended: one row group per publish
+    frames = [read_manifest(r, 2024).sort_values("unit_id").reset_index(drop=True) for r in roots]
+    assert frames[0].equals(frames[1])
+    for r in roots:
+        publish(r, 2024)
+    assert once.read_bytes() == batches.read_bytes()
 
 
 def test_a_job_that_published_nothing_leaves_a_manifest_a_later_publish_merges_into(tmp_path):
@@ -173,20 +179,22 @@ def test_a_store_that_keeps_refusing_fails_the_publish_and_loses_nothing(proxy, 
 # --------------------------------------------------------------------------- concurrent publishers
 
 
-def _rendezvous(monkeypatch, module, name: str, parties: int = 2):
-    """Make the first call of ``module.name`` in each thread wait for ``parties`` threads: every one of them
-    has then read the object it is about to replace, so all but one lose the race."""
-    real = getattr(module, name)
+def _rendezvous(monkeypatch, module, *names: str, parties: int = 2):
+    """Make the first call of any of ``module.names`` in each thread wait for ``parties`` threads: every one
+    of them has then read the object it is about to replace, so all but one lose the race."""
     state = threading.local()
     barrier = threading.Barrier(parties, timeout=30)
 
-    def wrapper(*args, **kwargs):
-        if getattr(state, "armed", False):
-            state.armed = False
-            barrier.wait()
-        return real(*args, **kwargs)
+    def wrap(real):
+        def wrapper(*args, **kwargs):
+            if getattr(state, "armed", False):
+                state.armed = False
+                barrier.wait()
+            return real(*args, **kwargs)
+        return wrapper
 
-    monkeypatch.setattr(module, name, wrapper)
+    for name in names:
+        monkeypatch.setattr(module, name, wrap(getattr(module, name)))
 
     def arm():
         state.armed = True
@@ -216,7 +224,7 @@ def test_two_publishers_at_once_publish_every_unit_once(root, monkeypatch):
     one of them loses the conditional write, merges again, and nothing is lost or doubled."""
     from tessera_ray.store import publication
 
-    arm = _rendezvous(monkeypatch, publication, "manifest_bytes")
+    arm = _rendezvous(monkeypatch, publication, "manifest_bytes", "append_bytes")
     new_store(root)
     stores = [EmbeddingStore.open(root), EmbeddingStore.open(root)]
     plans = [UNITS[0:6], UNITS[6:9] + UNITS[3:6]]  # rounds 3-5: both write and publish the same unit
@@ -286,17 +294,19 @@ import tessera_ray.store.publication as publication
 from tessera_ray.store import EmbeddingStore
 from tessera_ray.store.writer import PartRecord
 moment = {moment!r}
-real_bytes, real_fsync = publication.manifest_bytes, os.fsync
 def stop():
     print("stop", flush=True); time.sleep(60)
-def manifest_bytes(table):
-    if moment == "merging":
-        stop()
-    data = real_bytes(table)
-    if moment == "writing":
-        os.fsync = lambda fd: stop()
-    return data
-publication.manifest_bytes = manifest_bytes
+def stopping(real):
+    def build(*args):
+        if moment == "merging":
+            stop()
+        data = real(*args)
+        if moment == "writing":
+            os.fsync = lambda fd: stop()
+        return data
+    return build
+publication.manifest_bytes = stopping(publication.manifest_bytes)  # the first publish, and a compaction
+publication.append_bytes = stopping(publication.append_bytes)  # every publish during a job
 record = PartRecord.from_json(sys.stdin.buffer.read())
 EmbeddingStore.open({str(root)!r}).publish(2024, [record])
 """
@@ -348,6 +358,14 @@ def test_the_job_publishes_every_n_units_or_m_minutes_and_keeps_what_a_failed_pu
     monkeypatch.setattr(store, "publish", real)
     assert publisher.finish().units == 5 and publisher.publishes == 4
     assert_consistent(str(tmp_path / "r"), written)
+    assert not publisher.others_published  # every unit in the manifest is this job's: no queue to scan
+    other = new_store(str(tmp_path / "r"))
+    other.publish(2024, [write(other, UNITS[5])[0]])  # another job publishes a unit
+    publisher.add(write(store, UNITS[6])[0])
+    assert publisher.publish().units == 7 and publisher.others_published
+    publisher.add(write(store, UNITS[7])[0])
+    assert publisher.publish().units == 8 and not publisher.others_published
+    assert sorted(read_manifest(str(tmp_path / "r"), 2024).unit_id) == sorted(u.id for u in UNITS[:8])
 
 
 def test_a_manifest_that_does_not_parse_stops_a_publish_and_the_full_check_rebuilds_it(tmp_path):
@@ -363,3 +381,42 @@ def test_a_manifest_that_does_not_parse_stops_a_publish_and_the_full_check_rebui
         store.publish(2024, records[1:])
     assert publish(str(root), 2024, reverify=True).units == 2
     assert_consistent(str(root), written)
+
+
+def test_a_background_publish_does_not_hold_the_driver_and_a_failed_one_keeps_its_units(tmp_path, monkeypatch):
+    """The job's publisher runs a publish on its thread: the driver's call returns at once while it runs,
+    units finished meanwhile wait for the next one, and a failed one's units go to the next publish."""
+    from tessera_ray.pipeline.publishing import Publisher
+
+    store = new_store(str(tmp_path / "r"))
+    records, written = write_units(store, UNITS[:5])
+    real, gate, calls = store.publish, threading.Event(), []
+
+    def slow(year, recs=None, **kw):
+        calls.append([r.unit_id for r in recs or ()])
+        assert gate.wait(30)
+        if len(calls) == 2:
+            raise ServiceError("store down")
+        return real(year, recs, **kw)
+
+    monkeypatch.setattr(store, "publish", slow)
+    notes = []
+    publisher = Publisher(store, 2024, every_units=1, every_minutes=0, note=notes.append, background=True)
+    publisher.add(records[0])
+    assert publisher.maybe_publish() is None  # started, not waited for
+    publisher.add(records[1])
+    publisher.add(records[2])
+    assert publisher.maybe_publish() is None and calls == [[records[0].unit_id]]  # one at a time
+    gate.set()
+    for _ in range(200):
+        done = publisher.maybe_publish()  # the first one's result, and the second one (records 1, 2) starts
+        if done is not None:
+            break
+        threading.Event().wait(0.05)
+    assert done.added == (records[0].unit_id,)
+    publisher.add(records[3])
+    publisher.add(records[4])
+    assert publisher.finish().units == 5  # the failed second publish's units were published by the last one
+    assert any(n.startswith("publish failed, ") for n in notes)
+    assert calls[1] == [records[1].unit_id, records[2].unit_id]
+    assert_consistent(str(tmp_path / "r"), written)

@@ -389,7 +389,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
                     publisher.add(written["record"])
         if publisher is not None:  # checked at least every 5 s (the wait's timeout), for the minutes bound
             published = publisher.maybe_publish()
-            if published is not None:
+            if published is not None and publisher.others_published:  # else the scan would find nothing
                 skip_published_elsewhere(published.published)
     progress.close()
     result.seconds = time.monotonic() - started
@@ -506,7 +506,7 @@ def _run_years(config, plans, model, progress, store) -> list[YearResult]:
                                           skipped=len(plan.published), no_scenes=plan.no_scenes))
                 continue
             publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
-                                  note=progress.note)
+                                  note=progress.note, background=True)
             year = run_year(plan, config, pool, model, progress, publisher)
             year.published_units = publisher.finish().units
             year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)

@@ -11,13 +11,21 @@ job killed at any moment has published everything up to its last publish.
 A publish that fails (the object store is down for longer than its retries)
 does not stop the job: the records are kept for the next one. The last
 publish of a year, at the end of the job, must succeed; it also takes part
-records left by killed or other jobs (:meth:`finish`).
+records left by killed or other jobs, and compacts the manifest (:meth:`finish`).
+
+With ``background=True`` (the embed job) a publish runs on a thread of its
+own, one at a time, while the driver goes on dispatching reads and writes:
+records that finish meanwhile wait for the next publish, so what is queued is
+bounded by the units of one publish interval. Inline, the driver's loop
+submits nothing while a publish runs, so read slots go idle for its length
+(``jobs/bench_planet.py --publish-inline`` against the default; docs/scale.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from tessera_ray.errors import TesseraError, one_line
@@ -26,8 +34,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVERY_UNITS = 100
 """Units per publish. At 4096 px a unit takes minutes on a GPU, so on a cluster of a few dozen GPUs the
-minutes bound below is what triggers; a publish over 100,000 published units takes seconds
-(README, ``jobs/bench_publish.py``)."""
+minutes bound below is what triggers; a publish of 100 units into 100,000 published ones appends them in
+0.7 s, and a compaction, every quarter of the rows, rewrites the manifest in ~3 s (README,
+``jobs/bench_publish.py``)."""
 DEFAULT_EVERY_MINUTES = 10.0
 
 
@@ -36,7 +45,7 @@ class Publisher:
 
     def __init__(self, store, year: int, every_units: int = DEFAULT_EVERY_UNITS,
                  every_minutes: float = DEFAULT_EVERY_MINUTES, note: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, background: bool = False):
         self.store, self.year = store, int(year)
         self.every_units, self.every_seconds = int(every_units), float(every_minutes) * 60.0
         self.note = note or (lambda text: None)
@@ -45,6 +54,14 @@ class Publisher:
         self.last = clock()
         self.publishes = 0
         self.seconds = 0.0
+        self.units: int | None = None
+        """Units in the manifest after this publisher's last publish (None before the first)."""
+        self.others_published = False
+        """Whether the manifest, at the last publish, held units that neither it nor this job put there: only
+        then need the driver look for units of its queue that another job published (a scan of the queue)."""
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="publish") if background else None
+        self._running: Future | None = None
+        self._inflight: list = []
 
     def add(self, record) -> None:
         self.pending.append(record)
@@ -58,15 +75,51 @@ class Publisher:
         return by_units or by_time
 
     def maybe_publish(self):
-        """Publish if due; the :class:`~tessera_ray.store.publication.PublishResult`, or None (not due, or failed)."""
+        """Publish if due; the :class:`~tessera_ray.store.publication.PublishResult`, or None (not due, or failed).
+
+        In the background, start the publish if due and none is running, and return the result of the one
+        that finished since the last call (None if none did).
+        """
+        if self._thread is not None:
+            done = self._collect(wait=False)
+            if self._running is None and self.due():
+                self._inflight, self.pending = self.pending, []
+                self._running = self._thread.submit(self._timed, self._inflight)
+            return done
         if not self.due():
             return None
         try:
             return self.publish()
         except TesseraError as exc:  # keep the records: the next publish (or the last one) takes them
-            self.last = self.clock()
-            self.note(f"publish failed, {len(self.pending)} unit(s) kept for the next one: {one_line(exc)}")
+            self._failed(exc)
             return None
+
+    def _failed(self, exc: Exception) -> None:
+        self.last = self.clock()
+        self.note(f"publish failed, {len(self.pending)} unit(s) kept for the next one: {one_line(exc)}")
+
+    def _collect(self, wait: bool):
+        """The result of the background publish if it finished (or, ``wait``, once it does); None if it failed."""
+        running = self._running
+        if running is None or (not wait and not running.done()):
+            return None
+        self._running = None
+        try:
+            result = running.result()
+        except TesseraError as exc:  # its records go back in front of those gathered since
+            self.pending = self._inflight + self.pending
+            self._inflight = []
+            self._failed(exc)
+            return None
+        self._inflight = []
+        result, started, ended = result
+        self._count(result, started, ended)
+        return result
+
+    def _timed(self, records: list):
+        """A publish on the thread, with when it began and ended (not when the driver saw it end)."""
+        started = self.clock()
+        return self.store.publish(self.year, records), started, self.clock()
 
     def publish(self):
         """Merge the gathered records into the manifest now (raises if it cannot)."""
@@ -78,6 +131,9 @@ class Publisher:
 
     def finish(self):
         """The year's last publish: the gathered records, then every part record not yet in the manifest."""
+        if self._thread is not None:
+            self._collect(wait=True)  # a failure there leaves its records in pending, published next
+            self._thread.shutdown()
         if self.pending:
             self.publish()
         started = self.clock()
@@ -85,10 +141,12 @@ class Publisher:
         self._count(result, started)
         return result
 
-    def _count(self, result, started: float) -> None:
+    def _count(self, result, started: float, ended: float | None = None) -> None:
+        self.others_published = self.units is None or result.units != self.units + len(result.added)
+        self.units = result.units
         _release_memory()
         self.publishes += 1
-        self.seconds += self.clock() - started
+        self.seconds += (self.clock() if ended is None else ended) - started
         self.last = self.clock()
         if result.added or result.rejected:
             extra = f", {len(result.rejected)} rejected" if result.rejected else ""

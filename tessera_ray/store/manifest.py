@@ -10,6 +10,14 @@ the same bytes. Row-group statistics are kept only for the columns readers
 filter on (:data:`STATISTICS_COLUMNS`); the others (object keys, checksums,
 geometry) would only grow the footer every reader fetches first.
 
+During a job a publish appends instead (:func:`append_bytes`): the new
+rows, Hilbert-sorted among themselves, become new row groups after the old
+ones, whose bytes are kept as they are; the footer is edited at the Thrift
+level (:mod:`tessera_ray.store.footer`). Such a file says how many of its rows
+were appended (:data:`APPENDED_KEY`); a compaction, the full rewrite above,
+puts them back in the global order, so the manifest a job leaves at its end
+is again a function of its rows (docs/store.md, "How the manifest grows").
+
 How a manifest is written (verified, merged, replaced atomically against
 concurrent publishers) is :mod:`tessera_ray.store.publication`; both writers and
 readers name the object with :func:`manifest_key`.
@@ -17,6 +25,7 @@ readers name the object with :func:`manifest_key`.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from typing import TYPE_CHECKING
@@ -24,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tessera_ray.errors import DataError
+from tessera_ray.store import footer
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
 if TYPE_CHECKING:
@@ -39,6 +49,8 @@ STATISTICS_COLUMNS = (
     "unprocessed_pixels", "s2_scenes", "s1_scenes", "created", "bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax",
 )
 """Columns with row-group min/max: the footer of a 100,000-unit manifest is 1.9 MB instead of 3.9 MB."""
+APPENDED_KEY = b"tessera_ray.appended_rows"
+"""Footer metadata of an appended manifest: how many of its last rows are outside the global Hilbert order."""
 
 
 def manifest_key(year: int) -> str:
@@ -166,10 +178,87 @@ def manifest_bytes(rows: "pa.Table | list[PartRecord]") -> bytes:
     import pyarrow.parquet as pq
 
     table = _sorted(records_table(rows) if isinstance(rows, list) else rows)
+    meta = _metadata(table)
+    meta.pop(APPENDED_KEY, None)
+    return _file_bytes(table.replace_schema_metadata(meta))
+
+
+def _file_bytes(table: "pa.Table") -> bytes:
+    import pyarrow.parquet as pq
+
     buf = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(_metadata(table)), buf, compression="zstd",
-                   row_group_size=ROW_GROUP_SIZE, write_statistics=list(STATISTICS_COLUMNS))
+    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_SIZE,
+                   write_statistics=list(STATISTICS_COLUMNS))
     return buf.getvalue()
+
+
+def appended_rows(data: bytes) -> int:
+    """How many rows of a manifest file were appended since its last full rewrite (0 for a compact one)."""
+    return _appended(footer.split(data))
+
+
+def _appended(foot) -> int:
+    for kv in (foot.get(footer.FMD_KEY_VALUE) or (0, []))[1]:
+        if kv[0][2] == APPENDED_KEY:
+            return int(kv[1][2])
+    return 0
+
+
+def append_bytes(data: bytes, rows: "pa.Table", where: str = "manifest") -> bytes:
+    """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups.
+
+    The old pages and row-group metadata are kept byte for byte; the new rows
+    are Hilbert-sorted among themselves and written in row groups of at most
+    :data:`ROW_GROUP_SIZE` rows, exactly as a full rewrite writes them (same
+    schema, compression and statistics), then moved behind the old pages. The
+    footer's row count, the ``geo`` bbox and :data:`APPENDED_KEY` are updated.
+    Readers (pyarrow, DuckDB, hyparquet) see one ordinary file.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    old = footer.split(data, where)
+    stored = [kv[1][2] for kv in old.get(footer.FMD_KEY_VALUE)[1] if kv[0][2] == b"ARROW:schema"]
+    schema = _stored_schema(stored[0]) if stored else pq.read_schema(pa.BufferReader(data))
+    table = _sorted(rows.select(schema.names).cast(schema))
+    batch = _file_bytes(table.replace_schema_metadata({}))  # the schema and metadata are the old footer's
+    new = footer.split(batch, "appended rows")
+    etype, groups = old.get(footer.FMD_ROW_GROUPS)
+    shift, added = old.start - len(footer.MAGIC), []
+    for i, raw in enumerate(new.get(footer.FMD_ROW_GROUPS)[1]):
+        fields = footer.decode(raw)
+        footer.shift_row_group(fields, shift, len(groups) + i)
+        added.append(footer.Raw(footer.encode(fields)))
+    old.set(footer.FMD_ROW_GROUPS, (etype, groups + added))
+    old.set(footer.FMD_NUM_ROWS, old.get(footer.FMD_NUM_ROWS) + table.num_rows)
+    appended = _appended(old) + table.num_rows
+    meta = _metadata(table, prior=schema.metadata)
+    pairs, seen = old.get(footer.FMD_KEY_VALUE)[1], set()
+    for kv in pairs:
+        key = kv[0][2]
+        seen.add(key)
+        if key == b"geo":
+            _set_value(kv, meta[b"geo"])
+        elif key == b"ARROW:schema":  # pyarrow takes the schema's metadata from here, not from the pairs
+            _set_value(kv, base64.b64encode(_stored_schema(kv[1][2]).with_metadata(meta).serialize().to_pybytes()))
+        elif key == APPENDED_KEY:
+            _set_value(kv, str(appended).encode())
+    if APPENDED_KEY not in seen:
+        pairs.append([[1, footer.BINARY, APPENDED_KEY], [2, footer.BINARY, str(appended).encode()]])
+    return b"".join((data[:old.start], batch[len(footer.MAGIC):new.start], footer.footer_bytes(old.fields)))
+
+
+def _stored_schema(value: bytes) -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(value)))
+
+
+def _set_value(kv: list, value: bytes) -> None:
+    if len(kv) > 1 and kv[1][0] == 2:
+        kv[1][2] = value
+    else:
+        kv.insert(1, [2, footer.BINARY, value])
 
 
 def _sorted(table: "pa.Table") -> "pa.Table":
@@ -187,17 +276,22 @@ def _sorted(table: "pa.Table") -> "pa.Table":
     return table.take(np.lexsort((ids, distance)))
 
 
-def _metadata(table: "pa.Table") -> dict:
-    """The schema metadata with the ``geo`` bbox of the geometry column made to cover every row."""
-    meta = dict(table.schema.metadata or {})
+def _metadata(table: "pa.Table", prior: dict | None = None) -> dict:
+    """The schema metadata with the ``geo`` bbox of the geometry column made to cover every row
+    (and, appending, the rows of ``prior``'s bbox)."""
+    meta = dict(prior or table.schema.metadata or {})
     geo = json.loads(meta[b"geo"])
     column = geo["columns"][geo["primary_column"]]
     if table.num_rows:
         bbox = table.column("bbox").combine_chunks()
-        column["bbox"] = [
+        box = [
             float(np.min(bbox.field("xmin").to_numpy())), float(np.min(bbox.field("ymin").to_numpy())),
             float(np.max(bbox.field("xmax").to_numpy())), float(np.max(bbox.field("ymax").to_numpy())),
         ]
+        old = column.get("bbox") if prior is not None else None
+        if old and len(old) == 4 and all(np.isfinite(old)):
+            box = [min(box[0], old[0]), min(box[1], old[1]), max(box[2], old[2]), max(box[3], old[3])]
+        column["bbox"] = box
     meta[b"geo"] = json.dumps(geo).encode()
     return meta
 

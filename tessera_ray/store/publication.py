@@ -9,9 +9,13 @@ One publish (:func:`publish_records`, called by :meth:`EmbeddingStore.publish`):
    new;
 2. read the manifest and its version tag (ETag);
 3. merge: a unit already in the manifest with the same objects is left as it
-   is (published once); one whose objects differ (two jobs wrote the unit)
-   takes the record whose objects hash to what is stored now; the rows are
-   Hilbert-sorted and written as one new file (:mod:`tessera_ray.store.manifest`);
+   is (published once: only the ``unit_id`` column and the row groups holding
+   the new units are decoded); one whose objects differ (two jobs wrote the
+   unit) takes the record whose objects hash to what is stored now; new units
+   are appended as row groups behind the old ones, which are not decoded
+   (:func:`~tessera_ray.store.manifest.append_bytes`); a replaced row, too
+   many appended rows, or the end of a job rewrites the file whole in the
+   global Hilbert order (a compaction, :mod:`tessera_ray.store.manifest`);
 4. replace the manifest only if it is still the version read in 2
    (:meth:`~tessera_ray.store.objects.Objects.put_if`); if another publisher
    was first, go back to 2 with jittered backoff.
@@ -33,7 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tessera_ray.errors import DataError, ServiceError
-from tessera_ray.store.manifest import manifest_bytes, manifest_key, merge, read_table, records_table, unit_ids
+from tessera_ray.store.manifest import (
+    append_bytes, appended_rows, manifest_bytes, manifest_key, merge, read_table, records_table, unit_ids,
+)
 from tessera_ray.store.objects import MAX_CONFLICTS, ObjectNotFound, Objects, PreconditionFailed, conflict_backoff
 from tessera_ray.store.writer import PartRecord
 
@@ -108,13 +114,10 @@ class _Resolver:
 
     def to_add(self, current, records: list[PartRecord]) -> tuple[list[PartRecord], list[str]]:
         """Records to merge into ``current`` and the units refused (a later write replaced their objects)."""
-        import pyarrow.compute as pc
-
         if current is None or not records:
             return list(records), []
-        wanted = {r.unit_id for r in records}
-        rows = current.filter(pc.is_in(current.column("unit_id"), value_set=_string_array(wanted)))
-        existing = dict(zip(rows.column("unit_id").to_pylist(), rows.column("objects").to_pylist()))
+        rows = current.rows_of({r.unit_id for r in records})
+        existing = {} if rows is None else dict(zip(rows.column("unit_id").to_pylist(), rows.column("objects").to_pylist()))
         add, refused = [], []
         for r in records:
             if r.unit_id not in existing:
@@ -134,10 +137,69 @@ def _string_array(values):
     return pa.array(sorted(values), pa.string())
 
 
-def publish_records(objects: Objects, year: int, records: list[PartRecord], *, exact: bool = False) -> PublishResult:
+COMPACT_MIN_ROWS = 1024
+COMPACT_FRACTION = 0.25
+"""An append that would leave more than max(:data:`COMPACT_MIN_ROWS`, this fraction of the rows) outside the
+global Hilbert order is a full rewrite instead. Each compaction costs the whole file, but comes after a
+quarter of it was appended, so a publish costs, amortised, in proportion to its new rows; and at most a
+fifth of a manifest's rows sit in row groups that span the batch's extent instead of a compact region
+(docs/store.md, "How the manifest grows")."""
+
+
+def _needs_compaction(appended: int, rows: int) -> bool:
+    return appended > max(COMPACT_MIN_ROWS, COMPACT_FRACTION * rows)
+
+
+class _Current:
+    """What a publish needs of the manifest as read: its unit ids, and the rows of the units it publishes."""
+
+    def __init__(self, data: bytes, where: str):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.data, self.where = data, where
+        try:
+            self.file = pq.ParquetFile(pa.BufferReader(data))
+            self.ids = self.file.read(columns=["unit_id"], use_threads=False).column("unit_id")
+            self.appended = appended_rows(data)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt manifest
+            raise DataError(f"manifest {where} is unreadable: {exc}") from None
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.ids)
+
+    def unit_ids(self) -> list[str]:
+        return self.ids.to_pylist()
+
+    def rows_of(self, wanted: set[str]):
+        """``unit_id`` and ``objects`` of the rows whose unit is in ``wanted``: only their row groups are decoded."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        hit = np.flatnonzero(pc.is_in(self.ids, value_set=_string_array(wanted)).to_numpy(zero_copy_only=False))
+        if not len(hit):
+            return None
+        meta = self.file.metadata
+        ends = np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])
+        groups = sorted(set(np.searchsorted(ends, hit, side="right").tolist()))
+        rows = self.file.read_row_groups(groups, columns=["unit_id", "objects"], use_threads=False)
+        return rows.filter(pc.is_in(rows.column("unit_id"), value_set=_string_array(wanted)))
+
+    def table(self):
+        return read_table(self.data, self.where)
+
+
+def publish_records(objects: Objects, year: int, records: list[PartRecord], *, exact: bool = False,
+                    compact: bool = False) -> PublishResult:
     """Merge ``records`` into the year's manifest (``exact``: the manifest becomes these records alone).
 
-    Safe to repeat and to run from several processes at once; see the module doc.
+    New units are appended as row groups (:func:`~tessera_ray.store.manifest.append_bytes`); the manifest is
+    rewritten whole in the global order when a unit's row is replaced, when too many rows were appended
+    (:data:`COMPACT_FRACTION`), or when ``compact`` is asked (the end of a job). Safe to repeat and to run
+    from several processes at once; see the module doc.
     """
     import pyarrow.compute as pc
 
@@ -146,14 +208,15 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
     good, rejected = verify_records(objects, records)
     new_rows = records_table(good) if good else None
     resolver = _Resolver(objects)
+    refused: list[str] = []
 
     def rows_of(chosen: list[PartRecord]):
         if new_rows is None or not chosen:
             return records_table([])
         return new_rows.filter(pc.is_in(new_rows.column("unit_id"), value_set=_string_array({r.unit_id for r in chosen})))
 
-    def result(table, add, attempts) -> PublishResult:
-        published = frozenset(unit_ids(table))
+    def result(published, add, attempts) -> PublishResult:
+        published = frozenset(published)
         return PublishResult(int(year), len(published), tuple(rejected + refused), key,
                              tuple(sorted(r.unit_id for r in add)), attempts, time.monotonic() - started, published)
 
@@ -163,7 +226,7 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
         except ObjectNotFound:
             data, etag = b"", None
         try:
-            current = read_table(data, objects.child_url(key)) if etag is not None else None
+            current = _Current(data, objects.child_url(key)) if etag is not None else None
         except DataError:
             if not exact:
                 raise
@@ -171,21 +234,32 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
         if exact:
             add, refused = good, []
             table = rows_of(good)
+            body = manifest_bytes(table)
+            published = unit_ids(table)
         else:
             add, refused = resolver.to_add(current, good)
-            if current is not None and not add:
-                return result(current, (), attempt - 1)
-            table = rows_of(add) if current is None else merge(current, rows_of(add))
-        body = manifest_bytes(table)
+            appended = current.appended if current is not None else 0
+            if current is not None and not add and not (compact and appended):
+                return result(current.unit_ids(), (), attempt - 1)
+            ids = set(current.unit_ids()) if current is not None else set()
+            replaces = any(r.unit_id in ids for r in add)
+            if current is not None and not replaces and not compact and \
+                    not _needs_compaction(appended + len(add), current.num_rows + len(add)):
+                body = append_bytes(data, rows_of(add), objects.child_url(key))
+                published = ids | {r.unit_id for r in add}
+            else:
+                table = rows_of(add) if current is None else merge(current.table(), rows_of(add))
+                body = manifest_bytes(table)
+                published = unit_ids(table)
         if current is not None and body == data:
-            return result(table, (), attempt - 1)
+            return result(published, (), attempt - 1)
         try:
             objects.put_if(key, body, etag)
         except PreconditionFailed:
             log.info("manifest %s changed while merging (another publisher); merging again", key)
             conflict_backoff(attempt)
             continue
-        return result(table, add, attempt)
+        return result(published, add, attempt)
     raise ServiceError(f"could not publish {objects.child_url(key)}: it changed under {MAX_CONFLICTS} merges in a row "
                        "(other publishers); run the publish again")
 

@@ -315,7 +315,9 @@ class EmbeddingStore:
         exactly those, after checking their objects; the cost follows their
         number, not the size of the manifest. None: every part record under
         ``_parts/{year}/`` whose unit is not in the manifest yet (those of
-        killed or other jobs too; one listing). ``reverify``: check the
+        killed or other jobs too; one listing), and compact the manifest: the
+        rows appended during the job are put in the global order, so the
+        manifest a job leaves is a function of its rows. ``reverify``: check the
         objects of every part record again, make the manifest exactly the ones
         that hold, and rewrite every metadata document (the cost of the whole
         year: a repair). The consolidated metadata depends only on the years
@@ -333,7 +335,7 @@ class EmbeddingStore:
             done = published_unit_ids(self.objects, year)
             keys = [k for k in keys if k.rsplit("/", 1)[-1][: -len(".json")] not in done]
         found = [r for r in (read_part(self.objects, k) for k in keys) if r is not None]
-        result = publish_records(self.objects, year, found, exact=reverify)
+        result = publish_records(self.objects, year, found, exact=reverify, compact=True)
         if reverify:
             self.consolidate()
         return result
