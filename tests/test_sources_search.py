@@ -7,7 +7,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from stac_helpers import FakeStacApi, s2_item, year_of_items
-from tessera_ray.errors import ServiceError
+from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.sources.catalog import catalog_root, search_catalog
 from tessera_ray.sources.scenes import EARTH_SEARCH_C1, EARTH_SEARCH_L2A, scene_from_item, resolve_href
 from tessera_ray.sources.stac import RetryPolicy, SearchCache, search_scenes
@@ -179,3 +179,34 @@ def test_remote_snapshot_is_read_with_ranges_over_http_and_s3(tmp_path, s3_serve
     in_s3 = search_catalog("s3://catalogs/snap/items.parquet", EARTH_SEARCH_C1, BBOX, date(2024, 1, 1),
                            date(2024, 12, 31), root="http://h:9")
     assert [s.id for s in in_s3] == [s.id for s in local]
+
+
+def test_signing_hook_runs_for_snapshot_items_as_for_api_items(tmp_path, monkeypatch):
+    """Planetary Computer hrefs are signed whatever found the item: a STAC API or a stac-geoparquet snapshot."""
+    import dataclasses
+    import sys
+    import types
+
+    signed = []
+
+    def sign(href):
+        signed.append(href)
+        return href + "?sig=sas"
+
+    monkeypatch.setitem(sys.modules, "planetary_computer", types.SimpleNamespace(sign=sign))
+    profile = dataclasses.replace(EARTH_SEARCH_C1, signing="planetary-computer")
+    items = year_of_items(3)
+    snap = tmp_path / "world" / "stac" / "items.parquet"
+    _write_snapshot(snap, items)
+    from_snapshot = search_catalog(str(snap), profile, BBOX, date(2024, 1, 1), date(2024, 12, 31))
+    with FakeStacApi(items) as api:
+        from_api = search_scenes(profile, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST)
+    for scenes in (from_snapshot, from_api):
+        assert len(scenes) == 3
+        assert all(a.href.endswith(".tif?sig=sas") for s in scenes for a in s.assets)
+    assert len(signed) == 2 * 3 * len(profile.roles)
+    unsigned = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31))
+    assert not any("?" in a.href for s in unsigned for a in s.assets)
+    with pytest.raises(UserInputError, match="signing 'nobody'"):
+        search_catalog(str(snap), dataclasses.replace(profile, signing="nobody"), BBOX, date(2024, 1, 1),
+                       date(2024, 12, 31))

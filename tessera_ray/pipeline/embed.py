@@ -225,23 +225,23 @@ def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
 
 
 def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
-             publisher=None, tasks: StageTasks = StageTasks()) -> YearResult:
+             publisher=None, tasks: StageTasks = StageTasks(), read: "ReadConfig | None" = None) -> YearResult:
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
 
     Each written unit's part record goes to ``publisher`` (a
     :class:`~tessera_ray.pipeline.publishing.Publisher`), which publishes when due.
+    ``read``: how blocks are read (default: the COG reader with this process's settings).
     """
     import ray
 
     from tessera_ray.pipeline.encode import EncoderUnavailable
-    from tessera_ray.sources.cog import capture_env
     from tessera_ray.sources.read import ReadConfig, estimate_memory
     from tessera_ray.sources.scenes import S1, S2
 
     result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
     scenes = plan.scene_index
     started = time.monotonic()
-    read_config = ReadConfig(env=capture_env())
+    read_config = read or ReadConfig()
     on_readers = placement(READER_RESOURCE)  # cluster.yaml's reader nodes, where the cluster has them
     task_cpus = _task_cpus(pool, config.encoder_threads, bool(on_readers))
     reader = ray.remote(tasks.read)
@@ -442,8 +442,12 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
 
     ``sizing``: prices, node types and GPU speed for ``--dry-run``'s estimate.
     """
+    from tessera_ray.sources.read import ReadConfig
+    from tessera_ray.sources.reader import COG
+
     progress = progress or Progress()
     started = time.monotonic()
+    read = ReadConfig(env=COG.capture_env())  # the driver's reader settings; their mistakes before any request
     grid_units = plan_units(config.roi, config.unit_size)
     model = check_checkpoint(config.checkpoint, config.variant, config.data_source)
     check_depths(config.depths or (), model, config.checkpoint)
@@ -479,7 +483,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     # {root}/index.html + viewer/ first: consumers can watch the units appear as they are published
     publish_viewer(store.objects)
     with ray_session():
-        year_results = _run_years(config, plans, model, progress, store)
+        year_results = _run_years(config, plans, model, progress, store, read)
     result.years = year_results
     result.seconds = time.monotonic() - started
     for plan, year in zip(plans, result.years):
@@ -492,7 +496,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     return result
 
 
-def _run_years(config, plans, model, progress, store) -> list[YearResult]:
+def _run_years(config, plans, model, progress, store, read) -> list[YearResult]:
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
     from tessera_ray.pipeline.publishing import Publisher
 
@@ -507,7 +511,7 @@ def _run_years(config, plans, model, progress, store) -> list[YearResult]:
                 continue
             publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
                                   note=progress.note)
-            year = run_year(plan, config, pool, model, progress, publisher)
+            year = run_year(plan, config, pool, model, progress, publisher, read=read)
             year.published_units = publisher.finish().units
             year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)
             year.no_scenes = plan.no_scenes

@@ -1,9 +1,11 @@
 """COG reads over HTTP range requests: the only module doing raster I/O.
 
-* :class:`ReaderEnv` carries the GDAL settings (TESSERA.md section 3) and the
-  Earthdata token from the driver into every Ray worker
-  (:func:`capture_env` on the driver, :meth:`ReaderEnv.activate` in the worker);
-  the token travels as a :class:`Secret` whose repr never shows it.
+* :class:`ReaderEnv` carries the GDAL settings (TESSERA.md section 3), the
+  driver's AWS credentials and the Earthdata token into every Ray worker
+  (:func:`capture_env` on the driver; in the worker :func:`restore_env` around
+  a task for what GDAL and boto3 take from the process environment, and
+  :meth:`ReaderEnv.activate` around each read for GDAL's thread-local options);
+  secrets travel as :class:`Secret`, whose repr never shows them.
 * :func:`read_onto` reads one band onto a target grid, fetching only the COG
   blocks the target needs: a plain window read when the grids match, an
   integer upsampling (20 m -> 10 m nearest) without GDAL's resampler, and a
@@ -48,7 +50,7 @@ from urllib.parse import urlparse
 import numpy as np
 from affine import Affine
 
-from tessera_ray.errors import DataError, ServiceError
+from tessera_ray.errors import DataError, ServiceError, env_number
 from tessera_ray.redact import redact
 
 GDAL_DEFAULTS: tuple[tuple[str, str], ...] = (
@@ -133,6 +135,8 @@ class ReaderEnv:
 
     gdal: tuple[tuple[str, str], ...] = GDAL_DEFAULTS
     token: Secret | None = None
+    credentials: tuple[tuple[str, Secret], ...] = ()
+    """The driver's AWS keys (:data:`CREDENTIAL_VARIABLES`): GDAL and boto3 read them from the environment only."""
     earthdata_hosts: tuple[str, ...] = EARTHDATA_HOSTS
     retries: int = 3
     retry_delay: float = 0.5
@@ -172,30 +176,68 @@ class ReaderEnv:
             yield
 
 
-_NOT_OPTIONS = ("GDAL_HTTP_HEADERS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+#: Secret AWS settings: never GDAL options (rasterio.Env refuses them), carried as :class:`Secret`.
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_NOT_OPTIONS = ("GDAL_HTTP_HEADERS", *CREDENTIAL_VARIABLES)
 
 
 def capture_env(environ: dict | None = None) -> ReaderEnv:
-    """The driver's reader settings: defaults, overridden by GDAL_*/CPL_*/VSI_* variables set there."""
+    """The driver's reader settings: defaults, overridden by GDAL_*/CPL_*/VSI_*/AWS_* variables set there.
+
+    A ``TESSERA_RAY_READ_*`` setting that is not a number is a :class:`~tessera_ray.errors.UserInputError`.
+    """
     env = os.environ if environ is None else environ
     gdal = dict(GDAL_DEFAULTS)
     for key, value in env.items():
-        # rasterio.Env refuses AWS keys as options (GDAL takes them from the process environment)
         if key.startswith(("GDAL_", "CPL_", "VSI_", "AWS_")) and key not in _NOT_OPTIONS:
             gdal[key] = value
     extra = tuple(h.strip().lower() for h in env.get("TESSERA_RAY_EARTHDATA_HOSTS", "").split(",") if h.strip())
     return ReaderEnv(
         gdal=tuple(sorted(gdal.items())),
         token=earthdata_token(env),
+        credentials=tuple((key, Secret(env[key])) for key in CREDENTIAL_VARIABLES if env.get(key)),
         earthdata_hosts=EARTHDATA_HOSTS + extra,
-        retries=int(env.get("TESSERA_RAY_READ_RETRIES", 3)),
-        retry_delay=float(env.get("TESSERA_RAY_READ_RETRY_DELAY", 0.5)),
+        retries=int(env_number("TESSERA_RAY_READ_RETRIES", 3, int, environ=env)),
+        retry_delay=env_number("TESSERA_RAY_READ_RETRY_DELAY", 0.5, environ=env),
     )
 
 
-def restore_env(env: ReaderEnv) -> contextlib.AbstractContextManager:
-    """Apply a captured env in a worker (a context manager around its reads)."""
-    return env.activate()
+_RESTORED_LOCK = threading.Lock()
+_restored: dict = {"depth": 0, "saved": {}}
+
+
+@contextlib.contextmanager
+def restore_env(env: ReaderEnv) -> Iterator[None]:
+    """The driver's process-wide settings in this worker for the length of a task, then the worker's own again.
+
+    What GDAL and boto3 read from the process environment and nowhere else:
+    the AWS credentials, the other ``AWS_*`` settings (endpoint, region) and
+    GDAL's once-per-process /vsicurl/ options. GDAL's per-read options are
+    thread-local and set by :meth:`ReaderEnv.activate` around each read.
+    Tasks overlapping in one process (threads) share one restoration: the
+    worker's values come back when the last of them ends.
+    """
+    values = {key: str(value) for key, value in env.gdal if key.startswith("AWS_") or key in GDAL_PROCESS_OPTIONS}
+    values.update((key, secret.reveal()) for key, secret in env.credentials)
+    with _RESTORED_LOCK:
+        if _restored["depth"] == 0:
+            _restored["saved"] = {key: os.environ.get(key) for key in values}
+        else:
+            _restored["saved"].update((k, os.environ.get(k)) for k in values if k not in _restored["saved"])
+        _restored["depth"] += 1
+        os.environ.update(values)
+    try:
+        yield
+    finally:
+        with _RESTORED_LOCK:
+            _restored["depth"] -= 1
+            if _restored["depth"] == 0:
+                saved, _restored["saved"] = _restored["saved"], {}
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
 
 # ---------------------------------------------------------------------- grids

@@ -31,8 +31,9 @@ from tessera_ray.cube import N_BANDS, TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
 from tessera_ray.sources.cog import (
-    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env, read_onto,
+    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env,
 )
+from tessera_ray.sources.reader import COG, SceneReader
 from tessera_ray.sources.scenes import S1, S2, Scene
 
 
@@ -68,6 +69,8 @@ class ReadConfig:
     dates_in_flight: int = 4
     env: ReaderEnv = field(default_factory=capture_env)
     """GDAL settings and credentials, captured where the config is made (the driver)."""
+    reader: SceneReader = COG
+    """How assets are read (:mod:`.reader`); ``env`` is restored through it in the worker."""
 
 
 def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig | None = None) -> TimeSeriesCube:
@@ -80,7 +83,7 @@ def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig 
     west, south, east, north = block.lonlat_bounds()
     near = [s for s in scenes if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south]
     reader = _BlockReader(block, config)
-    with ThreadPoolExecutor(config.max_requests, thread_name_prefix="cog") as io, ThreadPoolExecutor(
+    with config.reader.restore_env(config.env), ThreadPoolExecutor(config.max_requests, thread_name_prefix="cog") as io, ThreadPoolExecutor(
         config.dates_in_flight, thread_name_prefix="date"
     ) as dates:
         reader.io = io
@@ -130,7 +133,8 @@ class _BlockReader:
 
         def task():
             with self.slots:
-                return read_onto(asset.href, self.grid, resampling, self.config.env, auth=scene.earthdata_auth)
+                return self.config.reader.read(asset.href, self.grid, resampling, self.config.env,
+                                               scene.earthdata_auth)
 
         assert self.io is not None
         return self.io.submit(task)

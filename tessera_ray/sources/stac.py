@@ -194,7 +194,7 @@ def search_scenes(
     query = SearchQuery(url or profile.url, profile.collection, tuple(float(v) for v in bbox), start, end)  # type: ignore[arg-type]
     scenes = []
     for item in search_items(query, policy, cache):
-        scene = scene_from_item(_signed(item, profile), profile, base=_self_dir(item) or query.url)
+        scene = scene_from_item(item, profile, base=_self_dir(item) or query.url)
         if scene is not None:
             scenes.append(scene)
     return scenes
@@ -206,17 +206,6 @@ def _self_dir(item: dict[str, Any]) -> str | None:
         if link.get("rel") == "self" and link.get("href"):
             return str(link["href"]).rsplit("/", 1)[0]
     return None
-
-
-def _signed(item: dict[str, Any], profile: SourceProfile) -> dict[str, Any]:
-    """SAS-sign Planetary Computer hrefs (needs the optional ``planetary-computer`` package)."""
-    if profile.signing != "planetary-computer":
-        return item
-    try:
-        import planetary_computer
-    except ImportError:
-        raise ServiceError("Planetary Computer sources need `pip install planetary-computer`") from None
-    return planetary_computer.sign(item)
 
 
 def year_range(year: int) -> tuple[date, date]:
