@@ -120,14 +120,13 @@ def stand_in_write(median_s: float):
     """A write task body (``write_unit``'s signature and result): sleeps, then puts a 16-byte
     object and the part record a real writer would."""
 
-    def write_unit(root, unit, year, windows, scenes, model_checksum, created, *encoded):
+    def write_unit(sink, unit, year, windows, scenes, created, *encoded):
         import hashlib
 
-        from tessera_ray.store.objects import open_objects
         from tessera_ray.store.writer import PartRecord, part_key
 
         time.sleep(_draw(median_s))
-        objects = open_objects(root)
+        objects, model_checksum = sink.objects, sink.model_checksum
         key = f"_bench/{year}/{unit.id}.bin"
         data = unit.id.encode()[:16].ljust(16, b".")
         objects.put(key, data)

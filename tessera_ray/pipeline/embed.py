@@ -9,8 +9,8 @@ The driver streams blocks through three stages with ``ray.wait``:
   through the driver), to the :class:`~tessera_ray.pipeline.encode.EncoderPool`,
   whose ``submit`` waits while every actor is busy;
 * once every block of a unit is submitted, one writer task per unit waits for
-  its encoded blocks, assembles the shard and calls
-  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`; its part record comes
+  its encoded blocks, assembles the unit and calls the sink's ``write_unit``
+  (:mod:`tessera_ray.store.sink`; the Zarr store in a job); its part record comes
   back to the driver, which publishes finished units every
   ``publish_every_units`` units or ``publish_every_minutes`` minutes
   (:mod:`tessera_ray.pipeline.publishing`) and skips the units it has not
@@ -40,7 +40,7 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -62,6 +62,10 @@ from tessera_ray.pipeline.plan import (
 from tessera_ray.pipeline.progress import Progress
 from tessera_ray.pipeline.sizing import SizingInputs
 from tessera_ray.redact import public_url, redact
+
+if TYPE_CHECKING:
+    from tessera_ray.sources.read import ReadConfig
+    from tessera_ray.store.sink import EmbeddingSink
 
 RUNS_DIR = "manifests/runs"
 READ_RETRIES = 2
@@ -153,23 +157,23 @@ def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
     return series, BlockInfo(window.size, nbytes, cube.skipped_scenes)
 
 
-def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: dict, model_checksum: str,
+def write_unit(sink: EmbeddingSink, unit: Unit, year: int, windows: list[Window], scenes: dict,
                created: str | None, *encoded) -> dict:
-    """The reduce step: assemble a unit's encoded blocks into one shard and write it once."""
-    from tessera_ray.store import EmbeddingStore
+    """The reduce step: assemble a unit's encoded blocks and write the unit once into ``sink``.
 
+    The embedding width is the encoder's: the blocks' last axis.
+    """
     size = unit.size
-    embeddings = np.zeros((size, size, 128), dtype=np.int8)
+    width = encoded[0].embeddings.shape[-1]
+    embeddings = np.zeros((size, size, width), dtype=np.int8)
     scales = np.full((size, size), np.inf, dtype=np.float32)
     origin = unit.window
     for window, block in zip(windows, encoded, strict=True):
         rows = slice(window.row - origin.row, window.row - origin.row + window.height)
         cols = slice(window.col - origin.col, window.col - origin.col + window.width)
-        embeddings[rows, cols] = block.embeddings.reshape(window.height, window.width, 128)
+        embeddings[rows, cols] = block.embeddings.reshape(window.height, window.width, width)
         scales[rows, cols] = block.scales.reshape(window.height, window.width)
-    store = EmbeddingStore.open(root)
-    store.model_checksum = model_checksum
-    record = store.write_unit(unit, year, embeddings, scales, scenes=scenes, created=created)
+    record = sink.write_unit(unit, year, embeddings, scales, scenes=scenes, created=created)
     return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects), "record": record}
 
 
@@ -225,9 +229,11 @@ def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
 
 
 def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
-             publisher=None, tasks: StageTasks = StageTasks(), read: "ReadConfig | None" = None) -> YearResult:
+             publisher=None, tasks: StageTasks = StageTasks(), read: ReadConfig | None = None,
+             sink: EmbeddingSink | None = None) -> YearResult:
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
 
+    Units are written into ``sink`` (default: the publisher's, else the store at ``config.out``).
     Each written unit's part record goes to ``publisher`` (a
     :class:`~tessera_ray.pipeline.publishing.Publisher`), which publishes when due.
     ``read``: how blocks are read (default: the COG reader with this process's settings).
@@ -242,6 +248,8 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     scenes = plan.scene_index
     started = time.monotonic()
     read_config = read or ReadConfig()
+    if sink is None:
+        sink = publisher.store if publisher is not None else _store_at(config.out, model)
     on_readers = placement(READER_RESOURCE)  # cluster.yaml's reader nodes, where the cluster has them
     task_cpus = _task_cpus(pool, config.encoder_threads, bool(on_readers))
     reader = ray.remote(tasks.read)
@@ -303,8 +311,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
 
     def finish_unit_reads(state: _UnitState) -> None:
         refs = [state.encoded[w] for w in state.windows]
-        ref = writer.remote(config.out, state.unit, plan.year, state.windows, state.counts, model.checksum,
-                            config.created, *refs)
+        ref = writer.remote(sink, state.unit, plan.year, state.windows, state.counts, config.created, *refs)
         state.encoded.clear()
         writes[ref] = state
 
@@ -394,6 +401,14 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     progress.close()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _store_at(root: str, model: ModelInfo) -> EmbeddingSink:
+    from tessera_ray.store import EmbeddingStore
+
+    store = EmbeddingStore.open(root)
+    store.model_checksum = model.checksum
+    return store
 
 
 def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict:

@@ -93,6 +93,10 @@ class EmbeddingStore:
         self.state = state
         self.model_checksum = model_checksum
 
+    def __reduce__(self):
+        """Pickled by root (a write task reopens it there: S3 clients do not pickle), with the model checksum."""
+        return (_reopen, (self.root, self.model_checksum))
+
     @property
     def root(self) -> str:
         return self.objects.url
@@ -347,6 +351,12 @@ class EmbeddingStore:
     def is_published(self, unit: Unit, year: int) -> bool:
         """Whether the unit-year is in the year's manifest (reads the manifest; see :meth:`published_units`)."""
         return unit.id in self.published_units(year)
+
+
+def _reopen(root: str, model_checksum: str) -> EmbeddingStore:
+    store = EmbeddingStore.open(root)
+    store.model_checksum = model_checksum
+    return store
 
 
 def publish(root: str, year: int, *, reverify: bool = False):
