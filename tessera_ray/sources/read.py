@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tessera_ray.cube import N_BANDS, TimeSeriesCube
+from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
 from tessera_ray.sources.cog import (
@@ -147,7 +147,7 @@ class _BlockReader:
     def sentinel2(self, scenes: Sequence[Scene], dates: ThreadPoolExecutor):
         groups = _by_date(scenes)
         h, w = self.block.window.shape
-        bands = np.zeros((len(groups), h, w, N_BANDS), np.uint16)
+        bands = np.zeros((len(groups), h, w, sentinel2.S2_BANDS), np.uint16)
         masks = np.zeros((len(groups), h, w), np.uint8)
         doys = np.array([sentinel2.day_of_year(g[0].datetime) for g in groups.values()], dtype=np.uint16)
         jobs = [dates.submit(self._s2_date, group, bands[t], masks[t]) for t, group in enumerate(groups.values())]
@@ -236,7 +236,7 @@ def estimate_memory(block_px: int, n_s2_dates: int, n_s1_dates: int, config: Rea
     """Bytes a block read holds at its peak: the stacks twice (dropping empty dates copies) plus reads in flight."""
     config = config or ReadConfig()
     pixels = block_px * block_px
-    stacks = pixels * (n_s2_dates * (2 * N_BANDS + 1) + n_s1_dates * 2 * 2 * 2)
+    stacks = pixels * (n_s2_dates * (2 * sentinel2.S2_BANDS + 1) + n_s1_dates * 2 * 2 * 2)
     in_flight = config.max_requests * pixels * 4 * 2 + config.dates_in_flight * pixels * 16
     return 2 * stacks + in_flight + 64 * 2**20
 

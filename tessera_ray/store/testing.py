@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera_ray.grid import Unit
+from tessera_ray.store.layout import STORE_DIMS
 from tessera_ray.store.writer import EmbeddingStore, publish
 
 
@@ -28,8 +29,8 @@ class WrittenBlock:
 
 
 def random_block(rng: np.random.Generator, height: int, width: int, nan_fraction: float = 0.1):
-    """Random int8 embeddings (H, W, 128) and scales (H, W) with a NaN rectangle."""
-    emb = rng.integers(-128, 128, size=(height, width, 128), dtype=np.int8)
+    """Random int8 embeddings (H, W, STORE_DIMS) and scales (H, W) with a NaN rectangle."""
+    emb = rng.integers(-128, 128, size=(height, width, STORE_DIMS), dtype=np.int8)
     scales = rng.uniform(0.001, 0.05, size=(height, width)).astype("float32")
     nh = max(1, int(height * nan_fraction))
     scales[:nh, : width // 2] = np.nan

@@ -26,7 +26,7 @@ import numpy as np
 
 from tessera_ray.errors import DataError, ServiceError, UserInputError
 from tessera_ray.grid import Unit
-from tessera_ray.store.layout import ZARR_DIR, StoreLayout, StoreState, encode_unit_shards, metadata_objects, parse_root
+from tessera_ray.store.layout import STORE_DIMS, ZARR_DIR, StoreLayout, StoreState, encode_unit_shards, metadata_objects, parse_root
 from tessera_ray.store.objects import (MAX_CONFLICTS, ObjectInfo, ObjectNotFound, Objects, PreconditionFailed,
                                        conflict_backoff, open_objects)
 
@@ -251,7 +251,7 @@ class EmbeddingStore:
     ) -> PartRecord:
         """Write one unit-year as whole shards, verify them, then record the part.
 
-        ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 with the
+        ``embeddings`` (H, W, :data:`~tessera_ray.store.layout.STORE_DIMS`) int8 and ``scales`` (H, W) float32 with the
         sentinels NaN = no embedding, +inf = not processed. They may cover a
         window of the unit starting at ``offset``; the rest is "not processed".
         ``scenes`` counts the inputs, e.g. ``{"s2": 41, "s1": 60}`` (manifest
@@ -294,9 +294,9 @@ class EmbeddingStore:
         if unit.zone not in self.state.zones:
             raise UserInputError(f"zone {unit.zone} is not prepared in {self.root}; call prepare() in the driver first")
         h, w = scales.shape
-        if embeddings.shape != (h, w, 128) or embeddings.dtype != np.int8 or scales.dtype != np.float32:
+        if embeddings.shape != (h, w, STORE_DIMS) or embeddings.dtype != np.int8 or scales.dtype != np.float32:
             raise DataError(
-                f"unit {unit.id}: expected int8 (H,W,128) and float32 (H,W), got "
+                f"unit {unit.id}: expected int8 (H,W,{STORE_DIMS}) and float32 (H,W), got "
                 f"{embeddings.dtype}{embeddings.shape} and {scales.dtype}{scales.shape}"
             )
         if offset[0] < 0 or offset[1] < 0 or offset[0] + h > unit.size or offset[1] + w > unit.size:
