@@ -94,7 +94,7 @@ def stand_in_read(median_s: float):
     """A read task body (``read_block``'s signature and results) that sleeps."""
 
     def read_block(zone, window, year, scenes, read_config):
-        from tessera_ray.pipeline.embed import BlockInfo
+        from tessera_ray.pipeline.driver import BlockInfo
 
         time.sleep(_draw(median_s))
         return b"series", BlockInfo(window.size, 0, ())
@@ -162,7 +162,7 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     import ray
 
     from tessera_ray.grid import Unit
-    from tessera_ray.pipeline.embed import StageTasks, run_year
+    from tessera_ray.pipeline.driver import StageTasks, run_year
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
     from tessera_ray.pipeline.plan import EmbedConfig, ModelInfo, YearPlan, plan_year
     from tessera_ray.pipeline.progress import Progress

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tessera_ray.grid import Window, roi_from_bbox, roi_window, units_for_roi, zone_grid
-from tessera_ray.pipeline.ingest import search_bbox
+from tessera_ray.pipeline.blocks import search_bbox
 from tessera_ray.sources import sentinel1
 from tessera_ray.sources.catalog import search_catalog
 from tessera_ray.sources.cog import ReaderEnv, TargetGrid, read_onto

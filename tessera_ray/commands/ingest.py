@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
             raise UserInputError(f"--s2-collection must be sentinel-2-c1-l2a or sentinel-2-l2a, got {s2_collection!r}")
         out = output_folder(out)
         cache_dir = output_folder(cache_dir, "--cache-dir") if cache_dir is not None else None
-        from tessera_ray.pipeline.ingest import search_bbox
+        from tessera_ray.pipeline.blocks import search_bbox
         from tessera_ray.sources.read import ReadConfig
         from tessera_ray.sources.reader import COG
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from tessera_ray.errors import UserInputError
-from tessera_ray.sources.sentinel2 import S2_BANDS
+from tessera_ray.sources.sentinel2 import S2_BANDS  # noqa: F401 - the encoders' S2 channels: the cube's name
 
 S1_BANDS = 2
 EMBEDDING_DIM = 128

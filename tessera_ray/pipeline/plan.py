@@ -172,8 +172,8 @@ class YearPlan:
 
     @cached_property
     def scene_index(self):
-        """The scenes by place (:class:`~tessera_ray.pipeline.ingest.SceneIndex`), built once per plan."""
-        from tessera_ray.pipeline.ingest import SceneIndex
+        """The scenes by place (:class:`~tessera_ray.pipeline.blocks.SceneIndex`), built once per plan."""
+        from tessera_ray.pipeline.blocks import SceneIndex
 
         return SceneIndex(self.scenes)
 
@@ -221,7 +221,7 @@ def published_units(root: str, year: int) -> set[str]:
 
 def search(config: EmbedConfig, units: Sequence[Unit], year: int) -> list[Scene]:
     """Every scene over the units in a year: one search per job and year (cached in ``cache_dir``)."""
-    from tessera_ray.pipeline.ingest import search_bbox
+    from tessera_ray.pipeline.blocks import search_bbox
     from tessera_ray.sources.catalog import search_catalog
     from tessera_ray.sources.scenes import OPERA_RTC, profile_for_collection
     from tessera_ray.sources.stac import SearchCache, search_scenes, year_range
@@ -251,7 +251,7 @@ def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan
     A unit that no scene touches is set aside (``no_scenes``): it is reported
     and not read, and a later run plans it again (a catalog may fill in).
     """
-    from tessera_ray.pipeline.ingest import SceneIndex
+    from tessera_ray.pipeline.blocks import SceneIndex
 
     done = published_units(config.out, year)
     todo = tuple(u for u in units if u.id not in done)
