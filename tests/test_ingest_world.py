@@ -177,7 +177,7 @@ def test_s1_int16_exact_on_the_truth(world):
     a, b, c, d, e, f = grid.transform
     from affine import Affine
 
-    native = TargetGrid(f"EPSG:{truth_scene.epsg}", Affine(a, b, c, d, e, f), tuple(grid.shape))
+    native = TargetGrid(tuple(grid.shape), Affine(a, b, c, d, e, f), f"EPSG:{truth_scene.epsg}")
     truth = w.s1_truth(scene.id, native.crs, native.transform, native.shape)
     for pol in ("VV", "VH"):
         got = read_onto(scene.asset(pol).href, native, "bilinear", CONFIG.env).data

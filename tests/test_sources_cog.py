@@ -23,7 +23,7 @@ ROW, COL = 442_080, 40_960  # a pixel of zone 31's grid near x=500 km, y=5000 km
 
 def _target(window, zone=31):
     g = zone_grid(zone)
-    return TargetGrid(g.crs, g.window_transform(window), window.shape)
+    return TargetGrid(window.shape, g.window_transform(window), g.crs)
 
 
 def _origin(row, col, zone=31):

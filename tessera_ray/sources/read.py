@@ -51,7 +51,7 @@ class Block:
     @property
     def grid(self) -> TargetGrid:
         g = zone_grid(self.zone)
-        return TargetGrid(g.crs, g.window_transform(self.window), self.window.shape)
+        return TargetGrid(self.window.shape, g.window_transform(self.window), g.crs)
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         return tuple(zone_grid(self.zone).window_polygon_lonlat(self.window, densify=4).bounds)  # type: ignore[return-value]
