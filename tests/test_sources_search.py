@@ -210,3 +210,21 @@ def test_signing_hook_runs_for_snapshot_items_as_for_api_items(tmp_path, monkeyp
     with pytest.raises(UserInputError, match="signing 'nobody'"):
         search_catalog(str(snap), dataclasses.replace(profile, signing="nobody"), BBOX, date(2024, 1, 1),
                        date(2024, 12, 31))
+
+
+@pytest.mark.parametrize("name, value", [("TESSERA_RAY_STAC_RETRIES", "many"), ("TESSERA_RAY_STAC_PAGE_SIZE", "0"),
+                                         ("TESSERA_RAY_STAC_BACKOFF", "-0.5")])
+def test_a_bad_stac_setting_is_one_line_before_any_request(tmp_path, capsys, monkeypatch, name, value):
+    import socket
+
+    from cli_helpers import run_cli
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"  # a request would be refused: exit 3
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["ingest", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--stac", nowhere,
+                            "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and name in err, err
+    assert not out.exists()

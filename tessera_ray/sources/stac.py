@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-from tessera_ray.errors import ServiceError
+from tessera_ray.errors import ServiceError, env_number
 from tessera_ray.sources.scenes import Scene, SourceProfile, scene_from_item
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,10 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls) -> "RetryPolicy":
-        env = os.environ
         return cls(
-            retries=int(env.get("TESSERA_RAY_STAC_RETRIES", cls.retries)),
-            backoff=float(env.get("TESSERA_RAY_STAC_BACKOFF", cls.backoff)),
-            page_size=int(env.get("TESSERA_RAY_STAC_PAGE_SIZE", cls.page_size)),
+            retries=int(env_number("TESSERA_RAY_STAC_RETRIES", cls.retries, int)),
+            backoff=env_number("TESSERA_RAY_STAC_BACKOFF", cls.backoff),
+            page_size=int(env_number("TESSERA_RAY_STAC_PAGE_SIZE", cls.page_size, int, minimum=1)),
         )
 
 

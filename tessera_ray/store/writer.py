@@ -177,11 +177,6 @@ class EmbeddingStore:
         """
         self._commit(lambda state: state.adding(year, zones))
 
-    def ensure_year(self, year: int) -> int:
-        """Add a year to the time axis if missing; its index on that axis."""
-        self.prepare(year)
-        return self.state.years.index(int(year))
-
     def consolidate(self) -> None:
         """Rewrite every metadata document from the recorded state (repairs what a killed driver left)."""
         self._commit(lambda state: state, rewrite=True)
@@ -232,10 +227,6 @@ class EmbeddingStore:
             raise DataError(f"{self.objects.child_url(ROOT_DOC)}: {exc}") from None
         except (KeyError, ValueError):
             raise UserInputError(f"{self.root} holds a Zarr store not written by tessera-ray") from None
-
-    def refresh(self) -> None:
-        """Re-read the recorded state (another process may have prepared a year)."""
-        self.state = parse_root(self.objects.get(ROOT_DOC))
 
     # ---------------------------------------------------------------- units
 
