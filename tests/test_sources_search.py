@@ -10,7 +10,7 @@ from stac_helpers import FakeStacApi, s2_item, year_of_items
 from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.sources.catalog import catalog_root, search_catalog
 from tessera_ray.sources.scenes import EARTH_SEARCH_C1, EARTH_SEARCH_L2A, scene_from_item, resolve_href
-from tessera_ray.sources.stac import RetryPolicy, SearchCache, search_scenes
+from tessera_ray.sources.stac import RetryPolicy, SearchCache, SearchQuery, search_scenes
 
 FAST = RetryPolicy(retries=4, backoff=0.01, page_size=7)
 BBOX = (4.05, 50.05, 4.1, 50.1)
@@ -75,6 +75,22 @@ def test_results_are_cached_in_memory_and_on_disk(tmp_path):
         search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 6, 30), url=api.url, policy=FAST,
                       cache=cache)
         assert api.requests > n
+
+
+def test_a_cache_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
+    import os
+
+    cache = SearchCache(tmp_path / "cache")
+    query = SearchQuery("http://h:9", "sentinel-2-c1-l2a", BBOX, date(2024, 1, 1), date(2024, 12, 31))
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        cache.put(query, year_of_items(2))
+    assert list((tmp_path / "cache").iterdir()) == []  # neither a result nor a temporary left behind
+    assert SearchCache(tmp_path / "cache").get(query) is None
 
 
 def test_offset_decision_from_items():

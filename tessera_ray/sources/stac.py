@@ -18,6 +18,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
+from tessera_ray.atomic import write_bytes
 from tessera_ray.errors import ServiceError, env_number
 from tessera_ray.sources.scenes import Scene, SourceProfile, scene_from_item
 
@@ -85,11 +86,9 @@ class SearchCache:
     def put(self, query: SearchQuery, items: list[dict]) -> None:
         key = query.key()
         self._memory[key] = items
-        if self.directory is not None:
+        if self.directory is not None:  # atomically: jobs sharing the folder read whole files or none
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".{key}.json.tmp"
-            tmp.write_text(json.dumps(items))
-            os.replace(tmp, self.directory / f"{key}.json")
+            write_bytes(self.directory / f"{key}.json", json.dumps(items).encode())
 
 
 def _client(url: str, policy: RetryPolicy):
