@@ -49,7 +49,7 @@ def _unit(world, size):
 
 def _scenes(world_dir, world, unit, base_url, max_dates):
     """The Sentinel-2 scenes touching the unit, hrefs on the server; the first ``max_dates`` dates."""
-    from tessera_ray.pipeline.ingest import scenes_for_window
+    from tessera_ray.pipeline.blocks import scenes_for_window
     from tessera_ray.sources.catalog import search_catalog
     from tessera_ray.sources.scenes import EARTH_SEARCH_C1
 

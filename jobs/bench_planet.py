@@ -94,7 +94,7 @@ def stand_in_read(median_s: float):
     """A read task body (``read_block``'s signature and results) that sleeps."""
 
     def read_block(zone, window, year, scenes, read_config):
-        from tessera_ray.pipeline.embed import BlockInfo
+        from tessera_ray.pipeline.driver import BlockInfo
 
         time.sleep(_draw(median_s))
         return b"series", BlockInfo(window.size, 0, ())
@@ -120,14 +120,13 @@ def stand_in_write(median_s: float):
     """A write task body (``write_unit``'s signature and result): sleeps, then puts a 16-byte
     object and the part record a real writer would."""
 
-    def write_unit(root, unit, year, windows, scenes, model_checksum, created, *encoded):
+    def write_unit(sink, unit, year, windows, scenes, created, *encoded):
         import hashlib
 
-        from tessera_ray.store.objects import open_objects
         from tessera_ray.store.writer import PartRecord, part_key
 
         time.sleep(_draw(median_s))
-        objects = open_objects(root)
+        objects, model_checksum = sink.objects, sink.model_checksum
         key = f"_bench/{year}/{unit.id}.bin"
         data = unit.id.encode()[:16].ljust(16, b".")
         objects.put(key, data)
@@ -163,7 +162,7 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     import ray
 
     from tessera_ray.grid import Unit
-    from tessera_ray.pipeline.embed import StageTasks, run_year
+    from tessera_ray.pipeline.driver import StageTasks, run_year
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
     from tessera_ray.pipeline.plan import EmbedConfig, ModelInfo, YearPlan, plan_year
     from tessera_ray.pipeline.progress import Progress

@@ -41,7 +41,7 @@ from tessera_ray.memory import release_freed_memory
 from tessera_ray.grid import (RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Window, roi_from_bbox, roi_window,
                               transform_points, utm_zone, zone_grid)
 from tessera_ray.redact import redact
-from tessera_ray.store.layout import DEPTHS_ATTR, LAYOUT_ATTR, N_BANDS, YEARS_ATTR, ZARR_DIR, is_embeddings_array
+from tessera_ray.store.layout import DEPTHS_ATTR, LAYOUT_ATTR, STORE_DIMS, YEARS_ATTR, ZARR_DIR, is_embeddings_array
 from tessera_ray.store.shards import EMPTY as _EMPTY
 from tessera_ray.store.shards import TAG_NBYTES, ShardedArray, chunk_tag, crc32c
 from tessera_ray.store.manifest import manifest_key
@@ -172,12 +172,12 @@ class Root:
         self.zones = sorted({z for z, _ in self.arrays})
         # Matryoshka depths (TESSERA.md 5b): depth -> array; a store without the attribute has only all 128 dims
         self.depths: dict[int, str] = {int(d["dimensions"]): str(d["array"]) for d in attrs.get(DEPTHS_ATTR) or []}
-        self.depths.setdefault(N_BANDS, "embeddings")
+        self.depths.setdefault(STORE_DIMS, "embeddings")
 
     def depth_array(self, depth: int | None) -> tuple[str, int]:
         """The array holding ``depth`` dims (None: all 128) and its width; a clear error for a depth not stored."""
         if depth is None:
-            return "embeddings", N_BANDS
+            return "embeddings", STORE_DIMS
         if int(depth) not in self.depths:
             raise UserInputError(
                 f"depth {depth} is not in {self.url}; it has depth(s) {', '.join(map(str, sorted(self.depths)))}"

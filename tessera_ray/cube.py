@@ -19,8 +19,8 @@ from affine import Affine
 
 from tessera_ray.atomic import atomic_folder
 from tessera_ray.grid import Window, zone_grid
+from tessera_ray.sources.sentinel2 import S2_BANDS
 
-N_BANDS = 10
 STACKS = ("bands", "masks", "doys", "sar_ascending", "sar_ascending_doy", "sar_descending", "sar_descending_doy")
 GRID_FILE = "grid.tif"
 META_FILE = "cube.json"
@@ -57,7 +57,7 @@ class TimeSeriesCube:
         h, w = self.window.shape
         t, ta, td = len(self.doys), len(self.sar_ascending_doy), len(self.sar_descending_doy)
         expect = {
-            "bands": ((t, h, w, N_BANDS), np.uint16),
+            "bands": ((t, h, w, S2_BANDS), np.uint16),
             "masks": ((t, h, w), np.uint8),
             "doys": ((t,), np.uint16),
             "sar_ascending": ((ta, h, w, 2), np.int16),
@@ -92,7 +92,7 @@ class TimeSeriesCube:
     def empty(cls, zone: int, window: Window) -> "TimeSeriesCube":
         h, w = window.shape
         return cls(
-            bands=np.zeros((0, h, w, N_BANDS), np.uint16),
+            bands=np.zeros((0, h, w, S2_BANDS), np.uint16),
             masks=np.zeros((0, h, w), np.uint8),
             doys=np.zeros(0, np.uint16),
             sar_ascending=np.zeros((0, h, w, 2), np.int16),
@@ -203,7 +203,7 @@ def _merge_arrays(blocks: Sequence[TimeSeriesCube], window: Window, alloc) -> di
     h, w = window.shape
     out: dict[str, np.ndarray] = {}
     for stack, days, dtype, tail, day_dtype in (
-        ("bands", "doys", np.uint16, (N_BANDS,), np.uint16),
+        ("bands", "doys", np.uint16, (S2_BANDS,), np.uint16),
         ("sar_ascending", "sar_ascending_doy", np.int16, (2,), np.int16),
         ("sar_descending", "sar_descending_doy", np.int16, (2,), np.int16),
     ):

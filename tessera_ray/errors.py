@@ -43,11 +43,14 @@ class ClusterError(ServiceError):
 DEBUG_ENV = "TESSERA_RAY_DEBUG"
 
 
-def env_number(name: str, default: float, cast: type = float, minimum: float = 0) -> float:
-    """The number in environment variable ``name`` (``default`` when unset): a setting's mistake is one line too."""
+def env_number(name: str, default: float, cast: type = float, minimum: float = 0, environ=None) -> float:
+    """The number in environment variable ``name`` (``default`` when unset): a setting's mistake is one line too.
+
+    ``environ``: a mapping to read instead of the process environment (a captured one).
+    """
     import os
 
-    text = os.environ.get(name, "").strip()
+    text = str((os.environ if environ is None else environ).get(name, "")).strip()
     if not text:
         return cast(default)
     try:

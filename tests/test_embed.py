@@ -218,6 +218,22 @@ def test_depths_must_be_prefix_depths_of_the_family():
             check_depths(bad, v2, "s.pt")
 
 
+def test_depths_and_width_come_from_the_encoder_family(tmp_path):
+    """The full width is the family's output width, not a constant: a 64-dim family's prefixes stop below 64."""
+    from embed_helpers import write_checkpoint
+    from tessera_ray.errors import UserInputError
+    from tessera_ray.model import get_variant, output_dims
+    from tessera_ray.pipeline.plan import ModelInfo, check_checkpoint, check_depths
+
+    narrow = ModelInfo("v2-narrow", "0" * 64, 1, family="v2", depths=(16, 32, 64), dims=64)
+    assert check_depths((16, 32), narrow, "n.pt") == (16, 32)
+    with pytest.raises(UserInputError, match="64 is not a Matryoshka prefix depth of v2-narrow; it has 16, 32 "
+                                             r"\(all 64 dims are always written"):
+        check_depths((64,), narrow, "n.pt")
+    info = check_checkpoint(str(write_checkpoint(tmp_path / "t.pt", "v2-tiny")), None)
+    assert info.dims == output_dims(get_variant("v2-tiny")) and info.depths[-1] == info.dims
+
+
 @pytest.mark.slow
 def test_embed_depths_writes_prefix_arrays_through_the_job(world, checkpoint, tmp_path, capsys, ray_cluster, monkeypatch):
     """The real job with a v2 student and --depths: every published unit has its prefix shards

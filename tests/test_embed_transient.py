@@ -20,8 +20,7 @@ import pytest
 from cli_helpers import run_cli
 from embed_helpers import EPOCH, embed_args, store_files, write_checkpoint
 from tessera_ray.grid import Unit
-from tessera_ray.pipeline.embed import READ_RETRIES
-from tessera_ray.pipeline.ingest import READ_RETRIES as INGEST_RETRIES
+from tessera_ray.pipeline.blocks import READ_RETRIES
 
 HIT, WITNESS = "utm31_32_11363_0664", "utm31_32_11363_0667"
 """West unit: under tiles 31UCU only. East unit: under 31UDU only."""
@@ -174,7 +173,7 @@ def test_ingest_stops_on_an_outage_and_writes_no_partial_unit(winter, served, vi
     with served.failing(None, 503, victim):
         code, _, err = run_cli(args, capsys)
     assert code == 3, err
-    assert served.faults.answered >= 2 * (INGEST_RETRIES + 1)  # Ray tried the block task again
+    assert served.faults.answered >= 2 * (READ_RETRIES + 1)  # Ray tried the block task again
     lines = err.strip().splitlines()
     assert len(lines) == 1 and f"unit {HIT} not written" in lines[0] and "503" in lines[0], err
     assert not (out / HIT).exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tessera_ray.grid import Window, roi_from_bbox, roi_window, units_for_roi, zone_grid
-from tessera_ray.pipeline.ingest import search_bbox
+from tessera_ray.pipeline.blocks import search_bbox
 from tessera_ray.sources import sentinel1
 from tessera_ray.sources.catalog import search_catalog
 from tessera_ray.sources.cog import ReaderEnv, TargetGrid, read_onto
@@ -177,7 +177,7 @@ def test_s1_int16_exact_on_the_truth(world):
     a, b, c, d, e, f = grid.transform
     from affine import Affine
 
-    native = TargetGrid(f"EPSG:{truth_scene.epsg}", Affine(a, b, c, d, e, f), tuple(grid.shape))
+    native = TargetGrid(tuple(grid.shape), Affine(a, b, c, d, e, f), f"EPSG:{truth_scene.epsg}")
     truth = w.s1_truth(scene.id, native.crs, native.transform, native.shape)
     for pol in ("VV", "VH"):
         got = read_onto(scene.asset(pol).href, native, "bilinear", CONFIG.env).data

@@ -115,7 +115,7 @@ def test_a_roi_at_sea_is_one_line_unless_the_sea_is_asked_for(world, checkpoint,
 
 
 def test_the_scene_index_finds_what_a_scan_of_every_scene_finds(world):
-    from tessera_ray.pipeline.ingest import SceneIndex, scenes_for_window
+    from tessera_ray.pipeline.blocks import SceneIndex, scenes_for_window
     from tessera_ray.sources.catalog import search_catalog
     from tessera_ray.sources.scenes import OPERA_RTC, profile_for_collection
     from tessera_ray.sources.stac import year_range

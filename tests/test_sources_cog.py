@@ -23,7 +23,7 @@ ROW, COL = 442_080, 40_960  # a pixel of zone 31's grid near x=500 km, y=5000 km
 
 def _target(window, zone=31):
     g = zone_grid(zone)
-    return TargetGrid(g.crs, g.window_transform(window), window.shape)
+    return TargetGrid(window.shape, g.window_transform(window), g.crs)
 
 
 def _origin(row, col, zone=31):
@@ -330,3 +330,89 @@ def test_an_asset_whose_whole_bytes_do_not_decode_is_fetched_once_per_process(se
         with pytest.raises(UnreadableAsset, match="the whole object"):
             read_onto(f"{server.url}/truncated.tif", FAR, env=HTTP)
     assert downloads == ["truncated.tif"]
+
+
+# --------------------------------------------------------------------------- the reader protocol in a Ray worker
+
+DRIVER = {"AWS_ACCESS_KEY_ID": "AKIDDRIVER", "AWS_SECRET_ACCESS_KEY": "driver-s3cr3t",
+          "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "CPL_VSIL_CURL_CHUNK_SIZE": "65536"}
+
+
+class _EnvCheckingReader:
+    """A second :class:`~tessera_ray.sources.reader.SceneReader`: clear constant pixels, read only when the
+    driver's credentials and endpoint are in the worker's environment (where GDAL and boto3 look for them)."""
+
+    def capture_env(self):
+        return capture_env(DRIVER)
+
+    def restore_env(self, env):
+        from tessera_ray.sources.reader import COG
+
+        return COG.restore_env(env)
+
+    def read(self, href, target, resampling, env, auth):
+        import os
+
+        from tessera_ray.sources.cog import BandRead
+
+        seen = {key: os.environ.get(key) for key in DRIVER}
+        if seen != DRIVER:
+            raise AssetUnavailable(f"{href}: the worker reads with {sorted(k for k in DRIVER if seen[k] != DRIVER[k])}"
+                                   " not as the driver set them")
+        return BandRead(np.full(target.shape, 4, np.uint16))  # SCL 4: vegetation, a clear pixel
+
+
+def _read_in_worker(config, scenes):
+    import os
+
+    from tessera_ray.sources.read import Block, read_cube
+
+    before = {key: os.environ.get(key) for key in DRIVER}
+    cube = read_cube(Block(31, Window(ROW, COL, 8, 8)), scenes, config)
+    return cube.bands.shape, before, {key: os.environ.get(key) for key in DRIVER}
+
+
+def test_the_drivers_reader_settings_are_restored_in_a_ray_worker_and_only_for_its_task(ray_cluster):
+    import sys
+    from datetime import datetime, timezone
+
+    import ray
+    from ray import cloudpickle
+
+    from tessera_ray.sources.read import ReadConfig
+    from tessera_ray.sources.reader import SceneReader
+    from tessera_ray.sources.scenes import EARTH_SEARCH_C1, S2, Asset, Scene
+
+    reader = _EnvCheckingReader()
+    assert isinstance(reader, SceneReader)
+    env = reader.capture_env()
+    assert "driver-s3cr3t" not in repr(env) and "AKIDDRIVER" not in repr(env)
+    scene = Scene("S2_env", "sentinel-2-c1-l2a", S2, datetime(2024, 5, 1, tzinfo=timezone.utc), "EPSG:32631",
+                  (-180.0, -90.0, 180.0, 90.0), tuple(Asset(role, f"mem://{role}") for role in EARTH_SEARCH_C1.roles))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        shape, before, after = ray.get(ray.remote(_read_in_worker).remote(ReadConfig(env=env, reader=reader), [scene]))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert shape == (1, 8, 8, 10)  # one clear date, read by the worker with the driver's settings
+    assert before != DRIVER and after == before  # the worker's own environment is back after the task
+
+
+@pytest.mark.parametrize("name, value", [("TESSERA_RAY_READ_RETRIES", "three"),
+                                         ("TESSERA_RAY_READ_RETRY_DELAY", "-1")])
+@pytest.mark.parametrize("command", ["ingest", "embed"])
+def test_a_bad_read_setting_is_one_line_before_any_request(tmp_path, capsys, monkeypatch, name, value, command):
+    import socket
+
+    from cli_helpers import run_cli
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"  # a request would be refused: exit 3
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    argv = ["--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--stac", nowhere, "--out", str(out)]
+    argv = ["ingest", *argv] if command == "ingest" else ["embed", *argv, "--checkpoint", f"{nowhere}/tiny.pt"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and name in err, err
+    assert not out.exists()

@@ -7,10 +7,10 @@ from datetime import date, datetime, timezone
 import pytest
 
 from stac_helpers import FakeStacApi, s2_item, year_of_items
-from tessera_ray.errors import ServiceError
+from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.sources.catalog import catalog_root, search_catalog
 from tessera_ray.sources.scenes import EARTH_SEARCH_C1, EARTH_SEARCH_L2A, scene_from_item, resolve_href
-from tessera_ray.sources.stac import RetryPolicy, SearchCache, search_scenes
+from tessera_ray.sources.stac import RetryPolicy, SearchCache, SearchQuery, search_scenes
 
 FAST = RetryPolicy(retries=4, backoff=0.01, page_size=7)
 BBOX = (4.05, 50.05, 4.1, 50.1)
@@ -75,6 +75,22 @@ def test_results_are_cached_in_memory_and_on_disk(tmp_path):
         search_scenes(EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 6, 30), url=api.url, policy=FAST,
                       cache=cache)
         assert api.requests > n
+
+
+def test_a_cache_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
+    import os
+
+    cache = SearchCache(tmp_path / "cache")
+    query = SearchQuery("http://h:9", "sentinel-2-c1-l2a", BBOX, date(2024, 1, 1), date(2024, 12, 31))
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        cache.put(query, year_of_items(2))
+    assert list((tmp_path / "cache").iterdir()) == []  # neither a result nor a temporary left behind
+    assert SearchCache(tmp_path / "cache").get(query) is None
 
 
 def test_offset_decision_from_items():
@@ -179,3 +195,52 @@ def test_remote_snapshot_is_read_with_ranges_over_http_and_s3(tmp_path, s3_serve
     in_s3 = search_catalog("s3://catalogs/snap/items.parquet", EARTH_SEARCH_C1, BBOX, date(2024, 1, 1),
                            date(2024, 12, 31), root="http://h:9")
     assert [s.id for s in in_s3] == [s.id for s in local]
+
+
+def test_signing_hook_runs_for_snapshot_items_as_for_api_items(tmp_path, monkeypatch):
+    """Planetary Computer hrefs are signed whatever found the item: a STAC API or a stac-geoparquet snapshot."""
+    import dataclasses
+    import sys
+    import types
+
+    signed = []
+
+    def sign(href):
+        signed.append(href)
+        return href + "?sig=sas"
+
+    monkeypatch.setitem(sys.modules, "planetary_computer", types.SimpleNamespace(sign=sign))
+    profile = dataclasses.replace(EARTH_SEARCH_C1, signing="planetary-computer")
+    items = year_of_items(3)
+    snap = tmp_path / "world" / "stac" / "items.parquet"
+    _write_snapshot(snap, items)
+    from_snapshot = search_catalog(str(snap), profile, BBOX, date(2024, 1, 1), date(2024, 12, 31))
+    with FakeStacApi(items) as api:
+        from_api = search_scenes(profile, BBOX, date(2024, 1, 1), date(2024, 12, 31), url=api.url, policy=FAST)
+    for scenes in (from_snapshot, from_api):
+        assert len(scenes) == 3
+        assert all(a.href.endswith(".tif?sig=sas") for s in scenes for a in s.assets)
+    assert len(signed) == 2 * 3 * len(profile.roles)
+    unsigned = search_catalog(str(snap), EARTH_SEARCH_C1, BBOX, date(2024, 1, 1), date(2024, 12, 31))
+    assert not any("?" in a.href for s in unsigned for a in s.assets)
+    with pytest.raises(UserInputError, match="signing 'nobody'"):
+        search_catalog(str(snap), dataclasses.replace(profile, signing="nobody"), BBOX, date(2024, 1, 1),
+                       date(2024, 12, 31))
+
+
+@pytest.mark.parametrize("name, value", [("TESSERA_RAY_STAC_RETRIES", "many"), ("TESSERA_RAY_STAC_PAGE_SIZE", "0"),
+                                         ("TESSERA_RAY_STAC_BACKOFF", "-0.5")])
+def test_a_bad_stac_setting_is_one_line_before_any_request(tmp_path, capsys, monkeypatch, name, value):
+    import socket
+
+    from cli_helpers import run_cli
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}"  # a request would be refused: exit 3
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["ingest", "--roi", "3.0,52.0,3.001,52.001", "--year", "2024", "--stac", nowhere,
+                            "--out", str(out)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and name in err, err
+    assert not out.exists()

@@ -48,18 +48,21 @@ def register(app: typer.Typer) -> None:
             raise UserInputError(f"--s2-collection must be sentinel-2-c1-l2a or sentinel-2-l2a, got {s2_collection!r}")
         out = output_folder(out)
         cache_dir = output_folder(cache_dir, "--cache-dir") if cache_dir is not None else None
-        from tessera_ray.pipeline.ingest import search_bbox
+        from tessera_ray.pipeline.blocks import search_bbox
+        from tessera_ray.sources.read import ReadConfig
+        from tessera_ray.sources.reader import COG
 
         units = units_for_roi(load_roi(roi), unit_size)
         if not units:
             raise UserInputError(f"ROI {roi} covers no pixel of any zone grid")
+        read = ReadConfig(resampling=resampling, env=COG.capture_env())  # its settings' mistakes before any request
         scenes = _search(search_bbox(units), year, stac, s1_stac, catalog, catalog_root, s2_collection, cache_dir)
         if not scenes:
             print(f"tessera-ray: warning: no Sentinel-2 or Sentinel-1 scenes over {roi} in {year}; nothing written",
                   file=sys.stderr)
             return
         with removed_if_failed(out):
-            report = _run(units, scenes, out, block_size, resampling, max_in_flight)
+            report = _run(units, scenes, out, block_size, read, max_in_flight)
         n_s2 = sum(s.kind == "s2" for s in scenes)
         typer.echo(
             f"wrote {len(report.units)} unit(s) to {out} ({report.blocks} block(s)) from {n_s2} Sentinel-2 and "
@@ -95,16 +98,10 @@ def _search(bbox, year, stac, s1_stac, catalog, catalog_root, s2_collection, cac
     ]
 
 
-def _run(units, scenes, out, block_size, resampling, max_in_flight):
+def _run(units, scenes, out, block_size, read, max_in_flight):
     from tessera_ray.cluster import start_ray
     from tessera_ray.pipeline.ingest import IngestConfig, ingest_to_npy
-    from tessera_ray.sources.cog import capture_env
-    from tessera_ray.sources.read import ReadConfig
 
     start_ray()
-    config = IngestConfig(
-        block_size=block_size,
-        max_in_flight=max_in_flight,
-        read=ReadConfig(resampling=resampling, env=capture_env()),
-    )
+    config = IngestConfig(block_size=block_size, max_in_flight=max_in_flight, read=read)
     return ingest_to_npy(units, scenes, out, config)

@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from tessera_ray.errors import UserInputError
+from tessera_ray.sources.sentinel2 import S2_BANDS  # noqa: F401 - the encoders' S2 channels: the cube's name
 
-S2_BANDS = 10
 S1_BANDS = 2
 EMBEDDING_DIM = 128
+"""Width of a v1 encoder's embedding (the first dims of dim_reducer's output)."""
 
 # v1.0 statistics (TESSERA.md section 4), on the uint16 DN / int16 SAR scales.
 V10_S2_MEAN = (1711.0938, 1308.8511, 1546.4543, 3010.1293, 3106.5083,

@@ -1,33 +1,11 @@
-"""The embed job: plan -> search -> map (read) -> encode -> reduce (write) -> publish.
+"""The embed job: plan -> search -> each year through the driver loop -> publish -> run records.
 
-The driver streams blocks through three stages with ``ray.wait``:
-
-* read tasks (one per block of a unit, at most ``max_in_flight`` at once)
-  return the block's :class:`~tessera_ray.model.PixelSeries` into the object
-  store and a small info record to the driver;
-* each finished read is handed, as an object reference (the pixels never pass
-  through the driver), to the :class:`~tessera_ray.pipeline.encode.EncoderPool`,
-  whose ``submit`` waits while every actor is busy;
-* once every block of a unit is submitted, one writer task per unit waits for
-  its encoded blocks, assembles the shard and calls
-  :meth:`~tessera_ray.store.EmbeddingStore.write_unit`; its part record comes
-  back to the driver, which publishes finished units every
-  ``publish_every_units`` units or ``publish_every_minutes`` minutes
-  (:mod:`tessera_ray.pipeline.publishing`) and skips the units it has not
-  started that another job published meanwhile.
-
-At most ``open_units`` units are between their first read and their write, so
-the object store holds at most that many units of embeddings plus
-``max_in_flight`` blocks of time series, whatever the ROI. A unit whose read,
-encode or write keeps failing after Ray's retries is reported and left out of
-the manifest; every other unit still gets published.
-
-A read task skips (and reports) only scenes whose assets are bad in
-themselves (undecodable or gone); an asset its source did not deliver
-(:class:`~tessera_ray.sources.cog.AssetUnavailable`: 5xx, 429, timeouts,
-connection errors, denied access) fails the task instead, so a published
-unit never depends on an outage: a re-run publishes exactly what an
-undisturbed run would have.
+:func:`run_embed` checks the checkpoint, plans the land units of the ROI and
+the scenes of each year, creates or opens the Zarr store (the job's sink,
+:mod:`tessera_ray.store.sink`), and runs every year through
+:func:`tessera_ray.pipeline.driver.run_year` (read -> encode -> write, with a
+:class:`~tessera_ray.pipeline.publishing.Publisher` publishing as it goes);
+then it saves a run record per year beside the manifests.
 """
 
 from __future__ import annotations
@@ -37,17 +15,13 @@ import math
 import platform
 import time
 import uuid
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
-
-import numpy as np
 
 from tessera_ray import code_version
-from tessera_ray.cluster import READER_RESOURCE, placement, ray_session
-from tessera_ray.errors import DataError, TesseraError, one_line
-from tessera_ray.grid import Unit, Window
+from tessera_ray.cluster import ray_session
+from tessera_ray.errors import TesseraError
+from tessera_ray.pipeline.driver import YearResult, run_year
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
     UnitPlan,
@@ -64,40 +38,12 @@ from tessera_ray.pipeline.sizing import SizingInputs
 from tessera_ray.redact import public_url, redact
 
 RUNS_DIR = "manifests/runs"
-READ_RETRIES = 2
-WRITE_RETRIES = 3
 
 
 class IncompleteRun(TesseraError):
     """Some units asked for could not be published (the others were)."""
 
     exit_code = 5
-
-
-@dataclass
-class YearResult:
-    year: int
-    units: int = 0
-    done: int = 0
-    skipped: int = 0
-    failed: dict = field(default_factory=dict)
-    """unit id -> one-line reason."""
-    pixels: int = 0
-    input_bytes: int = 0
-    written_bytes: int = 0
-    seconds: float = 0.0
-    published_units: int = 0
-    no_scenes: tuple = ()
-    """Units no scene touches in the year: not read, not published (a later run plans them again)."""
-    publishes: int = 0
-    """Publishes of the year's manifest during and at the end of the job."""
-    publish_seconds: float = 0.0
-    unreadable_scenes: set = field(default_factory=set)
-    """Scenes left out because an asset's bytes do not decode or it is gone (never for an outage)."""
-
-    @property
-    def rate(self) -> float:
-        return self.pixels / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -117,283 +63,6 @@ class RunResult:
         total["failed"] = sum(len(y.failed) for y in self.years)
         total["px_per_s"] = total["pixels"] / self.seconds if self.seconds > 0 else 0.0
         return total
-
-
-# --------------------------------------------------------------------------- Ray task bodies
-
-
-@dataclass(frozen=True)
-class BlockInfo:
-    """What a read task tells the driver (the pixels go to the encoder by reference)."""
-
-    pixels: int
-    input_bytes: int
-    skipped_scenes: tuple[str, ...]
-
-
-def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
-    """Read one block and flatten it into the encoder's per-pixel layout."""
-    from tessera_ray.model import PixelSeries
-    from tessera_ray.sources.read import Block, read_cube
-
-    from tessera_ray.pipeline.ingest import scenes_for_window
-
-    cube = read_cube(Block(zone, window), scenes, read_config)
-    near = scenes_for_window(zone, window, scenes)
-    if near and len(cube.skipped_scenes) >= len(near):
-        # a service or configuration failure, not bad scenes: fail (and retry) rather than publish no data
-        raise DataError(f"none of the {len(near)} scenes over block {window.row},{window.col} could be read")
-    series = PixelSeries.from_block(
-        block_id=f"zone {zone} block {window.row},{window.col}", year=year, zone=zone, row=window.row, col=window.col,
-        bands=cube.bands, masks=cube.masks, doys=cube.doys,
-        sar_ascending=cube.sar_ascending, sar_ascending_doy=cube.sar_ascending_doy,
-        sar_descending=cube.sar_descending, sar_descending_doy=cube.sar_descending_doy,
-    )
-    nbytes = sum(a.nbytes for a in (cube.bands, cube.masks, cube.sar_ascending, cube.sar_descending))
-    return series, BlockInfo(window.size, nbytes, cube.skipped_scenes)
-
-
-def write_unit(root: str, unit: Unit, year: int, windows: list[Window], scenes: dict, model_checksum: str,
-               created: str | None, *encoded) -> dict:
-    """The reduce step: assemble a unit's encoded blocks into one shard and write it once."""
-    from tessera_ray.store import EmbeddingStore
-
-    size = unit.size
-    embeddings = np.zeros((size, size, 128), dtype=np.int8)
-    scales = np.full((size, size), np.inf, dtype=np.float32)
-    origin = unit.window
-    for window, block in zip(windows, encoded, strict=True):
-        rows = slice(window.row - origin.row, window.row - origin.row + window.height)
-        cols = slice(window.col - origin.col, window.col - origin.col + window.width)
-        embeddings[rows, cols] = block.embeddings.reshape(window.height, window.width, 128)
-        scales[rows, cols] = block.scales.reshape(window.height, window.width)
-    store = EmbeddingStore.open(root)
-    store.model_checksum = model_checksum
-    record = store.write_unit(unit, year, embeddings, scales, scenes=scenes, created=created)
-    return {"valid": record.valid_pixels, "bytes": sum(o["size"] for o in record.objects), "record": record}
-
-
-@dataclass(frozen=True)
-class StageTasks:
-    """The bodies of a year's Ray tasks: read a block, write a unit.
-
-    The job always runs these; the scheduler's benchmark (``jobs/bench_planet.py``)
-    hands :func:`run_year` stand-ins with the same signatures and results, so
-    that it measures this driver loop, not a copy of it.
-    """
-
-    read: Callable = read_block
-    write: Callable = write_unit
-
-
-# --------------------------------------------------------------------------- driver
-
-
-@dataclass
-class _UnitState:
-    unit: Unit
-    windows: list[Window]
-    scenes: object
-    """ObjectRef of the scenes over the unit (shared by its read tasks)."""
-    counts: dict
-    reads_left: int = 0
-    encoded: dict = field(default_factory=dict)
-    failed: str | None = None
-    input_bytes: int = 0
-
-
-def open_units_bound(config: EmbedConfig) -> int:
-    """Units allowed between first read and write: enough to keep the reads busy across unit edges."""
-    blocks_per_unit = math.ceil(config.unit_size / config.block_size) ** 2
-    return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
-
-
-def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
-    """CPUs a read or write task reserves: 1, or 0 when CPU encoders hold every CPU of the cluster.
-
-    CPU encoder actors reserve their threads for their lifetime; on a 1-CPU
-    machine a task asking for a CPU would then never start. With none left the
-    tasks share the CPUs, still bounded by ``max_in_flight`` and their memory.
-    Tasks ``placed`` on reader nodes never compete with the encoders for CPUs.
-    """
-    import ray
-
-    if pool.use_gpu or placed:
-        return 1.0
-    free = ray.cluster_resources().get("CPU", 0) - pool.size * encoder_threads
-    return 1.0 if free >= 1 else 0.0
-
-
-def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
-             publisher=None, tasks: StageTasks = StageTasks()) -> YearResult:
-    """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
-
-    Each written unit's part record goes to ``publisher`` (a
-    :class:`~tessera_ray.pipeline.publishing.Publisher`), which publishes when due.
-    """
-    import ray
-
-    from tessera_ray.pipeline.encode import EncoderUnavailable
-    from tessera_ray.sources.cog import capture_env
-    from tessera_ray.sources.read import ReadConfig, estimate_memory
-    from tessera_ray.sources.scenes import S1, S2
-
-    result = YearResult(plan.year, units=len(plan.units) + len(plan.published), skipped=len(plan.published))
-    scenes = plan.scene_index
-    started = time.monotonic()
-    read_config = ReadConfig(env=capture_env())
-    on_readers = placement(READER_RESOURCE)  # cluster.yaml's reader nodes, where the cluster has them
-    task_cpus = _task_cpus(pool, config.encoder_threads, bool(on_readers))
-    reader = ray.remote(tasks.read)
-    read_options = dict(num_returns=2, num_cpus=task_cpus, max_retries=READ_RETRIES, retry_exceptions=True,
-                        resources=on_readers)
-    writer_memory = 3 * config.unit_size**2 * 132
-    writer = ray.remote(tasks.write).options(num_cpus=task_cpus, memory=writer_memory, max_retries=WRITE_RETRIES,
-                                            retry_exceptions=True, resources=on_readers)
-    todo = deque(plan.units)
-    blocks: deque[tuple[_UnitState, Window]] = deque()
-    open_units: dict[Unit, _UnitState] = {}
-    reads: dict = {}   # info ref -> (state, window, series ref)
-    writes: dict = {}  # writer ref -> state
-    readers: dict = {}  # declared memory -> the read task with those options
-    bound = open_units_bound(config)
-    progress.start(f"{plan.year}", len(plan.units))
-
-    def fail(state: _UnitState, reason: str) -> None:
-        if state.failed is None:
-            state.failed = reason
-            result.failed[state.unit.id] = reason
-            progress.unit_failed(state.unit.id, reason)
-        state.encoded.clear()
-
-    def open_next_unit() -> None:
-        unit = todo.popleft()
-        near = scenes.near(unit.zone, unit.window)
-        counts = {"s2": sum(s.kind == S2 for s in near), "s1": sum(s.kind == S1 for s in near)}
-        windows = list(unit.window.blocks(config.block_size))
-        # shared by the unit's read tasks through the object store; a unit read in one task takes them inline
-        shared = ray.put(near) if len(windows) > 1 else near
-        state = _UnitState(unit, windows, shared, counts, reads_left=len(windows))
-        open_units[unit] = state
-        blocks.extend((state, w) for w in windows)
-
-    def submit_reads() -> None:
-        while len(reads) < config.max_in_flight:
-            if not blocks:
-                if not todo or len(open_units) >= bound:
-                    return
-                open_next_unit()
-                continue
-            state, window = blocks.popleft()
-            if state.failed:
-                continue
-            near = scenes.near(state.unit.zone, window)
-            memory = estimate_memory(max(window.shape), len({s.date for s in near if s.kind == S2}),
-                                     2 * len({s.date for s in near if s.kind == S1}), read_config)
-            series, info = reader_with(memory).remote(state.unit.zone, window, plan.year, state.scenes, read_config)
-            reads[info] = (state, window, series)
-
-    def reader_with(memory: int):
-        """The read task with its memory declared; one options() per distinct memory (each costs the driver)."""
-        if memory not in readers:
-            if len(readers) >= 256:
-                readers.clear()
-            readers[memory] = reader.options(memory=memory, **read_options)
-        return readers[memory]
-
-    def finish_unit_reads(state: _UnitState) -> None:
-        refs = [state.encoded[w] for w in state.windows]
-        ref = writer.remote(config.out, state.unit, plan.year, state.windows, state.counts, model.checksum,
-                            config.created, *refs)
-        state.encoded.clear()
-        writes[ref] = state
-
-    def ready_now() -> list:
-        """Every finished read and write: all that are ready in one call, else wait for one."""
-        pending = [*reads, *writes]
-        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
-        if not ready:
-            ready, _ = ray.wait(pending, num_returns=1, timeout=5.0)
-        return ready
-
-    def skip_published_elsewhere(published: frozenset) -> None:
-        """Drop the units not started yet that another job (an overlapping ROI) has published meanwhile."""
-        kept = [u for u in todo if u.id not in published]
-        for unit in (u for u in todo if u.id in published):
-            result.skipped += 1
-            progress.unit_skipped(unit.id)
-        todo.clear()
-        todo.extend(kept)
-
-    abandoned: list[str] = []  # why the encoders were given up on, once they are
-
-    def abandon(reason: str) -> None:
-        """No encoder to be had: every unit not yet written fails (a re-run publishes it); reads drain."""
-        abandoned.append(reason)
-        writing = {id(state) for state in writes.values()}
-        for state in list(open_units.values()):
-            if id(state) not in writing:
-                fail(state, reason)
-        for unit in todo:
-            result.failed[unit.id] = reason
-            progress.unit_failed(unit.id, reason)
-        todo.clear()
-        blocks.clear()
-        for ref in writes:
-            ray.cancel(ref)  # waiting for encoded blocks that will not come (one already writing finishes)
-
-    while todo or blocks or reads or writes:
-        submit_reads()
-        ready = ready_now()
-        if not ready and not abandoned and pool.in_flight():
-            try:
-                pool.check()
-            except EncoderUnavailable as exc:
-                abandon(one_line(exc, named=True))
-        for ref in ready:
-            if ref in reads:
-                state, window, series = reads.pop(ref)
-                state.reads_left -= 1
-                try:
-                    info: BlockInfo = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - any task failure fails only this unit
-                    fail(state, f"reading block {window.row},{window.col}: {one_line(exc, named=True)}")
-                else:
-                    state.input_bytes += info.input_bytes
-                    result.unreadable_scenes.update(info.skipped_scenes)
-                    if not state.failed:
-                        try:
-                            state.encoded[window] = pool.submit(series)
-                        except EncoderUnavailable as exc:
-                            abandon(one_line(exc, named=True))
-                del series
-                if state.reads_left == 0:
-                    if state.failed:
-                        open_units.pop(state.unit, None)
-                    else:
-                        finish_unit_reads(state)
-            else:
-                state = writes.pop(ref)
-                open_units.pop(state.unit, None)
-                try:
-                    written = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001
-                    fail(state, abandoned[0] if abandoned else one_line(exc, named=True))
-                    continue
-                result.done += 1
-                result.pixels += state.unit.window.size
-                result.input_bytes += state.input_bytes
-                result.written_bytes += written["bytes"]
-                progress.unit_done(state.unit.id, state.unit.window.size)
-                if publisher is not None:
-                    publisher.add(written["record"])
-        if publisher is not None:  # checked at least every 5 s (the wait's timeout), for the minutes bound
-            published = publisher.maybe_publish()
-            if published is not None and publisher.others_published:  # else the scan would find nothing
-                skip_published_elsewhere(published.published)
-    progress.close()
-    result.seconds = time.monotonic() - started
-    return result
 
 
 def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict:
@@ -442,8 +111,12 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
 
     ``sizing``: prices, node types and GPU speed for ``--dry-run``'s estimate.
     """
+    from tessera_ray.sources.read import ReadConfig
+    from tessera_ray.sources.reader import COG
+
     progress = progress or Progress()
     started = time.monotonic()
+    read = ReadConfig(env=COG.capture_env())  # the driver's reader settings; their mistakes before any request
     grid_units = plan_units(config.roi, config.unit_size)
     model = check_checkpoint(config.checkpoint, config.variant, config.data_source)
     check_depths(config.depths or (), model, config.checkpoint)
@@ -479,7 +152,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     # {root}/index.html + viewer/ first: consumers can watch the units appear as they are published
     publish_viewer(store.objects)
     with ray_session():
-        year_results = _run_years(config, plans, model, progress, store)
+        year_results = _run_years(config, plans, model, progress, store, read)
     result.years = year_results
     result.seconds = time.monotonic() - started
     for plan, year in zip(plans, result.years):
@@ -492,7 +165,7 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     return result
 
 
-def _run_years(config, plans, model, progress, store) -> list[YearResult]:
+def _run_years(config, plans, model, progress, store, read) -> list[YearResult]:
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
     from tessera_ray.pipeline.publishing import Publisher
 
@@ -507,7 +180,7 @@ def _run_years(config, plans, model, progress, store) -> list[YearResult]:
                 continue
             publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
                                   note=progress.note, background=True)
-            year = run_year(plan, config, pool, model, progress, publisher)
+            year = run_year(plan, config, pool, model, progress, publisher, read=read)
             year.published_units = publisher.finish().units
             year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)
             year.no_scenes = plan.no_scenes

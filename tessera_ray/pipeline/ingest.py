@@ -4,7 +4,8 @@ A unit (one Zarr shard, up to 4096 px square) is split into blocks of at most
 ``block_size`` px, so what a task holds is bounded by configuration (block
 size x dates), not by the ROI or the unit. Each task declares that bound as
 its Ray ``memory`` so the scheduler never packs more blocks onto a node than
-fit; the driver keeps at most ``max_in_flight`` tasks submitted (``ray.wait``)
+fit (:class:`~tessera_ray.pipeline.blocks.ReadTasks`, the read scheduler
+``embed`` uses too); the driver keeps at most ``max_in_flight`` tasks submitted (``ray.wait``)
 and each worker process caps its concurrent COG requests
 (:class:`~tessera_ray.sources.cog.RequestSlots`).
 
@@ -32,17 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from tessera_ray.cluster import READER_RESOURCE, placement
 from tessera_ray.cube import TimeSeriesCube, merge_npy
-from tessera_ray.errors import DataError, TesseraError, UserInputError, one_line, root_cause
-from tessera_ray.grid import Unit, Window
+from tessera_ray.errors import DataError, TesseraError, one_line, root_cause
+from tessera_ray.grid import Unit
+from tessera_ray.pipeline.blocks import ReadTasks, scenes_for_window
 from tessera_ray.sources.cog import AssetUnavailable
-from tessera_ray.sources.read import Block, ReadConfig, estimate_memory, read_cube
-from tessera_ray.sources.scenes import S1, S2, Scene
-
-
-READ_RETRIES = 2
-"""Ray's retries of a block task, after a system failure or an :class:`AssetUnavailable`."""
+from tessera_ray.sources.read import Block, ReadConfig, read_cube
+from tessera_ray.sources.scenes import Scene
 
 
 @dataclass(frozen=True)
@@ -79,60 +76,6 @@ class IngestReport:
         self.unknown_orbit.update(block.unknown_orbit)
 
 
-def search_bbox(units: Sequence[Unit]) -> tuple[float, float, float, float]:
-    """The lon/lat bbox to search scenes in: all of every unit, not just the ROI.
-
-    A unit is read whole, so a scene touching only its part outside the ROI
-    still belongs in it; searching the ROI alone would make a unit's values
-    depend on the ROI that asked for it.
-    """
-    bounds = [Block(u.zone, u.window).lonlat_bounds() for u in units]
-    return (min(b[0] for b in bounds), min(b[1] for b in bounds), max(b[2] for b in bounds), max(b[3] for b in bounds))
-
-
-def scenes_for_window(zone: int, window: Window, scenes: Sequence[Scene]) -> list[Scene]:
-    """The scenes whose lon/lat bbox touches a window of a zone grid."""
-    west, south, east, north = Block(zone, window).lonlat_bounds()
-    return [s for s in scenes if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south]
-
-
-class SceneIndex:
-    """The scenes over a window, found through an R-tree of the scenes' lon/lat bboxes.
-
-    :func:`scenes_for_window` scans every scene; a planet's year in one job
-    (1e5 units, 1e6 scenes) would make that 1e11 comparisons in the driver.
-    The index gives the same scenes in the same order: the tree proposes
-    candidates, the same bbox test as :func:`scenes_for_window` decides.
-    """
-
-    def __init__(self, scenes: Sequence[Scene]) -> None:
-        import numpy as np
-        import shapely
-
-        self.scenes = tuple(scenes)
-        bounds = np.array([s.bbox for s in self.scenes], dtype="float64").reshape(-1, 4)
-        self._tree = shapely.STRtree(shapely.box(*bounds.T) if len(bounds) else [])
-
-    def near(self, zone: int, window: Window) -> list[Scene]:
-        import shapely
-
-        if not self.scenes:
-            return []
-        west, south, east, north = Block(zone, window).lonlat_bounds()
-        found = []
-        for i in sorted(self._tree.query(shapely.box(west, south, east, north), predicate="intersects")):
-            s = self.scenes[i]
-            if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south:
-                found.append(s)
-        return found
-
-
-def _block_memory(block: Block, scenes: Sequence[Scene], config: IngestConfig) -> int:
-    s2_dates = len({s.date for s in scenes if s.kind == S2})
-    s1_dates = len({s.date for s in scenes if s.kind == S1})
-    return estimate_memory(max(block.window.shape), s2_dates, 2 * s1_dates, config.read)
-
-
 def _read_block(block: Block, scenes: list[Scene], config: ReadConfig, out_dir: str | None):
     """The task body: read one block; save it to ``out_dir`` (returning only its counters) or return the cube."""
     cube = read_cube(block, scenes, config)
@@ -151,7 +94,7 @@ def _run_blocks(
     """Submit one task per block, at most ``max_in_flight`` at once; yield (unit, block, result, last_of_unit)."""
     import ray
 
-    remote = ray.remote(_read_block)
+    tasks = ReadTasks(_read_block)
     pending: dict = {}
     remaining: dict[Unit, int] = defaultdict(int)
     jobs: list[tuple[Unit, Block, list[Scene]]] = []
@@ -162,19 +105,9 @@ def _run_blocks(
             remaining[unit] += 1
     jobs.reverse()
 
-    capacity = ray.cluster_resources().get("memory", float("inf"))
-
     def submit() -> None:
         unit, block, todo = jobs.pop()
-        memory = _block_memory(block, todo, config)
-        if memory > capacity:
-            raise UserInputError(
-                f"a {config.block_size} px block with {len({s.date for s in todo})} dates needs "
-                f"{memory / 2**30:.1f} GiB, more than the cluster's {capacity / 2**30:.1f} GiB: lower --block-size"
-            )
-        options = dict(num_cpus=1, memory=memory, max_retries=READ_RETRIES, retry_exceptions=[AssetUnavailable],
-                       resources=placement(READER_RESOURCE))
-        ref = remote.options(**options).remote(block, todo, config.read, out_dir(unit, block))
+        ref = tasks.submit(block.window, todo, config.read, block, todo, config.read, out_dir(unit, block))
         pending[ref] = (unit, block)
 
     while jobs or pending:

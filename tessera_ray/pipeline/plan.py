@@ -20,13 +20,14 @@ from tessera_ray.grid import Unit, load_roi, units_for_roi
 from tessera_ray.landmask import DEFAULT_LAND_MASK, check_land_mask
 from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 from tessera_ray.sources.scenes import S1, S2, Scene
+from tessera_ray.store.layout import STORE_DIMS
 
 FIRST_YEAR = 2017
 S2_INPUT_BYTES = 10 * 2 + 1
 """Bytes per pixel and Sentinel-2 scene decoded: ten uint16 bands and the SCL byte."""
 S1_INPUT_BYTES = 2 * 4
 """Bytes per pixel and Sentinel-1 scene decoded: VV and VH float32."""
-OUTPUT_BYTES = 128 + 4
+OUTPUT_BYTES = STORE_DIMS + 4
 """Bytes per pixel stored before compression: int8 embedding and float32 scale."""
 
 
@@ -171,8 +172,8 @@ class YearPlan:
 
     @cached_property
     def scene_index(self):
-        """The scenes by place (:class:`~tessera_ray.pipeline.ingest.SceneIndex`), built once per plan."""
-        from tessera_ray.pipeline.ingest import SceneIndex
+        """The scenes by place (:class:`~tessera_ray.pipeline.blocks.SceneIndex`), built once per plan."""
+        from tessera_ray.pipeline.blocks import SceneIndex
 
         return SceneIndex(self.scenes)
 
@@ -220,7 +221,7 @@ def published_units(root: str, year: int) -> set[str]:
 
 def search(config: EmbedConfig, units: Sequence[Unit], year: int) -> list[Scene]:
     """Every scene over the units in a year: one search per job and year (cached in ``cache_dir``)."""
-    from tessera_ray.pipeline.ingest import search_bbox
+    from tessera_ray.pipeline.blocks import search_bbox
     from tessera_ray.sources.catalog import search_catalog
     from tessera_ray.sources.scenes import OPERA_RTC, profile_for_collection
     from tessera_ray.sources.stac import SearchCache, search_scenes, year_range
@@ -250,7 +251,7 @@ def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan
     A unit that no scene touches is set aside (``no_scenes``): it is reported
     and not read, and a later run plans it again (a catalog may fill in).
     """
-    from tessera_ray.pipeline.ingest import SceneIndex
+    from tessera_ray.pipeline.blocks import SceneIndex
 
     done = published_units(config.out, year)
     todo = tuple(u for u in units if u.id not in done)
@@ -282,6 +283,8 @@ class ModelInfo:
     family: str = "v1"
     depths: tuple[int, ...] = ()
     """Matryoshka depths of the encoder family (e.g. (16, 32, 64, 128)); () when its dims are not ordered."""
+    dims: int = STORE_DIMS
+    """Width of the encoder's embedding (its family's ``output_dims``)."""
     data_source: str | None = None
     """The statistics' data source of the run (None where the family has one set)."""
 
@@ -289,7 +292,7 @@ class ModelInfo:
 def check_checkpoint(checkpoint: str, variant: str | None, data_source: str | None = None) -> ModelInfo:
     """Load the checkpoint once in the driver: a bad one, or a missing or contradicting
     ``--data-source``, fails before the store is touched."""
-    from tessera_ray.model import matryoshka_depths, parameter_count, read_checkpoint
+    from tessera_ray.model import matryoshka_depths, output_dims, parameter_count, read_checkpoint
 
     loaded = read_checkpoint(checkpoint, variant)
     source = loaded.data_source_for(data_source)
@@ -297,6 +300,7 @@ def check_checkpoint(checkpoint: str, variant: str | None, data_source: str | No
     per_source = getattr(loaded.config, "per_source", False)
     return ModelInfo(loaded.config.name, weights_checksum(loaded.model), parameter_count(loaded.model),
                      family=loaded.config.family, depths=matryoshka_depths(loaded.config),
+                     dims=output_dims(loaded.config),
                      data_source=source if per_source else None)
 
 
@@ -315,7 +319,7 @@ def parse_depths(text: str | None) -> tuple[int, ...] | None:
 
 
 def check_depths(depths: tuple[int, ...], model: ModelInfo, checkpoint: str, asked_by: str = "--depths") -> tuple[int, ...]:
-    """Prefix depths the model can write: each a Matryoshka depth of its family, below 128.
+    """Prefix depths the model can write: each a Matryoshka depth of its family, below its full width.
 
     ``asked_by`` names who wants them in the error line (the flag, or an existing store).
     """
@@ -326,11 +330,11 @@ def check_depths(depths: tuple[int, ...], model: ModelInfo, checkpoint: str, ask
             f"{asked_by} needs a Matryoshka encoder family (v2); {checkpoint} is a {model.variant} checkpoint, "
             "whose dims are not ordered, so a prefix of them is not an embedding"
         )
-    prefixes = [k for k in model.depths if k < 128]
+    prefixes = [k for k in model.depths if k < model.dims]
     for k in depths:
         if k not in prefixes:
             raise UserInputError(
                 f"{asked_by}: {k} is not a Matryoshka prefix depth of {model.variant}; it has "
-                f"{', '.join(map(str, prefixes))} (all 128 dims are always written as embeddings)"
+                f"{', '.join(map(str, prefixes))} (all {model.dims} dims are always written as embeddings)"
             )
     return tuple(depths)

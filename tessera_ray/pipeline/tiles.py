@@ -432,7 +432,7 @@ def run_encode_tiles(tiles: list[Path], config: TilesConfig, progress=None) -> T
     if all(output.done(t) for t in tiles):  # nothing to do: no Ray
         return TilesResult(len(tiles), skipped=len(tiles))
     from tessera_ray.cluster import ray_session
-    from tessera_ray.pipeline.embed import _task_cpus
+    from tessera_ray.pipeline.driver import _task_cpus
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
 
     spec = EncoderSpec(_local_path(config.checkpoint), config.variant, data_source=config.data_source,

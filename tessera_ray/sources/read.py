@@ -27,12 +27,13 @@ from typing import Sequence
 
 import numpy as np
 
-from tessera_ray.cube import N_BANDS, TimeSeriesCube
+from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
 from tessera_ray.sources.cog import (
-    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env, read_onto,
+    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env,
 )
+from tessera_ray.sources.reader import COG, SceneReader
 from tessera_ray.sources.scenes import S1, S2, Scene
 
 
@@ -50,7 +51,7 @@ class Block:
     @property
     def grid(self) -> TargetGrid:
         g = zone_grid(self.zone)
-        return TargetGrid(g.crs, g.window_transform(self.window), self.window.shape)
+        return TargetGrid(self.window.shape, g.window_transform(self.window), g.crs)
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         return tuple(zone_grid(self.zone).window_polygon_lonlat(self.window, densify=4).bounds)  # type: ignore[return-value]
@@ -68,6 +69,8 @@ class ReadConfig:
     dates_in_flight: int = 4
     env: ReaderEnv = field(default_factory=capture_env)
     """GDAL settings and credentials, captured where the config is made (the driver)."""
+    reader: SceneReader = COG
+    """How assets are read (:mod:`.reader`); ``env`` is restored through it in the worker."""
 
 
 def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig | None = None) -> TimeSeriesCube:
@@ -80,7 +83,7 @@ def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig 
     west, south, east, north = block.lonlat_bounds()
     near = [s for s in scenes if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south]
     reader = _BlockReader(block, config)
-    with ThreadPoolExecutor(config.max_requests, thread_name_prefix="cog") as io, ThreadPoolExecutor(
+    with config.reader.restore_env(config.env), ThreadPoolExecutor(config.max_requests, thread_name_prefix="cog") as io, ThreadPoolExecutor(
         config.dates_in_flight, thread_name_prefix="date"
     ) as dates:
         reader.io = io
@@ -130,7 +133,8 @@ class _BlockReader:
 
         def task():
             with self.slots:
-                return read_onto(asset.href, self.grid, resampling, self.config.env, auth=scene.earthdata_auth)
+                return self.config.reader.read(asset.href, self.grid, resampling, self.config.env,
+                                               scene.earthdata_auth)
 
         assert self.io is not None
         return self.io.submit(task)
@@ -143,7 +147,7 @@ class _BlockReader:
     def sentinel2(self, scenes: Sequence[Scene], dates: ThreadPoolExecutor):
         groups = _by_date(scenes)
         h, w = self.block.window.shape
-        bands = np.zeros((len(groups), h, w, N_BANDS), np.uint16)
+        bands = np.zeros((len(groups), h, w, sentinel2.S2_BANDS), np.uint16)
         masks = np.zeros((len(groups), h, w), np.uint8)
         doys = np.array([sentinel2.day_of_year(g[0].datetime) for g in groups.values()], dtype=np.uint16)
         jobs = [dates.submit(self._s2_date, group, bands[t], masks[t]) for t, group in enumerate(groups.values())]
@@ -232,7 +236,7 @@ def estimate_memory(block_px: int, n_s2_dates: int, n_s1_dates: int, config: Rea
     """Bytes a block read holds at its peak: the stacks twice (dropping empty dates copies) plus reads in flight."""
     config = config or ReadConfig()
     pixels = block_px * block_px
-    stacks = pixels * (n_s2_dates * (2 * N_BANDS + 1) + n_s1_dates * 2 * 2 * 2)
+    stacks = pixels * (n_s2_dates * (2 * sentinel2.S2_BANDS + 1) + n_s1_dates * 2 * 2 * 2)
     in_flight = config.max_requests * pixels * 4 * 2 + config.dates_in_flight * pixels * 16
     return 2 * stacks + in_flight + 64 * 2**20
 

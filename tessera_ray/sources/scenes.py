@@ -11,9 +11,10 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urljoin, urlparse
 
+from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.sources import sentinel1, sentinel2
 
 S2 = "s2"
@@ -39,7 +40,8 @@ class SourceProfile:
     earthdata_auth: bool = False
     """Assets need an Earthdata bearer token."""
     signing: str | None = None
-    """``planetary-computer``: hrefs need SAS signing before reading."""
+    """Name of the URL hook every asset href passes through (:func:`register_signer`), e.g.
+    ``planetary-computer``: hrefs need SAS signing before reading."""
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -182,8 +184,45 @@ def _crs(props: Mapping[str, Any]) -> str | None:
     return None
 
 
+UrlHook = Callable[[str], str]
+"""Rewrites an absolute asset href before it is read (signing: a SAS token, a presigned URL)."""
+_SIGNERS: dict[str, UrlHook] = {}
+
+
+def register_signer(name: str, hook: UrlHook) -> None:
+    """Make ``hook`` the URL rewriting of profiles whose ``signing`` is ``name``."""
+    _SIGNERS[name] = hook
+
+
+def signer(profile: SourceProfile) -> UrlHook | None:
+    """The URL hook of ``profile``: None when its hrefs are read as they are."""
+    if profile.signing is None:
+        return None
+    if profile.signing not in _SIGNERS:
+        raise UserInputError(f"source {profile.name} needs URL signing {profile.signing!r}, which nothing provides "
+                             f"(known: {', '.join(sorted(_SIGNERS)) or 'none'})")
+    return _SIGNERS[profile.signing]
+
+
+def _planetary_computer(href: str) -> str:
+    """A Planetary Computer href with its SAS token (needs the optional ``planetary-computer`` package)."""
+    try:
+        import planetary_computer
+    except ImportError:
+        raise ServiceError("Planetary Computer sources need `pip install planetary-computer`") from None
+    return planetary_computer.sign(href)
+
+
+register_signer("planetary-computer", _planetary_computer)
+
+
 def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str | None = None) -> Scene | None:
-    """A scene from a STAC item dict, or None when it lacks an asset we need."""
+    """A scene from a STAC item dict, or None when it lacks an asset we need.
+
+    Every href is resolved against ``base`` and then passed through the profile's URL hook
+    (:func:`signer`), so that items from an API and from a snapshot are read alike.
+    """
+    sign = signer(profile)
     props = item.get("properties", {})
     when = parse_datetime(props.get("datetime") or props.get("start_datetime"))
     raw_assets = item.get("assets", {})
@@ -193,7 +232,8 @@ def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str |
         if found is None:
             return None
         _, a = found
-        assets.append(Asset(role, resolve_href(str(a["href"]), base), _grid(a)))
+        href = resolve_href(str(a["href"]), base)
+        assets.append(Asset(role, sign(href) if sign else href, _grid(a)))
     baseline = props.get("s2:processing_baseline")
     offset, flag_disagrees = 0, False
     if profile.kind == S2:

@@ -15,6 +15,8 @@ import numpy as np
 BAND_KEYS: tuple[str, ...] = (
     "red", "blue", "green", "nir", "nir08", "rededge1", "rededge2", "rededge3", "swir16", "swir22",
 )
+S2_BANDS = len(BAND_KEYS)
+"""Spectral bands of a Sentinel-2 time step (the cube's and the encoders' S2 channels)."""
 #: ESA band names in the same order.
 BAND_NAMES: tuple[str, ...] = ("B04", "B02", "B03", "B08", "B8A", "B05", "B06", "B07", "B11", "B12")
 SCL_KEY = "scl"

@@ -18,7 +18,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
-from tessera_ray.errors import ServiceError
+from tessera_ray.atomic import write_bytes
+from tessera_ray.errors import ServiceError, env_number
 from tessera_ray.sources.scenes import Scene, SourceProfile, scene_from_item
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,10 @@ class RetryPolicy:
 
     @classmethod
     def from_env(cls) -> "RetryPolicy":
-        env = os.environ
         return cls(
-            retries=int(env.get("TESSERA_RAY_STAC_RETRIES", cls.retries)),
-            backoff=float(env.get("TESSERA_RAY_STAC_BACKOFF", cls.backoff)),
-            page_size=int(env.get("TESSERA_RAY_STAC_PAGE_SIZE", cls.page_size)),
+            retries=int(env_number("TESSERA_RAY_STAC_RETRIES", cls.retries, int)),
+            backoff=env_number("TESSERA_RAY_STAC_BACKOFF", cls.backoff),
+            page_size=int(env_number("TESSERA_RAY_STAC_PAGE_SIZE", cls.page_size, int, minimum=1)),
         )
 
 
@@ -86,11 +86,9 @@ class SearchCache:
     def put(self, query: SearchQuery, items: list[dict]) -> None:
         key = query.key()
         self._memory[key] = items
-        if self.directory is not None:
+        if self.directory is not None:  # atomically: jobs sharing the folder read whole files or none
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".{key}.json.tmp"
-            tmp.write_text(json.dumps(items))
-            os.replace(tmp, self.directory / f"{key}.json")
+            write_bytes(self.directory / f"{key}.json", json.dumps(items).encode())
 
 
 def _client(url: str, policy: RetryPolicy):
@@ -194,7 +192,7 @@ def search_scenes(
     query = SearchQuery(url or profile.url, profile.collection, tuple(float(v) for v in bbox), start, end)  # type: ignore[arg-type]
     scenes = []
     for item in search_items(query, policy, cache):
-        scene = scene_from_item(_signed(item, profile), profile, base=_self_dir(item) or query.url)
+        scene = scene_from_item(item, profile, base=_self_dir(item) or query.url)
         if scene is not None:
             scenes.append(scene)
     return scenes
@@ -206,17 +204,6 @@ def _self_dir(item: dict[str, Any]) -> str | None:
         if link.get("rel") == "self" and link.get("href"):
             return str(link["href"]).rsplit("/", 1)[0]
     return None
-
-
-def _signed(item: dict[str, Any], profile: SourceProfile) -> dict[str, Any]:
-    """SAS-sign Planetary Computer hrefs (needs the optional ``planetary-computer`` package)."""
-    if profile.signing != "planetary-computer":
-        return item
-    try:
-        import planetary_computer
-    except ImportError:
-        raise ServiceError("Planetary Computer sources need `pip install planetary-computer`") from None
-    return planetary_computer.sign(item)
 
 
 def year_range(year: int) -> tuple[date, date]:

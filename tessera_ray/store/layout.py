@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from tessera_ray.store.shards import ShardedArray
 
 ZARR_DIR = "tessera.zarr"
-N_BANDS = 128
+STORE_DIMS = 128
+"""Dims of every embedding a store holds (``geoemb:dimensions``; prefix arrays hold fewer)."""
 COORD_CHUNK = 65536  # pixel-centre coordinates: 512 KB decoded, a few KB compressed (bitshuffle)
 TIME_CHUNK = 64  # years per chunk of the time coordinate: appending a year rewrites one small chunk
 LAYOUT_ATTR = "tessera_ray:layout"
@@ -55,12 +56,12 @@ DEPTHS_ATTR = "geoemb:depths"
 
 def depth_array_name(depth: int) -> str:
     """The array holding the first ``depth`` dims of every embedding (``embeddings`` for all 128)."""
-    return "embeddings" if int(depth) >= N_BANDS else f"embeddings_d{int(depth)}"
+    return "embeddings" if int(depth) >= STORE_DIMS else f"embeddings_d{int(depth)}"
 
 
 def depth_band_dim(depth: int) -> str:
     """Band dimension name of a depth's array: its own per depth, so xarray can open the zone group."""
-    return "band" if int(depth) >= N_BANDS else f"band_d{int(depth)}"
+    return "band" if int(depth) >= STORE_DIMS else f"band_d{int(depth)}"
 
 
 def is_embeddings_array(name: str) -> bool:
@@ -70,7 +71,7 @@ def is_embeddings_array(name: str) -> bool:
 
 def depths_attr(depths: tuple[int, ...]) -> list[dict]:
     """``geoemb:depths``: one entry per prefix depth, then always ``{128, "embeddings"}``."""
-    return [{"dimensions": int(k), "array": depth_array_name(k)} for k in (*depths, N_BANDS)]
+    return [{"dimensions": int(k), "array": depth_array_name(k)} for k in (*depths, STORE_DIMS)]
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,8 @@ class StoreLayout:
 
     def __post_init__(self) -> None:
         depths = tuple(sorted({int(k) for k in self.depths}))
-        if depths and not (1 <= depths[0] and depths[-1] < N_BANDS):
-            raise ValueError(f"depths must be 1..{N_BANDS - 1} (all {N_BANDS} dims are always stored), got {list(depths)}")
+        if depths and not (1 <= depths[0] and depths[-1] < STORE_DIMS):
+            raise ValueError(f"depths must be 1..{STORE_DIMS - 1} (all {STORE_DIMS} dims are always stored), got {list(depths)}")
         object.__setattr__(self, "depths", depths)
         if self.compression not in ("zstd", "none"):
             raise ValueError(f"compression must be zstd or none, not {self.compression!r}")
@@ -138,7 +139,7 @@ class StoreLayout:
         """Inner chunk side of a depth's array: the largest power-of-two multiple of ``chunk_size`` that
         fits in the shard with ``depth * side**2 <= 128 * chunk_size**2`` bytes (32-px chunks: K=16 or 32
         -> 64, K=64 -> 32, K=4 -> 128), so every depth's chunks cost about what a 128-band chunk does."""
-        budget, side = N_BANDS * self.chunk_size**2, self.chunk_size
+        budget, side = STORE_DIMS * self.chunk_size**2, self.chunk_size
         while self.shard_size % (2 * side) == 0 and depth * (2 * side) ** 2 <= budget:
             side *= 2
         return side
@@ -180,7 +181,7 @@ class StoreState:
         depths = {DEPTHS_ATTR: depths_attr(self.layout.depths)} if self.layout.depths else {}
         return {
             "geoemb:type": "pixel",
-            "geoemb:dimensions": N_BANDS,
+            "geoemb:dimensions": STORE_DIMS,
             "geoemb:model": self.model,
             "geoemb:data_type": "int8",
             "geoemb:gsd": RESOLUTION,
@@ -229,8 +230,8 @@ def _compressors(layout: StoreLayout, shuffle: str, data: bool = False):
 def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
     s, c = layout.shard_size, layout.chunk_size
     attrs = {FIXED_OFFSETS_ATTR: True} if layout.fixed_offsets else {}
-    for depth in (*layout.depths, N_BANDS):  # prefix arrays: same shard grid, chunks of about the same bytes
-        side = c if depth == N_BANDS else layout.depth_chunk_size(depth)
+    for depth in (*layout.depths, STORE_DIMS):  # prefix arrays: same shard grid, chunks of about the same bytes
+        side = c if depth == STORE_DIMS else layout.depth_chunk_size(depth)
         group.create_array(
             depth_array_name(depth),
             shape=(n_years, depth, ZONE_HEIGHT, ZONE_WIDTH),
@@ -279,7 +280,7 @@ def zone_coordinates() -> dict[str, np.ndarray]:
     coords = {
         "x": ZONE_X0 + (np.arange(ZONE_WIDTH, dtype="float64") + 0.5) * RESOLUTION,
         "y": ZONE_Y0 - (np.arange(ZONE_HEIGHT, dtype="float64") + 0.5) * RESOLUTION,
-        "band": np.arange(N_BANDS, dtype="int32"),
+        "band": np.arange(STORE_DIMS, dtype="int32"),
     }
     for values in coords.values():
         values.setflags(write=False)
@@ -310,7 +311,7 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
         )
         if state.years:
             tarr[:] = np.asarray(state.years, "int32")
-        _coord(group, "band", coords["band"], N_BANDS, state.layout, fresh)
+        _coord(group, "band", coords["band"], STORE_DIMS, state.layout, fresh)
         for depth in state.layout.depths:
             _coord(group, depth_band_dim(depth), coords["band"][:depth], depth, state.layout, fresh)
         _coord(group, "x", coords["x"], COORD_CHUNK, state.layout, fresh)
@@ -358,7 +359,7 @@ def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict]:
     docs: dict = {}
     group = zarr.create_group(store=MemoryStore(store_dict=docs), zarr_format=3)
     _create_data_arrays(group, layout, n_years)
-    names = [depth_array_name(k) for k in (*layout.depths, N_BANDS)] + ["scales"]
+    names = [depth_array_name(k) for k in (*layout.depths, STORE_DIMS)] + ["scales"]
     return {name: json.loads(docs[f"{name}/zarr.json"].to_bytes()) for name in names}
 
 
@@ -397,7 +398,7 @@ def encode_unit_shards(
     bands = np.moveaxis(embeddings, -1, 0)[None]
     blocks = {
         depth_array_name(k): (bands[:, :k], (0, 0, r, c), (t, 0, shard_row, shard_col))
-        for k in (*state.layout.depths, N_BANDS)
+        for k in (*state.layout.depths, STORE_DIMS)
     }
     blocks["scales"] = (scales[None], (0, r, c), (t, shard_row, shard_col))
     valid = np.isfinite(scales)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tessera_ray.grid import Unit
+from tessera_ray.store.layout import STORE_DIMS
 from tessera_ray.store.writer import EmbeddingStore, publish
 
 
@@ -28,8 +29,8 @@ class WrittenBlock:
 
 
 def random_block(rng: np.random.Generator, height: int, width: int, nan_fraction: float = 0.1):
-    """Random int8 embeddings (H, W, 128) and scales (H, W) with a NaN rectangle."""
-    emb = rng.integers(-128, 128, size=(height, width, 128), dtype=np.int8)
+    """Random int8 embeddings (H, W, STORE_DIMS) and scales (H, W) with a NaN rectangle."""
+    emb = rng.integers(-128, 128, size=(height, width, STORE_DIMS), dtype=np.int8)
     scales = rng.uniform(0.001, 0.05, size=(height, width)).astype("float32")
     nh = max(1, int(height * nan_fraction))
     scales[:nh, : width // 2] = np.nan
@@ -99,3 +100,82 @@ def reversed_shard(data: bytes, n_chunks: int, stride: int) -> bytes:
         index[n] = (head + k * stride + 8, stride - 8)
     index_bytes = index.astype("<u8").tobytes()
     return index_bytes + crc32c(index_bytes).to_bytes(4, "little") + b"".join(reversed(pieces))
+
+
+class _Shelf:
+    """The memory a :class:`MemorySink` keeps its units in: one Ray actor, shared by every write task."""
+
+    def __init__(self) -> None:
+        self.units: dict[tuple[int, str], tuple] = {}
+        self.published: dict[int, set[str]] = {}
+
+    def put(self, record, embeddings: np.ndarray, scales: np.ndarray) -> None:
+        self.units[(record.year, record.unit_id)] = (record, embeddings, scales)
+
+    def publish(self, year: int, unit_ids: list[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(added, every published) for the year; None: every unit written and not published yet."""
+        done = self.published.setdefault(int(year), set())
+        written = {u for y, u in self.units if y == int(year)}
+        asked = written - done if unit_ids is None else set(unit_ids)
+        added = tuple(sorted(asked & written - done))
+        done.update(added)
+        return added, tuple(sorted(done))
+
+    def published_ids(self, year: int) -> set[str]:
+        return set(self.published.get(int(year), ()))
+
+    def get(self, year: int, unit_id: str):
+        return self.units.get((int(year), unit_id))
+
+
+class MemorySink:
+    """A second :class:`~tessera_ray.store.sink.EmbeddingSink`: units kept in a Ray actor's memory.
+
+    What the tests run the real embed loop into, to show that a sink other than
+    the Zarr store needs no change to the pipeline. It pickles as the actor's
+    handle, so every write task writes into the same memory. Needs a running Ray.
+    """
+
+    def __init__(self) -> None:
+        import ray
+
+        self.shelf = ray.remote(_Shelf).remote()
+
+    def write_unit(self, unit: Unit, year: int, embeddings: np.ndarray, scales: np.ndarray,
+                   scenes=None, offset: tuple[int, int] = (0, 0), created: str | None = None):
+        import ray
+
+        from tessera_ray.store.writer import PartRecord
+
+        full = np.full((unit.size, unit.size, embeddings.shape[-1]), 0, np.int8)
+        full_scales = np.full((unit.size, unit.size), np.inf, np.float32)
+        h, w = scales.shape
+        full[offset[0]:offset[0] + h, offset[1]:offset[1] + w] = embeddings
+        full_scales[offset[0]:offset[0] + h, offset[1]:offset[1] + w] = scales
+        valid, nodata = int(np.isfinite(full_scales).sum()), int(np.isnan(full_scales).sum())
+        record = PartRecord(int(year), unit.zone, unit.id, unit.row, unit.col, unit.size, valid, nodata,
+                            unit.window.size - valid - nodata, dict(scenes or {}), "memory", "", "", created or "",
+                            ({"key": f"memory/{year}/{unit.id}", "size": int(full.nbytes + full_scales.nbytes)},))
+        ray.get(self.shelf.put.remote(record, full, full_scales))
+        return record
+
+    def publish(self, year: int, records=None):
+        import ray
+
+        from tessera_ray.store.publication import PublishResult
+
+        ids = None if records is None else [r.unit_id for r in records]
+        added, published = ray.get(self.shelf.publish.remote(year, ids))
+        return PublishResult(int(year), len(published), (), "memory", added=added, attempts=1 if added else 0,
+                             published=frozenset(published))
+
+    def published_units(self, year: int) -> set[str]:
+        import ray
+
+        return ray.get(self.shelf.published_ids.remote(year))
+
+    def unit(self, year: int, unit_id: str):
+        """(part record, embeddings (S, S, D), scales (S, S)) of a written unit, None if it was not written."""
+        import ray
+
+        return ray.get(self.shelf.get.remote(year, unit_id))

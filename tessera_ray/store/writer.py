@@ -26,7 +26,7 @@ import numpy as np
 
 from tessera_ray.errors import DataError, ServiceError, UserInputError
 from tessera_ray.grid import Unit
-from tessera_ray.store.layout import ZARR_DIR, StoreLayout, StoreState, encode_unit_shards, metadata_objects, parse_root
+from tessera_ray.store.layout import STORE_DIMS, ZARR_DIR, StoreLayout, StoreState, encode_unit_shards, metadata_objects, parse_root
 from tessera_ray.store.objects import (MAX_CONFLICTS, ObjectInfo, ObjectNotFound, Objects, PreconditionFailed,
                                        conflict_backoff, open_objects)
 
@@ -92,6 +92,10 @@ class EmbeddingStore:
         self.objects = objects
         self.state = state
         self.model_checksum = model_checksum
+
+    def __reduce__(self):
+        """Pickled by root (a write task reopens it there: S3 clients do not pickle), with the model checksum."""
+        return (_reopen, (self.root, self.model_checksum))
 
     @property
     def root(self) -> str:
@@ -173,11 +177,6 @@ class EmbeddingStore:
         """
         self._commit(lambda state: state.adding(year, zones))
 
-    def ensure_year(self, year: int) -> int:
-        """Add a year to the time axis if missing; its index on that axis."""
-        self.prepare(year)
-        return self.state.years.index(int(year))
-
     def consolidate(self) -> None:
         """Rewrite every metadata document from the recorded state (repairs what a killed driver left)."""
         self._commit(lambda state: state, rewrite=True)
@@ -229,10 +228,6 @@ class EmbeddingStore:
         except (KeyError, ValueError):
             raise UserInputError(f"{self.root} holds a Zarr store not written by tessera-ray") from None
 
-    def refresh(self) -> None:
-        """Re-read the recorded state (another process may have prepared a year)."""
-        self.state = parse_root(self.objects.get(ROOT_DOC))
-
     # ---------------------------------------------------------------- units
 
     def write_unit(
@@ -247,7 +242,7 @@ class EmbeddingStore:
     ) -> PartRecord:
         """Write one unit-year as whole shards, verify them, then record the part.
 
-        ``embeddings`` (H, W, 128) int8 and ``scales`` (H, W) float32 with the
+        ``embeddings`` (H, W, :data:`~tessera_ray.store.layout.STORE_DIMS`) int8 and ``scales`` (H, W) float32 with the
         sentinels NaN = no embedding, +inf = not processed. They may cover a
         window of the unit starting at ``offset``; the rest is "not processed".
         ``scenes`` counts the inputs, e.g. ``{"s2": 41, "s1": 60}`` (manifest
@@ -290,9 +285,9 @@ class EmbeddingStore:
         if unit.zone not in self.state.zones:
             raise UserInputError(f"zone {unit.zone} is not prepared in {self.root}; call prepare() in the driver first")
         h, w = scales.shape
-        if embeddings.shape != (h, w, 128) or embeddings.dtype != np.int8 or scales.dtype != np.float32:
+        if embeddings.shape != (h, w, STORE_DIMS) or embeddings.dtype != np.int8 or scales.dtype != np.float32:
             raise DataError(
-                f"unit {unit.id}: expected int8 (H,W,128) and float32 (H,W), got "
+                f"unit {unit.id}: expected int8 (H,W,{STORE_DIMS}) and float32 (H,W), got "
                 f"{embeddings.dtype}{embeddings.shape} and {scales.dtype}{scales.shape}"
             )
         if offset[0] < 0 or offset[1] < 0 or offset[0] + h > unit.size or offset[1] + w > unit.size:
@@ -349,6 +344,12 @@ class EmbeddingStore:
     def is_published(self, unit: Unit, year: int) -> bool:
         """Whether the unit-year is in the year's manifest (reads the manifest; see :meth:`published_units`)."""
         return unit.id in self.published_units(year)
+
+
+def _reopen(root: str, model_checksum: str) -> EmbeddingStore:
+    store = EmbeddingStore.open(root)
+    store.model_checksum = model_checksum
+    return store
 
 
 def publish(root: str, year: int, *, reverify: bool = False):
