@@ -122,16 +122,22 @@ def test_the_manifest_is_the_same_whatever_the_batches(tmp_path):
 
 
 def test_a_job_that_published_nothing_leaves_a_manifest_a_later_publish_merges_into(tmp_path):
-    """A job whose every unit failed publishes an empty manifest; the re-run's units merge into it and read back."""
-    root = str(tmp_path / "root")
-    store = new_store(root)
+    """A job whose every unit failed publishes an empty manifest; the re-run's units merge into it, read back, and
+    its end-of-job publish leaves the bytes of a manifest that never was empty."""
+    roots = [str(tmp_path / name) for name in ("failed-first", "direct")]
+    store = new_store(roots[0])
     assert store.publish(2024, []).units == 0
-    empty = read_manifest(root, 2024)
-    assert len(empty) == 0
+    assert len(read_manifest(roots[0], 2024)) == 0
     records, written = write_units(store, UNITS[:2])
     result = store.publish(2024, records)
     assert sorted(result.added) == sorted(written) and result.units == 2
-    assert_consistent(root, written)
+    store.publish(2024)
+    assert_consistent(roots[0], written)
+    direct = new_store(roots[1])
+    direct.publish(2024, write_units(direct, UNITS[:2])[0])
+    direct.publish(2024)
+    assert (tmp_path / "failed-first" / "manifests" / "2024.parquet").read_bytes() == \
+        (tmp_path / "direct" / "manifests" / "2024.parquet").read_bytes()
 
 
 # --------------------------------------------------------------------------- object-store faults

@@ -105,32 +105,37 @@ def records_table(records: list["PartRecord"]) -> "pa.Table":
     Built through geopandas' own GeoParquet writer, so its schema and ``geo``
     metadata are exactly what a manifest written in one go holds.
     """
-    import pyarrow.parquet as pq
-
+    if not records:
+        return _empty_table()
     buf = io.BytesIO()
     manifest_frame(records).to_parquet(buf, index=False, schema_version="1.1.0", write_covering_bbox=True)
     table = parquet_table(buf.getvalue())
-    if not records:  # pandas has no types for empty object columns: give them the manifest's own
-        for name, kind in _column_types().items():
-            i = table.schema.get_field_index(name)
-            table = table.set_column(i, table.schema.field(i).with_type(kind), table.column(i).cast(kind))
     return table
 
 
-def _column_types() -> dict[str, "pa.DataType"]:
-    """The Arrow type of each non-geometry column, as a manifest with rows has them."""
-    import pyarrow as pa
+def _empty_table() -> "pa.Table":
+    """A manifest table with no rows, whose schema and metadata are those of a manifest with rows.
 
-    int32, int64, string = pa.int32(), pa.int64(), pa.string()
-    return {
-        "year": int32, "zone": pa.int16(), "unit_id": string, "shard_row": int32, "shard_col": int32,
-        "unit_size": int32, "valid_pixels": int64, "nodata_pixels": int64, "unprocessed_pixels": int64,
-        "s2_scenes": int32, "s1_scenes": int32, "model_id": string, "model_checksum": string,
-        "code_version": string, "created": pa.timestamp("ns", tz="UTC"),
-        "objects": pa.list_(pa.field("element", pa.struct([("key", string), ("size", int64), ("sha256", string)]))),
-        "bbox": pa.struct([("xmin", pa.float64()), ("ymin", pa.float64()), ("xmax", pa.float64()),
-                           ("ymax", pa.float64())]),
-    }
+    pandas and geopandas describe columns by their values: written from an empty
+    frame, every column's type would be null and its pandas type "empty", and the
+    ``geo`` geometry types []; a manifest that started empty (a job whose every
+    unit failed) would keep saying so after its units were appended, and differ
+    from a manifest of the same rows written in one go. So the schema comes from
+    one stand-in row, which is then dropped, with its bbox.
+    """
+    from tessera_ray.grid import Unit
+    from tessera_ray.store.writer import PartRecord
+
+    unit = Unit(31, 0, 0, 64)
+    stand_in = PartRecord(year=2000, zone=unit.zone, unit_id=unit.id, shard_row=unit.row, shard_col=unit.col,
+                          unit_size=unit.size, valid_pixels=0, nodata_pixels=0, unprocessed_pixels=0,
+                          created="2000-01-01T00:00:00+00:00", objects=({"key": "", "size": 0, "sha256": ""},))
+    table = records_table([stand_in]).slice(0, 0)
+    meta = dict(table.schema.metadata)
+    geo = json.loads(meta[b"geo"])
+    geo["columns"][geo["primary_column"]].pop("bbox", None)
+    meta[b"geo"] = json.dumps(geo, sort_keys=True).encode()
+    return table.replace_schema_metadata(meta)
 
 
 def parquet_table(data: bytes, columns: list[str] | None = None) -> "pa.Table":
@@ -292,7 +297,7 @@ def _metadata(table: "pa.Table", prior: dict | None = None) -> dict:
         if old and len(old) == 4 and all(np.isfinite(old)):
             box = [min(box[0], old[0]), min(box[1], old[1]), max(box[2], old[2]), max(box[3], old[3])]
         column["bbox"] = box
-    meta[b"geo"] = json.dumps(geo).encode()
+    meta[b"geo"] = json.dumps(geo, sort_keys=True).encode()  # one order, whatever wrote it
     return meta
 
 
