@@ -176,11 +176,17 @@ try {
     const requestedAtReady = [...requested];
     const statsAtReady = outcome === "ready" ? await p.evaluate(() => tesseraViewer.stats()) : null;
     let pixel = null;
+    let clickedAt = null;
     if (bad.click) {
       const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), bad.click);
       await p.mouse.click(at.x, at.y);
       await p.waitForSelector("#pixel[data-status], #error:not([hidden])", { timeout: 10000 });
       pixel = await p.evaluate(() => JSON.parse(document.getElementById("pixel").dataset.values || "null"));
+      // where the click landed, as the panel says: a mouse click is rounded to whole CSS pixels
+      clickedAt = await p.evaluate(() => {
+        const d = document.getElementById("pixel").dataset;
+        return d.lon === undefined ? null : [Number(d.lon), Number(d.lat)];
+      });
     }
     result.bad[bad.name] = {
       outcome,
@@ -192,6 +198,7 @@ try {
       legend: await p.textContent("#legend"),
       rangeWarning: await p.isVisible("#range-warning"),
       pixel,
+      clickedAt,
       basemap: await settledBasemap(p),
       attribution: (await p.isVisible("#attribution")) ? await p.textContent("#attribution") : null,
     };
