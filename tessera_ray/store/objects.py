@@ -454,16 +454,8 @@ class S3Objects(Objects):
         return self._get(key, Range=rng)[:length]
 
     def size(self, key: str) -> int | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
-        except BotoCoreError as exc:
-            raise self._unreachable(exc, key) from None
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
+        info = self.stat(key)
+        return None if info is None else info.size
 
     def list(self, prefix: str) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
