@@ -1,4 +1,4 @@
-"""Every request the client makes, counted by kind: one GET helper and a seekable file over range reads.
+"""Every request the client makes, counted by kind: one GET helper and a Parquet file over range reads.
 
 The counts (:attr:`Fetcher.stats`) are what benchmarks and tests assert on
 (requests and bytes do not drift from run to run, timings do), so every
@@ -7,12 +7,11 @@ component of the client reads through one :class:`Fetcher`.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import Counter
-from typing import Any
 
-from tessera_ray.store.objects import ObjectNotFound, Objects
+from tessera_ray.store.objects import Objects
+from tessera_ray.store.urls import RangedReader
 
 
 class Fetcher:
@@ -51,42 +50,15 @@ class Fetcher:
         return self.objects.child_url(key)
 
 
-class RangeFile(io.RawIOBase):
-    """A read-only seekable file over range requests (for pyarrow's Parquet reader).
+class RangeFile(RangedReader):
+    """A seekable file over range requests for pyarrow's Parquet reader, each request counted as ``kind``.
 
-    The tail is fetched once with the size, so the footer costs no extra request.
+    The last 64 KiB are fetched with the size, so the footer costs no extra request.
     """
 
     def __init__(self, fetch: Fetcher, key: str, kind: str = "manifest", tail: int = 64 * 1024) -> None:
-        self.fetch, self.key, self.kind, self.pos = fetch, key, kind, 0
-        size = fetch.objects.size(key)
-        if size is None:
-            raise ObjectNotFound(f"no object {fetch.url(key)}")
-        self.size = size
-        start = max(0, size - tail)
-        self._tail_start, self._tail = start, fetch.get_range(kind, key, start, size - start)
+        self.fetch, self.kind = fetch, kind
+        super().__init__(fetch.objects, key, tail=tail)
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
-        return self.pos
-
-    def readinto(self, buf: Any) -> int:
-        n = min(len(buf), self.size - self.pos)
-        if n <= 0:
-            return 0
-        if self.pos >= self._tail_start:
-            data = self._tail[self.pos - self._tail_start : self.pos - self._tail_start + n]
-        else:
-            data = self.fetch.get_range(self.kind, self.key, self.pos, n)
-        buf[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
+    def _get_range(self, start: int, length: int) -> bytes:
+        return self.fetch.get_range(self.kind, self.key, start, length)
