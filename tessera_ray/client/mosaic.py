@@ -78,6 +78,9 @@ def plan_mosaic(meta: RootMetadata, bbox: BBox, year: int, crs: str | None = Non
         # a zone CRS: snap to that zone's grid, so its own pixels pass through untouched
         grid = zone_grid(zone_of_crs)
         window = grid.bounds_to_window(*transform_bounds(WGS84, crs, *bbox, densify_pts=21))
+        if window is None:
+            raise UserInputError(f"bbox {bbox} is outside the grid of {crs} (UTM zone {zone_of_crs}); "
+                                 "give a CRS whose zone covers it, or none for the zone of its centre")
         return MosaicPlan(crs, grid.window_transform(window), window.height, window.width,
                           bands, year, depth, zone_of_crs, window, parts)
     transform, width, height = _target_grid(parts, bbox, crs, resolution)
