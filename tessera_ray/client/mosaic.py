@@ -77,12 +77,12 @@ def plan_mosaic(meta: RootMetadata, bbox: BBox, year: int, crs: str | None = Non
     if zone_of_crs is not None and native:
         # a zone CRS: snap to that zone's grid, so its own pixels pass through untouched
         grid = zone_grid(zone_of_crs)
-        window = grid.bounds_to_window(*transform_bounds(WGS84, crs, *bbox, densify_pts=21))
-        if window is None:
+        snapped = grid.bounds_to_window(*transform_bounds(WGS84, crs, *bbox, densify_pts=21))
+        if snapped is None:
             raise UserInputError(f"bbox {bbox} is outside the grid of {crs} (UTM zone {zone_of_crs}); "
                                  "give a CRS whose zone covers it, or none for the zone of its centre")
-        return MosaicPlan(crs, grid.window_transform(window), window.height, window.width,
-                          bands, year, depth, zone_of_crs, window, parts)
+        return MosaicPlan(crs, grid.window_transform(snapped), snapped.height, snapped.width,
+                          bands, year, depth, zone_of_crs, snapped, parts)
     transform, width, height = _target_grid(parts, bbox, crs, resolution)
     return MosaicPlan(crs, transform, height, width, bands, year, depth, None, None, parts)
 

@@ -121,6 +121,7 @@ class PixelReader:
             n = (r % per) * per + cc % per
             cell = Window(r * c, cc * c, c, c)
             part = cell.intersection(window)
+            assert part is not None  # every cell listed overlaps the window
             src = part.relative_to(cell).slices()
             dst = part.relative_to(window).slices()
             chunk = chunks[((*lead, r * c // size, cc * c // size), n)]
