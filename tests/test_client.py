@@ -375,6 +375,20 @@ def test_manifest_bbox_query_reads_only_needed_row_groups(big_manifest):
     assert len(root.units(2024)) == 960
 
 
+def test_a_manifest_cut_short_while_read_is_bad_data_not_a_parquet_error(built):
+    """The client's manifest file is store/urls.py's RangedReader: a short range read names the object."""
+    reader = tc.open_root(str(built[0]))
+    real = reader.objects.get_range
+
+    def cut(key, start, length):  # the object shrank between its HEAD and the read (a replaced or cut object)
+        data = real(key, start, length)
+        return data[:-1] if key.startswith("manifests/") else data
+
+    reader.objects.get_range = cut
+    with pytest.raises(DataError, match=r"manifests/2024\.parquet: asked for \d+ bytes .*\(truncated or changed while read\)"):
+        reader.units(2024)
+
+
 
 def test_s3_put_is_verified_by_reading_back(s3_root, monkeypatch):
     """moto neither checks nor returns ChecksumSHA256, so the put reads the object back."""

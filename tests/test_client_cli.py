@@ -143,6 +143,10 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(served, tmp_path, capsys):
     polar.write_text("lon,lat\n3.0,-7.4\n3.0,88.5\n")
     check(["sample", "--root", url, "--points", str(polar), *base], "outside every zone grid")
     check(["export", "--root", url, "--bbox", "1,2,3", "--year", "2024", "--out", str(tmp_path / "x.tif")], "bbox must be four numbers")
+    cx, cy = UNITS[0].polygon_lonlat().centroid.coords[0]
+    zone31 = f"{cx - 0.004},{cy - 0.004},{cx + 0.004},{cy + 0.004}"
+    check(["export", "--root", url, "--bbox", zone31, "--year", "2024", "--crs", "EPSG:32660", "--out", str(tmp_path / "x.tif")],
+          "is outside the grid of EPSG:32660 (UTM zone 60)")
     check(["export-geotessera", "--root", url, "--year", "1999", "--out", str(tmp_path / "gt")], "no published units for 1999")
 
 

@@ -44,9 +44,15 @@ def write_url(url: str | os.PathLike, data: bytes) -> None:
 
 
 class RangedReader(io.RawIOBase):
-    """A read-only, seekable file over one object, read with range requests (for Parquet readers)."""
+    """A read-only, seekable file over one object, read with range requests (for Parquet readers).
 
-    def __init__(self, objects: Objects, key: str):
+    ``tail`` bytes at the end are fetched once when it opens: a Parquet
+    reader's footer then costs no request of its own. Every range is
+    subclassable (:meth:`_get_range`), so a reader that counts its requests
+    (the client's) is this class too.
+    """
+
+    def __init__(self, objects: Objects, key: str, tail: int = 0):
         super().__init__()
         self.objects, self.key, self.position = objects, key, 0
         size = objects.size(key)
@@ -55,6 +61,8 @@ class RangedReader(io.RawIOBase):
 
             raise ObjectNotFound(f"no object {objects.child_url(key)}")
         self.length = size
+        self._tail_start = max(0, size - tail) if tail > 0 else size
+        self._tail = self._read_exactly(self._tail_start, size - self._tail_start) if tail > 0 else b""
 
     def readable(self) -> bool:
         return True
@@ -74,12 +82,23 @@ class RangedReader(io.RawIOBase):
         want = min(len(buffer), self.length - self.position)
         if want <= 0:
             return 0
-        data = self.objects.get_range(self.key, self.position, want)
-        if len(data) != want:
-            from tessera_ray.errors import DataError
-
-            raise DataError(f"{self.objects.child_url(self.key)}: asked for {want} bytes at {self.position}, "
-                            f"got {len(data)} (truncated or changed while read)")
+        if self.position >= self._tail_start:
+            data = self._tail[self.position - self._tail_start : self.position - self._tail_start + want]
+        else:
+            data = self._read_exactly(self.position, want)
         buffer[:want] = data
         self.position += want
         return want
+
+    def _get_range(self, start: int, length: int) -> bytes:
+        """One range request."""
+        return self.objects.get_range(self.key, start, length)
+
+    def _read_exactly(self, start: int, want: int) -> bytes:
+        data = self._get_range(start, want)
+        if len(data) != want:
+            from tessera_ray.errors import DataError
+
+            raise DataError(f"{self.objects.child_url(self.key)}: asked for {want} bytes at {start}, "
+                            f"got {len(data)} (truncated or changed while read)")
+        return data
