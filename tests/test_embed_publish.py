@@ -22,8 +22,9 @@ from embed_helpers import EPOCH, embed_args, write_checkpoint
 from s3_faults import S3FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
-ROIS = ("0.120,52.174,0.1245,52.1745", "0.1235,52.174,0.128,52.1745")
-"""Four 32 px units each; the two in column 665 are in both."""
+ROIS = ("0.1215,52.17405,0.1245,52.17415", "0.1245,52.17405,0.127,52.17415")
+"""Two 32 px units each, in one row; the one in column 665 is in both (three units in all: each costs a read
+of the world's year, so no more than the race needs)."""
 
 
 @pytest.mark.slow
@@ -62,7 +63,7 @@ def test_two_jobs_with_overlapping_rois_publish_every_unit_once(world, s3_server
         monkeypatch.setenv(key, value)
     expected = sorted({u.id for roi in ROIS for u in plan_units(roi, 32)})
     frame = read_manifest(root, 2024)
-    assert sorted(frame.unit_id) == expected, logs  # six units, each once
+    assert sorted(frame.unit_id) == expected, logs  # three units, each once
     objects = open_objects(root)
     for row in frame.itertuples():
         for o in row.objects:
@@ -75,5 +76,5 @@ def test_two_jobs_with_overlapping_rois_publish_every_unit_once(world, s3_server
     state = EmbeddingStore.open(root).state  # both created and prepared the root: one year, one zone
     assert (state.years, state.zones) == ((2024,), (31,))
     # every publish after a unit went through a conditional write; both jobs published
-    assert len(conditional_puts) >= 4 and all("published" in text for text in logs), (conditional_puts, logs)
+    assert len(conditional_puts) >= 3 and all("published" in text for text in logs), (conditional_puts, logs)
 

@@ -181,20 +181,21 @@ def test_pieces_of_a_dry_run_split_its_units(world, checkpoint, tmp_path, capsys
 @pytest.mark.slow
 def test_two_pieces_of_a_split_run_publish_into_one_root(world, checkpoint, tmp_path, capsys, ray_cluster,
                                                          monkeypatch):
+    from tessera_ray.pipeline.plan import plan_units
     from tessera_ray.store import read_manifest
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
-    roi = "0.120,52.174,0.1245,52.1745"  # four 32 px units of the test world
+    roi = "0.1215,52.17405,0.1245,52.17415"  # two 32 px units of the test world, one a piece
     out = tmp_path / "root"
     out.mkdir()
-    whole = [u.id for u in units_for_roi(roi_from_bbox(0.120, 52.174, 0.1245, 52.1745), 32)]
-    assert len(whole) == 4
+    whole = [u.id for u in plan_units(roi, 32)]
+    assert len(whole) == 2
     for piece in ("2/2", "1/2"):
         code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", piece), capsys)
-        assert code == 0 and "units: 2 done, 0 skipped (already published), 0 failed of 2" in stdout, err
+        assert code == 0 and "units: 1 done, 0 skipped (already published), 0 failed of 1" in stdout, err
     assert sorted(read_manifest(str(out), 2024)["unit_id"]) == sorted(whole)
     code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", "1/2"), capsys)
-    assert code == 0 and "units: 0 done, 2 skipped (already published)" in stdout, err
+    assert code == 0 and "units: 0 done, 1 skipped (already published)" in stdout, err
 
 
 # --------------------------------------------------------------------------- dry run
@@ -249,10 +250,10 @@ def test_dry_run_without_a_price_table_says_so(world, checkpoint, tmp_path, caps
 @pytest.mark.slow
 def test_a_unit_without_scenes_is_reported_not_read_and_drawn(world, checkpoint, tmp_path, capsys, ray_cluster,
                                                               monkeypatch):
-    # two units of the world, and one 5 km east of it that no scene touches
+    # one unit of the world, and one 5 km east of it that no scene touches
     roi = tmp_path / "roi.geojson"
     far = shapely.geometry.box(0.2, 52.174, 0.2005, 52.1745)
-    near = shapely.geometry.box(*map(float, ROI.split(",")))
+    near = shapely.geometry.box(0.124, 52.1741, 0.1245, 52.1742)
     roi.write_text(shapely.to_geojson(shapely.MultiPolygon([near, far])))
     out = tmp_path / "root"
     out.mkdir()
@@ -262,9 +263,9 @@ def test_a_unit_without_scenes_is_reported_not_read_and_drawn(world, checkpoint,
     far_unit = units_for_roi(roi_from_bbox(0.2, 52.174, 0.2005, 52.1745), 32)[0].id
     assert f"2024: 1 unit(s) with no scene at all, not read: {far_unit}" in stdout
     record = json.loads(next((out / "manifests" / "runs").glob("2024-*.json")).read_text())
-    assert record["no_scenes"] == [far_unit] and record["units"]["done"] == 2
+    assert record["no_scenes"] == [far_unit] and record["units"]["done"] == 1
     code, stdout, err = run(["coverage", "--root", str(out), "--out", str(tmp_path / "c.geojson")], capsys)
-    assert code == 0 and "2024: 2 published, 0 published, no data, 0 failed, 1 no scene" in stdout, err
+    assert code == 0 and "2024: 1 published, 0 published, no data, 0 failed, 1 no scene" in stdout, err
     features = json.loads((tmp_path / "c.geojson").read_text())["features"]
     assert {f["properties"]["unit_id"]: f["properties"]["status"] for f in features}[far_unit] == "no scene"
 
