@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import signal
 import sys
-import os
 import threading
 import traceback
 
+import click as _click
 import typer
 
 from tessera_ray import commands
@@ -31,8 +32,6 @@ from tessera_ray.errors import DEBUG_ENV, TesseraError, debug_enabled
 from tessera_ray.redact import redact
 
 PROG = "tessera-ray"
-
-import click as _click
 
 try:  # typer >= 0.29 runs on its own copy of click, whose classes are not click's
     from typer._click import exceptions as _typer_click

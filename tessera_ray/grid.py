@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyproj
@@ -128,7 +128,7 @@ class Window:
     def size(self) -> int:
         return self.height * self.width
 
-    def intersection(self, other: "Window") -> "Window | None":
+    def intersection(self, other: Window) -> Window | None:
         r0, c0 = max(self.row, other.row), max(self.col, other.col)
         r1 = min(self.row + self.height, other.row + other.height)
         c1 = min(self.col + self.width, other.col + other.width)
@@ -136,14 +136,14 @@ class Window:
             return None
         return Window(r0, c0, r1 - r0, c1 - c0)
 
-    def relative_to(self, outer: "Window") -> "Window":
+    def relative_to(self, outer: Window) -> Window:
         """This window in the pixel coordinates of ``outer``."""
         return Window(self.row - outer.row, self.col - outer.col, self.height, self.width)
 
     def slices(self) -> tuple[slice, slice]:
         return (slice(self.row, self.row + self.height), slice(self.col, self.col + self.width))
 
-    def blocks(self, size: int) -> Iterator["Window"]:
+    def blocks(self, size: int) -> Iterator[Window]:
         """Split into blocks of at most ``size`` x ``size`` pixels, row-major."""
         for r in range(self.row, self.row + self.height, size):
             for c in range(self.col, self.col + self.width, size):
@@ -287,7 +287,7 @@ class Unit:
         return f"utm{self.zone:02d}_{self.size}_{self.row:04d}_{self.col:04d}"
 
     @classmethod
-    def from_id(cls, unit_id: str) -> "Unit":
+    def from_id(cls, unit_id: str) -> Unit:
         m = re.fullmatch(r"utm(\d{2})_(\d+)_(\d{4,})_(\d{4,})", unit_id)
         if not m:
             raise ValueError(f"not a unit id: {unit_id!r}")

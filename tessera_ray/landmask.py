@@ -23,15 +23,15 @@ zone Z only for the part of the ROI in Z's strip).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import shapely
 
 from tessera_ray.errors import UserInputError
-from tessera_ray.grid import RESOLUTION, ZONE_X0, ZONE_Y0, WGS84, Unit, transform_points, zone_lon_bounds
+from tessera_ray.grid import RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Unit, transform_points, zone_lon_bounds
 
 LAND_MASKS = ("osm+gshhg", "osm", "gshhg", "all")
 DEFAULT_LAND_MASK = "osm+gshhg"

@@ -33,9 +33,10 @@ import re
 import socket
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.faults import Fault, FaultInjector, Faults

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Iterator
 
 from tessera_ray.errors import DataError, UserInputError
 from tessera_ray.store.objects import Objects, open_objects

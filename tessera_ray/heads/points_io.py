@@ -17,8 +17,8 @@ is reprojected to lon/lat for sampling) with the input's columns, then
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

@@ -53,7 +53,7 @@ class NormStats:
         return {k: list(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "NormStats":
+    def from_dict(cls, raw: dict) -> NormStats:
         raw = {k: tuple(float(x) for x in v) for k, v in raw.items()}
         # checkpoints written before the per-orbit statistics: one S1 pair for both
         for old in ("mean", "std"):
@@ -156,7 +156,7 @@ class EncoderConfig:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "EncoderConfig":
+    def from_dict(cls, raw: dict) -> EncoderConfig:
         raw = {k: v for k, v in raw.items() if k != "family"}
         norm = NormStats.from_dict(raw.pop("norm", {}))
         raw["buckets"] = tuple(int(b) for b in raw.get("buckets", cls.buckets))

@@ -76,7 +76,7 @@ class PixelSeries:
         sar_ascending_doy: np.ndarray,
         sar_descending: np.ndarray,
         sar_descending_doy: np.ndarray,
-    ) -> "PixelSeries":
+    ) -> PixelSeries:
         """From a cube block ((T, H, W, ...) stacks) whose upper-left pixel is (row, col)."""
         bands = np.asarray(bands)
         if bands.ndim != 4:
@@ -112,7 +112,7 @@ class PixelSeries:
             sar_descending_doys=np.asarray(sar_descending_doy),
         )
 
-    def take(self, index) -> "PixelSeries":
+    def take(self, index) -> PixelSeries:
         """The pixels at ``index`` (an index array, slice or boolean mask)."""
         return PixelSeries(
             block_id=self.block_id,

@@ -91,7 +91,7 @@ class StudentConfig:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "StudentConfig":
+    def from_dict(cls, raw: dict) -> StudentConfig:
         raw = {k: v for k, v in raw.items() if k != "family"}
         for key in ("depths", "buckets"):
             if key in raw:

@@ -21,7 +21,7 @@ where a few suffice.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tessera_ray.cluster import READER_RESOURCE, placement
 from tessera_ray.errors import UserInputError

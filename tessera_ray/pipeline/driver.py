@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -97,9 +98,8 @@ class BlockInfo:
 def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
     """Read one block and flatten it into the encoder's per-pixel layout."""
     from tessera_ray.model import PixelSeries
-    from tessera_ray.sources.read import Block, read_cube
-
     from tessera_ray.pipeline.blocks import scenes_for_window
+    from tessera_ray.sources.read import Block, read_cube
 
     cube = read_cube(Block(zone, window), scenes, read_config)
     near = scenes_for_window(zone, window, scenes)

@@ -16,7 +16,7 @@ import platform
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tessera_ray import code_version
 from tessera_ray.cluster import ray_session
@@ -24,8 +24,8 @@ from tessera_ray.errors import TesseraError
 from tessera_ray.pipeline.driver import YearResult, run_year
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
-    UnitPlan,
     ModelInfo,
+    UnitPlan,
     YearPlan,
     check_checkpoint,
     check_depths,
@@ -78,7 +78,7 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "run_id": result.run_id,
         "year": year.year,
         "land_mask": mask_label(config.land),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "host": platform.node(),
         "config": cfg,
@@ -102,7 +102,7 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,

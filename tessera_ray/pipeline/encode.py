@@ -26,8 +26,8 @@ import os
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -247,7 +247,7 @@ class EncoderPool:
             self.close()
             raise
 
-    def __enter__(self) -> "EncoderPool":
+    def __enter__(self) -> EncoderPool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from tessera_ray.cube import TimeSeriesCube, merge_npy
 from tessera_ray.errors import DataError, TesseraError, one_line, root_cause
@@ -70,7 +70,7 @@ class IngestReport:
     skipped_scenes: set[str] = field(default_factory=set)
     unknown_orbit: set[str] = field(default_factory=set)
 
-    def add(self, block: "TimeSeriesCube | _Counters") -> None:
+    def add(self, block: TimeSeriesCube | _Counters) -> None:
         self.blocks += 1
         self.skipped_scenes.update(block.skipped_scenes)
         self.unknown_orbit.update(block.unknown_orbit)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
-from datetime import datetime, timezone
-from typing import Sequence
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, load_roi, units_for_roi
@@ -71,7 +71,7 @@ class EmbedConfig:
     """Matryoshka prefix arrays to write (``--depths 16,32,64``); None: those of an existing store, else none."""
     land: str = DEFAULT_LAND_MASK
     """Land mask of the plan (``tessera_ray.landmask``): units without land are not planned; "all" plans every unit."""
-    piece: "Piece | None" = None
+    piece: Piece | None = None
     """``--piece I/N``: this job embeds only the I-th of N pieces of the planned units."""
     publish_every_units: int = DEFAULT_EVERY_UNITS
     """Publish finished units into the manifest every this many units during the job (0: no unit bound)."""
@@ -80,7 +80,7 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         check_land_mask(self.land)
-        this_year = datetime.now(timezone.utc).year
+        this_year = datetime.now(UTC).year
         if not self.years:
             raise UserInputError("give at least one --year")
         for year in self.years:
@@ -105,7 +105,7 @@ def created_from_env(environ: dict | None = None) -> str | None:
     if not value:
         return None
     try:
-        return datetime.fromtimestamp(int(value), timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(int(value), UTC).isoformat(timespec="seconds")
     except (ValueError, OverflowError):
         raise UserInputError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {value!r}") from None
 
@@ -125,7 +125,7 @@ class Piece:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Piece":
+    def parse(cls, text: str) -> Piece:
         try:
             index, count = (int(p) for p in text.split("/"))
         except ValueError:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 from tessera_ray.errors import TesseraError, one_line
 

@@ -119,7 +119,7 @@ class SizingInputs:
     gpu_px_per_s: float = GPU_PX_PER_S
 
     @classmethod
-    def load(cls, prices: str | None, cluster: str | None, gpu_px_per_s: float = GPU_PX_PER_S) -> "SizingInputs":
+    def load(cls, prices: str | None, cluster: str | None, gpu_px_per_s: float = GPU_PX_PER_S) -> SizingInputs:
         """Read the files given; ``None`` for either leaves that part of the estimate out."""
         if gpu_px_per_s <= 0:
             raise UserInputError(f"--gpu-px-per-s must be positive, got {gpu_px_per_s}")

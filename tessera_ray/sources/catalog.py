@@ -13,8 +13,8 @@ to ``DIR``), otherwise the parquet file's own folder. ``root=`` overrides.
 from __future__ import annotations
 
 import posixpath
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlparse
 
 from tessera_ray.errors import UserInputError
@@ -38,8 +38,8 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    lo = datetime.combine(start, time(0), timezone.utc)
-    hi = datetime.combine(end + timedelta(days=1), time(0), timezone.utc)
+    lo = datetime.combine(start, time(0), UTC)
+    hi = datetime.combine(end + timedelta(days=1), time(0), UTC)
     try:
         if is_remote(path):  # one file, read with range requests: footer, then the row groups the filter keeps
             parquet = ds.ParquetFileFormat()

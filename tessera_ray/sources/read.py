@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Sequence
 
 import numpy as np
 
@@ -31,7 +31,12 @@ from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
 from tessera_ray.sources.cog import (
-    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env,
+    AssetUnavailable,
+    ReaderEnv,
+    RequestSlots,
+    TargetGrid,
+    UnreadableAsset,
+    capture_env,
 )
 from tessera_ray.sources.reader import COG, SceneReader
 from tessera_ray.sources.scenes import S1, S2, Scene
@@ -45,7 +50,7 @@ class Block:
     window: Window
 
     @classmethod
-    def of(cls, target: "Unit | Block") -> "Block":
+    def of(cls, target: Unit | Block) -> Block:
         return target if isinstance(target, Block) else cls(target.zone, target.window)
 
     @property

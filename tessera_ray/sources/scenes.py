@@ -9,9 +9,10 @@ read, already resolved to absolute URLs or paths, and the per-scene decisions
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from tessera_ray.errors import ServiceError, UserInputError
@@ -140,7 +141,7 @@ class Scene:
 
 def parse_datetime(value: str) -> datetime:
     dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def resolve_href(href: str, base: str | None) -> str:

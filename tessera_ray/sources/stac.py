@@ -13,10 +13,11 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tessera_ray.atomic import write_bytes
 from tessera_ray.errors import ServiceError, env_number
@@ -55,7 +56,7 @@ class RetryPolicy:
     min_split_days: int = 1
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
+    def from_env(cls) -> RetryPolicy:
         return cls(
             retries=int(env_number("TESSERA_RAY_STAC_RETRIES", cls.retries, int)),
             backoff=env_number("TESSERA_RAY_STAC_BACKOFF", cls.backoff),

@@ -150,7 +150,7 @@ class StoreLayout:
         return self.compression == "none" and self.chunk_checksum and self.index_location == "start"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StoreLayout":
+    def from_dict(cls, d: dict) -> StoreLayout:
         return cls(
             int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]),
             str(d.get("index_location", "end")), str(d.get("compression", "zstd")),
@@ -167,7 +167,7 @@ class StoreState:
     years: tuple[int, ...] = ()
     zones: tuple[int, ...] = ()
 
-    def adding(self, year: int | None = None, zones=()) -> "StoreState":
+    def adding(self, year: int | None = None, zones=()) -> StoreState:
         """This state with ``year`` appended to the time axis (if new) and ``zones`` added.
 
         Years are only ever appended: a year's index on the time axis, which
@@ -363,7 +363,7 @@ def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict]:
     return {name: json.loads(docs[f"{name}/zarr.json"].to_bytes()) for name in names}
 
 
-def sharded_arrays(layout: StoreLayout, zone: int, n_years: int) -> dict[str, "ShardedArray"]:
+def sharded_arrays(layout: StoreLayout, zone: int, n_years: int) -> dict[str, ShardedArray]:
     """The data arrays of a zone (embeddings, its prefixes, scales), for encoding and decoding shards."""
     from tessera_ray.store.shards import ShardedArray
 
@@ -411,7 +411,7 @@ def encode_unit_shards(
     return out
 
 
-def _chunks_covering(mask: np.ndarray, offset: tuple[int, int], arr: "ShardedArray") -> list[int]:
+def _chunks_covering(mask: np.ndarray, offset: tuple[int, int], arr: ShardedArray) -> list[int]:
     """Numbers of the array's inner chunks (in its shard) holding a True pixel of ``mask`` placed at ``offset``."""
     if not mask.any():
         return []

@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 
 from tessera_ray.errors import DataError, ServiceError
 from tessera_ray.store.manifest import (
-    append_bytes, appended_rows, manifest_bytes, manifest_key, merge, read_table, records_table, unit_ids,
+    append_bytes,
+    appended_rows,
+    manifest_bytes,
+    manifest_key,
+    merge,
+    read_table,
+    records_table,
+    unit_ids,
 )
 from tessera_ray.store.objects import MAX_CONFLICTS, ObjectNotFound, Objects, PreconditionFailed, conflict_backoff
 from tessera_ray.store.writer import PartRecord

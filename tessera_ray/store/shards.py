@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class ShardedArray:
     fixed_offsets: bool = False  # declared by the writer and possible with these codecs
 
     @classmethod
-    def from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
+    def from_metadata(cls, key: str, meta: dict) -> ShardedArray:
         """The array described by its ``zarr.json`` object; metadata of another shape is a DataError."""
         try:
             array = cls._from_metadata(key, meta)
@@ -88,7 +88,7 @@ class ShardedArray:
         return array
 
     @classmethod
-    def _from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
+    def _from_metadata(cls, key: str, meta: dict) -> ShardedArray:
         codecs = meta["codecs"]
         if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
             raise DataError(f"{key} is not a sharded array")

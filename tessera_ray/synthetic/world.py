@@ -103,7 +103,7 @@ class World:
     """The generator version that wrote it; the truth functions describe only the current one."""
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "World":
+    def open(cls, path: str | os.PathLike) -> World:
         root = Path(path)
         doc_path = root / "world.json"
         if not doc_path.is_file():
