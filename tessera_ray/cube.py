@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -192,14 +193,14 @@ def _has_data(stack: np.ndarray) -> np.ndarray:
     return np.array([bool(layer.any()) for layer in stack], dtype=bool)
 
 
-def _merged_counters(blocks: Sequence[TimeSeriesCube]) -> dict[str, tuple[str, ...]]:
+def _merged_counters(blocks: Sequence[TimeSeriesCube]) -> dict[str, Any]:
     return {
         "skipped_scenes": tuple(sorted({s for b in blocks for s in b.skipped_scenes})),
         "unknown_orbit": tuple(sorted({s for b in blocks for s in b.unknown_orbit})),
     }
 
 
-def _merge_arrays(blocks: Sequence[TimeSeriesCube], window: Window, alloc) -> dict[str, np.ndarray]:
+def _merge_arrays(blocks: Sequence[TimeSeriesCube], window: Window, alloc) -> dict[str, Any]:
     h, w = window.shape
     out: dict[str, np.ndarray] = {}
     for stack, days, dtype, tail, day_dtype in (

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import shapely
@@ -155,7 +156,7 @@ def _zone_outlines(units: Sequence[Unit], zone: int, margin_m: float) -> np.ndar
     ring = np.stack([rel, lat.reshape(xs.shape)], axis=-1)
     ring = np.concatenate([ring, ring[:, :1]], axis=1)
     clipped = shapely.intersection(shapely.polygons(ring), _grown_strip((east - west) / 2, margin_m))
-    clipped = shapely.transform(clipped, lambda c: c + np.array([centre, 0.0]))
+    clipped = cast(np.ndarray, shapely.transform(clipped, lambda c: c + np.array([centre, 0.0])))
     return _wrap_antimeridian(clipped)
 
 

@@ -91,7 +91,7 @@ def publish_viewer(root: str | Objects, basemap: Basemap | None | str = KEEP) ->
     keys = []
     files = list(asset_files())
     if basemap != KEEP or not objects.exists(CONFIG):
-        files.insert(-1, (CONFIG, viewer_config(None if basemap == KEEP else basemap)))
+        files.insert(-1, (CONFIG, viewer_config(basemap if isinstance(basemap, Basemap) else None)))
     for key, data in files:
         objects.put(key, data)
         keys.append(key)

@@ -106,6 +106,7 @@ def register(app: typer.Typer) -> None:
                                               check=lambda t: saved.check_classes(fitted, t))
                 typer.echo(f"saved head on {len(points.target)} labels: accuracy {saved.score(fitted, features, points.target):.3f}")
         else:
+            assert labels is not None  # checked above: a head or labels
             make_head(model)
             store, features, points = _sample(root, year, labels, column, False)
             estimator = make_head(model).fit(features, points.target)
@@ -113,7 +114,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"trained a {model} head on {len(points.target)} points, {len(fitted.classes)} classes")
             if save_head is not None:
                 typer.echo(f"wrote {saved.save_head(fitted, save_head)}")
-        if bbox is not None:
+        if bbox is not None and out is not None:  # given together (checked above)
             array, valid, transform, crs = read_mosaic(store, _bbox(bbox), year)
             path = classify_map(fitted.estimator, fitted.classes, array, valid, transform, crs, out)
             typer.echo(f"wrote {path} ({valid.shape[1]} x {valid.shape[0]} px, {int(valid.sum())} classified)")
@@ -141,7 +142,7 @@ def register(app: typer.Typer) -> None:
         store, features, points = _sample(root, year, labels, column, True)
         scores = cross_validate(features, points.target, model, regression=True, folds=folds)
         typer.echo(f"{folds}-fold on {scores['n']} points ({model}): R2 {scores['r2']:.3f}, RMSE {scores['rmse']:.4g}")
-        if bbox is not None:
+        if bbox is not None and out is not None:  # given together (checked above)
             estimator = make_head(model, regression=True).fit(features, points.target)
             array, valid, transform, crs = read_mosaic(store, _bbox(bbox), year)
             typer.echo(f"wrote {regress_map(estimator, array, valid, transform, crs, out)}")

@@ -51,9 +51,15 @@ class InferenceRule(Protocol):
 
 class EncoderFamily(Protocol):
     name: str
-    variants: Mapping[str, Any]
-    config_class: type
     structure_in_file: bool
+
+    @property
+    def variants(self) -> Mapping[str, Any]:
+        """Named configs of the family."""
+
+    @property
+    def config_class(self) -> type[Any]:
+        """The family's config type (``from_dict``, ``to_dict``)."""
 
     def state_of(self, payload: dict) -> dict:
         """The weights dict of a checkpoint in this family's format."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -179,7 +179,7 @@ class StudentBackbone(nn.Module):
         self.attn_pool = AttentionPool(d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        div = doy_frequencies(self.embedding[0].out_features, x.device)
+        div = doy_frequencies(cast(nn.Linear, self.embedding[0]).out_features, x.device)
         tokens = self.embedding(x[..., :-1]) + doy_encoding(x[..., -1].float(), div)
         if isinstance(self.transformer_encoder, nn.ModuleList):
             for layer in self.transformer_encoder:
@@ -279,12 +279,11 @@ def config_from_args(args: dict, source: str) -> StudentConfig:
         depths = merged.get("matryoshka_dims") or ",".join(str(k) for k in MATRYOSHKA)
         if isinstance(depths, str):
             depths = [int(x) for x in re.split(r"[,\s]+", depths.strip()) if x]
-        structure = dict(latent=int(merged["latent_dim"]), layers=int(merged["num_layers"]),
-                         heads=int(merged["nhead"]), ffn=int(merged["dim_feedforward"]),
-                         qk_norm=_bool(merged["enable_qk_norm"]), repr_dim=int(merged["repr_dim"]),
-                         depths=tuple(int(k) for k in depths),
-                         max_seq_len=int(merged.get("max_seq_len") or 256))
-        found = StudentConfig(name="", **structure)
+        found = StudentConfig(name="", latent=int(merged["latent_dim"]), layers=int(merged["num_layers"]),
+                              heads=int(merged["nhead"]), ffn=int(merged["dim_feedforward"]),
+                              qk_norm=_bool(merged["enable_qk_norm"]), repr_dim=int(merged["repr_dim"]),
+                              depths=tuple(int(k) for k in depths),
+                              max_seq_len=int(merged.get("max_seq_len") or 256))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: the checkpoint's args do not describe a v2 student ({exc})") from None
     known = [c.name for c in VARIANTS.values() if replace(c, name="") == found]
@@ -304,7 +303,8 @@ class V2Family:
         return isinstance(payload.get("model"), dict) and "args" in payload
 
     def state_of(self, payload: dict) -> dict:
-        return payload.get("model")
+        state: dict = payload["model"]  # recognises() checked it is there
+        return state
 
     def infer_config(self, payload: dict, source: str) -> StudentConfig:
         """The structure named by the checkpoint's ``args`` (a dict, or an argparse Namespace's fields)."""

@@ -232,7 +232,7 @@ def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: 
     else:
         lines.append(f"  read: ~{size.read_requests:,} requests, ~{_size(size.fetched_bytes)} fetched; "
                      f"{_amount(size.reader_slot_hours)} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
-    if size.cost is not None:
+    if size.cost is not None and sizing.nodes is not None and sizing.prices is not None:  # a cost needs both
         nodes = sizing.nodes
         lines.append(f"  instance hours: {_amount(size.reader_node_hours)} {nodes['reader'].instance} (readers, "
                      f"{nodes['reader'].slots} slots each), {_amount(size.encoder_node_hours)} "

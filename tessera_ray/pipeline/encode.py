@@ -28,6 +28,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -206,6 +207,7 @@ class EncoderPool:
             raise ClusterError("the encoder pool needs a running Ray (tessera_ray.cluster.start_ray)")
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.use_gpu = gpus > 0 if use_gpu is None else use_gpu
+        options: dict[str, Any]
         if self.use_gpu:
             count, options = max(gpus, 1), {"num_gpus": 1, "num_cpus": 1}
         else:
@@ -214,7 +216,7 @@ class EncoderPool:
         options["resources"] = placement(ENCODER_RESOURCE)  # cluster.yaml's encoder nodes, where it has them
         self.max_in_flight = max(1, int(max_in_flight))
         # ``actor``: a stand-in with EncoderActor's methods (jobs/bench_planet.py); jobs never pass one
-        actor_class = ray.remote(actor or EncoderActor).options(
+        actor_class: Any = ray.remote(actor or EncoderActor).options(
             max_concurrency=self.max_in_flight + 1,  # the +1 answers info() (the pool's pings) while busy
             # requests are retried until the actor is back (bounded by its restarts and the pool's wait_s):
             # a fixed count was spent in seconds on "actor unavailable" answers before Ray saw the node was gone

@@ -216,6 +216,7 @@ def save_tile(output: TileOutput, tile: Path, values: np.ndarray, scales: np.nda
         nodata = ~np.isfinite(scales)
         scales = np.where(nodata, 0, scales).astype(np.float32).reshape(height, width)
         values[nodata.reshape(height, width)] = 0
+        assert scales_path is not None  # int8 output: paths() names a scales file
         _save_atomically(scales_path, scales)
     _save_atomically(main, values)
 

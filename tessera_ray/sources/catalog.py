@@ -104,7 +104,7 @@ def search_catalog(
 
     table = _read(str(path), profile.collection, bbox, start, end)
     base = root or catalog_root(str(path))
-    area = shapely.box(*bbox)
+    area = shapely.box(bbox[0], bbox[1], bbox[2], bbox[3])
     scenes = []
     for item in stac_table_to_items(table):
         if item.get("geometry") and not shapely.geometry.shape(item["geometry"]).intersects(area):

@@ -43,9 +43,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -117,7 +118,7 @@ class Secret:
         return (Secret, (self._value,))
 
 
-def earthdata_token(environ: dict | None = None) -> Secret | None:
+def earthdata_token(environ: Mapping[str, str] | None = None) -> Secret | None:
     """The Earthdata Login bearer token from ``EARTHDATA_TOKEN`` or the file named by ``EARTHDATA_TOKEN_FILE``."""
     env = os.environ if environ is None else environ
     if env.get("EARTHDATA_TOKEN"):
@@ -483,7 +484,7 @@ def _read(src, target: TargetGrid, resampling: str) -> np.ndarray:
     if roi.paste_ok:
         rows, cols = roi.roi_src
         if rows.stop > rows.start and cols.stop > cols.start:
-            out[roi.roi_dst] = src.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start,
+            out[cast(tuple[slice, slice], roi.roi_dst)] = src.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start,
                                                           rows.stop - rows.start))
         return out
     same_crs = source.crs == target.crs

@@ -8,8 +8,9 @@ read, already resolved to absolute URLs or paths, and the per-scene decisions
 
 from __future__ import annotations
 
+import datetime as _dt
 import posixpath
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -134,9 +135,15 @@ class Scene:
         return self.datetime.date()
 
     @property
-    def sort_key(self) -> tuple[datetime, str]:
+    def sort_key(self) -> tuple[_dt.datetime, str]:
         """Mosaic order within a date: acquisition time, then id."""
         return (self.datetime, self.id)
+
+
+def _bbox2d(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    """W, S, E, N of a STAC bbox, 2D or 3D (heights dropped)."""
+    w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if len(bbox) == 4 else (bbox[0], bbox[1], bbox[3], bbox[4])
+    return (float(w), float(s), float(e), float(n))
 
 
 def parse_datetime(value: str) -> datetime:
@@ -250,7 +257,7 @@ def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str |
         kind=profile.kind,
         datetime=when,
         crs=_crs(props),
-        bbox=tuple(float(v) for v in bbox[:4]) if len(bbox) == 4 else (bbox[0], bbox[1], bbox[3], bbox[4]),  # type: ignore[arg-type]
+        bbox=_bbox2d(bbox),
         assets=tuple(assets),
         processing_baseline=None if baseline is None else str(baseline),
         cloud_cover=None if props.get("eo:cloud_cover") is None else float(props["eo:cloud_cover"]),

@@ -31,7 +31,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -217,11 +217,12 @@ def zone_attrs(zone: int) -> dict:
     }
 
 
-def _compressors(layout: StoreLayout, shuffle: str, data: bool = False):
+def _compressors(layout: StoreLayout, shuffle: Literal["noshuffle", "shuffle", "bitshuffle"],
+                 data: bool = False) -> list[Any]:
     """Chunk codecs after ``bytes``; coordinates are always compressed, data arrays per the layout."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    codecs = [] if data and layout.compression == "none" else [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
+    codecs: list[Any] = [] if data and layout.compression == "none" else [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
     if layout.chunk_checksum:
         codecs.append(Crc32cCodec())
     return codecs
@@ -396,7 +397,7 @@ def encode_unit_shards(
     arrays = sharded_arrays(state.layout, zone, t + 1)
     r, c = offset
     bands = np.moveaxis(embeddings, -1, 0)[None]
-    blocks = {
+    blocks: dict[str, tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]] = {
         depth_array_name(k): (bands[:, :k], (0, 0, r, c), (t, 0, shard_row, shard_col))
         for k in (*state.layout.depths, STORE_DIMS)
     }

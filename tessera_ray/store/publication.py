@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -242,13 +243,13 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
             add, refused = good, []
             table = rows_of(good)
             body = manifest_bytes(table)
-            published = unit_ids(table)
+            published: Collection[str] = unit_ids(table)
         else:
             add, refused = resolver.to_add(current, good)
             appended = current.appended if current is not None else 0
             if current is not None and not add and not (compact and appended):
                 return result(current.unit_ids(), (), attempt - 1)
-            ids = set(current.unit_ids()) if current is not None else set()
+            ids: set[str] = set(current.unit_ids()) if current is not None else set()
             replaces = any(r.unit_id in ids for r in add)
             if current is not None and not replaces and not compact and \
                     not _needs_compaction(appended + len(add), current.num_rows + len(add)):

@@ -314,7 +314,8 @@ def s1_tracks(spec: WorldSpec) -> tuple[S1Track, ...]:
 
 def _dates(year: int, first_day: int, step: int) -> list[dt.date]:
     start = dt.date(year, 1, 1)
-    out, k = [], 0
+    out: list[dt.date] = []
+    k = 0
     while True:
         d = start + dt.timedelta(days=first_day + k * step)
         if d.year != year:
@@ -398,7 +399,7 @@ def s1_bursts(spec: WorldSpec, track: S1Track) -> tuple[Burst, ...]:
             order = m if track.direction == ASCENDING else -m
             number = base + order + nw + 1000 * ((k + nu) // 3)
             burst_id = f"T{track.relative_orbit:03d}-{number:06d}-IW{(k + nu) % 3 + 1}"
-            bursts.append(Burst(burst_id, track, order, tuple(poly.exterior.coords)))
+            bursts.append(Burst(burst_id, track, order, tuple((x, y) for x, y in poly.exterior.coords)))
     return tuple(sorted(bursts, key=lambda b: b.burst_id))
 
 
