@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from urllib.parse import urlparse
 
 from tessera_ray.errors import UserInputError
@@ -34,7 +35,7 @@ def catalog_root(path: str) -> str:
     return folder or "."
 
 
-def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: date):
+def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: date) -> Any:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
@@ -71,7 +72,7 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
 _SNAPSHOT_COLUMNS = ("id", "collection", "datetime", "assets")
 
 
-def _check_snapshot(path: str, schema) -> None:
+def _check_snapshot(path: str, schema: Any) -> None:
     """The columns every stac-geoparquet snapshot has, with the types the search relies on."""
     import pyarrow as pa
 

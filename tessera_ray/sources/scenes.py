@@ -131,7 +131,7 @@ class Scene:
         raise KeyError(f"scene {self.id} has no {role} asset")
 
     @property
-    def date(self):
+    def date(self) -> _dt.date:
         return self.datetime.date()
 
     @property
@@ -166,7 +166,7 @@ def resolve_href(href: str, base: str | None) -> str:
     return posixpath.normpath(posixpath.join(str(base), href))
 
 
-def _find_asset(assets: Mapping[str, Any], candidates: tuple[str, ...], role: str) -> tuple[str, Mapping] | None:
+def _find_asset(assets: Mapping[str, Any], candidates: tuple[str, ...], role: str) -> tuple[str, Mapping[str, Any]] | None:
     for key in candidates:
         if key in assets:
             return key, assets[key]
@@ -218,7 +218,8 @@ def _planetary_computer(href: str) -> str:
         import planetary_computer
     except ImportError:
         raise ServiceError("Planetary Computer sources need `pip install planetary-computer`") from None
-    return planetary_computer.sign(href)
+    signed: str = planetary_computer.sign(href)
+    return signed
 
 
 register_signer("planetary-computer", _planetary_computer)
