@@ -99,7 +99,7 @@ class ReadTasks:
     CPU encoders and may ask for 0); ``num_returns``: the body's results.
     """
 
-    def __init__(self, body: Callable, num_cpus: float = 1.0, num_returns: int = 1) -> None:
+    def __init__(self, body: Callable[..., Any], num_cpus: float = 1.0, num_returns: int = 1) -> None:
         import ray
 
         self._remote: Any = ray.remote(body)
@@ -108,7 +108,7 @@ class ReadTasks:
         self._capacity = ray.cluster_resources().get("memory", math.inf)
         self._with_memory: dict[int, Any] = {}
 
-    def submit(self, window: Window, scenes: Sequence[Scene], read: ReadConfig, *args):
+    def submit(self, window: Window, scenes: Sequence[Scene], read: ReadConfig, *args: Any) -> Any:
         """Start the body on ``args`` for a block of ``window`` over ``scenes``; its object reference(s).
 
         Raises :class:`~tessera_ray.errors.UserInputError` when the block needs more

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, load_roi, units_for_roi
@@ -21,6 +22,11 @@ from tessera_ray.landmask import DEFAULT_LAND_MASK, check_land_mask
 from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 from tessera_ray.sources.scenes import S1, S2, Scene
 from tessera_ray.store.layout import STORE_DIMS
+
+if TYPE_CHECKING:
+    import torch
+
+    from tessera_ray.pipeline.blocks import SceneIndex
 
 FIRST_YEAR = 2017
 S2_INPUT_BYTES = 10 * 2 + 1
@@ -99,7 +105,7 @@ class EmbedConfig:
             raise UserInputError("give either --catalog or --stac/--s1-stac, not both")
 
 
-def created_from_env(environ: dict | None = None) -> str | None:
+def created_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) as an ISO 8601 UTC time."""
     value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
     if not value:
@@ -171,7 +177,7 @@ class YearPlan:
     """Units with no scene at all in the year: reported, never read (nothing to embed there yet)."""
 
     @cached_property
-    def scene_index(self):
+    def scene_index(self) -> SceneIndex:
         """The scenes by place (:class:`~tessera_ray.pipeline.blocks.SceneIndex`), built once per plan."""
         from tessera_ray.pipeline.blocks import SceneIndex
 
@@ -264,7 +270,7 @@ def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan
                     tuple(sorted(u.id for u in units if u.id in done)), scenes, tuple(sorted(empty)))
 
 
-def weights_checksum(model) -> str:
+def weights_checksum(model: torch.nn.Module) -> str:
     """SHA-256 over the encoder's weights (names and bytes), whatever file format held them."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
