@@ -150,7 +150,8 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         div = doy_frequencies(cast(nn.Linear, self.embedding[0]).out_features, x.device)
         tokens = self.embedding(x[..., :-1]) + doy_encoding(x[..., -1].float(), div)
-        return self.attn_pool(self.transformer_encoder(tokens))
+        pooled: torch.Tensor = self.attn_pool(self.transformer_encoder(tokens))
+        return pooled
 
 
 class TesseraEncoder(nn.Module):
@@ -175,4 +176,5 @@ class TesseraEncoder(nn.Module):
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         fused = torch.cat((self.s2_backbone(s2), self.s1_backbone(s1)), dim=-1)
-        return self.dim_reducer(fused)[:, :EMBEDDING_DIM]
+        reduced: torch.Tensor = self.dim_reducer(fused)
+        return reduced[:, :EMBEDDING_DIM]
