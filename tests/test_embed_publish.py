@@ -47,11 +47,13 @@ def test_two_jobs_with_overlapping_rois_publish_every_unit_once(world, s3_server
             log = open(tmp_path / f"job{i}.log", "w")
             procs.append((subprocess.Popen([sys.executable, str(REPO / "jobs" / "embed.py"), *args], cwd=REPO,
                                            env=env, stdout=log, stderr=subprocess.STDOUT), log))
-        for i, (proc, log) in enumerate(procs):
-            try:
+        try:
+            for i, (proc, _) in enumerate(procs):
                 assert proc.wait(timeout=420) == 0, (tmp_path / f"job{i}.log").read_text()
-            finally:
+        finally:  # a job that failed or timed out takes the other down with it: no job outlives the test
+            for proc, log in procs:
                 proc.kill()
+                proc.wait()
                 log.close()
         conditional_puts = proxy.outcomes("PUT", "/manifests/2024.parquet")
     logs = [(tmp_path / f"job{i}.log").read_text() for i in range(2)]

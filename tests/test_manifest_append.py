@@ -219,3 +219,48 @@ def test_a_unit_written_again_replaces_its_appended_row_once(tmp_path):
     row = frame[frame.unit_id == UNITS[2].id].iloc[0]
     assert sorted(o["sha256"] for o in row.objects) == sorted(o["sha256"] for o in again.objects)
     assert appended_rows(manifest.read_bytes()) == 0
+
+
+def test_a_job_publishes_from_what_it_wrote_and_still_sees_another_publishers_write(tmp_path, monkeypatch):
+    """In a job, a publish starts from the manifest its last publish wrote (one stat, not a read and decode of
+    the whole file); a manifest another publisher replaced meanwhile is read afresh, and its units are kept."""
+    from test_publish import UNITS, new_store, write_units
+
+    from tessera_ray.store.objects import LocalObjects
+
+    root = tmp_path / "r"
+    store = new_store(str(root))
+    records_, _ = write_units(store, UNITS[:8])
+    reads = []
+    real = LocalObjects.get_versioned
+    monkeypatch.setattr(LocalObjects, "get_versioned", lambda self, key: reads.append(key) or real(self, key))
+    store.publish(YEAR, records_[:3])
+    store.publish(YEAR, records_[3:4])
+    store.publish(YEAR, records_[4:5])
+    manifest = manifest_key(YEAR)
+    assert reads.count(manifest) <= 1  # the first publish of the process may read it; the next ones do not
+    # another publisher (another process: it shares nothing with this one) adds unit 5, same size or not
+    other = LocalObjects(str(root))
+    data, tag = real(other, manifest)
+    other.put_if(manifest, append_bytes(data, records_table(records_[5:6])), tag)
+    reads.clear()
+    store.publish(YEAR, records_[6:8])
+    assert reads.count(manifest) == 1
+    assert sorted(read_manifest(str(root), YEAR).unit_id) == sorted(r.unit_id for r in records_)
+
+
+def test_a_local_version_tag_changes_with_every_write_even_of_the_same_bytes(tmp_path):
+    """The tag is the file's identity, not its content: a writer that read version 1 cannot overwrite a
+    version 2 that another writer put there, even when version 2 has the same size and the same last bytes."""
+    from tessera_ray.store.objects import LocalObjects, PreconditionFailed
+
+    objects = LocalObjects(tmp_path)
+    first = objects.put_if("m.parquet", b"a" * 100_000, None)
+    _, read = objects.get_versioned("m.parquet")
+    assert read == first == objects.version("m.parquet")
+    second = objects.put_if("m.parquet", b"b" + b"a" * 99_999, first)  # same size, same 64 KB tail
+    assert second != first
+    with pytest.raises(PreconditionFailed):
+        objects.put_if("m.parquet", b"c" * 100_000, first)
+    assert objects.get("m.parquet")[:1] == b"b"
+    assert objects.version("absent") is None

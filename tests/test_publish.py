@@ -89,7 +89,8 @@ def assert_consistent(root: str, expected: dict, year: int = 2024) -> None:
 
 @pytest.mark.slow
 def test_a_publish_checks_only_the_new_records(proxy, s3_server):
-    """Publishing one new unit into a manifest of eight costs HEADs of that unit's objects alone."""
+    """Publishing one new unit into a manifest of eight costs HEADs of that unit's objects, and of the
+    manifest (still the version this process wrote: it is not downloaded again), then one PUT."""
     root = s3_root(s3_server)
     store = new_store(root)
     records, written = write_units(store, UNITS[:8])
@@ -97,8 +98,10 @@ def test_a_publish_checks_only_the_new_records(proxy, s3_server):
     more, scales = write_units(store, UNITS[8:])
     before = len(proxy.log)
     result = store.publish(2024, more)
+    manifest = f"/{root[5:]}/manifests/2024.parquet"
     heads = [p for m, p, _ in proxy.log[before:] if m == "HEAD"]
-    assert sorted(heads) == sorted(f"/{root[5:]}/{o['key']}" for o in more[0].objects)
+    assert sorted(heads) == sorted([manifest] + [f"/{root[5:]}/{o['key']}" for o in more[0].objects])
+    assert [(m, p) for m, p, _ in proxy.log[before:] if m != "HEAD"] == [("PUT", manifest)]
     assert result.added == (UNITS[8].id,) and result.units == 9 and result.attempts == 1
     assert_consistent(root, {**written, **scales})
 
@@ -230,7 +233,7 @@ def test_two_publishers_at_once_publish_every_unit_once(root, monkeypatch):
     one of them loses the conditional write, merges again, and nothing is lost or doubled."""
     from tessera_ray.store import publication
 
-    arm = _rendezvous(monkeypatch, publication, "manifest_bytes", "append_bytes")
+    arm = _rendezvous(monkeypatch, publication, "manifest_bytes", "append")
     new_store(root)
     stores = [EmbeddingStore.open(root), EmbeddingStore.open(root)]
     plans = [UNITS[0:6], UNITS[6:9] + UNITS[3:6]]  # rounds 3-5: both write and publish the same unit
@@ -312,7 +315,7 @@ def stopping(real):
         return data
     return build
 publication.manifest_bytes = stopping(publication.manifest_bytes)  # the first publish, and a compaction
-publication.append_bytes = stopping(publication.append_bytes)  # every publish during a job
+publication.append = stopping(publication.append)  # every publish during a job
 record = PartRecord.from_json(sys.stdin.buffer.read())
 EmbeddingStore.open({str(root)!r}).publish(2024, [record])
 """

@@ -276,18 +276,20 @@ class Crash(Exception):
 
 
 def crashing_puts(monkeypatch, objects_cls, after: int):
-    """Make the ``after``-th put (0-based) raise, as if the process died there."""
-    real = objects_cls.put
+    """Make the ``after``-th write (0-based; ``put`` or ``put_if``) raise, as if the process died there."""
     calls = {"n": 0}
 
-    def put(self, key, data):
-        if calls["n"] == after:
+    def crashing(real):
+        def write(self, key, data, *condition):
+            if calls["n"] == after:
+                calls["n"] += 1
+                raise Crash(f"killed before writing {key}")
             calls["n"] += 1
-            raise Crash(f"killed before writing {key}")
-        calls["n"] += 1
-        return real(self, key, data)
+            return real(self, key, data, *condition)
+        return write
 
-    monkeypatch.setattr(objects_cls, put.__name__, put)
+    monkeypatch.setattr(objects_cls, "put", crashing(objects_cls.put))
+    monkeypatch.setattr(objects_cls, "put_if", crashing(objects_cls.put_if))
     return calls
 
 

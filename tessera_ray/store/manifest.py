@@ -209,7 +209,13 @@ def _appended(foot) -> int:
 
 
 def append_bytes(data: bytes, rows: pa.Table, where: str = "manifest") -> bytes:
-    """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups.
+    """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups (see :func:`append`)."""
+    return append(data, rows, where)[0]
+
+
+def append(data: bytes, rows: pa.Table, where: str = "manifest") -> tuple[bytes, pa.ChunkedArray]:
+    """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups, and the
+    appended rows' unit ids in the order they were written.
 
     The old pages and row-group metadata are kept byte for byte; the new rows
     are Hilbert-sorted among themselves and written in row groups of at most
@@ -249,7 +255,8 @@ def append_bytes(data: bytes, rows: pa.Table, where: str = "manifest") -> bytes:
             _set_value(kv, str(appended).encode())
     if APPENDED_KEY not in seen:
         pairs.append([[1, footer.BINARY, APPENDED_KEY], [2, footer.BINARY, str(appended).encode()]])
-    return b"".join((data[:old.start], batch[len(footer.MAGIC):new.start], footer.footer_bytes(old.fields)))
+    body = b"".join((memoryview(data)[:old.start], batch[len(footer.MAGIC):new.start], footer.footer_bytes(old.fields)))
+    return body, table.column("unit_id")
 
 
 def _stored_schema(value: bytes) -> pa.Schema:

@@ -2,7 +2,8 @@
 
 Writes are atomic and verified before anyone records them: a local object is
 written to a temporary file, fsynced and renamed into place, then read back and
-hashed; an S3 object is one PUT carrying its SHA-256, which the server checks,
+hashed (an object replaced by :meth:`Objects.put_if` is checked by size: see
+there); an S3 object is one PUT carrying its SHA-256, which the server checks,
 then a HEAD confirms size and checksum. Readers never see half an object.
 
 Objects that several writers replace (a year's manifest, the root ``zarr.json``)
@@ -23,12 +24,12 @@ import os
 import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from tessera_ray import atomic
 from tessera_ray.errors import DataError, ServiceError, UserInputError, env_number
 from tessera_ray.serve import media_type
 
@@ -92,6 +93,17 @@ class Objects:
         Raises :class:`PreconditionFailed` when another writer got there first.
         """
         raise NotImplementedError
+
+    def version(self, key: str) -> str | None:
+        """The tag :meth:`get_versioned` would return now, without reading the object; None when it is absent.
+
+        A writer that keeps what it last wrote asks this before reading a
+        versioned object again: an unchanged tag means nobody else wrote it.
+        """
+        try:
+            return self.get_versioned(key)[1]
+        except ObjectNotFound:
+            return None
 
     def stat(self, key: str) -> ObjectInfo | None:
         """Size of an object, and its SHA-256 where the store keeps one (else ""); None when absent."""
@@ -163,16 +175,7 @@ class LocalObjects(Objects):
     def put(self, key: str, data: bytes) -> ObjectInfo:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        atomic.write_bytes(target, data)
         info = ObjectInfo(key, len(data), sha256_hex(data))
         with open(target, "rb") as f:  # read back in blocks: no second copy of a 2 GB shard
             back = hashlib.file_digest(f, "sha256")
@@ -188,21 +191,44 @@ class LocalObjects(Objects):
             raise ObjectNotFound(f"no object {self.child_url(key)}") from None
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
-        """The version tag of a local object is the SHA-256 of its bytes (only small objects are versioned)."""
-        data = self.get(key)
-        return data, sha256_hex(data)
+        """The object and its version tag (see :func:`_local_tag`), both of the one file that was opened."""
+        try:
+            with open(self._path(key), "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {self.child_url(key)}") from None
+        return data, _local_tag(st, data[-VERSION_TAIL:])
+
+    def version(self, key: str) -> str | None:
+        try:
+            with open(self._path(key), "rb") as f:
+                st = os.fstat(f.fileno())
+                f.seek(max(0, st.st_size - VERSION_TAIL))
+                return _local_tag(st, f.read())
+        except FileNotFoundError:
+            return None
 
     def put_if(self, key: str, data: bytes, etag: str | None) -> str:
         """Check and replace under an exclusive ``flock``: the kernel drops it if the process dies, so a
-        killed writer never blocks the next one. Every writer of a versioned object goes through here."""
+        killed writer never blocks the next one. Every writer of a versioned object goes through here.
+
+        Unlike :meth:`put`, the object is not read back and hashed: a manifest
+        reaches tens of MB at planet scale (69 MB at 100,000 units) and is
+        replaced at every publish, where four whole-file SHA-256 passes (the
+        old tag, the check under the lock, the written bytes, the read-back)
+        were most of a publish's time (``jobs/bench_publish.py``); its size is
+        checked, and the next publish and every reader parse it whole.
+        """
         with self._locked(key):
-            try:
-                current = sha256_hex(self._path(key).read_bytes())
-            except FileNotFoundError:
-                current = None
-            if current != etag:
+            if self.version(key) != etag:
                 raise PreconditionFailed(f"{self.child_url(key)} changed since it was read")
-            return self.put(key, data).sha256
+            target = self._path(key)
+            atomic.write_bytes(target, data)
+            tag = self.version(key)
+            if tag is None or int(tag.split("-")[1], 16) != len(data):
+                raise DataError(f"object {self.child_url(key)} has the wrong size after writing")
+            return tag
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
@@ -249,7 +275,7 @@ class LocalObjects(Objects):
         keys = [
             p.relative_to(self.path).as_posix()
             for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
+            if p.is_file() and not p.name.endswith((".tmp", atomic.PARTIAL))
         ]
         return sorted(keys)
 
@@ -257,12 +283,23 @@ class LocalObjects(Objects):
         self._path(key).unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+VERSION_TAIL = 64 * 1024
+"""Bytes at the end of a local object that its version tag hashes (a Parquet file's footer, a whole zarr.json)."""
+
+
+def _local_tag(st: os.stat_result, tail: bytes) -> str:
+    """A local object's version tag: its file's identity and times, and a hash of its last bytes.
+
+    Writers never change a file in place: each version is a new file renamed
+    over the old (a new inode, a new ctime), so the identity changes with every
+    write. The hash of the tail (a Parquet footer lists every row group's offset
+    and size) guards the one way an identity could repeat: a freed inode number
+    reused for a file of the same size within one tick of the kernel's coarse
+    clock. Reading the whole object to hash it, as the tag once did, made a
+    publish cost in proportion to the manifest's size.
+    """
+    digest = hashlib.sha256(tail).hexdigest()[:32]
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}-{digest}"
 
 
 # --------------------------------------------------------------------------- S3
@@ -384,6 +421,19 @@ class S3Objects(Objects):
                 raise PreconditionFailed(f"{self.child_url(key)} changed since it was read") from None
             raise ServiceError(f"cannot write {self.child_url(key)}: {exc}") from None
         return resp["ETag"]
+
+    def version(self, key: str) -> str | None:
+        """One HEAD: the ETag (None when absent)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"]
+        except BotoCoreError as exc:
+            raise self._unreachable(exc, key) from None
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -13,7 +13,7 @@ One publish (:func:`publish_records`, called by :meth:`EmbeddingStore.publish`):
    the new units are decoded); one whose objects differ (two jobs wrote the
    unit) takes the record whose objects hash to what is stored now; new units
    are appended as row groups behind the old ones, which are not decoded
-   (:func:`~tessera_ray.store.manifest.append_bytes`); a replaced row, too
+   (:func:`~tessera_ray.store.manifest.append`); a replaced row, too
    many appended rows, or the end of a job rewrites the file whole in the
    global Hilbert order (a compaction, :mod:`tessera_ray.store.manifest`);
 4. replace the manifest only if it is still the version read in 2
@@ -32,14 +32,16 @@ whole protocol and its tests.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tessera_ray.errors import DataError, ServiceError
 from tessera_ray.store.manifest import (
-    append_bytes,
+    append,
     appended_rows,
     manifest_bytes,
     manifest_key,
@@ -159,15 +161,19 @@ def _needs_compaction(appended: int, rows: int) -> bool:
 
 
 class _Current:
-    """What a publish needs of the manifest as read: its unit ids, and the rows of the units it publishes."""
+    """What a publish needs of the manifest as read: its unit ids, and the rows of the units it publishes.
+
+    Parsed lazily, and carried from one publish to the next (:func:`_remember`):
+    after an append, the next publish's state is this one's plus the new row
+    groups' unit ids, so a publish in a long job decodes what it added, not
+    the whole manifest again.
+    """
 
     def __init__(self, data: bytes, where: str):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         self.data, self.where = data, where
+        self._file = None
+        self._id_set: set[str] | None = None
         try:
-            self.file = pq.ParquetFile(pa.BufferReader(data))
             self.ids = self.file.read(columns=["unit_id"], use_threads=False).column("unit_id")
             self.appended = appended_rows(data)
         except DataError:
@@ -176,11 +182,38 @@ class _Current:
             raise DataError(f"manifest {where} is unreadable: {exc}") from None
 
     @property
+    def file(self):
+        if self._file is None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            self._file = pq.ParquetFile(pa.BufferReader(self.data))
+        return self._file
+
+    def after_append(self, body: bytes, added) -> _Current:
+        """The state of ``body``: this manifest with rows appended whose unit ids are ``added`` (in file order)."""
+        import pyarrow as pa
+
+        new = object.__new__(_Current)
+        new.data, new.where, new._file, new._id_set = body, self.where, None, None
+        new.ids = pa.chunked_array(self.ids.chunks + added.chunks, self.ids.type)
+        new.appended = self.appended + len(added)
+        if self._id_set is not None:
+            new._id_set = self._id_set | set(added.to_pylist())
+        return new
+
+    @property
     def num_rows(self) -> int:
         return len(self.ids)
 
     def unit_ids(self) -> list[str]:
         return self.ids.to_pylist()
+
+    def id_set(self) -> set[str]:
+        """The unit ids as a set (built once; callers must not change it)."""
+        if self._id_set is None:
+            self._id_set = set(self.ids.to_pylist())
+        return self._id_set
 
     def rows_of(self, wanted: set[str]):
         """``unit_id`` and ``objects`` of the rows whose unit is in ``wanted``: only their row groups are decoded."""
@@ -200,11 +233,45 @@ class _Current:
         return read_table(self.data, self.where)
 
 
+_LAST: OrderedDict[tuple[str, str], tuple[str, _Current]] = OrderedDict()
+"""Per (store, key), the manifest this process last read or wrote and its version tag (a few of them)."""
+_LAST_KEEP = 4
+_LAST_LOCK = threading.Lock()
+
+
+def _read_current(objects: Objects, key: str) -> tuple[_Current | None, bytes, str | None]:
+    """The manifest, parsed, with its bytes and version tag (None, b"", None when there is none).
+
+    When its tag is still the one this process last saw (it wrote the manifest
+    itself, the usual case in a job), the state kept then is used: one
+    ``stat`` (local) or HEAD (S3) instead of reading and decoding the file.
+    """
+    with _LAST_LOCK:
+        kept = _LAST.get((objects.url, key))
+    if kept is not None and objects.version(key) == kept[0]:
+        return kept[1], kept[1].data, kept[0]
+    try:
+        data, etag = objects.get_versioned(key)
+    except ObjectNotFound:
+        return None, b"", None
+    current = _Current(data, objects.child_url(key))
+    _remember(objects, key, etag, current)
+    return current, data, etag
+
+
+def _remember(objects: Objects, key: str, etag: str, current: _Current) -> None:
+    with _LAST_LOCK:
+        _LAST[(objects.url, key)] = (etag, current)
+        _LAST.move_to_end((objects.url, key))
+        while len(_LAST) > _LAST_KEEP:
+            _LAST.popitem(last=False)
+
+
 def publish_records(objects: Objects, year: int, records: list[PartRecord], *, exact: bool = False,
                     compact: bool = False) -> PublishResult:
     """Merge ``records`` into the year's manifest (``exact``: the manifest becomes these records alone).
 
-    New units are appended as row groups (:func:`~tessera_ray.store.manifest.append_bytes`); the manifest is
+    New units are appended as row groups (:func:`~tessera_ray.store.manifest.append`); the manifest is
     rewritten whole in the global order when a unit's row is replaced, when too many rows were appended
     (:data:`COMPACT_FRACTION`), or when ``compact`` is asked (the end of a job). Safe to repeat and to run
     from several processes at once; see the module doc.
@@ -228,16 +295,15 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
         return PublishResult(int(year), len(published), tuple(rejected + refused), key,
                              tuple(sorted(r.unit_id for r in add)), attempts, time.monotonic() - started, published)
 
+    current_url = objects.child_url(key)
     for attempt in range(1, MAX_CONFLICTS + 1):
+        appending = False
         try:
-            data, etag = objects.get_versioned(key)
-        except ObjectNotFound:
-            data, etag = b"", None
-        try:
-            current = _Current(data, objects.child_url(key)) if etag is not None else None
+            current, data, etag = _read_current(objects, key)
         except DataError:
             if not exact:
                 raise
+            data, etag = objects.get_versioned(key)
             current = None  # a manifest that does not parse is what the exact rebuild replaces
         if exact:
             add, refused = good, []
@@ -249,11 +315,12 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
             appended = current.appended if current is not None else 0
             if current is not None and not add and not (compact and appended):
                 return result(current.unit_ids(), (), attempt - 1)
-            ids: set[str] = set(current.unit_ids()) if current is not None else set()
+            ids = current.id_set() if current is not None else set()
             replaces = any(r.unit_id in ids for r in add)
-            if current is not None and not replaces and not compact and \
-                    not _needs_compaction(appended + len(add), current.num_rows + len(add)):
-                body = append_bytes(data, rows_of(add), objects.child_url(key))
+            appending = current is not None and not replaces and not compact and \
+                not _needs_compaction(appended + len(add), current.num_rows + len(add))
+            if appending:
+                body, added_ids = append(data, rows_of(add), objects.child_url(key))
                 published = ids | {r.unit_id for r in add}
             else:
                 table = rows_of(add) if current is None else merge(current.table(), rows_of(add))
@@ -262,11 +329,16 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
         if current is not None and body == data:
             return result(published, (), attempt - 1)
         try:
-            objects.put_if(key, body, etag)
+            tag = objects.put_if(key, body, etag)
         except PreconditionFailed:
             log.info("manifest %s changed while merging (another publisher); merging again", key)
             conflict_backoff(attempt)
             continue
+        try:  # the next publish of this process starts from here (a rewrite costs a decode, as its write did)
+            after = current.after_append(body, added_ids) if appending and current is not None else _Current(body, current_url)
+            _remember(objects, key, tag, after)
+        except Exception:  # noqa: BLE001 - the publish is done; the next one reads the manifest afresh
+            log.debug("manifest %s: kept state not updated", key, exc_info=True)
         return result(published, add, attempt)
     raise ServiceError(f"could not publish {objects.child_url(key)}: it changed under {MAX_CONFLICTS} merges in a row "
                        "(other publishers); run the publish again")
