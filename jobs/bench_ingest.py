@@ -181,7 +181,7 @@ def measure(reader, args, server, unit):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cores))
     if proc.returncode != 0:
         raise SystemExit(f"{reader} failed:\n{proc.stderr[-3000:]}")
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     result = json.loads(line[len("RESULT "):])
     snap = server.stats.snapshot()
     result.update(requests=snap["requests"], bytes_sent=snap["bytes_sent"])

@@ -159,7 +159,7 @@ def report(result: dict) -> str:
     every = (*MASKS, "osm+gshhg")
     lines += [f"| {k} | {u['land_units'][k + '@0']:,} | {u['land_units'][k + '@' + m]:,} |" for k in every]
     lines += ["", "Units holding land on one mask (bare) that another drops:", "",
-              f"| land on \\ dropped by | " + " | ".join(f"{k} bare | {k} grown" for k in every) + " |",
+              "| land on \\ dropped by | " + " | ".join(f"{k} bare | {k} grown" for k in every) + " |",
               "|---|" + "---:|" * (2 * len(every))]
     for truth in MASKS:
         cells = [u["dropped"][f"{truth} land, {k}@{mg} drops"] for k in every for mg in ("0", m)]

@@ -126,7 +126,7 @@ def measure(n: int, batch: int, repeats: int, full_max: int, workdir: Path) -> d
         assert appended_rows(data) == (r + 1) * batch, "the publish did not append"
         incremental.append(result.seconds)
         written.append(len(data))
-    for r in range(repeats):  # the same publish, rewriting the manifest whole (before)
+    for _ in range(repeats):  # the same publish, rewriting the manifest whole (before)
         new = write_records(root, synthetic_units(batch, start))
         start += batch
         result = publish_records(store.objects, YEAR, new, compact=True)
@@ -147,7 +147,8 @@ def measure(n: int, batch: int, repeats: int, full_max: int, workdir: Path) -> d
     meta = pq.read_metadata(io.BytesIO(data))
     return {
         "published": n, "batch": batch, "setup_s": round(setup, 1),
-        "incremental_s": round(statistics.median(incremental[1:] or incremental), 3), "incremental_all_s": [round(x, 3) for x in incremental],
+        "incremental_s": round(statistics.median(incremental[1:] or incremental), 3),
+        "incremental_all_s": [round(x, 3) for x in incremental],
         "append_bytes_written": written[-1],
         "rewriting_publish_s": round(statistics.median(rewriting), 3),
         "rewrite_s": round(statistics.median(rewrite), 3),

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
 import signal
 import sys
-import os
 import threading
 import traceback
+import types
 
+import click as _click
 import typer
 
 from tessera_ray import commands
@@ -32,16 +34,15 @@ from tessera_ray.redact import redact
 
 PROG = "tessera-ray"
 
-import click as _click
-
+_typer_click: types.ModuleType
 try:  # typer >= 0.29 runs on its own copy of click, whose classes are not click's
     from typer._click import exceptions as _typer_click
 except ImportError:  # pragma: no cover - an older typer runs on click itself
     _typer_click = _click.exceptions
 
 # both packages' classes: the app raises typer's, code calling click directly raises click's
-_USAGE_ERRORS = tuple({_typer_click.UsageError, _click.UsageError})
-_CLICK_ERRORS = tuple({_typer_click.ClickException, _click.ClickException})
+_USAGE_ERRORS: tuple[type[_click.UsageError], ...] = tuple({_typer_click.UsageError, _click.UsageError})
+_CLICK_ERRORS: tuple[type[_click.ClickException], ...] = tuple({_typer_click.ClickException, _click.ClickException})
 _ABORTS = tuple({typer.Abort, _click.exceptions.Abort})
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -122,7 +123,8 @@ def _show_chain(exc: BaseException) -> None:
     """With debug on, the traceback of ``exc`` and of every error behind it (also those hidden by ``from None``)."""
     if not debug_enabled():
         return
-    seen, cause = set(), exc
+    seen: set[int] = set()
+    cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:  # we are exiting: un-hide the context for the print
         seen.add(id(cause))
         cause.__suppress_context__ = False
@@ -132,8 +134,9 @@ def _show_chain(exc: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
-    if not any(isinstance(f, _RedactLogs) for f in logging.lastResort.filters):
-        logging.lastResort.addFilter(_RedactLogs())
+    last_resort = logging.lastResort
+    if last_resort is not None and not any(isinstance(f, _RedactLogs) for f in last_resort.filters):
+        last_resort.addFilter(_RedactLogs())
     received: list[int] = []
     previous = _install_signal_handlers(received)
     try:

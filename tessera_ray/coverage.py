@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tessera_ray.errors import DataError, UserInputError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 PUBLISHED, EMPTY, FAILED, NO_SCENE = "published", "published, no data", "failed", "no scene"
 STATUSES = (PUBLISHED, EMPTY, FAILED, NO_SCENE)
@@ -33,7 +37,7 @@ class Coverage:
 
     url: str
     years: tuple[int, ...]
-    frame: object
+    frame: gpd.GeoDataFrame
     run_records: bool
     """Whether run records were read (False on roots that cannot be listed, e.g. HTTP)."""
 

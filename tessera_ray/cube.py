@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -89,7 +90,7 @@ class TimeSeriesCube:
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def empty(cls, zone: int, window: Window) -> "TimeSeriesCube":
+    def empty(cls, zone: int, window: Window) -> TimeSeriesCube:
         h, w = window.shape
         return cls(
             bands=np.zeros((0, h, w, S2_BANDS), np.uint16),
@@ -103,7 +104,7 @@ class TimeSeriesCube:
             window=window,
         )
 
-    def without_empty_dates(self) -> "TimeSeriesCube":
+    def without_empty_dates(self) -> TimeSeriesCube:
         """Drop time steps with no data at any pixel (a scene whose footprint misses this window)."""
         s2 = _has_data(self.bands) | _has_data(self.masks)
         asc, desc = _has_data(self.sar_ascending), _has_data(self.sar_descending)
@@ -118,7 +119,7 @@ class TimeSeriesCube:
         )
 
     @classmethod
-    def merge(cls, blocks: Sequence["TimeSeriesCube"], window: Window) -> "TimeSeriesCube":
+    def merge(cls, blocks: Sequence[TimeSeriesCube], window: Window) -> TimeSeriesCube:
         """Stitch blocks of one zone into ``window``; time axes are the union of the blocks' days."""
         if not blocks:
             raise ValueError("nothing to merge")
@@ -143,7 +144,7 @@ class TimeSeriesCube:
         return final
 
     @classmethod
-    def load_npy(cls, directory: str | os.PathLike, mmap: bool = False) -> "TimeSeriesCube":
+    def load_npy(cls, directory: str | os.PathLike, mmap: bool = False) -> TimeSeriesCube:
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
         arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r" if mmap else None) for name in STACKS}
@@ -192,14 +193,14 @@ def _has_data(stack: np.ndarray) -> np.ndarray:
     return np.array([bool(layer.any()) for layer in stack], dtype=bool)
 
 
-def _merged_counters(blocks: Sequence[TimeSeriesCube]) -> dict[str, tuple[str, ...]]:
+def _merged_counters(blocks: Sequence[TimeSeriesCube]) -> dict[str, Any]:
     return {
         "skipped_scenes": tuple(sorted({s for b in blocks for s in b.skipped_scenes})),
         "unknown_orbit": tuple(sorted({s for b in blocks for s in b.unknown_orbit})),
     }
 
 
-def _merge_arrays(blocks: Sequence[TimeSeriesCube], window: Window, alloc) -> dict[str, np.ndarray]:
+def _merge_arrays(blocks: Sequence[TimeSeriesCube], window: Window, alloc) -> dict[str, Any]:
     h, w = window.shape
     out: dict[str, np.ndarray] = {}
     for stack, days, dtype, tail, day_dtype in (

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -82,7 +82,8 @@ def sample_labels(url: str, world_dir: Path, roi: str, year: int):
     from tessera_ray.client import VALID, open_root
 
     labels = gpd.read_parquet(world_dir / "labels.parquet")
-    inside = labels[labels.geometry.within(box(*(float(v) for v in roi.split(","))))]
+    west, south, east, north = (float(v) for v in roi.split(","))
+    inside = labels[labels.geometry.within(box(west, south, east, north))]
     lons, lats = inside.geometry.x.to_numpy(), inside.geometry.y.to_numpy()
     with open_root(url) as root:
         embeddings, status = root.points(lons, lats, year)

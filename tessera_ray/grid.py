@@ -28,20 +28,25 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyproj
 import shapely
 import shapely.prepared
 from affine import Affine
+from numpy.typing import ArrayLike
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 from tessera_ray.errors import RoiError, UserInputError, squash
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 RESOLUTION = 10.0
 ZONE_X0 = 90_400.0
@@ -84,7 +89,7 @@ def _transformer(src: str, dst: str) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
 
-def check_crs(spec, what: str = "--crs", error: type[UserInputError] = UserInputError) -> str:
+def check_crs(spec: object, what: str = "--crs", error: type[UserInputError] = UserInputError) -> str:
     """A CRS that PROJ knows and that places points on the Earth (geographic or projected), as its
     canonical string (``EPSG:NNNN`` when it has one); anything else is a one-line ``error``."""
     try:
@@ -100,7 +105,7 @@ def check_crs(spec, what: str = "--crs", error: type[UserInputError] = UserInput
     return crs.to_string()
 
 
-def transform_points(xs, ys, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
+def transform_points(xs: ArrayLike, ys: ArrayLike, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
     """Transform coordinate arrays between two CRSs (x/lon first)."""
     tx, ty = _transformer(str(src), str(dst)).transform(
         np.asarray(xs, dtype="float64"), np.asarray(ys, dtype="float64")
@@ -128,7 +133,7 @@ class Window:
     def size(self) -> int:
         return self.height * self.width
 
-    def intersection(self, other: "Window") -> "Window | None":
+    def intersection(self, other: Window) -> Window | None:
         r0, c0 = max(self.row, other.row), max(self.col, other.col)
         r1 = min(self.row + self.height, other.row + other.height)
         c1 = min(self.col + self.width, other.col + other.width)
@@ -136,14 +141,14 @@ class Window:
             return None
         return Window(r0, c0, r1 - r0, c1 - c0)
 
-    def relative_to(self, outer: "Window") -> "Window":
+    def relative_to(self, outer: Window) -> Window:
         """This window in the pixel coordinates of ``outer``."""
         return Window(self.row - outer.row, self.col - outer.col, self.height, self.width)
 
     def slices(self) -> tuple[slice, slice]:
         return (slice(self.row, self.row + self.height), slice(self.col, self.col + self.width))
 
-    def blocks(self, size: int) -> Iterator["Window"]:
+    def blocks(self, size: int) -> Iterator[Window]:
         """Split into blocks of at most ``size`` x ``size`` pixels, row-major."""
         for r in range(self.row, self.row + self.height, size):
             for c in range(self.col, self.col + self.width, size):
@@ -190,30 +195,31 @@ class ZoneGrid:
         return Window(0, 0, ZONE_HEIGHT, ZONE_WIDTH)
 
     # pixel <-> projected coordinates
-    def xy_to_pixel(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+    def xy_to_pixel(self, x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Row and column of the pixels containing projected points (may be off-grid)."""
         col = np.floor((np.asarray(x, dtype="float64") - ZONE_X0) / RESOLUTION).astype("int64")
         row = np.floor((ZONE_Y0 - np.asarray(y, dtype="float64")) / RESOLUTION).astype("int64")
         return row, col
 
-    def pixel_to_xy(self, row, col) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_to_xy(self, row: ArrayLike, col: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Projected coordinates of pixel centres."""
         x = ZONE_X0 + (np.asarray(col, dtype="float64") + 0.5) * RESOLUTION
         y = ZONE_Y0 - (np.asarray(row, dtype="float64") + 0.5) * RESOLUTION
         return x, y
 
     # pixel <-> lon/lat
-    def lonlat_to_pixel(self, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    def lonlat_to_pixel(self, lon: ArrayLike, lat: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         x, y = transform_points(lon, lat, WGS84, self.crs)
         return self.xy_to_pixel(x, y)
 
-    def pixel_to_lonlat(self, row, col) -> tuple[np.ndarray, np.ndarray]:
+    def pixel_to_lonlat(self, row: ArrayLike, col: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.pixel_to_xy(row, col)
         return transform_points(x, y, self.crs, WGS84)
 
-    def contains(self, row, col) -> np.ndarray:
-        row, col = np.asarray(row), np.asarray(col)
-        return (row >= 0) & (row < ZONE_HEIGHT) & (col >= 0) & (col < ZONE_WIDTH)
+    def contains(self, row: ArrayLike, col: ArrayLike) -> np.ndarray:
+        r, c = np.asarray(row), np.asarray(col)
+        inside: np.ndarray = (r >= 0) & (r < ZONE_HEIGHT) & (c >= 0) & (c < ZONE_WIDTH)
+        return inside
 
     # windows
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
@@ -287,7 +293,7 @@ class Unit:
         return f"utm{self.zone:02d}_{self.size}_{self.row:04d}_{self.col:04d}"
 
     @classmethod
-    def from_id(cls, unit_id: str) -> "Unit":
+    def from_id(cls, unit_id: str) -> Unit:
         m = re.fullmatch(r"utm(\d{2})_(\d+)_(\d{4,})_(\d{4,})", unit_id)
         if not m:
             raise ValueError(f"not a unit id: {unit_id!r}")
@@ -474,7 +480,7 @@ _GEOJSON_GEOMETRIES = ("Polygon", "MultiPolygon", "Point", "LineString", "MultiP
                        "GeometryCollection")
 
 
-def _read_vector(path: Path):
+def _read_vector(path: Path) -> gpd.GeoDataFrame:
     import geopandas as gpd
 
     if path.suffix.lower() in (".parquet", ".geoparquet"):
@@ -492,7 +498,7 @@ def _read_vector(path: Path):
     return gpd.read_file(path)
 
 
-def _geojson_crs(doc: dict, path: Path) -> str | None:
+def _geojson_crs(doc: dict[str, Any], path: Path) -> str | None:
     member = doc.get("crs")
     if member is None:
         return None

@@ -23,15 +23,16 @@ zone Z only for the part of the ROI in Z's strip).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import cast
 
 import numpy as np
 import shapely
 
 from tessera_ray.errors import UserInputError
-from tessera_ray.grid import RESOLUTION, ZONE_X0, ZONE_Y0, WGS84, Unit, transform_points, zone_lon_bounds
+from tessera_ray.grid import RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Unit, transform_points, zone_lon_bounds
 
 LAND_MASKS = ("osm+gshhg", "osm", "gshhg", "all")
 DEFAULT_LAND_MASK = "osm+gshhg"
@@ -155,7 +156,7 @@ def _zone_outlines(units: Sequence[Unit], zone: int, margin_m: float) -> np.ndar
     ring = np.stack([rel, lat.reshape(xs.shape)], axis=-1)
     ring = np.concatenate([ring, ring[:, :1]], axis=1)
     clipped = shapely.intersection(shapely.polygons(ring), _grown_strip((east - west) / 2, margin_m))
-    clipped = shapely.transform(clipped, lambda c: c + np.array([centre, 0.0]))
+    clipped = cast(np.ndarray, shapely.transform(clipped, lambda c: c + np.array([centre, 0.0])))
     return _wrap_antimeridian(clipped)
 
 

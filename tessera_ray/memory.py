@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 
 def release_freed_memory() -> None:
     """Give memory freed by a finished batch back to the system (glibc's ``malloc_trim``; elsewhere nothing).
@@ -22,4 +25,4 @@ def release_freed_memory() -> None:
         _TRIM(0)
 
 
-_TRIM = None
+_TRIM: Callable[[int], int] | Literal[False] | None = None

@@ -33,9 +33,10 @@ import re
 import socket
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.faults import Fault, FaultInjector, Faults
@@ -268,7 +269,7 @@ def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
     class _RangeFileResponse(FileResponse):
         """Starlette's, with the Range header judged by :func:`satisfiable_ranges` first."""
 
-        async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        async def __call__(self, scope, receive, send):
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"range"]
             raw = Headers(scope=scope).get("range")
             if raw is not None and self.status_code == 200 and scope.get("method", "GET").upper() in ("GET", "HEAD"):
@@ -285,7 +286,7 @@ def static_app(root: str | os.PathLike[str], owner: Any) -> Any:
             await super().__call__(scope, receive, send)
 
     class _Files(StaticFiles):
-        def file_response(self, full_path, stat_result, scope, status_code=200):  # type: ignore[no-untyped-def]
+        def file_response(self, full_path, stat_result, scope, status_code=200):
             response = _RangeFileResponse(
                 full_path, status_code=status_code, stat_result=stat_result, media_type=media_type(full_path)
             )

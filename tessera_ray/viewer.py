@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import resources
-from typing import Iterator
 
 from tessera_ray.errors import DataError, UserInputError
 from tessera_ray.store.objects import Objects, open_objects
@@ -91,7 +91,7 @@ def publish_viewer(root: str | Objects, basemap: Basemap | None | str = KEEP) ->
     keys = []
     files = list(asset_files())
     if basemap != KEEP or not objects.exists(CONFIG):
-        files.insert(-1, (CONFIG, viewer_config(None if basemap == KEEP else basemap)))
+        files.insert(-1, (CONFIG, viewer_config(basemap if isinstance(basemap, Basemap) else None)))
     for key, data in files:
         objects.put(key, data)
         keys.append(key)

@@ -28,9 +28,9 @@ import contextlib
 import http.client
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import urlparse
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "content-length"}
@@ -102,7 +102,7 @@ class S3FaultProxy:
         with self._lock:
             self.log.append((method, path, outcome))
 
-    def start(self) -> "S3FaultProxy":
+    def start(self) -> S3FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -114,7 +114,7 @@ class S3FaultProxy:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "S3FaultProxy":
+    def __enter__(self) -> S3FaultProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:

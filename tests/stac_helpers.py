@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -144,5 +144,5 @@ class FakeStacApi:
 
 
 def year_of_items(n, year=2024, start_id=0, **kw):
-    t0 = datetime(year, 1, 1, 10, 30, tzinfo=timezone.utc)
+    t0 = datetime(year, 1, 1, 10, 30, tzinfo=UTC)
     return [s2_item(f"S2_{start_id + i:04d}", t0 + timedelta(days=int(i * 365 / n)), **kw) for i in range(n)]

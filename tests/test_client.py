@@ -417,7 +417,7 @@ def test_store_pickles_for_ray_tasks(s3_root):
 
     store = EmbeddingStore.create_or_open(s3_root, 256, 32)
     store.prepare(2024, {31})
-    store.objects.client  # a live client must not stop pickling
+    assert store.objects.client is not None  # a live client must not stop pickling
     again = pickle.loads(pickle.dumps(store))
     emb, scales = random_block(np.random.default_rng(0), 256, 256)
     rec = again.write_unit(UNITS[0], 2024, emb, scales)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli as run
 
 from tessera_ray import client as tc
 from tessera_ray.errors import DataError, UserInputError
@@ -11,8 +12,6 @@ from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.store.layout import shard_key
 from tessera_ray.store.testing import build_random_store
-
-from cli_helpers import run_cli as run
 
 UNITS = [Unit(31, 4000, 160, 256), Unit(31, 4000, 161, 256)]
 

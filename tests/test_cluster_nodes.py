@@ -18,10 +18,9 @@ import json
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from embed_helpers import EPOCH, store_files, write_checkpoint
 from ray_helpers import EXCLUDES, FAST_FAILURE_DETECTION, RAY, REPO, LocalCluster
 
@@ -54,7 +53,7 @@ def job(world, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("cluster-job")
     table = pq.read_table(world / "stac" / "items.parquet")
-    march = pa.scalar(datetime(2024, 3, 1, tzinfo=timezone.utc))
+    march = pa.scalar(datetime(2024, 3, 1, tzinfo=UTC))
     pq.write_table(table.filter(pc.less(table["datetime"], march)), base / "winter.parquet")
     checkpoint = write_checkpoint(base / "tiny.pt")
     with StaticServer(world, latency_s=0.01) as server:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from cli_helpers import run_cli as run
 from embed_helpers import EPOCH, write_checkpoint
 from embed_helpers import embed_args as _embed_args
-from tessera_ray.grid import Unit, load_roi, units_for_roi
 
-from cli_helpers import run_cli as run
+from tessera_ray.grid import Unit, load_roi, units_for_roi
 
 ROI = "0.124,52.174,0.1245,52.1745"
 """Two 32 px units of the test world."""
@@ -221,6 +220,7 @@ def test_depths_must_be_prefix_depths_of_the_family():
 def test_depths_and_width_come_from_the_encoder_family(tmp_path):
     """The full width is the family's output width, not a constant: a 64-dim family's prefixes stop below 64."""
     from embed_helpers import write_checkpoint
+
     from tessera_ray.errors import UserInputError
     from tessera_ray.model import get_variant, output_dims
     from tessera_ray.pipeline.plan import ModelInfo, check_checkpoint, check_depths

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from embed_helpers import EPOCH, embed_args, store_files, write_checkpoint
 
 ROI = "0.120,52.174,0.1245,52.1745"

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import date
+from datetime import UTC, date
 from urllib.parse import urlparse
 
 import pytest
-
 from cli_helpers import run_cli
 from embed_helpers import EPOCH, embed_args, store_files, write_checkpoint
+
 from tessera_ray.grid import Unit
 from tessera_ray.pipeline.blocks import READ_RETRIES
 
@@ -51,14 +51,14 @@ def served(world, servers):
 @pytest.fixture(scope="module")
 def winter(world, tmp_path_factory):
     """A folder whose ``stac/items.parquet`` holds the world's scenes of January and February."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(world / "stac" / "items.parquet")
-    march = pa.scalar(datetime(2024, 3, 1, tzinfo=timezone.utc))
+    march = pa.scalar(datetime(2024, 3, 1, tzinfo=UTC))
     base = tmp_path_factory.mktemp("winter")
     (base / "stac").mkdir()
     pq.write_table(table.filter(pc.less(table["datetime"], march)), base / "stac" / "items.parquet")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import run_cli
+
 from tessera_ray.model import build_encoder, encode_pixels, get_variant, inference_rule, save_checkpoint
 from tessera_ray.pipeline.tiles import read_tile
 

@@ -14,7 +14,6 @@ from tessera_ray.grid import Tile, Unit, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.store.testing import build_random_store
 
-
 # units around (3.0 E, 83.95 N) in zone 31 holding the tiles grid_2.95_83.95 and grid_3.05_83.95
 # whole: tiles this far north are ~120 px wide, so a tile costs megabytes, not hundreds
 UNITS = [Unit(31, r, c, 256) for r in range(36, 41) for c in (159, 160)]

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from cli_helpers import cli_status
+
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.heads.evaluate import cross_validate, label_efficiency
@@ -58,8 +58,7 @@ def test_label_efficiency_curve_rises_and_stops_where_labels_run_out():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A 64 px unit: left third crop, middle forest, right water, each a cluster of int8 embeddings."""
-    from tessera_ray.store.writer import publish
-    from tessera_ray.store.writer import EmbeddingStore
+    from tessera_ray.store.writer import EmbeddingStore, publish
 
     root = tmp_path_factory.mktemp("heads-store")
     rng = np.random.default_rng(0)

@@ -6,11 +6,10 @@ import socket
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli as _run
 
 from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.grid import Unit, roi_from_bbox, units_for_roi
-
-from cli_helpers import run_cli as _run
 
 
 def _roi(world_root):
@@ -37,10 +36,11 @@ def test_ingest_writes_one_folder_per_unit_in_the_upstream_layout(world, stac_ap
         assert cube.sar_ascending.shape[0] + cube.sar_descending.shape[0] > 0
         assert np.all(np.diff(cube.doys.astype(int)) > 0)
     # the stitched unit equals reading it in one piece
-    from tessera_ray.sources.read import read_cube
-    from tessera_ray.sources.stac import search_scenes
-    from tessera_ray.sources.scenes import EARTH_SEARCH_C1, OPERA_RTC
     from datetime import date
+
+    from tessera_ray.sources.read import read_cube
+    from tessera_ray.sources.scenes import EARTH_SEARCH_C1, OPERA_RTC
+    from tessera_ray.sources.stac import search_scenes
 
     bbox = tuple(map(float, roi.split(",")))
     scenes = [*search_scenes(EARTH_SEARCH_C1, bbox, date(year, 1, 1), date(year, 12, 31), url=stac_api.url),

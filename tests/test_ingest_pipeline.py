@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from test_ingest_read import COL, ROW, ZONE, s2_scene
 
-from test_ingest_read import ROW, COL, ZONE, s2_scene
 from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit
@@ -22,7 +22,7 @@ UNIT = Unit(ZONE, ROW // 32, COL // 32, 32)
 def scenes(tmp_path):
     scl = np.full((32, 32), 4, np.uint8)
     scl[5:20, 3:12] = 9
-    t = datetime(2024, 5, 1, 10, tzinfo=timezone.utc)
+    t = datetime(2024, 5, 1, 10, tzinfo=UTC)
     return [
         s2_scene(tmp_path, "A", t, scl, 2000, row=UNIT.window.row, col=UNIT.window.col),
         s2_scene(tmp_path, "B", t.replace(day=9), scl[::-1], 3000, row=UNIT.window.row, col=UNIT.window.col),

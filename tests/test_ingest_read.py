@@ -1,13 +1,13 @@
 """read_cube on hand-made scenes: mosaic order, offset, skipped COGs, an outage that fails the read, orbit split."""
 
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cog_helpers import utm_transform, write_cog
+
 from tessera_ray.grid import Window, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.sources import sentinel1, sentinel2
@@ -62,7 +62,7 @@ def s1_scene(tmp, sid, when, vv, vh, direction):
 
 
 def _t(day, hour=10):
-    return datetime(2022, 3, day, hour, tzinfo=timezone.utc)
+    return datetime(2022, 3, day, hour, tzinfo=UTC)
 
 
 def test_mosaic_first_clear_scene_wins_and_offset_applies(tmp_path):

@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
+from cli_helpers import run_cli
 
 from tessera_ray.model import build_encoder, get_variant, load_encoder
-
-from cli_helpers import run_cli
 
 
 def run(capsys, *argv):

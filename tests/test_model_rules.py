@@ -22,8 +22,8 @@ from tessera_ray.model import (
     prepare,
     read_checkpoint,
     save_checkpoint,
+    v2,
 )
-from tessera_ray.model import v2
 from tessera_ray.model.config import V11_STATS
 from tessera_ray.model.family import FAMILIES, inference_rule, skeleton
 from tessera_ray.model.sampling import v2_pattern, v11_pattern

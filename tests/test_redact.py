@@ -6,8 +6,8 @@ import json
 import socket
 
 import pytest
-
 from cli_helpers import run_cli as run
+
 from tessera_ray.grid import Unit
 from tessera_ray.redact import redact
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+from cli_helpers import run_cli as run
+from embed_helpers import embed_args, write_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli_helpers import run_cli as run
-from embed_helpers import embed_args, write_checkpoint
 from tessera_ray.grid import Unit, lonlat_to_zone_pixel, roi_from_bbox, unit_of_pixel, units_for_roi, zone_lon_bounds
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from embed_helpers import EPOCH, store_files, write_checkpoint
 from ray_helpers import EXCLUDES, RAY, REPO, LocalCluster
 

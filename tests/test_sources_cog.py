@@ -3,19 +3,28 @@ and which failures skip an asset (bad bytes, gone) and which fail the read (the 
 
 import logging
 import pickle
+from datetime import UTC
 
 import numpy as np
 import pyproj
 import pytest
-
 from cog_helpers import RecordingServer, utm_transform, write_cog
+
 from tessera_ray.errors import DataError, ServiceError
 from tessera_ray.faults import Fault
 from tessera_ray.grid import Window, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.sources.cog import (
-    GDAL_DEFAULTS, AssetUnavailable, ReaderEnv, Secret, TargetGrid, UnreadableAsset, capture_env, earthdata_token,
-    is_transient, read_onto,
+    GDAL_DEFAULTS,
+    AssetUnavailable,
+    ReaderEnv,
+    Secret,
+    TargetGrid,
+    UnreadableAsset,
+    capture_env,
+    earthdata_token,
+    is_transient,
+    read_onto,
 )
 
 ROW, COL = 442_080, 40_960  # a pixel of zone 31's grid near x=500 km, y=5000 km
@@ -374,7 +383,7 @@ def _read_in_worker(config, scenes):
 
 def test_the_drivers_reader_settings_are_restored_in_a_ray_worker_and_only_for_its_task(ray_cluster):
     import sys
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import ray
     from ray import cloudpickle
@@ -387,7 +396,7 @@ def test_the_drivers_reader_settings_are_restored_in_a_ray_worker_and_only_for_i
     assert isinstance(reader, SceneReader)
     env = reader.capture_env()
     assert "driver-s3cr3t" not in repr(env) and "AKIDDRIVER" not in repr(env)
-    scene = Scene("S2_env", "sentinel-2-c1-l2a", S2, datetime(2024, 5, 1, tzinfo=timezone.utc), "EPSG:32631",
+    scene = Scene("S2_env", "sentinel-2-c1-l2a", S2, datetime(2024, 5, 1, tzinfo=UTC), "EPSG:32631",
                   (-180.0, -90.0, 180.0, 90.0), tuple(Asset(role, f"mem://{role}") for role in EARTH_SEARCH_C1.roles))
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:

@@ -1,6 +1,6 @@
 """Sentinel-2 and Sentinel-1 rules (pure functions) on small hand-made arrays."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -20,8 +20,8 @@ def test_scl_mask_rules():
 
 
 def test_boa_offset_without_baseline_follows_the_date():
-    before = datetime(2022, 1, 24, 23, tzinfo=timezone.utc)
-    after = datetime(2022, 1, 25, 1, tzinfo=timezone.utc)
+    before = datetime(2022, 1, 24, 23, tzinfo=UTC)
+    after = datetime(2022, 1, 25, 1, tzinfo=UTC)
     assert s2.boa_offset("sentinel-2-c1-l2a", None, None, before) == 0
     assert s2.boa_offset("sentinel-2-c1-l2a", None, None, after) == 1000
 

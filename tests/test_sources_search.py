@@ -2,14 +2,14 @@
 
 import socket
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
-
 from stac_helpers import FakeStacApi, s2_item, year_of_items
+
 from tessera_ray.errors import ServiceError, UserInputError
 from tessera_ray.sources.catalog import catalog_root, search_catalog
-from tessera_ray.sources.scenes import EARTH_SEARCH_C1, EARTH_SEARCH_L2A, scene_from_item, resolve_href
+from tessera_ray.sources.scenes import EARTH_SEARCH_C1, EARTH_SEARCH_L2A, resolve_href, scene_from_item
 from tessera_ray.sources.stac import RetryPolicy, SearchCache, SearchQuery, search_scenes
 
 FAST = RetryPolicy(retries=4, backoff=0.01, page_size=7)
@@ -94,7 +94,7 @@ def test_a_cache_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_offset_decision_from_items():
-    t = datetime(2022, 3, 1, tzinfo=timezone.utc)
+    t = datetime(2022, 3, 1, tzinfo=UTC)
     old = scene_from_item(s2_item("a", t, baseline="03.01"), EARTH_SEARCH_C1, "/w")
     new = scene_from_item(s2_item("b", t, baseline="04.00"), EARTH_SEARCH_C1, "/w")
     applied = s2_item("c", t, baseline="04.00", collection="sentinel-2-l2a")
@@ -108,7 +108,7 @@ def test_offset_decision_from_items():
 def test_offset_is_decided_by_baseline_and_collection_never_by_the_flag(baseline, flag):
     """Both Earth Search collections on both sides of 04.00, the old collection's flag present
     and right, absent, and wrong: the DNs to remove follow the baseline and collection alone."""
-    t = datetime(2023, 6, 1, tzinfo=timezone.utc)
+    t = datetime(2023, 6, 1, tzinfo=UTC)
     new_scale = baseline >= "04.00"
     for profile, native in ((EARTH_SEARCH_C1, True), (EARTH_SEARCH_L2A, False)):
         item = s2_item("x", t, baseline=baseline, collection=profile.collection)
@@ -121,7 +121,7 @@ def test_offset_is_decided_by_baseline_and_collection_never_by_the_flag(baseline
 
 
 def test_item_without_a_needed_asset_is_left_out():
-    item = s2_item("a", datetime(2024, 5, 1, tzinfo=timezone.utc))
+    item = s2_item("a", datetime(2024, 5, 1, tzinfo=UTC))
     del item["assets"]["scl"]
     assert scene_from_item(item, EARTH_SEARCH_C1, "/w") is None
 

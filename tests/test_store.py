@@ -233,7 +233,7 @@ def test_both_layouts_read_back_identically_and_fixed_offsets_hold(tmp_path):
     store.write_unit(top, 2024, *random_block(np.random.default_rng(8), 200, 256))
     store.write_unit(corner, 2024, *random_block(np.random.default_rng(9), 50, 60), offset=(200, 190))
     for name, stride in (("embeddings", 8 + 128 * 32 * 32 + 4), ("scales", 8 + 32 * 32 * 4 + 4)):
-        def shard(unit):
+        def shard(unit, name=name):
             data = (roots["none"] / shard_key(31, name, 0, unit.row, unit.col)).read_bytes()
             return data, np.frombuffer(data[: 16 * n_chunks], "<u8").reshape(-1, 2)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from rasterio.enums import Resampling
 
 from tessera_ray.cli import main as cli_main

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from cli_helpers import cli_status
+from test_train import _write_units
+
 from tessera_ray.grid import zone_grid
 from tessera_ray.model import load_encoder
-from test_train import _write_units
 
 SHORT = ["--variant", "tiny", "--steps", "4", "--batch-size", "32", "--seq-len", "8", "--projector-width", "32",
          "--pool-per-unit", "64", "--warmup", "1", "--threads", "1"]

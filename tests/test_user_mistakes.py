@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_cli
+
 from tessera_ray.grid import lonlat_to_zone_pixel, unit_of_pixel, zone_grid
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
@@ -52,9 +52,9 @@ def closed_port() -> int:
 def inputs(tmp_path_factory):
     """A published root (one 64 px unit), labelled points on it, a checkpoint, unit folders, a tile."""
     import numpy as np
-
     from test_encode_tiles import write_tile
     from test_train import _write_units
+
     from tessera_ray.model import build_encoder, get_variant, save_checkpoint
     from tessera_ray.store.testing import build_random_store
 

@@ -24,14 +24,13 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from tessera_ray import client as tc
 from tessera_ray.grid import Unit, zone_grid
 from tessera_ray.serve import StaticServer
 from tessera_ray.store.layout import shard_key
 from tessera_ray.store.testing import build_random_store, reversed_shard
-
-from cli_helpers import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 VIEWER = REPO / "viewer"
@@ -204,11 +203,14 @@ def check_basemap(b: dict, tiles: Path, tile_url: str, out: Path) -> None:
     for x0, y0, x1, y1 in b["layout"]["covered"]:
         free &= ~((px >= x0 - 3) & (px <= x1 + 3) & (py >= y0 - 3) & (py <= y1 + 3))
     in_unit = np.zeros(px.size, bool)
-    for u in b["units"]:
+
+    def near(u, m):
         ux0, uy0, ux1, uy1 = left + u["x"], top + u["y"], left + u["x"] + u["size"], top + u["y"] + u["size"]
-        near = lambda m: (px >= ux0 - m) & (px <= ux1 + m) & (py >= uy0 - m) & (py <= uy1 + m)
-        free &= ~(near(4) & ~near(-4))  # the outline
-        in_unit |= near(0)
+        return (px >= ux0 - m) & (px <= ux1 + m) & (py >= uy0 - m) & (py <= uy1 + m)
+
+    for u in b["units"]:
+        free &= ~(near(u, 4) & ~near(u, -4))  # the outline
+        in_unit |= near(u, 0)
     # pixel centres of the screenshot are at +0.5
     fx, fy = lonlat_to_tile(zoom, *lonlat_at(px + 0.5, py + 0.5))
     edge = np.minimum.reduce([fx % 1, 1 - fx % 1, fy % 1, 1 - fy % 1]) * 256
@@ -222,7 +224,8 @@ def check_basemap(b: dict, tiles: Path, tile_url: str, out: Path) -> None:
 
     # where antialiased triangle edges overlap, 8-bit premultiplied alpha rounds a level or two off;
     # neighbouring tiles differ by 23 levels or more
-    same = lambda a, c: np.abs(a.astype(int) - c).max(axis=1) <= 2
+    def same(a, c):
+        return np.abs(a.astype(int) - c).max(axis=1) <= 2
     both, hidden, off = (colours(b["shots"][k]) for k in ("both", "embeddingsHidden", "basemapHidden"))
     outside = free & ~in_unit
     assert outside.sum() > 500 and (want[outside] == MAP_BACKGROUND).all(axis=1).sum() > 20
@@ -259,10 +262,12 @@ def check_scatter(sc, reader, manifest, timings) -> None:
     # the brush (a mouse drag on the scatter) selects the points inside its rectangle...
     x0, y0, x1, y1 = sc["brush"]
     xy = np.array([p["screen"] for p in points])
-    inside = lambda m: (xy[:, 0] >= x0 - m) & (xy[:, 0] <= x1 + m) & (xy[:, 1] >= y0 - m) & (xy[:, 1] <= y1 + m)
+    def inside(m):
+        return (xy[:, 0] >= x0 - m) & (xy[:, 0] <= x1 + m) & (xy[:, 1] >= y0 - m) & (xy[:, 1] <= y1 + m)
     selected = np.zeros(len(points), bool)
     selected[sc["selected"]] = True
-    assert selected.sum() > 0 and selected[inside(-1.0)].all() and not selected[~inside(1.0)].any(), (sc["brush"], sc["box"], xy.min(0), xy.max(0))
+    assert selected.sum() > 0 and selected[inside(-1.0)].all() and not selected[~inside(1.0)].any(), (
+        sc["brush"], sc["box"], xy.min(0), xy.max(0))
     # ...and exactly those pixels are highlighted on the map
     assert sc["onMap"] == sc["selected"]
     # inspecting a sampled pixel rings its point

@@ -10,12 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from tessera_ray.store.testing import build_random_store
-from tessera_ray.grid import Unit
-from tessera_ray.viewer import asset_files, publish_viewer
-
 from cli_helpers import run_cli
+
+from tessera_ray.grid import Unit
+from tessera_ray.store.testing import build_random_store
+from tessera_ray.viewer import asset_files, publish_viewer
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tessera_ray" / "viewer_assets"

@@ -7,12 +7,11 @@ environment, then the defaults).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from tessera_ray.pipeline.sizing import GPU_PX_PER_S
 from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
+from tessera_ray.pipeline.sizing import GPU_PX_PER_S
 
 
 def _env(name: str) -> str:
@@ -30,26 +29,26 @@ def register(app: typer.Typer) -> None:
     @app.command("embed")
     def embed(
         roi: str = typer.Option(..., "--roi", envvar=_env("roi"), help="bbox W,S,E,N or a vector file (any CRS)"),
-        year: List[int] = typer.Option(..., "--year", envvar=_env("year"), help="year to embed; repeat for several"),
+        year: list[int] = typer.Option(..., "--year", envvar=_env("year"), help="year to embed; repeat for several"),
         out: str = typer.Option(..., "--out", envvar=_env("out"), help="root to publish to: a folder or s3://bucket/prefix"),
         checkpoint: str = typer.Option(..., "--checkpoint", envvar=_env("checkpoint"),
                                        help="encoder checkpoint: path, https:// or s3:// URI"),
-        variant: Optional[str] = typer.Option(None, "--variant", envvar=_env("variant"),
+        variant: str | None = typer.Option(None, "--variant", envvar=_env("variant"),
                                               help="encoder variant, if the checkpoint does not say"),
-        data_source: Optional[str] = typer.Option(None, "--data-source", envvar=_env("data_source"),
+        data_source: str | None = typer.Option(None, "--data-source", envvar=_env("data_source"),
                                                   help="aws|mpc: statistics of v1.1 checkpoints (ours: Earth "
                                                        "Search + OPERA = aws); required for v1.1 unless the "
                                                        "checkpoint records it"),
-        bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", envvar=_env("bf16"),
+        bf16: bool | None = typer.Option(None, "--bf16/--fp32", envvar=_env("bf16"),
                                             help="bf16 autocast of the encoder (default: as upstream runs the "
                                                  "model: v1 in bf16 on GPUs, v2 students in fp32)"),
-        stac: Optional[str] = typer.Option(None, "--stac", envvar=_env("stac"),
+        stac: str | None = typer.Option(None, "--stac", envvar=_env("stac"),
                                            help="STAC API for Sentinel-2 (default: Earth Search)"),
-        s1_stac: Optional[str] = typer.Option(None, "--s1-stac", envvar=_env("s1_stac"),
+        s1_stac: str | None = typer.Option(None, "--s1-stac", envvar=_env("s1_stac"),
                                               help="STAC API for Sentinel-1 (default: --stac, else CMR-STAC)"),
-        catalog: Optional[str] = typer.Option(None, "--catalog", envvar=_env("catalog"),
+        catalog: str | None = typer.Option(None, "--catalog", envvar=_env("catalog"),
                                               help="stac-geoparquet snapshot to search instead of STAC APIs"),
-        catalog_root: Optional[str] = typer.Option(None, "--catalog-root", envvar=_env("catalog_root"),
+        catalog_root: str | None = typer.Option(None, "--catalog-root", envvar=_env("catalog_root"),
                                                    help="base of the snapshot's relative hrefs"),
         unit_size: int = typer.Option(4096, "--unit-size", envvar=_env("unit_size"),
                                       help="work unit = store shard, pixels per side"),
@@ -64,22 +63,22 @@ def register(app: typer.Typer) -> None:
         encoder_threads: int = typer.Option(1, "--encoder-threads", envvar=_env("encoder_threads"),
                                             help="torch threads (and CPUs) per CPU encoder actor"),
         seed: int = typer.Option(0, "--seed", envvar=_env("seed"), help="seed of the temporal sampling"),
-        cache_dir: Optional[str] = typer.Option(None, "--cache-dir", envvar=_env("cache_dir"),
+        cache_dir: str | None = typer.Option(None, "--cache-dir", envvar=_env("cache_dir"),
                                                 help="keep STAC search results here between runs"),
-        depths: Optional[str] = typer.Option(None, "--depths", envvar=_env("depths"),
+        depths: str | None = typer.Option(None, "--depths", envvar=_env("depths"),
                                              help="Matryoshka prefix arrays to write beside the 128 dims, e.g. "
                                                   "16,32,64 (v2 families only; default: an existing store's)"),
         land: str = typer.Option("osm+gshhg", "--land", envvar=_env("land"),
                                  help="land mask: osm+gshhg|osm|gshhg plan only units with land of those "
                                       "coastlines within 2 km; all plans every unit, sea included"),
-        piece: Optional[str] = typer.Option(None, "--piece", envvar=_env("piece"),
+        piece: str | None = typer.Option(None, "--piece", envvar=_env("piece"),
                                             help="I/N: embed only the I-th of N pieces of the planned land units "
                                                  "(no overlap, no gap: N jobs with 1/N..N/N cover the ROI once)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (land units, scenes, requests, bytes, "
                                                                 "hours, cost) and stop"),
-        prices: Optional[str] = typer.Option(None, "--prices", envvar=_env("prices"),
+        prices: str | None = typer.Option(None, "--prices", envvar=_env("prices"),
                                              help="price table for --dry-run's cost (default: ./prices.yaml if present)"),
-        cluster: Optional[str] = typer.Option(None, "--cluster", envvar=_env("cluster"),
+        cluster: str | None = typer.Option(None, "--cluster", envvar=_env("cluster"),
                                               help="Ray autoscaler config whose node types --dry-run prices "
                                                    "(default: ./cluster.yaml if present)"),
         gpu_px_per_s: float = typer.Option(GPU_PX_PER_S, "--gpu-px-per-s", envvar=_env("gpu_px_per_s"),

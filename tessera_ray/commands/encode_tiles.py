@@ -6,7 +6,6 @@ Also ``python jobs/encode_tiles.py`` and ``ray job submit``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,12 +17,12 @@ def register(app: typer.Typer) -> None:
                                                    "masks.npy, doys.npy, sar_*.npy)"),
         checkpoint: str = typer.Option(..., "--checkpoint", help="encoder checkpoint of any family: path, https:// or s3://"),
         out: Path = typer.Option(..., "--out", help="folder for <tile>.npy (and <tile>_scales.npy)"),
-        data_source: Optional[str] = typer.Option(None, "--data-source",
+        data_source: str | None = typer.Option(None, "--data-source",
                                                   help="aws|mpc: statistics of v1.1 checkpoints"),
         float_output: bool = typer.Option(False, "--float", help="write float32 <tile>.npy (H, W, D) alone"),
-        dims: Optional[int] = typer.Option(None, "--dims",
+        dims: int | None = typer.Option(None, "--dims",
                                            help="Matryoshka families: write the K-prefix (int8 with its own scale)"),
-        variant: Optional[str] = typer.Option(None, "--variant", help="encoder variant, if the checkpoint does not say"),
+        variant: str | None = typer.Option(None, "--variant", help="encoder variant, if the checkpoint does not say"),
         batch_size: int = typer.Option(1024, "--batch-size", help="pixels per device batch"),
         in_process: bool = typer.Option(False, "--in-process",
                                         help="no Ray: one encoder in this process, tile after tile (small jobs; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,7 +24,7 @@ def _bbox(text: str):
     return parse_bbox(text)
 
 
-def _sample(root: str, year: int, labels: Path, column: Optional[str], regression: bool, check=None):
+def _sample(root: str, year: int, labels: Path, column: str | None, regression: bool, check=None):
     from tessera_ray.heads.labels import read_points
     from tessera_ray.heads.sample import embeddings_at
 
@@ -48,10 +47,10 @@ def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe(
         root: str = ROOT, year: int = YEAR, labels: Path = LABELS,
-        column: Optional[str] = typer.Option(None, "--column", help="label column (default: label, class_name, class, class_id)"),
+        column: str | None = typer.Option(None, "--column", help="label column (default: label, class_name, class, class_id)"),
         model: str = typer.Option("logistic", "--model", help="logistic | mlp"),
         folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation"),
-        out: Optional[Path] = typer.Option(None, "--out", help="folder for probe.json, curve.csv and curve.png"),
+        out: Path | None = typer.Option(None, "--out", help="folder for probe.json, curve.csv and curve.png"),
     ) -> None:
         """k-fold accuracy and macro F1 of a classifier on the embeddings, and a label-efficiency curve."""
         from tessera_ray.heads.evaluate import check_folds, cross_validate, label_efficiency, make_head
@@ -78,13 +77,13 @@ def register(app: typer.Typer) -> None:
     @app.command("classify")
     def classify(
         root: str = ROOT, year: int = YEAR,
-        labels: Optional[Path] = typer.Option(None, "--labels", help="training points (GeoParquet, GeoJSON or CSV)"),
-        column: Optional[str] = typer.Option(None, "--column", help="label column"),
+        labels: Path | None = typer.Option(None, "--labels", help="training points (GeoParquet, GeoJSON or CSV)"),
+        column: str | None = typer.Option(None, "--column", help="label column"),
         model: str = typer.Option("logistic", "--model", help="logistic | mlp"),
-        head: Optional[Path] = typer.Option(None, "--head", help="a head saved by --save-head (instead of training)"),
-        save_head: Optional[Path] = typer.Option(None, "--save-head", help="write the trained head here"),
-        bbox: Optional[str] = typer.Option(None, "--bbox", help="W,S,E,N to map"),
-        out: Optional[Path] = typer.Option(None, "--out", help="COG to write: class band + one probability band per class"),
+        head: Path | None = typer.Option(None, "--head", help="a head saved by --save-head (instead of training)"),
+        save_head: Path | None = typer.Option(None, "--save-head", help="write the trained head here"),
+        bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N to map"),
+        out: Path | None = typer.Option(None, "--out", help="COG to write: class band + one probability band per class"),
     ) -> None:
         """Train (or load) a classifier on labelled points; map a bbox as a COG."""
         from tessera_ray.errors import UserInputError
@@ -107,6 +106,7 @@ def register(app: typer.Typer) -> None:
                                               check=lambda t: saved.check_classes(fitted, t))
                 typer.echo(f"saved head on {len(points.target)} labels: accuracy {saved.score(fitted, features, points.target):.3f}")
         else:
+            assert labels is not None  # checked above: a head or labels
             make_head(model)
             store, features, points = _sample(root, year, labels, column, False)
             estimator = make_head(model).fit(features, points.target)
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"trained a {model} head on {len(points.target)} points, {len(fitted.classes)} classes")
             if save_head is not None:
                 typer.echo(f"wrote {saved.save_head(fitted, save_head)}")
-        if bbox is not None:
+        if bbox is not None and out is not None:  # given together (checked above)
             array, valid, transform, crs = read_mosaic(store, _bbox(bbox), year)
             path = classify_map(fitted.estimator, fitted.classes, array, valid, transform, crs, out)
             typer.echo(f"wrote {path} ({valid.shape[1]} x {valid.shape[0]} px, {int(valid.sum())} classified)")
@@ -122,11 +122,11 @@ def register(app: typer.Typer) -> None:
     @app.command("regress")
     def regress(
         root: str = ROOT, year: int = YEAR, labels: Path = LABELS,
-        column: Optional[str] = typer.Option(None, "--column", help="value column (default: value, target, y)"),
+        column: str | None = typer.Option(None, "--column", help="value column (default: value, target, y)"),
         model: str = typer.Option("ridge", "--model", help="ridge | mlp"),
         folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation"),
-        bbox: Optional[str] = typer.Option(None, "--bbox", help="W,S,E,N to map"),
-        out: Optional[Path] = typer.Option(None, "--out", help="COG of predicted values"),
+        bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N to map"),
+        out: Path | None = typer.Option(None, "--out", help="COG of predicted values"),
     ) -> None:
         """k-fold R2 of a regressor on the embeddings; optionally map a bbox."""
         from tessera_ray.errors import UserInputError
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         store, features, points = _sample(root, year, labels, column, True)
         scores = cross_validate(features, points.target, model, regression=True, folds=folds)
         typer.echo(f"{folds}-fold on {scores['n']} points ({model}): R2 {scores['r2']:.3f}, RMSE {scores['rmse']:.4g}")
-        if bbox is not None:
+        if bbox is not None and out is not None:  # given together (checked above)
             estimator = make_head(model, regression=True).fit(features, points.target)
             array, valid, transform, crs = read_mosaic(store, _bbox(bbox), year)
             typer.echo(f"wrote {regress_map(estimator, array, valid, transform, crs, out)}")
@@ -151,8 +151,8 @@ def register(app: typer.Typer) -> None:
     def viz(
         root: str = ROOT, year: int = YEAR,
         bbox: str = typer.Option(..., "--bbox", help="W,S,E,N"),
-        png: Optional[Path] = typer.Option(None, "--png", help="false-colour PNG to write"),
-        cog: Optional[Path] = typer.Option(None, "--cog", help="false-colour 3-band COG to write"),
+        png: Path | None = typer.Option(None, "--png", help="false-colour PNG to write"),
+        cog: Path | None = typer.Option(None, "--cog", help="false-colour 3-band COG to write"),
         method: str = typer.Option("pca", "--method", help="pca | umap (umap only where installed)"),
     ) -> None:
         """A false-colour view of a region: three principal components (or UMAP) of the embeddings."""

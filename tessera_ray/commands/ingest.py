@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import typer
@@ -29,13 +30,13 @@ def register(app: typer.Typer) -> None:
         cache_dir: Path = typer.Option(None, "--cache-dir", help="keep STAC search results here between runs"),
     ) -> None:
         """Read a year of Sentinel-2/1 over a ROI into per-pixel time series, one folder per unit."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         from tessera_ray.errors import UserInputError
         from tessera_ray.grid import load_roi, units_for_roi
         from tessera_ray.paths import output_folder, removed_if_failed
 
-        this_year = datetime.now(timezone.utc).year
+        this_year = datetime.now(UTC).year
         if not 2017 <= year <= this_year:
             raise UserInputError(f"--year must be 2017..{this_year} (the Sentinel-2 L2A era), got {year}")
         if fmt != "npy":

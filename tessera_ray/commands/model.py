@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @model_app.command("info")
     def info(
         checkpoint: str = typer.Argument(..., help="Path, https:// or s3:// URI of a checkpoint."),
-        variant: Optional[str] = typer.Option(None, help="Variant name, if it cannot be inferred."),
+        variant: str | None = typer.Option(None, help="Variant name, if it cannot be inferred."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     ) -> None:
         """Family, variant, structure, parameters, output dims, Matryoshka depths and a key summary."""
@@ -65,7 +64,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Checkpoint file to write."),
         variant: str = typer.Option("tiny", help="Variant to initialise (v1: tiny, v1.0, ...; v2: v2-small, ...)."),
         seed: int = typer.Option(0, help="Seed of the random weights."),
-        data_source: Optional[str] = typer.Option(None, "--data-source",
+        data_source: str | None = typer.Option(None, "--data-source",
                                                   help="aws|mpc: record the statistics' source (v1.1)"),
     ) -> None:
         """Write a randomly initialised checkpoint in its family's upstream format."""

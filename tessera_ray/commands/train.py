@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,12 +10,14 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        units: str = typer.Option(..., "--units", help="folder, s3:// or https:// URL of unit folders from tessera-ray ingest (an https:// URL names one unit: HTTP cannot list)"),
+        units: str = typer.Option(..., "--units",
+                                  help="folder, s3:// or https:// URL of unit folders from tessera-ray ingest "
+                                       "(an https:// URL names one unit: HTTP cannot list)"),
         out: Path = typer.Option(..., "--out", help="folder for checkpoint.pt and train_log.jsonl"),
         variant: str = typer.Option("small", "--variant",
                                     help="encoder variant of either family (v1: tiny, small, v1.0, ...; "
                                          "v2: v2-tiny, v2-small, v2-medium, ...)"),
-        data_source: Optional[str] = typer.Option(None, "--data-source",
+        data_source: str | None = typer.Option(None, "--data-source",
                                                   help="aws|mpc: statistics of a per-source variant (v1.1)"),
         steps: int = typer.Option(1000, "--steps", help="optimizer steps in all"),
         batch_size: int = typer.Option(256, "--batch-size", help="pixels per global batch"),
@@ -28,14 +29,14 @@ def register(app: typer.Typer) -> None:
         mix_weight: float = typer.Option(5e-3, "--mix-weight", help="weight of the mix regulariser (0: off)"),
         pool_per_unit: int = typer.Option(20000, "--pool-per-unit", help="pixels drawn per unit into the shuffled pool"),
         seed: int = typer.Option(0, "--seed"),
-        labels: Optional[Path] = typer.Option(None, "--labels", help="labelled points for the linear probe"),
+        labels: Path | None = typer.Option(None, "--labels", help="labelled points for the linear probe"),
         eval_every: int = typer.Option(200, "--eval-every", help="steps between probe evaluations"),
         checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
         workers: int = typer.Option(1, "--workers", help="Ray Train workers (one per GPU with --gpu)"),
         gpu: bool = typer.Option(False, "--gpu", help="one GPU per worker (bf16 autocast)"),
         use_ray: bool = typer.Option(True, "--ray/--no-ray", help="run under Ray Train, or in this process"),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="continue from OUT/checkpoint.pt if present"),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads per worker"),
+        threads: int | None = typer.Option(None, "--threads", help="torch CPU threads per worker"),
     ) -> None:
         """Barlow Twins (+ mix regulariser) on globally shuffled pixel time series; upstream-format checkpoints."""
         from tessera_ray.errors import UserInputError

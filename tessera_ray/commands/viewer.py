@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
             None, "--basemap", metavar="TEMPLATE",
             help="XYZ tile URL template drawn beneath the embeddings, e.g. https://tile.example.org/{z}/{x}/{y}.png "
                  "(or a path relative to the root). Without it (and --no-basemap) the root keeps its configuration."),
-        attribution: str = typer.Option("", "--basemap-attribution", metavar="TEXT", help="Attribution the tile provider asks for, shown on the map."),
+        attribution: str = typer.Option("", "--basemap-attribution", metavar="TEXT",
+                                        help="Attribution the tile provider asks for, shown on the map."),
         max_zoom: int = typer.Option(19, "--basemap-max-zoom", help="Deepest zoom level the tile server has."),
         no_basemap: bool = typer.Option(False, "--no-basemap", help="Remove the root's basemap."),
     ) -> None:

@@ -120,14 +120,15 @@ def label_efficiency(features: np.ndarray, target: np.ndarray, per_class=CURVE, 
         scores = []
         for r in range(repeats):
             rng = np.random.default_rng([seed, k, r])
-            chosen = []
+            chosen: list[int] = []
+            too_few = False
             for c in classes:
                 members = pool[target[pool] == c]
-                if len(members) < k + (test is None):
-                    chosen = None
+                too_few = len(members) < k + (test is None)
+                if too_few:
                     break
                 chosen.extend(rng.choice(members, k, replace=False))
-            if chosen is None:
+            if too_few:
                 break
             train = np.zeros(len(target), bool)
             train[chosen] = True

@@ -17,8 +17,9 @@ is reprojected to lon/lat for sampling) with the input's columns, then
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -118,8 +119,8 @@ class ParquetAppender:
 
     def __init__(self, path: Path):
         self.path = path
-        self.writer = None
-        self.schema = None
+        self.writer: Any = None  # a pyarrow ParquetWriter once the first batch fixes the schema
+        self.schema: Any = None
 
     def append(self, frame) -> None:
         import pyarrow as pa

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ TRUSTED = ("sklearn.neural_network._stochastic_optimizers.AdamOptimizer",)
 
 @dataclass(frozen=True, eq=False)
 class Head:
-    estimator: object
+    estimator: Any
     classes: list[str]
     model: str
     kind: str

@@ -23,7 +23,7 @@ import torch
 from tessera_ray.atomic import atomic_file
 from tessera_ray.errors import CheckpointError, ServiceError, UserInputError, squash
 from tessera_ray.model.config import check_data_source
-from tessera_ray.model.family import FAMILIES, family_of, get_variant, skeleton
+from tessera_ray.model.family import FAMILIES, EncoderFamily, InferenceRule, family_of, get_variant, skeleton
 
 CONFIG_FORMAT = "tessera-ray/encoder-config/1"
 _LIST_LIMIT = 6
@@ -46,7 +46,7 @@ class LoadedCheckpoint:
     """The data source the checkpoint says it was trained on (our config entry), if any."""
 
     @property
-    def family(self):
+    def family(self) -> EncoderFamily:
         return family_of(self.config)
 
     def data_source_for(self, requested: str | None) -> str | None:
@@ -59,17 +59,17 @@ class LoadedCheckpoint:
             )
         return self.data_source or requested
 
-    def rule(self, requested_source: str | None = None):
+    def rule(self, requested_source: str | None = None) -> InferenceRule:
         """This checkpoint's inference rule for a run asking for ``requested_source``."""
         return self.family.rule(self.config, self.data_source_for(requested_source))
 
 
-def load_encoder(path_or_uri: str | os.PathLike, variant: str | None = None) -> torch.nn.Module:
+def load_encoder(path_or_uri: str | os.PathLike[str], variant: str | None = None) -> torch.nn.Module:
     """Load an encoder of any family (eval mode, on the CPU) from a path, https:// or s3:// URI."""
     return read_checkpoint(path_or_uri, variant).model
 
 
-def read_checkpoint(path_or_uri: str | os.PathLike, variant: str | None = None) -> LoadedCheckpoint:
+def read_checkpoint(path_or_uri: str | os.PathLike[str], variant: str | None = None) -> LoadedCheckpoint:
     source = str(path_or_uri)
     payload = _load_payload(_read_bytes(source), source)
     if not isinstance(payload, dict):
@@ -102,7 +102,7 @@ def read_checkpoint(path_or_uri: str | os.PathLike, variant: str | None = None) 
     return LoadedCheckpoint(source, config, model.eval(), how, ignored, extra, check_data_source(recorded))
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: Any,
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str], config: Any,
                     data_source: str | None = None, **extra: Any) -> None:
     """Write ``model`` in its family's upstream layout plus our config (atomically for local paths)."""
     family = family_of(config)
@@ -125,7 +125,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config: Any
         torch.save(payload, tmp)
 
 
-def _upstream_family(payload: dict, source: str):
+def _upstream_family(payload: dict[str, Any], source: str) -> EncoderFamily:
     for family in FAMILIES.values():
         if family.recognises(payload):
             return family
@@ -137,7 +137,7 @@ def _upstream_family(payload: dict, source: str):
     )
 
 
-def _tensors(state: Any, source: str) -> dict:
+def _tensors(state: Any, source: str) -> dict[str, Any]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source}: the weights dict holds values that are not tensors")
     return state
@@ -175,7 +175,7 @@ def _brief(exc: BaseException) -> str:
     return squash(exc, 200) or type(exc).__name__
 
 
-def _own_config(payload: dict):
+def _own_config(payload: dict[str, Any]) -> Any:
     raw = payload.get("config")
     if not isinstance(raw, dict) or raw.get("format") != CONFIG_FORMAT:
         return None  # absent, or upstream's own training config
@@ -189,7 +189,7 @@ def _own_config(payload: dict):
         raise CheckpointError(f"checkpoint config is invalid: {_brief(exc)}") from None
 
 
-def _closest_mismatch(family, state: dict, source: str) -> None:
+def _closest_mismatch(family: EncoderFamily, state: dict[str, Any], source: str) -> None:
     """Not even the structure can be read: report the keys against the closest variant."""
     skeletons = [(skeleton(c), c.name) for c in family.variants.values()]
     model, name = min(skeletons, key=lambda s: sum(map(len, _key_diff(s[0], state))))
@@ -197,7 +197,7 @@ def _closest_mismatch(family, state: dict, source: str) -> None:
     raise CheckpointError(f"{source}: cannot infer the encoder variant; pass it")
 
 
-def _key_diff(model: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:
+def _key_diff(model: torch.nn.Module, state: dict[str, Any]) -> tuple[list[str], list[str]]:
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected)
@@ -210,7 +210,7 @@ def _summarise(keys: list[str]) -> str:
     return f"{shown}, ... (+{more} more)" if more > 0 else shown
 
 
-def _check_state(model: torch.nn.Module, state: dict, source: str, name: str) -> None:
+def _check_state(model: torch.nn.Module, state: dict[str, Any], source: str, name: str) -> None:
     """One CheckpointError naming missing, unexpected and mis-shaped keys."""
     missing, unexpected = _key_diff(model, state)
     expected = model.state_dict()

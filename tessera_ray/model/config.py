@@ -10,10 +10,10 @@ set per data source: TESSERA.md 4b).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from tessera_ray.errors import UserInputError
-from tessera_ray.sources.sentinel2 import S2_BANDS  # noqa: F401 - the encoders' S2 channels: the cube's name
+from tessera_ray.sources.sentinel2 import S2_BANDS as S2_BANDS  # the encoders' S2 channels: the cube's name
 
 S1_BANDS = 2
 EMBEDDING_DIM = 128
@@ -49,11 +49,11 @@ class NormStats:
     s1_desc_mean: tuple[float, ...] = V10_S1_MEAN
     s1_desc_std: tuple[float, ...] = V10_S1_STD
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "NormStats":
+    def from_dict(cls, raw: dict[str, Any]) -> NormStats:
         raw = {k: tuple(float(x) for x in v) for k, v in raw.items()}
         # checkpoints written before the per-orbit statistics: one S1 pair for both
         for old in ("mean", "std"):
@@ -149,14 +149,14 @@ class EncoderConfig:
             )
         return V11_STATS[data_source]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["buckets"] = list(self.buckets)
         out["norm"] = self.norm.to_dict()
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "EncoderConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> EncoderConfig:
         raw = {k: v for k, v in raw.items() if k != "family"}
         norm = NormStats.from_dict(raw.pop("norm", {}))
         raw["buckets"] = tuple(int(b) for b in raw.get("buckets", cls.buckets))

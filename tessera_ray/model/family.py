@@ -15,7 +15,8 @@ output width.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,26 +51,32 @@ class InferenceRule(Protocol):
 
 class EncoderFamily(Protocol):
     name: str
-    variants: Mapping[str, Any]
-    config_class: type
     structure_in_file: bool
 
-    def state_of(self, payload: dict) -> dict:
+    @property
+    def variants(self) -> Mapping[str, Any]:
+        """Named configs of the family."""
+
+    @property
+    def config_class(self) -> type[Any]:
+        """The family's config type (``from_dict``, ``to_dict``)."""
+
+    def state_of(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The weights dict of a checkpoint in this family's format."""
 
-    def normalise_keys(self, state: dict) -> tuple[dict, tuple[str, ...]]:
+    def normalise_keys(self, state: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Keys as the family's modules name them, and the keys ignored (training heads)."""
 
-    def infer_config(self, payload: dict, source: str) -> Any:
+    def infer_config(self, payload: dict[str, Any], source: str) -> Any:
         """The config a checkpoint without our config entry describes (None: cannot tell)."""
 
-    def recognises(self, payload: dict) -> bool:
+    def recognises(self, payload: dict[str, Any]) -> bool:
         """Whether a checkpoint dict without our config entry is in this family's upstream format."""
 
     def build(self, config: Any) -> nn.Module:
         """The network of ``config`` (random weights; call under a meta device for a skeleton)."""
 
-    def upstream_payload(self, state: dict, config: Any) -> dict:
+    def upstream_payload(self, state: dict[str, Any], config: Any) -> dict[str, Any]:
         """A checkpoint dict in the upstream format holding ``state``."""
 
     def rule(self, config: Any, data_source: str | None) -> InferenceRule: ...
@@ -79,7 +86,7 @@ class EncoderFamily(Protocol):
     def matryoshka_depths(self, config: Any) -> tuple[int, ...]:
         """Prefix widths that are embeddings on their own, ending with the full width; () if none."""
 
-    def describe(self, config: Any) -> dict:
+    def describe(self, config: Any) -> dict[str, Any]:
         """Structure for ``model info``."""
 
     def sampling(self, config: Any) -> str:
@@ -92,7 +99,7 @@ VARIANTS: dict[str, Any] = {name: c for f in FAMILIES.values() for name, c in f.
 """Every registered variant of every family, by name."""
 
 
-def get_variant(name: str):
+def get_variant(name: str) -> Any:
     """The config registered under ``name`` (``UserInputError`` if unknown)."""
     try:
         return VARIANTS[name]

@@ -11,14 +11,20 @@ family's module (:mod:`.v1`, :mod:`.v2`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike, DTypeLike
 
-from tessera_ray.codes import dequantise
+from tessera_ray.codes import dequantise as dequantise
 from tessera_ray.errors import UserInputError
 from tessera_ray.model.config import EMBEDDING_DIM, S1_BANDS, S2_BANDS
+
+if TYPE_CHECKING:
+    from tessera_ray.model.family import InferenceRule
 
 MIN_SCALE = 1e-8
 # CPU matrix kernels switch algorithm for very few rows, which changes the
@@ -76,7 +82,7 @@ class PixelSeries:
         sar_ascending_doy: np.ndarray,
         sar_descending: np.ndarray,
         sar_descending_doy: np.ndarray,
-    ) -> "PixelSeries":
+    ) -> PixelSeries:
         """From a cube block ((T, H, W, ...) stacks) whose upper-left pixel is (row, col)."""
         bands = np.asarray(bands)
         if bands.ndim != 4:
@@ -112,7 +118,7 @@ class PixelSeries:
             sar_descending_doys=np.asarray(sar_descending_doy),
         )
 
-    def take(self, index) -> "PixelSeries":
+    def take(self, index: np.ndarray | slice) -> PixelSeries:
         """The pixels at ``index`` (an index array, slice or boolean mask)."""
         return PixelSeries(
             block_id=self.block_id,
@@ -198,14 +204,16 @@ class PreparedPixels:
     """The pixels to run through the model; the rest get an all-zero embedding."""
 
 
-def normalise(values: np.ndarray, mean, std) -> np.ndarray:
+def normalise(values: np.ndarray, mean: ArrayLike, std: ArrayLike) -> np.ndarray:
     """(x - mean) / (std + 1e-9) per channel (last axis), float32."""
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
-    return (values.astype(np.float32) - mean) / (std + np.float32(1e-9))
+    m = np.asarray(mean, dtype=np.float32)
+    s = np.asarray(std, dtype=np.float32)
+    out: np.ndarray = (values.astype(np.float32) - m) / (s + np.float32(1e-9))
+    return out
 
 
-def group_by_lengths(run: np.ndarray, len2, len1, in2, in1) -> tuple[InputGroup, ...]:
+def group_by_lengths(run: np.ndarray, len2: np.ndarray, len1: np.ndarray, in2: np.ndarray,
+                     in1: np.ndarray) -> tuple[InputGroup, ...]:
     """Pixels ``run`` batched by their (S2 length, S1 length), inputs cut to those lengths."""
     if run.size == 0:
         return ()
@@ -219,7 +227,7 @@ def group_by_lengths(run: np.ndarray, len2, len1, in2, in1) -> tuple[InputGroup,
     return tuple(groups)
 
 
-def prepare(config, pixels: PixelSeries, seed: int = 0, data_source: str | None = None) -> PreparedPixels:
+def prepare(config: Any, pixels: PixelSeries, seed: int = 0, data_source: str | None = None) -> PreparedPixels:
     """Prepare ``pixels`` with the inference rule of ``config``'s family."""
     from tessera_ray.model.family import inference_rule
 
@@ -246,7 +254,8 @@ class ModelRunner:
     """
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu",
-                 batch_size: int = 256, bf16: bool | None = None, quantiser=None,
+                 batch_size: int = 256, bf16: bool | None = None,
+                 quantiser: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
                  dims: int = EMBEDDING_DIM, raw: bool = False) -> None:
         self.device = torch.device(device)
         self.quantise = quantiser or quantise
@@ -297,7 +306,7 @@ class ModelRunner:
 
 
 def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarray]],
-             dims: int = EMBEDDING_DIM, zero_scale: float = MIN_SCALE, dtype=np.int8) -> EncodedPixels:
+             dims: int = EMBEDDING_DIM, zero_scale: float = MIN_SCALE, dtype: DTypeLike = np.int8) -> EncodedPixels:
     """Place group results (in group order) into per-pixel arrays with the sentinels.
 
     Pixels in no group and not no data get an all-zero embedding of scale ``zero_scale``.
@@ -312,7 +321,7 @@ def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarra
     return EncodedPixels(embeddings, scales)
 
 
-def runner_for(model: torch.nn.Module, rule, device=None, batch_size: int = 256,
+def runner_for(model: torch.nn.Module, rule: InferenceRule, device: str | torch.device | None = None, batch_size: int = 256,
                bf16: bool | None = None, raw: bool = False) -> ModelRunner:
     """A :class:`ModelRunner` with ``rule``'s int8 rule, width and precision (``raw``: float outputs)."""
     device = device if device is not None else next(model.parameters()).device
@@ -322,13 +331,13 @@ def runner_for(model: torch.nn.Module, rule, device=None, batch_size: int = 256,
                        quantiser=rule.quantise, dims=rule.output_dims, raw=raw)
 
 
-def encode_prepared(runner: ModelRunner, rule, prepared: PreparedPixels) -> EncodedPixels:
+def encode_prepared(runner: ModelRunner, rule: InferenceRule, prepared: PreparedPixels) -> EncodedPixels:
     """Run prepared pixels through ``runner`` and place them."""
     results = [runner(g.s2, g.s1) for g in prepared.groups]
     return assemble(prepared, results, rule.output_dims, rule.min_scale)
 
 
-def encode_pixels(model: torch.nn.Module | ModelRunner, config, pixels: PixelSeries, seed: int = 0,
+def encode_pixels(model: torch.nn.Module | ModelRunner, config: Any, pixels: PixelSeries, seed: int = 0,
                   batch_size: int = 256, data_source: str | None = None) -> EncodedPixels:
     """Embed every pixel of ``pixels`` with ``config``'s family rule: the one inference entry point."""
     from tessera_ray.model.family import inference_rule

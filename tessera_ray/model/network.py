@@ -9,6 +9,7 @@ upstream checkpoint keys (TESSERA.md section 4): ``s2_backbone.embedding.0.*``,
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,6 +38,13 @@ class CustomGRUCell(nn.Module):
     r = sigmoid(W_ir x + W_hr h + b_r), z = sigmoid(W_iz x + W_hz h + b_z),
     h~ = tanh(W_ih x + W_hh (r * h) + b_h), h' = (1 - z) * h + z * h~.
     """
+
+    W_ir: nn.Linear
+    W_iz: nn.Linear
+    W_ih: nn.Linear
+    W_hr: nn.Linear
+    W_hz: nn.Linear
+    W_hh: nn.Linear
 
     def __init__(self, d: int) -> None:
         super().__init__()
@@ -140,9 +148,10 @@ class Backbone(nn.Module):
         self.attn_pool = TemporalPooling(d, config.gru)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        div = doy_frequencies(self.embedding[0].out_features, x.device)
+        div = doy_frequencies(cast(nn.Linear, self.embedding[0]).out_features, x.device)
         tokens = self.embedding(x[..., :-1]) + doy_encoding(x[..., -1].float(), div)
-        return self.attn_pool(self.transformer_encoder(tokens))
+        pooled: torch.Tensor = self.attn_pool(self.transformer_encoder(tokens))
+        return pooled
 
 
 class TesseraEncoder(nn.Module):
@@ -167,4 +176,5 @@ class TesseraEncoder(nn.Module):
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         fused = torch.cat((self.s2_backbone(s2), self.s1_backbone(s1)), dim=-1)
-        return self.dim_reducer(fused)[:, :EMBEDDING_DIM]
+        reduced: torch.Tensor = self.dim_reducer(fused)
+        return reduced[:, :EMBEDDING_DIM]

@@ -8,7 +8,10 @@ gives byte-identical embeddings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -24,15 +27,16 @@ def mix64(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         x = (x ^ (x >> np.uint64(30))) * _M1
         x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    mixed: np.ndarray = x ^ (x >> np.uint64(31))
+    return mixed
 
 
-def _absorb(h: np.ndarray, value) -> np.ndarray:
+def _absorb(h: np.ndarray, value: ArrayLike) -> np.ndarray:
     with np.errstate(over="ignore"):
         return mix64(h ^ (np.asarray(value).astype(np.int64).astype(np.uint64) + _GAMMA))
 
 
-def pixel_seeds(run_seed: int, year: int, zone: int, rows, cols) -> np.ndarray:
+def pixel_seeds(run_seed: int, year: int, zone: int, rows: ArrayLike, cols: ArrayLike) -> np.ndarray:
     """One uint64 seed per pixel from its key (rows/cols on the zone grid)."""
     h = mix64(np.full(np.shape(rows), np.uint64(run_seed & 0xFFFFFFFFFFFFFFFF)))
     for value in (year, zone, rows, cols):
@@ -170,7 +174,8 @@ def smallest_bucket(count: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
     return bucket_length(count, buckets)
 
 
-def pattern_steps(valid: np.ndarray, buckets: tuple[int, ...], pattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pattern_steps(valid: np.ndarray, buckets: tuple[int, ...],
+                  pattern: Callable[[int, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply a bucket rule to every pixel: (N, T) bool -> (counts, lengths, indices).
 
     ``counts[p]`` is pixel p's number of valid steps and ``lengths[p]`` its

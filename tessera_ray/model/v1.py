@@ -83,7 +83,7 @@ class V1Rule:
     def quantise(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return quantise(embeddings)
 
-    def streams(self, pixels: PixelSeries):
+    def streams(self, pixels: PixelSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s2 = normalise(pixels.s2_bands, self.norm.s2_mean, self.norm.s2_std)
         sar, s1_valid, sar_doys = sar_stack(pixels, self.norm)
         return s2, np.asarray(pixels.s2_masks) == 1, sar, s1_valid, sar_doys
@@ -130,7 +130,8 @@ class V1Rule:
         return PreparedPixels(n, nodata, group_by_lengths(run, len2, len1, in2, in1))
 
 
-def _bucket_input(values, doys, valid, buckets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bucket_input(values: np.ndarray, doys: np.ndarray, valid: np.ndarray,
+                  buckets: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """v1.1: (counts, lengths, inputs); an empty stream is the first bucket of zeros."""
     count, lengths, index = pattern_steps(valid, buckets, v11_pattern)
     lengths = np.where(count > 0, lengths, buckets[0])
@@ -220,26 +221,27 @@ class V1Family:
     structure_in_file = False
     """Whether a checkpoint states the structure (v2's ``args``) rather than implying it by shapes."""
 
-    def recognises(self, payload: dict) -> bool:
+    def recognises(self, payload: dict[str, Any]) -> bool:
         return any(isinstance(payload.get(k), dict) for k in STATE_KEYS)
 
-    def state_of(self, payload: dict) -> dict:
+    def state_of(self, payload: dict[str, Any]) -> dict[str, Any]:
         for key in STATE_KEYS:
-            if isinstance(payload.get(key), dict):
-                return payload[key]
+            state = payload.get(key)
+            if isinstance(state, dict):
+                return state
         return payload  # a bare state dict
 
-    def normalise_keys(self, state: dict) -> tuple[dict, tuple[str, ...]]:
+    def normalise_keys(self, state: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         return normalise_keys(state)
 
-    def infer_config(self, payload: dict, source: str) -> EncoderConfig | None:
+    def infer_config(self, payload: dict[str, Any], source: str) -> EncoderConfig | None:
         """The variant the weight shapes fit (None: they cannot say)."""
         return infer_variant(self.normalise_keys(self.state_of(payload))[0], source)
 
     def build(self, config: EncoderConfig) -> TesseraEncoder:
         return TesseraEncoder(config)
 
-    def upstream_payload(self, state: dict, config: EncoderConfig) -> dict:
+    def upstream_payload(self, state: dict[str, Any], config: EncoderConfig) -> dict[str, Any]:
         return {"model_state_dict": state}
 
     def rule(self, config: EncoderConfig, data_source: str | None) -> V1Rule:
@@ -251,7 +253,7 @@ class V1Family:
     def matryoshka_depths(self, config: EncoderConfig) -> tuple[int, ...]:
         return ()  # v1 dims are not ordered: a prefix of them means nothing
 
-    def describe(self, config: EncoderConfig) -> dict:
+    def describe(self, config: EncoderConfig) -> dict[str, Any]:
         return {"latent": config.latent, "d": config.d, "layers": config.layers, "heads": config.heads,
                 "ffn": config.ffn, "gru": config.gru,
                 "dim_reducer": f"{2 * config.d}->"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -85,20 +85,20 @@ class StudentConfig:
     def d(self) -> int:
         return 4 * self.latent
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["depths"], out["buckets"] = list(self.depths), list(self.buckets)
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "StudentConfig":
+    def from_dict(cls, raw: dict[str, Any]) -> StudentConfig:
         raw = {k: v for k, v in raw.items() if k != "family"}
         for key in ("depths", "buckets"):
             if key in raw:
                 raw[key] = tuple(int(x) for x in raw[key])
         return cls(**raw)
 
-    def args(self) -> dict:
+    def args(self) -> dict[str, Any]:
         """The upstream ``args`` entry of a checkpoint of this structure."""
         return {"latent_dim": self.latent, "num_layers": self.layers, "nhead": self.heads,
                 "dim_feedforward": self.ffn, "max_seq_len": self.max_seq_len, "repr_dim": self.repr_dim,
@@ -146,7 +146,8 @@ class QKNormLayer(nn.Module):
         attended = nn.functional.scaled_dot_product_attention(q, k, v)
         attended = attended.transpose(1, 2).reshape(x.shape)
         x = self.norm1(x + self.out_proj(attended))
-        return self.norm2(x + self.linear2(torch.relu(self.linear1(x))))
+        out: torch.Tensor = self.norm2(x + self.linear2(torch.relu(self.linear1(x))))
+        return out
 
 
 class AttentionPool(nn.Module):
@@ -179,14 +180,15 @@ class StudentBackbone(nn.Module):
         self.attn_pool = AttentionPool(d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        div = doy_frequencies(self.embedding[0].out_features, x.device)
+        div = doy_frequencies(cast(nn.Linear, self.embedding[0]).out_features, x.device)
         tokens = self.embedding(x[..., :-1]) + doy_encoding(x[..., -1].float(), div)
         if isinstance(self.transformer_encoder, nn.ModuleList):
             for layer in self.transformer_encoder:
                 tokens = layer(tokens)
         else:
             tokens = self.transformer_encoder(tokens)
-        return self.attn_pool(tokens)
+        pooled: torch.Tensor = self.attn_pool(tokens)
+        return pooled
 
 
 class StudentEncoder(nn.Module):
@@ -204,12 +206,14 @@ class StudentEncoder(nn.Module):
         )
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        return self.dim_reducer(torch.cat((self.s2_backbone(s2), self.s1_backbone(s1)), dim=-1))
+        reduced: torch.Tensor = self.dim_reducer(torch.cat((self.s2_backbone(s2), self.s1_backbone(s1)), dim=-1))
+        return reduced
 
 
 # --- the inference rule -------------------------------------------------------
 
-def _stream_input(values: np.ndarray, doys: np.ndarray, valid: np.ndarray, buckets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stream_input(values: np.ndarray, doys: np.ndarray, valid: np.ndarray,
+                  buckets: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised values (N, T, c) of one stream -> (counts, lengths, model input (N, L, c + 1)).
 
     An empty stream is one all-zero step (zero in standardised units, DOY 0).
@@ -236,7 +240,7 @@ class StudentRule:
     def __init__(self, config: StudentConfig) -> None:
         self.config = config
 
-    def streams(self, pixels: PixelSeries):
+    def streams(self, pixels: PixelSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s2_valid = np.asarray(pixels.s2_masks) != 0
         s2 = normalise(pixels.s2_bands, S2_MEAN, S2_STD)
         asc, desc = np.asarray(pixels.sar_ascending), np.asarray(pixels.sar_descending)
@@ -272,19 +276,18 @@ def _bool(value: Any) -> bool:
     return bool(value)
 
 
-def config_from_args(args: dict, source: str) -> StudentConfig:
+def config_from_args(args: dict[str, Any], source: str) -> StudentConfig:
     """The structure an upstream ``args`` entry describes (defaults for what it lacks)."""
     merged = {**ARG_DEFAULTS, **{k: v for k, v in args.items() if v is not None}}
     try:
         depths = merged.get("matryoshka_dims") or ",".join(str(k) for k in MATRYOSHKA)
         if isinstance(depths, str):
             depths = [int(x) for x in re.split(r"[,\s]+", depths.strip()) if x]
-        structure = dict(latent=int(merged["latent_dim"]), layers=int(merged["num_layers"]),
-                         heads=int(merged["nhead"]), ffn=int(merged["dim_feedforward"]),
-                         qk_norm=_bool(merged["enable_qk_norm"]), repr_dim=int(merged["repr_dim"]),
-                         depths=tuple(int(k) for k in depths),
-                         max_seq_len=int(merged.get("max_seq_len") or 256))
-        found = StudentConfig(name="", **structure)
+        found = StudentConfig(name="", latent=int(merged["latent_dim"]), layers=int(merged["num_layers"]),
+                              heads=int(merged["nhead"]), ffn=int(merged["dim_feedforward"]),
+                              qk_norm=_bool(merged["enable_qk_norm"]), repr_dim=int(merged["repr_dim"]),
+                              depths=tuple(int(k) for k in depths),
+                              max_seq_len=int(merged.get("max_seq_len") or 256))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{source}: the checkpoint's args do not describe a v2 student ({exc})") from None
     known = [c.name for c in VARIANTS.values() if replace(c, name="") == found]
@@ -300,20 +303,21 @@ class V2Family:
     structure_in_file = True
     """Whether a checkpoint states the structure (v2's ``args``) rather than implying it by shapes."""
 
-    def recognises(self, payload: dict) -> bool:
+    def recognises(self, payload: dict[str, Any]) -> bool:
         return isinstance(payload.get("model"), dict) and "args" in payload
 
-    def state_of(self, payload: dict) -> dict:
-        return payload.get("model")
+    def state_of(self, payload: dict[str, Any]) -> dict[str, Any]:
+        state: dict[str, Any] = payload["model"]  # recognises() checked it is there
+        return state
 
-    def infer_config(self, payload: dict, source: str) -> StudentConfig:
+    def infer_config(self, payload: dict[str, Any], source: str) -> StudentConfig:
         """The structure named by the checkpoint's ``args`` (a dict, or an argparse Namespace's fields)."""
         args = payload.get("args")
         if not isinstance(args, dict):
             raise CheckpointError(f"{source}: the checkpoint's args entry is not a dict of settings")
         return config_from_args(args, source)
 
-    def normalise_keys(self, state: dict) -> tuple[dict, tuple[str, ...]]:
+    def normalise_keys(self, state: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
         out, ignored = {}, []
         for key, value in state.items():
             name = key
@@ -328,7 +332,7 @@ class V2Family:
     def build(self, config: StudentConfig) -> nn.Module:
         return StudentEncoder(config)
 
-    def upstream_payload(self, state: dict, config: StudentConfig) -> dict:
+    def upstream_payload(self, state: dict[str, Any], config: StudentConfig) -> dict[str, Any]:
         return {"args": config.args(), "model": state}
 
     def rule(self, config: StudentConfig, data_source: str | None) -> StudentRule:
@@ -341,7 +345,7 @@ class V2Family:
     def matryoshka_depths(self, config: StudentConfig) -> tuple[int, ...]:
         return tuple(config.depths)
 
-    def describe(self, config: StudentConfig) -> dict:
+    def describe(self, config: StudentConfig) -> dict[str, Any]:
         return {"latent": config.latent, "d": config.d, "layers": config.layers, "heads": config.heads,
                 "ffn": config.ffn, "qk_norm": config.qk_norm, "pooling": "attention (no GRU)",
                 "dim_reducer": f"{2 * config.d}->{4 * config.d}->{config.repr_dim} (LayerNorm)"}

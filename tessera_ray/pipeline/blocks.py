@@ -21,7 +21,8 @@ where a few suffice.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tessera_ray.cluster import READER_RESOURCE, placement
 from tessera_ray.errors import UserInputError
@@ -98,16 +99,16 @@ class ReadTasks:
     CPU encoders and may ask for 0); ``num_returns``: the body's results.
     """
 
-    def __init__(self, body: Callable, num_cpus: float = 1.0, num_returns: int = 1) -> None:
+    def __init__(self, body: Callable[..., Any], num_cpus: float = 1.0, num_returns: int = 1) -> None:
         import ray
 
-        self._remote = ray.remote(body)
+        self._remote: Any = ray.remote(body)
         self._options = dict(num_cpus=num_cpus, num_returns=num_returns, max_retries=READ_RETRIES,
                              retry_exceptions=True, resources=placement(READER_RESOURCE))
         self._capacity = ray.cluster_resources().get("memory", math.inf)
-        self._with_memory: dict[int, object] = {}
+        self._with_memory: dict[int, Any] = {}
 
-    def submit(self, window: Window, scenes: Sequence[Scene], read: ReadConfig, *args):
+    def submit(self, window: Window, scenes: Sequence[Scene], read: ReadConfig, *args: Any) -> Any:
         """Start the body on ``args`` for a block of ``window`` over ``scenes``; its object reference(s).
 
         Raises :class:`~tessera_ray.errors.UserInputError` when the block needs more

@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,7 +50,11 @@ from tessera_ray.pipeline.plan import OUTPUT_BYTES, EmbedConfig, ModelInfo, Year
 from tessera_ray.pipeline.progress import Progress
 
 if TYPE_CHECKING:
+    from tessera_ray.model.inference import EncodedPixels, PixelSeries
+    from tessera_ray.pipeline.encode import EncoderPool
+    from tessera_ray.pipeline.publishing import Publisher
     from tessera_ray.sources.read import ReadConfig
+    from tessera_ray.sources.scenes import Scene
     from tessera_ray.store.sink import EmbeddingSink
 
 WRITE_RETRIES = 3
@@ -61,19 +66,19 @@ class YearResult:
     units: int = 0
     done: int = 0
     skipped: int = 0
-    failed: dict = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     """unit id -> one-line reason."""
     pixels: int = 0
     input_bytes: int = 0
     written_bytes: int = 0
     seconds: float = 0.0
     published_units: int = 0
-    no_scenes: tuple = ()
+    no_scenes: tuple[str, ...] = ()
     """Units no scene touches in the year: not read, not published (a later run plans them again)."""
     publishes: int = 0
     """Publishes of the year's manifest during and at the end of the job."""
     publish_seconds: float = 0.0
-    unreadable_scenes: set = field(default_factory=set)
+    unreadable_scenes: set[str] = field(default_factory=set)
     """Scenes left out because an asset's bytes do not decode or it is gone (never for an outage)."""
 
     @property
@@ -94,12 +99,12 @@ class BlockInfo:
     skipped_scenes: tuple[str, ...]
 
 
-def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
+def read_block(zone: int, window: Window, year: int, scenes: list[Scene],
+               read_config: ReadConfig) -> tuple[PixelSeries, BlockInfo]:
     """Read one block and flatten it into the encoder's per-pixel layout."""
     from tessera_ray.model import PixelSeries
-    from tessera_ray.sources.read import Block, read_cube
-
     from tessera_ray.pipeline.blocks import scenes_for_window
+    from tessera_ray.sources.read import Block, read_cube
 
     cube = read_cube(Block(zone, window), scenes, read_config)
     near = scenes_for_window(zone, window, scenes)
@@ -116,8 +121,8 @@ def read_block(zone: int, window: Window, year: int, scenes: list, read_config):
     return series, BlockInfo(window.size, nbytes, cube.skipped_scenes)
 
 
-def write_unit(sink: EmbeddingSink, unit: Unit, year: int, windows: list[Window], scenes: dict,
-               created: str | None, *encoded) -> dict:
+def write_unit(sink: EmbeddingSink, unit: Unit, year: int, windows: list[Window], scenes: dict[str, Any],
+               created: str | None, *encoded: EncodedPixels) -> dict[str, Any]:
     """The reduce step: assemble a unit's encoded blocks and write the unit once into ``sink``.
 
     The embedding width is the encoder's: the blocks' last axis.
@@ -145,8 +150,8 @@ class StageTasks:
     that it measures this driver loop, not a copy of it.
     """
 
-    read: Callable = read_block
-    write: Callable = write_unit
+    read: Callable[..., Any] = read_block
+    write: Callable[..., Any] = write_unit
 
 
 # --------------------------------------------------------------------------- driver
@@ -158,9 +163,9 @@ class _UnitState:
     windows: list[Window]
     scenes: object
     """ObjectRef of the scenes over the unit (shared by its read tasks)."""
-    counts: dict
+    counts: dict[str, Any]
     reads_left: int = 0
-    encoded: dict = field(default_factory=dict)
+    encoded: dict[Window, Any] = field(default_factory=dict)  # window -> ObjectRef of its EncodedPixels
     failed: str | None = None
     input_bytes: int = 0
 
@@ -171,7 +176,7 @@ def open_units_bound(config: EmbedConfig) -> int:
     return max(1, math.ceil(config.max_in_flight / blocks_per_unit)) + 1
 
 
-def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
+def _task_cpus(pool: EncoderPool, encoder_threads: int, placed: bool = False) -> float:
     """CPUs a read or write task reserves: 1, or 0 when CPU encoders hold every CPU of the cluster.
 
     CPU encoder actors reserve their threads for their lifetime; on a 1-CPU
@@ -187,8 +192,8 @@ def _task_cpus(pool, encoder_threads: int, placed: bool = False) -> float:
     return 1.0 if free >= 1 else 0.0
 
 
-def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progress: Progress,
-             publisher=None, tasks: StageTasks = StageTasks(), read: ReadConfig | None = None,
+def run_year(plan: YearPlan, config: EmbedConfig, pool: EncoderPool, model: ModelInfo, progress: Progress,
+             publisher: Publisher | None = None, tasks: StageTasks = StageTasks(), read: ReadConfig | None = None,
              sink: EmbeddingSink | None = None) -> YearResult:
     """Stream every unit of a year through read -> encode -> write; never raises for a failing unit.
 
@@ -219,8 +224,8 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
     todo = deque(plan.units)
     blocks: deque[tuple[_UnitState, Window]] = deque()
     open_units: dict[Unit, _UnitState] = {}
-    reads: dict = {}   # info ref -> (state, window, series ref)
-    writes: dict = {}  # writer ref -> state
+    reads: dict[Any, tuple[_UnitState, Window, Any]] = {}   # info ref -> (state, window, series ref)
+    writes: dict[Any, _UnitState] = {}  # writer ref -> state
     bound = open_units_bound(config)
     progress.start(f"{plan.year}", len(plan.units))
 
@@ -269,7 +274,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
         state.encoded.clear()
         writes[ref] = state
 
-    def ready_now() -> list:
+    def ready_now() -> list[Any]:
         """Every finished read and write: all that are ready in one call, else wait for one."""
         pending = [*reads, *writes]
         ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
@@ -277,7 +282,7 @@ def run_year(plan: YearPlan, config: EmbedConfig, pool, model: ModelInfo, progre
             ready, _ = ray.wait(pending, num_returns=1, timeout=5.0)
         return ready
 
-    def skip_published_elsewhere(published: frozenset) -> None:
+    def skip_published_elsewhere(published: frozenset[str]) -> None:
         """Drop the units not started yet that another job (an overlapping ROI) has published meanwhile."""
         kept = [u for u in todo if u.id not in published]
         for unit in (u for u in todo if u.id in published):

@@ -15,8 +15,10 @@ import math
 import platform
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from tessera_ray import code_version
 from tessera_ray.cluster import ray_session
@@ -24,8 +26,8 @@ from tessera_ray.errors import TesseraError
 from tessera_ray.pipeline.driver import YearResult, run_year
 from tessera_ray.pipeline.plan import (
     EmbedConfig,
-    UnitPlan,
     ModelInfo,
+    UnitPlan,
     YearPlan,
     check_checkpoint,
     check_depths,
@@ -36,6 +38,10 @@ from tessera_ray.pipeline.plan import (
 from tessera_ray.pipeline.progress import Progress
 from tessera_ray.pipeline.sizing import SizingInputs
 from tessera_ray.redact import public_url, redact
+
+if TYPE_CHECKING:
+    from tessera_ray.sources.read import ReadConfig
+    from tessera_ray.store import EmbeddingStore
 
 RUNS_DIR = "manifests/runs"
 
@@ -57,7 +63,7 @@ class RunResult:
     def complete(self) -> bool:
         return not any(y.failed for y in self.years)
 
-    def totals(self) -> dict:
+    def totals(self) -> dict[str, Any]:
         keys = ("units", "done", "skipped", "pixels", "input_bytes", "written_bytes")
         total = {k: sum(getattr(y, k) for y in self.years) for k in keys}
         total["failed"] = sum(len(y.failed) for y in self.years)
@@ -65,7 +71,7 @@ class RunResult:
         return total
 
 
-def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict:
+def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict[str, Any]:
     """What a run did, saved beside the manifests; holds no secrets (URLs are stripped of credentials)."""
     cfg = asdict(config)
     for key in ("out", "checkpoint", "stac", "s1_stac", "catalog", "catalog_root", "roi"):
@@ -78,7 +84,7 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
         "run_id": result.run_id,
         "year": year.year,
         "land_mask": mask_label(config.land),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "host": platform.node(),
         "config": cfg,
@@ -102,10 +108,10 @@ def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: Y
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
+def run_embed(config: EmbedConfig, progress: Progress | None = None, echo: Callable[[str], None] = print,
               sizing: SizingInputs | None = None) -> RunResult:
     """The whole job. Raises :class:`IncompleteRun` (after publishing the rest) if a unit failed.
 
@@ -165,7 +171,8 @@ def run_embed(config: EmbedConfig, progress: Progress | None = None, echo=print,
     return result
 
 
-def _run_years(config, plans, model, progress, store, read) -> list[YearResult]:
+def _run_years(config: EmbedConfig, plans: list[YearPlan], model: ModelInfo, progress: Progress,
+               store: EmbeddingStore, read: ReadConfig) -> list[YearResult]:
     from tessera_ray.pipeline.encode import EncoderPool, EncoderSpec
     from tessera_ray.pipeline.publishing import Publisher
 
@@ -232,7 +239,7 @@ def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: 
     else:
         lines.append(f"  read: ~{size.read_requests:,} requests, ~{_size(size.fetched_bytes)} fetched; "
                      f"{_amount(size.reader_slot_hours)} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
-    if size.cost is not None:
+    if size.cost is not None and sizing.nodes is not None and sizing.prices is not None:  # a cost needs both
         nodes = sizing.nodes
         lines.append(f"  instance hours: {_amount(size.reader_node_hours)} {nodes['reader'].instance} (readers, "
                      f"{nodes['reader'].slots} slots each), {_amount(size.encoder_node_hours)} "

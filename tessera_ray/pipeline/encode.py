@@ -26,14 +26,18 @@ import os
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tessera_ray.cluster import ENCODER_RESOURCE, placement
 from tessera_ray.errors import ClusterError, env_number
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, PreparedPixels
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
 
 # glibc malloc settings of every actor's process (its runtime_env, so they hold
 # from the process start). With glibc's defaults the mmap threshold rises to the
@@ -84,7 +88,7 @@ class EncoderSpec:
 @dataclass(eq=False)
 class _Request:
     prepared: PreparedPixels
-    results: list = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)  # per chunk: None, then (int8 codes, scales)
     remaining: int = 0
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -133,7 +137,7 @@ class EncoderActor:
         return assemble(prepared, request.results, self.rule.output_dims, self.rule.min_scale,
                         np.float32 if self.runner.raw else np.int8)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         import torch
 
         device = self.runner.device
@@ -206,6 +210,7 @@ class EncoderPool:
             raise ClusterError("the encoder pool needs a running Ray (tessera_ray.cluster.start_ray)")
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.use_gpu = gpus > 0 if use_gpu is None else use_gpu
+        options: dict[str, Any]
         if self.use_gpu:
             count, options = max(gpus, 1), {"num_gpus": 1, "num_cpus": 1}
         else:
@@ -214,7 +219,7 @@ class EncoderPool:
         options["resources"] = placement(ENCODER_RESOURCE)  # cluster.yaml's encoder nodes, where it has them
         self.max_in_flight = max(1, int(max_in_flight))
         # ``actor``: a stand-in with EncoderActor's methods (jobs/bench_planet.py); jobs never pass one
-        actor_class = ray.remote(actor or EncoderActor).options(
+        actor_class: Any = ray.remote(actor or EncoderActor).options(
             max_concurrency=self.max_in_flight + 1,  # the +1 answers info() (the pool's pings) while busy
             # requests are retried until the actor is back (bounded by its restarts and the pool's wait_s):
             # a fixed count was spent in seconds on "actor unavailable" answers before Ray saw the node was gone
@@ -224,8 +229,8 @@ class EncoderPool:
         device = None if self.use_gpu else "cpu"
         self.wait_s = env_number(WAIT_ENV, 600) if wait_s is None else float(wait_s)
         self._actors = [actor_class.remote(spec, device) for _ in range(count)]
-        self._in_flight: list[set] = [set() for _ in self._actors]
-        self._pings: list[tuple] = [(None, 0.0) for _ in self._actors]
+        self._in_flight: list[set[ObjectRef[EncodedPixels]]] = [set() for _ in self._actors]
+        self._pings: list[tuple[ObjectRef[dict[str, Any]] | None, float]] = [(None, 0.0) for _ in self._actors]
         self.peak_in_flight = 0
         self._wait_until_started(start_timeout_s)
 
@@ -247,10 +252,10 @@ class EncoderPool:
             self.close()
             raise
 
-    def __enter__(self) -> "EncoderPool":
+    def __enter__(self) -> EncoderPool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -260,7 +265,7 @@ class EncoderPool:
     def in_flight(self) -> int:
         return sum(len(s) for s in self._in_flight)
 
-    def submit(self, pixels: PixelSeries):
+    def submit(self, pixels: PixelSeries | ObjectRef[PixelSeries]) -> ObjectRef[EncodedPixels]:
         """Send one pixel batch to the least busy actor; waits while all are full.
 
         Returns the ObjectRef of its :class:`EncodedPixels`.
@@ -273,7 +278,7 @@ class EncoderPool:
                 break
             if not self._reap(timeout=_POLL_S):
                 self.check()
-        ref = self._actors[slot].encode.remote(pixels)
+        ref: ObjectRef[EncodedPixels] = self._actors[slot].encode.remote(pixels)
         self._in_flight[slot].add(ref)
         self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight[slot]))
         return ref
@@ -323,7 +328,7 @@ class EncoderPool:
 
     def map(self, batches: Iterable[PixelSeries]) -> Iterator[EncodedPixels]:
         """Embed batches in order, keeping at most the pool's capacity in flight."""
-        queue: deque = deque()
+        queue: deque[ObjectRef[EncodedPixels]] = deque()
         for batch in batches:
             queue.append(self.submit(batch))
             while queue and len(queue) >= self.size * self.max_in_flight:
@@ -331,7 +336,7 @@ class EncoderPool:
         while queue:
             yield self.result(queue.popleft())
 
-    def result(self, ref) -> EncodedPixels:
+    def result(self, ref: ObjectRef[EncodedPixels]) -> EncodedPixels:
         """``ray.get`` of a request, looking at the actors (:meth:`check`) while it waits."""
         import ray
 
@@ -339,7 +344,7 @@ class EncoderPool:
             self.check()
         return ray.get(ref)
 
-    def info(self) -> list[dict]:
+    def info(self) -> list[dict[str, Any]]:
         import ray
 
         return ray.get([a.info.remote() for a in self._actors])
@@ -353,7 +358,7 @@ class EncoderPool:
         self._in_flight = []
 
 
-def _brief(resources: dict) -> str:
+def _brief(resources: dict[str, float]) -> str:
     """Ray's resources without the per-node and memory entries, for a one-line message."""
     keep = {k: v for k, v in resources.items() if not k.startswith("node:") and "memory" not in k}
     return ", ".join(f"{k} {v:g}" for k, v in sorted(keep.items())) or "none"

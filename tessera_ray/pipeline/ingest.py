@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import shutil
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any
 
 from tessera_ray.cube import TimeSeriesCube, merge_npy
 from tessera_ray.errors import DataError, TesseraError, one_line, root_cause
@@ -70,13 +71,13 @@ class IngestReport:
     skipped_scenes: set[str] = field(default_factory=set)
     unknown_orbit: set[str] = field(default_factory=set)
 
-    def add(self, block: "TimeSeriesCube | _Counters") -> None:
+    def add(self, block: TimeSeriesCube | _Counters) -> None:
         self.blocks += 1
         self.skipped_scenes.update(block.skipped_scenes)
         self.unknown_orbit.update(block.unknown_orbit)
 
 
-def _read_block(block: Block, scenes: list[Scene], config: ReadConfig, out_dir: str | None):
+def _read_block(block: Block, scenes: list[Scene], config: ReadConfig, out_dir: str | None) -> TimeSeriesCube | _Counters:
     """The task body: read one block; save it to ``out_dir`` (returning only its counters) or return the cube."""
     cube = read_cube(block, scenes, config)
     if out_dir is None:
@@ -95,7 +96,7 @@ def _run_blocks(
     import ray
 
     tasks = ReadTasks(_read_block)
-    pending: dict = {}
+    pending: dict[Any, tuple[Unit, Block]] = {}  # task ref -> its block
     remaining: dict[Unit, int] = defaultdict(int)
     jobs: list[tuple[Unit, Block, list[Scene]]] = []
     for unit in units:

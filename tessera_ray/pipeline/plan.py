@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
-from datetime import datetime, timezone
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, load_roi, units_for_roi
@@ -21,6 +22,11 @@ from tessera_ray.landmask import DEFAULT_LAND_MASK, check_land_mask
 from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
 from tessera_ray.sources.scenes import S1, S2, Scene
 from tessera_ray.store.layout import STORE_DIMS
+
+if TYPE_CHECKING:
+    import torch
+
+    from tessera_ray.pipeline.blocks import SceneIndex
 
 FIRST_YEAR = 2017
 S2_INPUT_BYTES = 10 * 2 + 1
@@ -71,7 +77,7 @@ class EmbedConfig:
     """Matryoshka prefix arrays to write (``--depths 16,32,64``); None: those of an existing store, else none."""
     land: str = DEFAULT_LAND_MASK
     """Land mask of the plan (``tessera_ray.landmask``): units without land are not planned; "all" plans every unit."""
-    piece: "Piece | None" = None
+    piece: Piece | None = None
     """``--piece I/N``: this job embeds only the I-th of N pieces of the planned units."""
     publish_every_units: int = DEFAULT_EVERY_UNITS
     """Publish finished units into the manifest every this many units during the job (0: no unit bound)."""
@@ -80,7 +86,7 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         check_land_mask(self.land)
-        this_year = datetime.now(timezone.utc).year
+        this_year = datetime.now(UTC).year
         if not self.years:
             raise UserInputError("give at least one --year")
         for year in self.years:
@@ -99,13 +105,13 @@ class EmbedConfig:
             raise UserInputError("give either --catalog or --stac/--s1-stac, not both")
 
 
-def created_from_env(environ: dict | None = None) -> str | None:
+def created_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) as an ISO 8601 UTC time."""
     value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
     if not value:
         return None
     try:
-        return datetime.fromtimestamp(int(value), timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(int(value), UTC).isoformat(timespec="seconds")
     except (ValueError, OverflowError):
         raise UserInputError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {value!r}") from None
 
@@ -125,7 +131,7 @@ class Piece:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Piece":
+    def parse(cls, text: str) -> Piece:
         try:
             index, count = (int(p) for p in text.split("/"))
         except ValueError:
@@ -171,7 +177,7 @@ class YearPlan:
     """Units with no scene at all in the year: reported, never read (nothing to embed there yet)."""
 
     @cached_property
-    def scene_index(self):
+    def scene_index(self) -> SceneIndex:
         """The scenes by place (:class:`~tessera_ray.pipeline.blocks.SceneIndex`), built once per plan."""
         from tessera_ray.pipeline.blocks import SceneIndex
 
@@ -264,7 +270,7 @@ def plan_year(config: EmbedConfig, units: Sequence[Unit], year: int) -> YearPlan
                     tuple(sorted(u.id for u in units if u.id in done)), scenes, tuple(sorted(empty)))
 
 
-def weights_checksum(model) -> str:
+def weights_checksum(model: torch.nn.Module) -> str:
     """SHA-256 over the encoder's weights (names and bytes), whatever file format held them."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):

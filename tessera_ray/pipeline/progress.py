@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tessera_ray.redact import redact
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 
 def _duration(seconds: float) -> str:
@@ -26,7 +29,7 @@ class Progress:
         self.noun = noun
         """What is counted, singular: "unit" (embed) or "tile" (encode-tiles)."""
         self.rich = self.stream.isatty() if rich is None else rich
-        self._bar = None
+        self._bar: RichProgress | None = None
         self.total = self.done = self.failed = self.pixels = 0
         self.started = time.monotonic()
         self.label = ""

@@ -25,10 +25,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from tessera_ray.errors import TesseraError, one_line
+
+if TYPE_CHECKING:
+    from tessera_ray.store.publication import PublishResult
+    from tessera_ray.store.sink import EmbeddingSink
+    from tessera_ray.store.writer import PartRecord
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +49,14 @@ DEFAULT_EVERY_MINUTES = 10.0
 class Publisher:
     """Gathers a year's part records and publishes them when enough units or time have passed."""
 
-    def __init__(self, store, year: int, every_units: int = DEFAULT_EVERY_UNITS,
+    def __init__(self, store: EmbeddingSink, year: int, every_units: int = DEFAULT_EVERY_UNITS,
                  every_minutes: float = DEFAULT_EVERY_MINUTES, note: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, background: bool = False):
         self.store, self.year = store, int(year)
         self.every_units, self.every_seconds = int(every_units), float(every_minutes) * 60.0
         self.note = note or (lambda text: None)
         self.clock = clock
-        self.pending: list = []
+        self.pending: list[PartRecord] = []
         self.last = clock()
         self.publishes = 0
         self.seconds = 0.0
@@ -60,10 +66,10 @@ class Publisher:
         """Whether the manifest, at the last publish, held units that neither it nor this job put there: only
         then need the driver look for units of its queue that another job published (a scan of the queue)."""
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="publish") if background else None
-        self._running: Future | None = None
-        self._inflight: list = []
+        self._running: Future[tuple[PublishResult, float, float]] | None = None
+        self._inflight: list[PartRecord] = []
 
-    def add(self, record) -> None:
+    def add(self, record: PartRecord) -> None:
         self.pending.append(record)
 
     def due(self) -> bool:
@@ -74,7 +80,7 @@ class Publisher:
         by_time = self.every_seconds > 0 and self.clock() - self.last >= self.every_seconds
         return by_units or by_time
 
-    def maybe_publish(self):
+    def maybe_publish(self) -> PublishResult | None:
         """Publish if due; the :class:`~tessera_ray.store.publication.PublishResult`, or None (not due, or failed).
 
         In the background, start the publish if due and none is running, and return the result of the one
@@ -98,30 +104,30 @@ class Publisher:
         self.last = self.clock()
         self.note(f"publish failed, {len(self.pending)} unit(s) kept for the next one: {one_line(exc)}")
 
-    def _collect(self, wait: bool):
+    def _collect(self, wait: bool) -> PublishResult | None:
         """The result of the background publish if it finished (or, ``wait``, once it does); None if it failed."""
         running = self._running
         if running is None or (not wait and not running.done()):
             return None
         self._running = None
         try:
-            result = running.result()
+            timed = running.result()
         except TesseraError as exc:  # its records go back in front of those gathered since
             self.pending = self._inflight + self.pending
             self._inflight = []
             self._failed(exc)
             return None
         self._inflight = []
-        result, started, ended = result
+        result, started, ended = timed
         self._count(result, started, ended)
         return result
 
-    def _timed(self, records: list):
+    def _timed(self, records: list[PartRecord]) -> tuple[PublishResult, float, float]:
         """A publish on the thread, with when it began and ended (not when the driver saw it end)."""
         started = self.clock()
         return self.store.publish(self.year, records), started, self.clock()
 
-    def publish(self):
+    def publish(self) -> PublishResult:
         """Merge the gathered records into the manifest now (raises if it cannot)."""
         records, started = list(self.pending), self.clock()
         result = self.store.publish(self.year, records)
@@ -129,7 +135,7 @@ class Publisher:
         self._count(result, started)
         return result
 
-    def finish(self):
+    def finish(self) -> PublishResult:
         """The year's last publish: the gathered records, then every part record not yet in the manifest."""
         if self._thread is not None:
             self._collect(wait=True)  # a failure there leaves its records in pending, published next
@@ -141,7 +147,7 @@ class Publisher:
         self._count(result, started)
         return result
 
-    def _count(self, result, started: float, ended: float | None = None) -> None:
+    def _count(self, result: PublishResult, started: float, ended: float | None = None) -> None:
         self.others_published = self.units is None or result.units != self.units + len(result.added)
         self.units = result.units
         _release_memory()

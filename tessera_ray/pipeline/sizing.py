@@ -14,8 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tessera_ray.errors import UserInputError
+
+if TYPE_CHECKING:
+    from tessera_ray.pipeline.plan import YearPlan
 
 GPU_PX_PER_S = 100_000.0
 """Default encoder speed per GPU: the H100 goal for v2-medium (README); not yet measured, so stated."""
@@ -38,7 +42,7 @@ class NodeType:
 class Prices:
     """The price table and throughput figures of ``prices.yaml``."""
 
-    instances: dict
+    instances: dict[str, Any]
     """instance type -> {"on_demand": USD/h, "spot": USD/h}"""
     get_per_1000: float
     put_per_1000: float
@@ -57,7 +61,7 @@ class Prices:
         return float(price["spot"] if node.spot and "spot" in price else price["on_demand"])
 
 
-def _yaml(path: str | Path, what: str) -> dict:
+def _yaml(path: str | Path, what: str) -> dict[str, Any]:
     import yaml
 
     try:
@@ -115,11 +119,11 @@ class SizingInputs:
     """What ``--dry-run`` prices a plan with (``--prices``, ``--cluster``, ``--gpu-px-per-s``)."""
 
     prices: Prices | None = None
-    nodes: dict | None = None
+    nodes: dict[str, NodeType] | None = None
     gpu_px_per_s: float = GPU_PX_PER_S
 
     @classmethod
-    def load(cls, prices: str | None, cluster: str | None, gpu_px_per_s: float = GPU_PX_PER_S) -> "SizingInputs":
+    def load(cls, prices: str | None, cluster: str | None, gpu_px_per_s: float = GPU_PX_PER_S) -> SizingInputs:
         """Read the files given; ``None`` for either leaves that part of the estimate out."""
         if gpu_px_per_s <= 0:
             raise UserInputError(f"--gpu-px-per-s must be positive, got {gpu_px_per_s}")
@@ -145,11 +149,11 @@ class Sizing:
     encoder_node_hours: float = 0.0
     wall_hours: float = 0.0
     """At the cluster's largest size (max_workers of each node type)."""
-    cost: dict | None = None
+    cost: dict[str, float] | None = None
     """USD by item (readers, encoders, head, S3 GET, S3 PUT, storage per month), None without prices."""
 
 
-def size_year(plan, block_size: int, depths: tuple[int, ...] = (), gpu_px_per_s: float = GPU_PX_PER_S,
+def size_year(plan: YearPlan, block_size: int, depths: tuple[int, ...] = (), gpu_px_per_s: float = GPU_PX_PER_S,
               prices: Prices | None = None, nodes: dict[str, NodeType] | None = None) -> Sizing:
     """Size one :class:`~tessera_ray.pipeline.plan.YearPlan` (its units to embed, not the published ones)."""
     from tessera_ray.pipeline.plan import OUTPUT_BYTES, S1_INPUT_BYTES, S2_INPUT_BYTES

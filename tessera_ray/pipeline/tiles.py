@@ -42,6 +42,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +51,12 @@ from tessera_ray.atomic import atomic_file
 from tessera_ray.cube import STACKS
 from tessera_ray.errors import DataError, TesseraError, UserInputError, one_line, squash
 from tessera_ray.model.inference import EncodedPixels, PixelSeries, assemble, runner_for
+
+if TYPE_CHECKING:
+    from tessera_ray.model.checkpoint import LoadedCheckpoint
+    from tessera_ray.model.family import InferenceRule
+    from tessera_ray.pipeline.encode import EncoderPool
+    from tessera_ray.pipeline.progress import Progress
 
 DEFAULT_CHUNK_PIXELS = 512 * 512
 """Pixels a read task (and one actor request) holds: whole rows of a tile, about this many."""
@@ -64,7 +71,7 @@ _STEPS = {"bands": "doys", "masks": "doys", "sar_ascending": "sar_ascending_doy"
           "sar_descending": "sar_descending_doy"}
 
 
-def find_tiles(root: str | os.PathLike) -> list[Path]:
+def find_tiles(root: str | os.PathLike[str]) -> list[Path]:
     """``root`` itself if it is a tile folder, else every tile folder under it (sorted)."""
     root = Path(root)
     if not root.is_dir():
@@ -164,7 +171,7 @@ class TileOutput:
         """The tile's outputs are complete (``<tile>.npy`` is renamed into place last)."""
         return self.paths(tile)[0].is_file()
 
-    def check(self, config) -> None:
+    def check(self, config: Any) -> None:
         """``dims`` must be a Matryoshka prefix of the encoder ``config``."""
         from tessera_ray.model import matryoshka_depths
 
@@ -184,7 +191,7 @@ def concat(parts: list[EncodedPixels]) -> EncodedPixels:
     return EncodedPixels(np.concatenate([p.embeddings for p in parts]), np.concatenate([p.scales for p in parts]))
 
 
-def finish(encoded: EncodedPixels, output: TileOutput, rule) -> tuple[np.ndarray, np.ndarray | None]:
+def finish(encoded: EncodedPixels, output: TileOutput, rule: InferenceRule) -> tuple[np.ndarray, np.ndarray | None]:
     """From the encoder's per-pixel results to what is written: (N, D) codes or floats, (N,) scales or None.
 
     ``encoded`` is int8 with the family's scales, or (``output.raw``) float32
@@ -216,6 +223,7 @@ def save_tile(output: TileOutput, tile: Path, values: np.ndarray, scales: np.nda
         nodata = ~np.isfinite(scales)
         scales = np.where(nodata, 0, scales).astype(np.float32).reshape(height, width)
         values[nodata.reshape(height, width)] = 0
+        assert scales_path is not None  # int8 output: paths() names a scales file
         _save_atomically(scales_path, scales)
     _save_atomically(main, values)
 
@@ -228,7 +236,7 @@ def _save_atomically(path: Path, array: np.ndarray) -> None:
 class TileEncoder:
     """One encoder (a checkpoint's family rule) in this process, applied to whole tiles in device batches."""
 
-    def __init__(self, loaded, data_source: str | None, output: TileOutput, batch_size: int = 1024,
+    def __init__(self, loaded: LoadedCheckpoint, data_source: str | None, output: TileOutput, batch_size: int = 1024,
                  chunk_pixels: int = DEFAULT_CHUNK_PIXELS) -> None:
         self.rule = loaded.rule(data_source)
         self.output = output
@@ -271,7 +279,7 @@ class TilesResult:
     seconds: float = 0.0
 
 
-def _progress(progress):
+def _progress(progress: Progress | None) -> Progress:
     if progress is None:
         from tessera_ray.pipeline.progress import Progress
 
@@ -279,7 +287,7 @@ def _progress(progress):
     return progress
 
 
-def encode_tiles(tiles: list[Path], encoder: TileEncoder, progress=None) -> TilesResult:
+def encode_tiles(tiles: list[Path], encoder: TileEncoder, progress: Progress | None = None) -> TilesResult:
     """Every tile in turn, in this process; a failing tile is reported and the others still run."""
     progress = _progress(progress)
     started = time.monotonic()
@@ -309,7 +317,7 @@ def encode_tiles(tiles: list[Path], encoder: TileEncoder, progress=None) -> Tile
 # --------------------------------------------------------------------------- on the actor pool
 
 
-def write_tile(output: TileOutput, rule, tile: str, height: int, width: int, *encoded: EncodedPixels) -> int:
+def write_tile(output: TileOutput, rule: InferenceRule, tile: str, height: int, width: int, *encoded: EncodedPixels) -> int:
     """The writer task: a tile's encoded chunks (row order) -> its outputs. Returns the tile's pixels."""
     values, scales = finish(concat(list(encoded)), output, rule)
     save_tile(output, Path(tile), values, scales, height, width)
@@ -320,7 +328,8 @@ def _read_chunk(tile: str, start: int, stop: int) -> PixelSeries:
     return read_tile(Path(tile), start=start, stop=stop)
 
 
-def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule, pool, progress=None,
+def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule: InferenceRule, pool: EncoderPool,
+                         progress: Progress | None = None,
                          chunk_pixels: int = DEFAULT_CHUNK_PIXELS, task_cpus: float = 1.0,
                          open_tiles: int = 2) -> TilesResult:
     """Every tile through read tasks -> ``pool`` -> a writer task; never raises for a failing tile.
@@ -341,7 +350,7 @@ def encode_tiles_on_pool(tiles: list[Path], output: TileOutput, rule, pool, prog
     reader = ray.remote(_read_chunk).options(num_cpus=task_cpus)
     writer = ray.remote(write_tile).options(num_cpus=task_cpus)
     rule_ref = ray.put(rule)
-    writes: dict = {}  # writer ref -> (tile, pixels)
+    writes: dict[Any, tuple[Path, int]] = {}  # writer ref -> (tile, pixels)
     progress.start("encode-tiles", len(todo))
 
     def fail(tile: Path, reason: str) -> None:
@@ -413,7 +422,7 @@ def _local_path(uri: str) -> str:
     return uri if "://" in uri else str(Path(uri).resolve())
 
 
-def run_encode_tiles(tiles: list[Path], config: TilesConfig, progress=None) -> TilesResult:
+def run_encode_tiles(tiles: list[Path], config: TilesConfig, progress: Progress | None = None) -> TilesResult:
     """Check the checkpoint and options, then encode ``tiles`` on the pool (or in this process).
 
     Starts a local Ray, or joins ``RAY_ADDRESS`` (``ray job submit``), only if a tile is left to do.

@@ -13,8 +13,9 @@ to ``DIR``), otherwise the parquet file's own folder. ``root=`` overrides.
 from __future__ import annotations
 
 import posixpath
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from urllib.parse import urlparse
 
 from tessera_ray.errors import UserInputError
@@ -34,12 +35,12 @@ def catalog_root(path: str) -> str:
     return folder or "."
 
 
-def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: date):
+def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: date) -> Any:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    lo = datetime.combine(start, time(0), timezone.utc)
-    hi = datetime.combine(end + timedelta(days=1), time(0), timezone.utc)
+    lo = datetime.combine(start, time(0), UTC)
+    hi = datetime.combine(end + timedelta(days=1), time(0), UTC)
     try:
         if is_remote(path):  # one file, read with range requests: footer, then the row groups the filter keeps
             parquet = ds.ParquetFileFormat()
@@ -71,7 +72,7 @@ def _read(path: str, collection: str, bbox: Sequence[float], start: date, end: d
 _SNAPSHOT_COLUMNS = ("id", "collection", "datetime", "assets")
 
 
-def _check_snapshot(path: str, schema) -> None:
+def _check_snapshot(path: str, schema: Any) -> None:
     """The columns every stac-geoparquet snapshot has, with the types the search relies on."""
     import pyarrow as pa
 
@@ -104,7 +105,7 @@ def search_catalog(
 
     table = _read(str(path), profile.collection, bbox, start, end)
     base = root or catalog_root(str(path))
-    area = shapely.box(*bbox)
+    area = shapely.box(bbox[0], bbox[1], bbox[2], bbox[3])
     scenes = []
     for item in stac_table_to_items(table):
         if item.get("geometry") and not shapely.geometry.shape(item["geometry"]).intersects(area):

@@ -43,9 +43,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -113,11 +114,11 @@ class Secret:
     def __hash__(self) -> int:
         return hash(("Secret", self._value))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Secret], tuple[str]]:
         return (Secret, (self._value,))
 
 
-def earthdata_token(environ: dict | None = None) -> Secret | None:
+def earthdata_token(environ: Mapping[str, str] | None = None) -> Secret | None:
     """The Earthdata Login bearer token from ``EARTHDATA_TOKEN`` or the file named by ``EARTHDATA_TOKEN_FILE``."""
     env = os.environ if environ is None else environ
     if env.get("EARTHDATA_TOKEN"):
@@ -183,7 +184,7 @@ CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSI
 _NOT_OPTIONS = ("GDAL_HTTP_HEADERS", *CREDENTIAL_VARIABLES)
 
 
-def capture_env(environ: dict | None = None) -> ReaderEnv:
+def capture_env(environ: Mapping[str, str] | None = None) -> ReaderEnv:
     """The driver's reader settings: defaults, overridden by GDAL_*/CPL_*/VSI_*/AWS_* variables set there.
 
     A ``TESSERA_RAY_READ_*`` setting that is not a number is a :class:`~tessera_ray.errors.UserInputError`.
@@ -205,7 +206,7 @@ def capture_env(environ: dict | None = None) -> ReaderEnv:
 
 
 _RESTORED_LOCK = threading.Lock()
-_restored: dict = {"depth": 0, "saved": {}}
+_restored: dict[str, Any] = {"depth": 0, "saved": {}}
 
 
 @contextlib.contextmanager
@@ -254,7 +255,7 @@ class BandRead:
     """One band on the target grid, with the dataset's metadata tags."""
 
     data: np.ndarray
-    tags: dict = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def vsi_path(href: str) -> str:
@@ -450,13 +451,13 @@ def _public(href: str) -> str:
     return redact(href.split("?", 1)[0])
 
 
-def _nodata(src) -> float:
+def _nodata(src: Any) -> float:
     if src.nodata is not None:
-        return src.nodata
+        return float(src.nodata)
     return math.nan if np.dtype(src.dtypes[0]).kind == "f" else 0
 
 
-def _read(src, target: TargetGrid, resampling: str) -> np.ndarray:
+def _read(src: Any, target: TargetGrid, resampling: str) -> np.ndarray:
     """Band 1 on ``target``, from only the source pixels the target needs.
 
     odc-geo computes which (:func:`odc.geo.overlap.compute_reproject_roi`): a
@@ -483,7 +484,7 @@ def _read(src, target: TargetGrid, resampling: str) -> np.ndarray:
     if roi.paste_ok:
         rows, cols = roi.roi_src
         if rows.stop > rows.start and cols.stop > cols.start:
-            out[roi.roi_dst] = src.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start,
+            out[cast(tuple[slice, slice], roi.roi_dst)] = src.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start,
                                                           rows.stop - rows.start))
         return out
     same_crs = source.crs == target.crs
@@ -514,7 +515,7 @@ def _integer_factor(transform: Affine, target: TargetGrid) -> int | None:
     return int(round(k))
 
 
-def _window_read(src, target: TargetGrid, k: int, nodata: float, dtype: np.dtype) -> np.ndarray:
+def _window_read(src: Any, target: TargetGrid, k: int, nodata: float, dtype: np.dtype) -> np.ndarray:
     """Target pixels from source pixels k x k times larger on the same lattice (k=1: plain copy)."""
     from rasterio.windows import Window
 

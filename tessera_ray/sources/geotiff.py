@@ -12,8 +12,10 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from affine import Affine
 
 from tessera_ray.atomic import atomic_file, remove, temporary_sibling
 
@@ -24,20 +26,22 @@ _COPY_CACHE_MB = 64
 """GDAL's block cache while a streamed export is copied to a COG: bounds that copy's memory."""
 
 
-def _profile(bands: np.ndarray | tuple[int, int, int], transform, crs, dtype: str, nodata) -> dict:
+def _profile(bands: np.ndarray | tuple[int, int, int], transform: Affine, crs: object, dtype: str,
+             nodata: float | None) -> dict[str, Any]:
     count, height, width = bands.shape if isinstance(bands, np.ndarray) else bands
     return dict(width=width, height=height, count=count, dtype=dtype, crs=crs, transform=transform, nodata=nodata)
 
 
-def _describe(dst, descriptions: Sequence[str], tags: dict | None) -> None:
+def _describe(dst: Any, descriptions: Sequence[str], tags: dict[str, object] | None) -> None:
     for i, text in enumerate(descriptions, start=1):
         dst.set_band_description(i, text)
     if tags:
         dst.update_tags(**{k: str(v) for k, v in tags.items()})
 
 
-def write_cog(path: str | os.PathLike, bands: np.ndarray, transform, crs, dtype: str, nodata=None,
-              descriptions: Sequence[str] = (), tags: dict | None = None) -> Path:
+def write_cog(path: str | os.PathLike[str], bands: np.ndarray, transform: Affine, crs: object, dtype: str,
+              nodata: float | None = None, descriptions: Sequence[str] = (),
+              tags: dict[str, object] | None = None) -> Path:
     """``bands`` (count, H, W) as a deflate Cloud-Optimised GeoTIFF, atomically."""
     import rasterio
 
@@ -49,7 +53,7 @@ def write_cog(path: str | os.PathLike, bands: np.ndarray, transform, crs, dtype:
     return Path(path)
 
 
-def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+def write_png(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     """An (H, W, 3) uint8 image as PNG, atomically (no georeferencing sidecar is left)."""
     import rasterio
 
@@ -60,19 +64,21 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     return Path(path)
 
 
-def geotiff_bytes(band: np.ndarray, transform, crs, dtype: str = "uint8") -> bytes:
+def geotiff_bytes(band: np.ndarray, transform: Affine, crs: object, dtype: str = "uint8") -> bytes:
     """One band as the bytes of a deflate GeoTIFF (for objects and files written elsewhere)."""
     from rasterio.io import MemoryFile
 
     with MemoryFile() as mem:
         with mem.open(driver="GTiff", compress="deflate", **_profile(band[None], transform, crs, dtype, None)) as dst:
             dst.write(band.astype(dtype, copy=False), 1)
-        return mem.read()
+        data: bytes = mem.read()
+        return data
 
 
 @contextlib.contextmanager
-def streamed_cog(path: str | os.PathLike, shape: tuple[int, int, int], transform, crs, dtype: str = "float32",
-                 nodata=np.nan, tags: dict | None = None, block: int = COG_BLOCK,
+def streamed_cog(path: str | os.PathLike[str], shape: tuple[int, int, int], transform: Affine, crs: object,
+                 dtype: str = "float32", nodata: float = np.nan, tags: dict[str, object] | None = None,
+                 block: int = COG_BLOCK,
                  predictor: int = 3) -> Iterator[Callable[[int, int, np.ndarray], None]]:
     """A COG of ``shape`` (count, H, W) written block by block, in bounded memory.
 

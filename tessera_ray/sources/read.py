@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Sequence
 
 import numpy as np
 
@@ -31,7 +31,13 @@ from tessera_ray.cube import TimeSeriesCube
 from tessera_ray.grid import Unit, Window, zone_grid
 from tessera_ray.sources import sentinel1, sentinel2
 from tessera_ray.sources.cog import (
-    AssetUnavailable, ReaderEnv, RequestSlots, TargetGrid, UnreadableAsset, capture_env,
+    AssetUnavailable,
+    BandRead,
+    ReaderEnv,
+    RequestSlots,
+    TargetGrid,
+    UnreadableAsset,
+    capture_env,
 )
 from tessera_ray.sources.reader import COG, SceneReader
 from tessera_ray.sources.scenes import S1, S2, Scene
@@ -45,7 +51,7 @@ class Block:
     window: Window
 
     @classmethod
-    def of(cls, target: "Unit | Block") -> "Block":
+    def of(cls, target: Unit | Block) -> Block:
         return target if isinstance(target, Block) else cls(target.zone, target.window)
 
     @property
@@ -128,10 +134,10 @@ class _BlockReader:
         self.unknown_orbit: set[str] = set()
         self._lock = threading.Lock()
 
-    def _submit(self, scene: Scene, role: str, resampling: str) -> Future:
+    def _submit(self, scene: Scene, role: str, resampling: str) -> Future[BandRead]:
         asset = scene.asset(role)
 
-        def task():
+        def task() -> BandRead:
             with self.slots:
                 return self.config.reader.read(asset.href, self.grid, resampling, self.config.env,
                                                scene.earthdata_auth)
@@ -144,7 +150,7 @@ class _BlockReader:
             self.skipped.add(scene.id)
 
     # ------------------------------------------------------------------ Sentinel-2
-    def sentinel2(self, scenes: Sequence[Scene], dates: ThreadPoolExecutor):
+    def sentinel2(self, scenes: Sequence[Scene], dates: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         groups = _by_date(scenes)
         h, w = self.block.window.shape
         bands = np.zeros((len(groups), h, w, sentinel2.S2_BANDS), np.uint16)
@@ -178,7 +184,7 @@ class _BlockReader:
 
     def _s2_fill(self, scenes: list[Scene], owner: np.ndarray, bands: np.ndarray) -> int | None:
         """Read the bands of every scene that owns pixels; the index of a scene that failed, if any."""
-        jobs: list[tuple[int, int, np.ndarray, Future]] = []
+        jobs: list[tuple[int, int, np.ndarray, Future[BandRead]]] = []
         for i, scene in enumerate(scenes):
             take = owner == i
             if not take.any():

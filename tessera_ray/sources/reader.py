@@ -35,7 +35,7 @@ class SceneReader(Protocol):
 
     def capture_env(self) -> ReaderEnv: ...
 
-    def restore_env(self, env: ReaderEnv) -> contextlib.AbstractContextManager: ...
+    def restore_env(self, env: ReaderEnv) -> contextlib.AbstractContextManager[None]: ...
 
     def read(self, href: str, target: TargetGrid, resampling: str, env: ReaderEnv, auth: bool) -> BandRead: ...
 
@@ -47,7 +47,7 @@ class CogReader:
     def capture_env(self) -> ReaderEnv:
         return cog.capture_env()
 
-    def restore_env(self, env: ReaderEnv) -> contextlib.AbstractContextManager:
+    def restore_env(self, env: ReaderEnv) -> contextlib.AbstractContextManager[None]:
         return cog.restore_env(env)
 
     def read(self, href: str, target: TargetGrid, resampling: str, env: ReaderEnv, auth: bool) -> BandRead:

@@ -8,10 +8,12 @@ read, already resolved to absolute URLs or paths, and the per-scene decisions
 
 from __future__ import annotations
 
+import datetime as _dt
 import posixpath
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from tessera_ray.errors import ServiceError, UserInputError
@@ -129,18 +131,24 @@ class Scene:
         raise KeyError(f"scene {self.id} has no {role} asset")
 
     @property
-    def date(self):
+    def date(self) -> _dt.date:
         return self.datetime.date()
 
     @property
-    def sort_key(self) -> tuple[datetime, str]:
+    def sort_key(self) -> tuple[_dt.datetime, str]:
         """Mosaic order within a date: acquisition time, then id."""
         return (self.datetime, self.id)
 
 
+def _bbox2d(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    """W, S, E, N of a STAC bbox, 2D or 3D (heights dropped)."""
+    w, s, e, n = (bbox[0], bbox[1], bbox[2], bbox[3]) if len(bbox) == 4 else (bbox[0], bbox[1], bbox[3], bbox[4])
+    return (float(w), float(s), float(e), float(n))
+
+
 def parse_datetime(value: str) -> datetime:
     dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def resolve_href(href: str, base: str | None) -> str:
@@ -158,7 +166,7 @@ def resolve_href(href: str, base: str | None) -> str:
     return posixpath.normpath(posixpath.join(str(base), href))
 
 
-def _find_asset(assets: Mapping[str, Any], candidates: tuple[str, ...], role: str) -> tuple[str, Mapping] | None:
+def _find_asset(assets: Mapping[str, Any], candidates: tuple[str, ...], role: str) -> tuple[str, Mapping[str, Any]] | None:
     for key in candidates:
         if key in assets:
             return key, assets[key]
@@ -210,7 +218,8 @@ def _planetary_computer(href: str) -> str:
         import planetary_computer
     except ImportError:
         raise ServiceError("Planetary Computer sources need `pip install planetary-computer`") from None
-    return planetary_computer.sign(href)
+    signed: str = planetary_computer.sign(href)
+    return signed
 
 
 register_signer("planetary-computer", _planetary_computer)
@@ -249,7 +258,7 @@ def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str |
         kind=profile.kind,
         datetime=when,
         crs=_crs(props),
-        bbox=tuple(float(v) for v in bbox[:4]) if len(bbox) == 4 else (bbox[0], bbox[1], bbox[3], bbox[4]),  # type: ignore[arg-type]
+        bbox=_bbox2d(bbox),
         assets=tuple(assets),
         processing_baseline=None if baseline is None else str(baseline),
         cloud_cover=None if props.get("eo:cloud_cover") is None else float(props["eo:cloud_cover"]),

@@ -13,14 +13,18 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tessera_ray.atomic import write_bytes
 from tessera_ray.errors import ServiceError, env_number
 from tessera_ray.sources.scenes import Scene, SourceProfile, scene_from_item
+
+if TYPE_CHECKING:
+    from pystac_client import Client
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ class RetryPolicy:
     min_split_days: int = 1
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
+    def from_env(cls) -> RetryPolicy:
         return cls(
             retries=int(env_number("TESSERA_RAY_STAC_RETRIES", cls.retries, int)),
             backoff=env_number("TESSERA_RAY_STAC_BACKOFF", cls.backoff),
@@ -66,24 +70,24 @@ class RetryPolicy:
 class SearchCache:
     """Items per query for one job: in memory, and in ``directory`` when given."""
 
-    def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        self._memory: dict[str, list[dict]] = {}
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._memory: dict[str, list[dict[str, Any]]] = {}
         self.directory = Path(directory) if directory else None
         self.hits = 0
 
-    def get(self, query: SearchQuery) -> list[dict] | None:
+    def get(self, query: SearchQuery) -> list[dict[str, Any]] | None:
         key = query.key()
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
         if self.directory is not None and (self.directory / f"{key}.json").exists():
-            items = json.loads((self.directory / f"{key}.json").read_text())
+            items: list[dict[str, Any]] = json.loads((self.directory / f"{key}.json").read_text())
             self._memory[key] = items
             self.hits += 1
             return items
         return None
 
-    def put(self, query: SearchQuery, items: list[dict]) -> None:
+    def put(self, query: SearchQuery, items: list[dict[str, Any]]) -> None:
         key = query.key()
         self._memory[key] = items
         if self.directory is not None:  # atomically: jobs sharing the folder read whole files or none
@@ -91,7 +95,7 @@ class SearchCache:
             write_bytes(self.directory / f"{key}.json", json.dumps(items).encode())
 
 
-def _client(url: str, policy: RetryPolicy):
+def _client(url: str, policy: RetryPolicy) -> Client:
     from pystac_client import Client
     from pystac_client.stac_api_io import StacApiIO
     from urllib3.util.retry import Retry
@@ -116,7 +120,7 @@ class _PageFailed(Exception):
 
 def search_items(
     query: SearchQuery, policy: RetryPolicy | None = None, cache: SearchCache | None = None
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """All item dicts matching ``query`` (deduplicated by id, sorted by datetime then id)."""
     policy = policy or RetryPolicy.from_env()
     if cache is not None and (hit := cache.get(query)) is not None:
@@ -125,7 +129,7 @@ def search_items(
         client = _client(query.url, policy)
     except Exception as exc:  # noqa: BLE001 - every failure to open the API is one user-facing line
         raise ServiceError(f"STAC API {query.url} unreachable after {policy.retries} retries: {_reason(exc)}") from None
-    found: dict[str, dict] = {}
+    found: dict[str, dict[str, Any]] = {}
     _search_range(client, query, query.start, query.end, policy, found)
     items = sorted(found.values(), key=lambda i: (i.get("properties", {}).get("datetime") or "", i["id"]))
     if cache is not None:
@@ -133,7 +137,8 @@ def search_items(
     return items
 
 
-def _search_range(client, query: SearchQuery, start: date, end: date, policy: RetryPolicy, found: dict) -> None:
+def _search_range(client: Client, query: SearchQuery, start: date, end: date, policy: RetryPolicy,
+                  found: dict[str, dict[str, Any]]) -> None:
     sub = SearchQuery(query.url, query.collection, query.bbox, start, end)
     try:
         for item in _pages(client, sub, policy):
@@ -151,7 +156,7 @@ def _search_range(client, query: SearchQuery, start: date, end: date, policy: Re
         _search_range(client, query, mid + timedelta(days=1), end, policy, found)
 
 
-def _pages(client, query: SearchQuery, policy: RetryPolicy):
+def _pages(client: Client, query: SearchQuery, policy: RetryPolicy) -> Iterator[dict[str, Any]]:
     import requests
     from pystac_client.exceptions import APIError
 

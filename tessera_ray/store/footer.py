@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from tessera_ray.errors import DataError
 
@@ -210,7 +211,8 @@ def _list(buf: bytes, pos: int, lazy: bool = False):
 
 
 def _struct(buf: bytes, pos: int, lazy: tuple[int, ...] = ()):
-    fields, last = [], 0
+    fields: list[list[Any]] = []
+    last = 0
     while True:
         head = buf[pos]
         pos += 1

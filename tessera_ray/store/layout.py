@@ -31,7 +31,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -150,7 +150,7 @@ class StoreLayout:
         return self.compression == "none" and self.chunk_checksum and self.index_location == "start"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StoreLayout":
+    def from_dict(cls, d: dict) -> StoreLayout:
         return cls(
             int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]),
             str(d.get("index_location", "end")), str(d.get("compression", "zstd")),
@@ -167,7 +167,7 @@ class StoreState:
     years: tuple[int, ...] = ()
     zones: tuple[int, ...] = ()
 
-    def adding(self, year: int | None = None, zones=()) -> "StoreState":
+    def adding(self, year: int | None = None, zones=()) -> StoreState:
         """This state with ``year`` appended to the time axis (if new) and ``zones`` added.
 
         Years are only ever appended: a year's index on the time axis, which
@@ -217,11 +217,12 @@ def zone_attrs(zone: int) -> dict:
     }
 
 
-def _compressors(layout: StoreLayout, shuffle: str, data: bool = False):
+def _compressors(layout: StoreLayout, shuffle: Literal["noshuffle", "shuffle", "bitshuffle"],
+                 data: bool = False) -> list[Any]:
     """Chunk codecs after ``bytes``; coordinates are always compressed, data arrays per the layout."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    codecs = [] if data and layout.compression == "none" else [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
+    codecs: list[Any] = [] if data and layout.compression == "none" else [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
     if layout.chunk_checksum:
         codecs.append(Crc32cCodec())
     return codecs
@@ -363,7 +364,7 @@ def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict]:
     return {name: json.loads(docs[f"{name}/zarr.json"].to_bytes()) for name in names}
 
 
-def sharded_arrays(layout: StoreLayout, zone: int, n_years: int) -> dict[str, "ShardedArray"]:
+def sharded_arrays(layout: StoreLayout, zone: int, n_years: int) -> dict[str, ShardedArray]:
     """The data arrays of a zone (embeddings, its prefixes, scales), for encoding and decoding shards."""
     from tessera_ray.store.shards import ShardedArray
 
@@ -396,7 +397,7 @@ def encode_unit_shards(
     arrays = sharded_arrays(state.layout, zone, t + 1)
     r, c = offset
     bands = np.moveaxis(embeddings, -1, 0)[None]
-    blocks = {
+    blocks: dict[str, tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]] = {
         depth_array_name(k): (bands[:, :k], (0, 0, r, c), (t, 0, shard_row, shard_col))
         for k in (*state.layout.depths, STORE_DIMS)
     }
@@ -411,7 +412,7 @@ def encode_unit_shards(
     return out
 
 
-def _chunks_covering(mask: np.ndarray, offset: tuple[int, int], arr: "ShardedArray") -> list[int]:
+def _chunks_covering(mask: np.ndarray, offset: tuple[int, int], arr: ShardedArray) -> list[int]:
     """Numbers of the array's inner chunks (in its shard) holding a True pixel of ``mask`` placed at ``offset``."""
     if not mask.any():
         return []

@@ -58,7 +58,7 @@ def manifest_key(year: int) -> str:
     return f"{MANIFEST_DIR}/{int(year)}.parquet"
 
 
-def manifest_frame(records: list["PartRecord"]):
+def manifest_frame(records: list[PartRecord]):
     """The manifest rows of part records, as a GeoDataFrame sorted along a Hilbert curve."""
     import geopandas as gpd
     import pandas as pd
@@ -99,7 +99,7 @@ def manifest_frame(records: list["PartRecord"]):
     return frame
 
 
-def records_table(records: list["PartRecord"]) -> "pa.Table":
+def records_table(records: list[PartRecord]) -> pa.Table:
     """The rows of part records as an Arrow table in the manifest's schema (geometry as WKB, ``bbox``).
 
     Built through geopandas' own GeoParquet writer, so its schema and ``geo``
@@ -113,7 +113,7 @@ def records_table(records: list["PartRecord"]) -> "pa.Table":
     return table
 
 
-def _empty_table() -> "pa.Table":
+def _empty_table() -> pa.Table:
     """A manifest table with no rows, whose schema and metadata are those of a manifest with rows.
 
     pandas and geopandas describe columns by their values: written from an empty
@@ -138,7 +138,7 @@ def _empty_table() -> "pa.Table":
     return table.replace_schema_metadata(meta)
 
 
-def parquet_table(data: bytes, columns: list[str] | None = None) -> "pa.Table":
+def parquet_table(data: bytes, columns: list[str] | None = None) -> pa.Table:
     """Parquet bytes as an Arrow table, decoded on this thread.
 
     Arrow's thread pool, once a read has used it, can abort the interpreter at
@@ -153,7 +153,7 @@ def parquet_table(data: bytes, columns: list[str] | None = None) -> "pa.Table":
     return pq.read_table(pa.BufferReader(data), columns=columns, use_threads=False)
 
 
-def read_table(data: bytes, where: str = "manifest") -> "pa.Table":
+def read_table(data: bytes, where: str = "manifest") -> pa.Table:
     """A manifest's bytes as an Arrow table; anything unreadable is a :class:`DataError` naming ``where``."""
     try:
         return parquet_table(data)
@@ -161,11 +161,11 @@ def read_table(data: bytes, where: str = "manifest") -> "pa.Table":
         raise DataError(f"manifest {where} is unreadable: {exc}") from None
 
 
-def unit_ids(table: "pa.Table | None") -> list[str]:
+def unit_ids(table: pa.Table | None) -> list[str]:
     return [] if table is None else table.column("unit_id").to_pylist()
 
 
-def merge(current: "pa.Table | None", new: "pa.Table") -> "pa.Table":
+def merge(current: pa.Table | None, new: pa.Table) -> pa.Table:
     """``current`` with the rows of ``new`` added; a unit in both keeps the row of ``new``."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -178,9 +178,8 @@ def merge(current: "pa.Table | None", new: "pa.Table") -> "pa.Table":
     return pa.concat_tables([current.filter(keep), new.cast(current.schema)])
 
 
-def manifest_bytes(rows: "pa.Table | list[PartRecord]") -> bytes:
+def manifest_bytes(rows: pa.Table | list[PartRecord]) -> bytes:
     """The manifest file of a table of rows (or of part records): Hilbert-sorted, zstd, small row groups."""
-    import pyarrow.parquet as pq
 
     table = _sorted(records_table(rows) if isinstance(rows, list) else rows)
     meta = _metadata(table)
@@ -188,7 +187,7 @@ def manifest_bytes(rows: "pa.Table | list[PartRecord]") -> bytes:
     return _file_bytes(table.replace_schema_metadata(meta))
 
 
-def _file_bytes(table: "pa.Table") -> bytes:
+def _file_bytes(table: pa.Table) -> bytes:
     import pyarrow.parquet as pq
 
     buf = io.BytesIO()
@@ -209,12 +208,12 @@ def _appended(foot) -> int:
     return 0
 
 
-def append_bytes(data: bytes, rows: "pa.Table", where: str = "manifest") -> bytes:
+def append_bytes(data: bytes, rows: pa.Table, where: str = "manifest") -> bytes:
     """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups (see :func:`append`)."""
     return append(data, rows, where)[0]
 
 
-def append(data: bytes, rows: "pa.Table", where: str = "manifest") -> tuple[bytes, "pa.ChunkedArray"]:
+def append(data: bytes, rows: pa.Table, where: str = "manifest") -> tuple[bytes, pa.ChunkedArray]:
     """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups, and the
     appended rows' unit ids in the order they were written.
 
@@ -260,7 +259,7 @@ def append(data: bytes, rows: "pa.Table", where: str = "manifest") -> tuple[byte
     return body, table.column("unit_id")
 
 
-def _stored_schema(value: bytes) -> "pa.Schema":
+def _stored_schema(value: bytes) -> pa.Schema:
     import pyarrow as pa
 
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(value)))
@@ -273,7 +272,7 @@ def _set_value(kv: list, value: bytes) -> None:
         kv.insert(1, [2, footer.BINARY, value])
 
 
-def _sorted(table: "pa.Table") -> "pa.Table":
+def _sorted(table: pa.Table) -> pa.Table:
     """Rows along a Hilbert curve of their bbox centres (what ``hilbert_distance`` of the polygons gives), then unit id."""
     import geopandas as gpd
     import shapely
@@ -288,7 +287,7 @@ def _sorted(table: "pa.Table") -> "pa.Table":
     return table.take(np.lexsort((ids, distance)))
 
 
-def _metadata(table: "pa.Table", prior: dict | None = None) -> dict:
+def _metadata(table: pa.Table, prior: dict | None = None) -> dict:
     """The schema metadata with the ``geo`` bbox of the geometry column made to cover every row
     (and, appending, the rows of ``prior``'s bbox)."""
     meta = dict(prior or table.schema.metadata or {})

@@ -576,7 +576,7 @@ class HttpObjects(Objects):
         return {"url": self.url, "timeout": self.timeout, "retries": self.retries, "retry_delay": self.retry_delay}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+        HttpObjects.__init__(self, **state)
 
     @property
     def session(self):
@@ -596,7 +596,7 @@ class HttpObjects(Objects):
 
         url = self.child_url(key)
         problem, wait = "", 0.0
-        for attempt in range(self.retries + 1):
+        for attempt in range(int(self.retries) + 1):
             if attempt:
                 time.sleep(wait)
             wait = self.retry_delay * 2**attempt

@@ -35,12 +35,20 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tessera_ray.errors import DataError, ServiceError
 from tessera_ray.store.manifest import (
-    append, appended_rows, manifest_bytes, manifest_key, merge, read_table, records_table, unit_ids,
+    append,
+    appended_rows,
+    manifest_bytes,
+    manifest_key,
+    merge,
+    read_table,
+    records_table,
+    unit_ids,
 )
 from tessera_ray.store.objects import MAX_CONFLICTS, ObjectNotFound, Objects, PreconditionFailed, conflict_backoff
 from tessera_ray.store.writer import PartRecord
@@ -182,7 +190,7 @@ class _Current:
             self._file = pq.ParquetFile(pa.BufferReader(self.data))
         return self._file
 
-    def after_append(self, body: bytes, added) -> "_Current":
+    def after_append(self, body: bytes, added) -> _Current:
         """The state of ``body``: this manifest with rows appended whose unit ids are ``added`` (in file order)."""
         import pyarrow as pa
 
@@ -301,7 +309,7 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
             add, refused = good, []
             table = rows_of(good)
             body = manifest_bytes(table)
-            published = unit_ids(table)
+            published: Collection[str] = unit_ids(table)
         else:
             add, refused = resolver.to_add(current, good)
             appended = current.appended if current is not None else 0

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class ShardedArray:
     fixed_offsets: bool = False  # declared by the writer and possible with these codecs
 
     @classmethod
-    def from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
+    def from_metadata(cls, key: str, meta: dict) -> ShardedArray:
         """The array described by its ``zarr.json`` object; metadata of another shape is a DataError."""
         try:
             array = cls._from_metadata(key, meta)
@@ -88,7 +89,7 @@ class ShardedArray:
         return array
 
     @classmethod
-    def _from_metadata(cls, key: str, meta: dict) -> "ShardedArray":
+    def _from_metadata(cls, key: str, meta: dict) -> ShardedArray:
         codecs = meta["codecs"]
         if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
             raise DataError(f"{key} is not a sharded array")
@@ -169,7 +170,7 @@ class ShardedArray:
     # ------------------------------------------------------------------ encode
 
     def encode_chunk(self, chunk: np.ndarray) -> bytes:
-        data: object = None
+        data: Any = None  # the array, then each codec's output
         for codec in self.codecs:
             name, conf = codec["name"], codec.get("configuration") or {}
             if name == "bytes":
@@ -211,7 +212,7 @@ class ShardedArray:
         lo = [o // c for o, c in zip(origin, cs)]
         hi = [(o + n - 1) // c for o, n, c in zip(origin, block.shape, cs)]
         chunks: dict[int, np.ndarray] = {}
-        keep = set(keep)
+        kept = set(keep)
         for idx in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi))):
             start = [i * c for i, c in zip(idx, cs)]
             inner = tuple(slice(max(o - s, 0), min(o + n - s, c)) for o, n, s, c in zip(origin, block.shape, start, cs))
@@ -222,7 +223,7 @@ class ShardedArray:
                 chunk = np.full(cs, self.fill_value, self.dtype)
                 chunk[inner] = block[outer]
             n = int(np.ravel_multi_index(idx, cps))
-            if n in keep or not self._is_fill(chunk):
+            if n in kept or not self._is_fill(chunk):
                 chunks[n] = chunk
         if not chunks:
             return None
@@ -251,7 +252,7 @@ class ShardedArray:
         return index_bytes + body if self.index_at_start else body + index_bytes
 
 
-def _bytes_endian(codecs) -> str:
+def _bytes_endian(codecs) -> Literal["<", ">"]:
     for c in codecs:
         if c["name"] == "bytes":
             return "<" if (c.get("configuration") or {}).get("endian", "little") == "little" else ">"

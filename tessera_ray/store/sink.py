@@ -26,7 +26,8 @@ is one, kept in a Ray actor's memory, that the tests run the real loop into.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

@@ -9,6 +9,7 @@ what they read against what went in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +140,7 @@ class MemorySink:
     def __init__(self) -> None:
         import ray
 
-        self.shelf = ray.remote(_Shelf).remote()
+        self.shelf: Any = ray.remote(_Shelf).remote()  # an actor handle
 
     def write_unit(self, unit: Unit, year: int, embeddings: np.ndarray, scales: np.ndarray,
                    scenes=None, offset: tuple[int, int] = (0, 0), created: str | None = None):

@@ -18,17 +18,32 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Mapping
+from datetime import UTC, datetime
 
 import numpy as np
 
 from tessera_ray.errors import DataError, ServiceError, UserInputError
 from tessera_ray.grid import Unit
-from tessera_ray.store.layout import STORE_DIMS, ZARR_DIR, StoreLayout, StoreState, encode_unit_shards, metadata_objects, parse_root
-from tessera_ray.store.objects import (MAX_CONFLICTS, ObjectInfo, ObjectNotFound, Objects, PreconditionFailed,
-                                       conflict_backoff, open_objects)
+from tessera_ray.store.layout import (
+    STORE_DIMS,
+    ZARR_DIR,
+    StoreLayout,
+    StoreState,
+    encode_unit_shards,
+    metadata_objects,
+    parse_root,
+)
+from tessera_ray.store.objects import (
+    MAX_CONFLICTS,
+    ObjectInfo,
+    ObjectNotFound,
+    Objects,
+    PreconditionFailed,
+    conflict_backoff,
+    open_objects,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +81,7 @@ class PartRecord:
         return json.dumps(d, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "PartRecord":
+    def from_json(cls, data: bytes) -> PartRecord:
         d = json.loads(data)
         d["objects"] = tuple(d.get("objects", ()))
         return cls(**d)
@@ -108,7 +123,7 @@ class EmbeddingStore:
     # ---------------------------------------------------------------- open / create
 
     @classmethod
-    def open(cls, root: str) -> "EmbeddingStore":
+    def open(cls, root: str) -> EmbeddingStore:
         """Open an existing store for writing units."""
         objects = open_objects(root)
         try:
@@ -133,7 +148,7 @@ class EmbeddingStore:
         index_location: str = "start",
         compression: str | None = None,
         depths: tuple[int, ...] | None = None,
-    ) -> "EmbeddingStore":
+    ) -> EmbeddingStore:
         """Open the store at ``root``, creating it if empty; its layout must match.
 
         ``compression`` ("none" = fixed-offset shards, or "zstd", see
@@ -271,7 +286,7 @@ class EmbeddingStore:
             model_id=self.state.model,
             model_checksum=self.model_checksum,
             code_version=self.state.root_attrs()["geoemb:build_version"],
-            created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=created or datetime.now(UTC).isoformat(timespec="seconds"),
             objects=tuple(o.as_dict() for o in written),
         )
         self.objects.put(part_key(year, unit.id), record.to_json())

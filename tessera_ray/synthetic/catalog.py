@@ -200,8 +200,8 @@ def collection_dict(collection_id: str, items: list[dict], year: int) -> dict:
         title=title,
         extent=pystac.Extent(
             pystac.SpatialExtent([bbox]),
-            pystac.TemporalExtent([[dt.datetime(year, 1, 1, tzinfo=dt.timezone.utc),
-                                    dt.datetime(year, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)]]),
+            pystac.TemporalExtent([[dt.datetime(year, 1, 1, tzinfo=dt.UTC),
+                                    dt.datetime(year, 12, 31, 23, 59, 59, tzinfo=dt.UTC)]]),
         ),  # fmt: skip
         license="proprietary",
     )

@@ -68,7 +68,7 @@ class WorldSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorldSpec":
+    def from_dict(cls, d: dict) -> WorldSpec:
         d = dict(d)
         d["bbox"] = tuple(d["bbox"])
         return cls(**d)
@@ -156,7 +156,7 @@ class Scene:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scene":
+    def from_dict(cls, d: dict) -> Scene:
         d = dict(d)
         d["grids"] = tuple(
             RasterGrid(g["resolution"], tuple(g["transform"]), tuple(g["shape"])) for g in d["grids"]
@@ -314,7 +314,8 @@ def s1_tracks(spec: WorldSpec) -> tuple[S1Track, ...]:
 
 def _dates(year: int, first_day: int, step: int) -> list[dt.date]:
     start = dt.date(year, 1, 1)
-    out, k = [], 0
+    out: list[dt.date] = []
+    k = 0
     while True:
         d = start + dt.timedelta(days=first_day + k * step)
         if d.year != year:
@@ -397,7 +398,8 @@ def s1_bursts(spec: WorldSpec, track: S1Track) -> tuple[Burst, ...]:
                 continue
             order = m if track.direction == ASCENDING else -m
             number = base + order + nw + 1000 * ((k + nu) // 3)
-            bursts.append(Burst(f"T{track.relative_orbit:03d}-{number:06d}-IW{(k + nu) % 3 + 1}", track, order, tuple(poly.exterior.coords)))
+            burst_id = f"T{track.relative_orbit:03d}-{number:06d}-IW{(k + nu) % 3 + 1}"
+            bursts.append(Burst(burst_id, track, order, tuple((x, y) for x, y in poly.exterior.coords)))
     return tuple(sorted(bursts, key=lambda b: b.burst_id))
 
 

@@ -103,7 +103,7 @@ class World:
     """The generator version that wrote it; the truth functions describe only the current one."""
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "World":
+    def open(cls, path: str | os.PathLike) -> World:
         root = Path(path)
         doc_path = root / "world.json"
         if not doc_path.is_file():
@@ -366,14 +366,14 @@ def write_scene(root: Path, spec: WorldSpec, scene: Scene) -> Scene:
         catalog.write_cog(root / scene.href("scl"), render.scl, epsg=scene.epsg, grid=scene.grid(20.0),
                           nodata=0, block_size=spec.block_size, resampling="nearest")  # fmt: skip
         return scene
-    render = render_s1(spec, scene)
-    tags = {"ORBIT_PASS_DIRECTION": scene.orbit_direction, "TRACK_NUMBER": str(scene.relative_orbit),
+    s1 = render_s1(spec, scene)
+    tags = {"ORBIT_PASS_DIRECTION": str(scene.orbit_direction), "TRACK_NUMBER": str(scene.relative_orbit),
             "BURST_ID": scene.tile.lower().replace("-", "_"), "PLATFORM": scene.platform.upper(),
             "ZERO_DOPPLER_START_TIME": scene.datetime}  # fmt: skip
     for key, array, nodata, resampling in (
-        ("VV", render.vv, float("nan"), "average"),
-        ("VH", render.vh, float("nan"), "average"),
-        ("mask", render.mask, 255, "nearest"),
+        ("VV", s1.vv, float("nan"), "average"),
+        ("VH", s1.vh, float("nan"), "average"),
+        ("mask", s1.mask, 255, "nearest"),
     ):
         catalog.write_cog(root / scene.href(key), array, epsg=scene.epsg, grid=scene.grids[0], nodata=nodata,
                           block_size=min(512, spec.block_size), resampling=resampling, tags=tags)  # fmt: skip

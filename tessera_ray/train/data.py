@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ def _load_stack(objects, key: str, remote: bool) -> np.ndarray:
     except ObjectNotFound:
         raise
     except (ValueError, EOFError, OSError) as exc:
-        exc.stack = key
+        exc.stack = key  # type: ignore[union-attr]  # the caller's message reads it with getattr
         raise
 
 
@@ -139,7 +140,9 @@ class PixelPool:
 def build_pool(cubes: list[UnitCube], per_unit: int, seed: int, year: int = 0, min_valid: int = 2) -> PixelPool:
     """Up to ``per_unit`` random pixels of each unit with at least ``min_valid`` clear Sentinel-2 dates."""
     rng = np.random.default_rng([seed, 7])
-    units, owner, local = [], [], []
+    units: list[Any] = []
+    owner: list[np.ndarray] = []
+    local: list[np.ndarray] = []
     for cube in cubes:
         clear = np.zeros(cube.window.shape, np.int32)
         masks = cube.arrays["masks"]

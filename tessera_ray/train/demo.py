@@ -104,6 +104,7 @@ def ensure_demo_encoder(world_dir: str | Path, out_dir: str | Path, config: Trai
     shutil.rmtree(work, ignore_errors=True)
     result = run(config, [str(cube)], work, labelled, resume=False, quiet=quiet, cpu_threads=1)
     final.parent.mkdir(parents=True, exist_ok=True)
+    assert result.checkpoint is not None  # run() always saves one
     shutil.copyfile(result.checkpoint, final)
     key_file.write_text(json.dumps({"key": key, "steps": result.step, "loss": result.loss,
                                     "probe": result.probe}, indent=1))

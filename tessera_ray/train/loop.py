@@ -113,10 +113,10 @@ def training_model(config: TrainConfig) -> nn.Module:
     return model
 
 
-def projection_heads(model: nn.Module) -> list[tuple[int, nn.Module]]:
+def projection_heads(model: nn.Module) -> list[tuple[int | None, nn.Module]]:
     """(K, projector of the K-prefix), shortest first, the full embedding last."""
     heads = [(int(name[1:]), head) for name, head in getattr(model, "prefix_projectors", {}).items()]
-    return sorted(heads, key=lambda kh: kh[0]) + [(None, model.projector)]
+    return [*sorted(heads, key=lambda kh: kh[0]), (None, model.projector)]
 
 
 @dataclass
@@ -288,7 +288,8 @@ def _run(config, units, out_dir, labelled, resume, device, rank, world, prepare,
             torch.manual_seed(_step_seed(config.seed, step))  # dropout masks
             generator = torch.Generator().manual_seed(_step_seed(config.seed + 1, step))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                loss, parts = training_loss(project, *_device_batch(views, dev), config, generator)
+                s2a, s1a, s2b, s1b = _device_batch(views, dev)
+                loss, parts = training_loss(project, s2a, s1a, s2b, s1b, config, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))

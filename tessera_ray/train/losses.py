@@ -31,7 +31,7 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = LAMBDA)
     return on + lambd * off
 
 
-def mix_inputs(x1: torch.Tensor, x2: torch.Tensor, alpha: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+def mix_inputs(x1: torch.Tensor, x2: torch.Tensor, alpha: float | torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """x_m = alpha x1 + (1 - alpha) x2[perm], over every channel (bands and DOY)."""
     return alpha * x1 + (1 - alpha) * x2[perm]
 
