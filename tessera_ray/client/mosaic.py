@@ -20,8 +20,18 @@ from affine import Affine
 from tessera_ray.client.metadata import RootMetadata
 from tessera_ray.codes import dequantise
 from tessera_ray.errors import UserInputError
-from tessera_ray.grid import (RESOLUTION, WGS84, ZONE_X0, ZONE_Y0, Window, roi_from_bbox, roi_window,
-                              transform_points, utm_zone, zone_grid)
+from tessera_ray.grid import (
+    RESOLUTION,
+    WGS84,
+    ZONE_X0,
+    ZONE_Y0,
+    Window,
+    roi_from_bbox,
+    roi_window,
+    transform_points,
+    utm_zone,
+    zone_grid,
+)
 
 BBox = tuple[float, float, float, float]
 ReadWindow = Callable[[int, Window, int, int | None], tuple[np.ndarray, np.ndarray]]
@@ -112,7 +122,9 @@ def render(plan: MosaicPlan, block: Window, read_window: ReadWindow) -> np.ndarr
             break
         # nearest neighbour, pixel by pixel: the stored pixel under each output pixel's centre
         rows, cols = np.nonzero(empty)
-        xs, ys = (plan.transform @ Affine.translation(block.col, block.row)) @ (cols + 0.5, rows + 0.5)
+        to_crs = plan.transform @ Affine.translation(block.col, block.row)
+        xs = to_crs.a * (cols + 0.5) + to_crs.b * (rows + 0.5) + to_crs.c  # affine's stubs type @ for scalars only
+        ys = to_crs.d * (cols + 0.5) + to_crs.e * (rows + 0.5) + to_crs.f
         zx, zy = transform_points(xs, ys, plan.crs, grid.crs)
         with np.errstate(invalid="ignore"):
             src_r = np.floor((ZONE_Y0 - zy) / RESOLUTION)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def _profile(bands: np.ndarray | tuple[int, int, int], transform: Affine, crs: o
     return dict(width=width, height=height, count=count, dtype=dtype, crs=crs, transform=transform, nodata=nodata)
 
 
-def _describe(dst: Any, descriptions: Sequence[str], tags: dict[str, object] | None) -> None:
+def _describe(dst: Any, descriptions: Sequence[str], tags: Mapping[str, object] | None) -> None:
     for i, text in enumerate(descriptions, start=1):
         dst.set_band_description(i, text)
     if tags:
@@ -77,7 +77,7 @@ def geotiff_bytes(band: np.ndarray, transform: Affine, crs: object, dtype: str =
 
 @contextlib.contextmanager
 def streamed_cog(path: str | os.PathLike[str], shape: tuple[int, int, int], transform: Affine, crs: object,
-                 dtype: str = "float32", nodata: float = np.nan, tags: dict[str, object] | None = None,
+                 dtype: str = "float32", nodata: float = np.nan, tags: Mapping[str, object] | None = None,
                  block: int = COG_BLOCK,
                  predictor: int = 3) -> Iterator[Callable[[int, int, np.ndarray], None]]:
     """A COG of ``shape`` (count, H, W) written block by block, in bounded memory.

@@ -16,7 +16,7 @@ import json
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tessera_ray.errors import UserInputError
@@ -35,7 +35,7 @@ def parse_instant(text: str) -> datetime:
         value = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         raise BadRequest(f"not a timestamp: {text!r}") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def parse_interval(text: str) -> tuple[datetime | None, datetime | None]:
@@ -153,7 +153,7 @@ class SearchParams:
         if self.bbox is not None:
             b = self.bbox if len(self.bbox) == 4 else self.bbox[:2] + self.bbox[3:5]
             # A bbox crossing the antimeridian has west > east.
-            area = box(*b) if b[0] <= b[2] else box(b[0], b[1], 180, b[3]).union(box(-180, b[1], b[2], b[3]))
+            area = box(b[0], b[1], b[2], b[3]) if b[0] <= b[2] else box(b[0], b[1], 180, b[3]).union(box(-180, b[1], b[2], b[3]))
             tests.append(lambda it: _geometry(it).intersects(area))
         if self.intersects is not None:
             try:
