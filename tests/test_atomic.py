@@ -73,3 +73,16 @@ def test_a_writer_killed_mid_write_leaves_the_published_file_intact(tmp_path):
     assert target.read_bytes() == b"published"
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "published.bin"]
     assert all(name.startswith(".published.bin.") and name.endswith(".partial") for name in leftovers)
+
+
+def test_a_write_does_not_list_its_folder(tmp_path, monkeypatch):
+    """A store's folders hold tens of thousands of files: writing one must not read the others' names."""
+    from tessera_ray import atomic
+
+    (tmp_path / "neighbour.json").write_text("{}")
+    listed = []
+    real = Path.glob
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: listed.append(pattern) or real(self, pattern))
+    monkeypatch.setattr(Path, "iterdir", lambda self: listed.append("*") or iter(()))
+    atomic.write_bytes(tmp_path / "part.json", b"{}")
+    assert listed == [] and (tmp_path / "part.json").read_bytes() == b"{}"
