@@ -208,7 +208,7 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
         started = time.perf_counter()
         # as _run_years does: the job publishes as it goes (every 100 units or 10 minutes), then at its end
         publisher = Publisher(store, YEAR, config.publish_every_units, config.publish_every_minutes,
-                              background=not publish_inline)
+                              background=not publish_inline, growth=config.publish_growth)
         year = run_year(YearPlan(YEAR, plan_units, ()), config, pool, ModelInfo("stand-in", "0" * 64), progress,
                         publisher, tasks)
         wall = time.perf_counter() - started

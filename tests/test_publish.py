@@ -429,3 +429,40 @@ def test_a_background_publish_does_not_hold_the_driver_and_a_failed_one_keeps_it
     assert any(n.startswith("publish failed, ") for n in notes)
     assert calls[1] == [records[1].unit_id, records[2].unit_id]
     assert_consistent(str(tmp_path / "r"), written)
+
+
+def test_the_units_bound_grows_with_the_manifest_and_the_minutes_bound_still_holds():
+    """A publish writes the whole manifest again: once it holds many units, a publish waits for a fraction of
+    them (``--publish-growth``), so a run's publishing grows with its size, not with its square."""
+    from types import SimpleNamespace
+
+    from tessera_ray.pipeline.publishing import Publisher
+    from tessera_ray.store.publication import PublishResult
+
+    class Sink:
+        def __init__(self):
+            self.published, self.batches = set(), []
+
+        def publish(self, year, records=None):
+            added = tuple(r.unit_id for r in records or ())
+            self.batches.append((len(self.published), len(added)))
+            self.published.update(added)
+            return PublishResult(year, len(self.published), (), "m", added, 1, 0.0, frozenset(self.published))
+
+    def run(growth, clock=None, units=1000):
+        sink, now = Sink(), [0.0]
+        publisher = Publisher(sink, 2024, every_units=10, every_minutes=1 if clock else 0, growth=growth,
+                              clock=lambda: now[0])
+        for i in range(units):
+            publisher.add(SimpleNamespace(unit_id=f"u{i}"))
+            now[0] += clock or 0.0
+            publisher.maybe_publish()
+        return sink
+
+    fixed, growing = run(0.0), run(0.1)
+    assert len(fixed.batches) == 100 and all(n == 10 for _, n in fixed.batches)
+    assert 30 <= len(growing.batches) <= 36  # 10 of 10 up to 100 units, then 10 % more each time
+    assert all(n >= max(10, 0.1 * before) for before, n in growing.batches)
+    assert sum(before + n for before, n in growing.batches) < 0.25 * sum(before + n for before, n in fixed.batches)
+    slow = run(0.1, clock=30.0, units=400)  # a unit every 30 s: the minutes bound publishes every two units
+    assert all(n == 2 for _, n in slow.batches) and len(slow.batches) == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
+from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS, DEFAULT_GROWTH
 from tessera_ray.pipeline.sizing import GPU_PX_PER_S
 
 
@@ -87,6 +87,9 @@ def register(app: typer.Typer) -> None:
                                                 envvar=_env("publish_every_units"),
                                                 help="publish finished units into the year's manifest every N "
                                                      "units during the job (0: no unit bound)"),
+        publish_growth: float = typer.Option(DEFAULT_GROWTH, "--publish-growth", envvar=_env("publish_growth"),
+                                             help="... or, when more, every F x the units already published "
+                                                  "(a publish rewrites the manifest; 0: every N units)"),
         publish_every_minutes: float = typer.Option(DEFAULT_EVERY_MINUTES, "--publish-every-minutes",
                                                     envvar=_env("publish_every_minutes"),
                                                     help="... or every M minutes, whichever comes first (0: no "
@@ -113,6 +116,7 @@ def register(app: typer.Typer) -> None:
             seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(), depths=parse_depths(depths),
             land=land, piece=Piece.parse(piece) if piece else None,
             publish_every_units=publish_every_units, publish_every_minutes=publish_every_minutes,
+            publish_growth=publish_growth,
         )
         sizing = None
         if dry_run:

@@ -186,7 +186,7 @@ def _run_years(config: EmbedConfig, plans: list[YearPlan], model: ModelInfo, pro
                                           skipped=len(plan.published), no_scenes=plan.no_scenes))
                 continue
             publisher = Publisher(store, plan.year, config.publish_every_units, config.publish_every_minutes,
-                                  note=progress.note, background=True)
+                                  note=progress.note, background=True, growth=config.publish_growth)
             year = run_year(plan, config, pool, model, progress, publisher, read=read)
             year.published_units = publisher.finish().units
             year.publishes, year.publish_seconds = publisher.publishes, round(publisher.seconds, 3)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Unit, load_roi, units_for_roi
 from tessera_ray.landmask import DEFAULT_LAND_MASK, check_land_mask
-from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS
+from tessera_ray.pipeline.publishing import DEFAULT_EVERY_MINUTES, DEFAULT_EVERY_UNITS, DEFAULT_GROWTH
 from tessera_ray.sources.scenes import S1, S2, Scene
 from tessera_ray.store.layout import STORE_DIMS
 
@@ -82,6 +82,7 @@ class EmbedConfig:
     publish_every_units: int = DEFAULT_EVERY_UNITS
     """Publish finished units into the manifest every this many units during the job (0: no unit bound)."""
     publish_every_minutes: float = DEFAULT_EVERY_MINUTES
+    publish_growth: float = DEFAULT_GROWTH
     """... or every this many minutes, whichever comes first (0: no time bound); the job's end always publishes."""
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ class EmbedConfig:
         for name in ("unit_size", "block_size", "batch_size", "max_in_flight", "encoders", "encoder_threads"):
             if getattr(self, name) <= 0:
                 raise UserInputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("publish_every_units", "publish_every_minutes"):
+        for name in ("publish_every_units", "publish_every_minutes", "publish_growth"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise UserInputError(f"--{name.replace('_', '-')} must be 0 (off) or positive, got {value}")

@@ -1,7 +1,8 @@
 """Publish as you go: the embed driver puts finished units into the year's manifest during the job.
 
 Writers return their part records to the driver; every ``every_units``
-finished units or ``every_minutes`` minutes (whichever comes first) the
+finished units (or, once the manifest is large, every ``growth`` of the units
+it holds) or every ``every_minutes`` minutes, whichever comes first, the
 driver merges the records gathered since the last publish into the manifest
 (:meth:`~tessera_ray.store.EmbeddingStore.publish` with those records: their
 objects are checked, nothing already published is read again but the
@@ -44,6 +45,15 @@ minutes bound below is what triggers; a publish of 100 units into 100,000 publis
 0.7 s, and a compaction, every quarter of the rows, rewrites the manifest in ~3 s (README,
 ``jobs/bench_publish.py``)."""
 DEFAULT_EVERY_MINUTES = 10.0
+DEFAULT_GROWTH = 0.01
+"""The units bound grows with the manifest: a publish waits for at least this fraction of the units
+already published (and at least ``every_units``). A publish writes the whole manifest again (locally a
+new file; on S3 one PUT of the object), so with a fixed number of units per publish a job's publishing
+cost grows with the square of its units: a planet year (1.8 M tiles of 0.1 degree, a manifest of about
+1.2 GB) published every 100 units is 18,000 writes of up to 1.2 GB. With a growth of 1 % each row is
+written about a hundred times over the whole run, whatever its size, and a 100,000-unit simulation
+publishes some 330 times instead of 1,000 (``jobs/bench_planet.py``, README "Scale"). The minutes bound
+still publishes whatever finished at least every :data:`DEFAULT_EVERY_MINUTES`."""
 
 
 class Publisher:
@@ -51,9 +61,11 @@ class Publisher:
 
     def __init__(self, store: EmbeddingSink, year: int, every_units: int = DEFAULT_EVERY_UNITS,
                  every_minutes: float = DEFAULT_EVERY_MINUTES, note: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, background: bool = False):
+                 clock: Callable[[], float] = time.monotonic, background: bool = False,
+                 growth: float = DEFAULT_GROWTH):
         self.store, self.year = store, int(year)
         self.every_units, self.every_seconds = int(every_units), float(every_minutes) * 60.0
+        self.growth = float(growth)
         self.note = note or (lambda text: None)
         self.clock = clock
         self.pending: list[PartRecord] = []
@@ -76,7 +88,7 @@ class Publisher:
         """Whether the records gathered should be published now (0 turns a bound off)."""
         if not self.pending:
             return False
-        by_units = self.every_units > 0 and len(self.pending) >= self.every_units
+        by_units = self.every_units > 0 and len(self.pending) >= max(self.every_units, self.growth * (self.units or 0))
         by_time = self.every_seconds > 0 and self.clock() - self.last >= self.every_seconds
         return by_units or by_time
 
