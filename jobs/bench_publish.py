@@ -9,8 +9,8 @@ Then, in the same process:
 * ``--repeats`` incremental publishes of a batch of ``--batch`` new units, as
   the embed job does during a run (:meth:`EmbeddingStore.publish` with the
   records): the new records' objects are checked and the batch is appended as
-  row groups (the first of them parses the footer; the next find it in the
-  process's cache, as the driver does);
+  row groups (the first of them reads and decodes the manifest; the next
+  start from the state the previous one kept, as the driver's do);
 * the same publish with the whole manifest rewritten (what every publish cost
   before appending: read, merge, sort, write), and the rewrite alone, which is
   what a compaction costs;
