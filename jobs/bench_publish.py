@@ -160,7 +160,7 @@ def measure(n: int, batch: int, repeats: int, full_max: int, workdir: Path) -> d
 
 def table(rows: list[dict], batch: int) -> str:
     lines = [
-        f"| units published | manifest | footer | publish {batch} new units: append (first, then cached footer) "
+        f"| units published | manifest | footer | publish {batch} new units: append (first, then from the kept state) "
         f"| the same, rewriting the manifest (before) | compaction (rewrite alone) "
         f"| end-of-job publish (listing, compaction) | full re-check |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
