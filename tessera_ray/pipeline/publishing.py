@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EVERY_UNITS = 100
 """Units per publish. At 4096 px a unit takes minutes on a GPU, so on a cluster of a few dozen GPUs the
 minutes bound below is what triggers; a publish of 100 units into 100,000 published ones appends them in
-0.7 s, and a compaction, every quarter of the rows, rewrites the manifest in ~3 s (README,
+0.24 s, and a compaction, every quarter of the rows, rewrites the manifest in ~2 s (README,
 ``jobs/bench_publish.py``)."""
 DEFAULT_EVERY_MINUTES = 10.0
 DEFAULT_GROWTH = 0.01
