@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from tessera_ray import atomic
@@ -422,18 +423,25 @@ class S3Objects(Objects):
             raise ServiceError(f"cannot write {self.child_url(key)}: {exc}") from None
         return resp["ETag"]
 
-    def version(self, key: str) -> str | None:
-        """One HEAD: the ETag (None when absent)."""
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """One HEAD, with the checksum S3 recorded at the PUT; None when the object is absent."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"]
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._key(key),
+                                                           ChecksumMode="ENABLED")
+            return head
         except BotoCoreError as exc:
             raise self._unreachable(exc, key) from None
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
+
+    def version(self, key: str) -> str | None:
+        """One HEAD: the ETag (None when absent)."""
+        head = self._head(key)
+        return None if head is None else str(head["ETag"])
 
     def get_versioned(self, key: str) -> tuple[bytes, str]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -450,16 +458,9 @@ class S3Objects(Objects):
 
     def stat(self, key: str) -> ObjectInfo | None:
         """One HEAD: the size, and the SHA-256 S3 recorded at the PUT (where the server returns it)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
-        except BotoCoreError as exc:
-            raise self._unreachable(exc, key) from None
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return None
-            raise ServiceError(f"cannot stat {self.child_url(key)}: {exc}") from None
+        head = self._head(key)
+        if head is None:
+            return None
         checksum = head.get("ChecksumSHA256") or ""
         sha = base64.b64decode(checksum).hex() if checksum and "-" not in checksum else ""  # "-N": multipart
         return ObjectInfo(key, int(head["ContentLength"]), sha)
