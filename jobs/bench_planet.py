@@ -235,7 +235,8 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
     ideal = units * read_ms / 1000 / slots
     return {
         "units": units, "slots": slots, "encoders": encoders, "blocks_per_unit": blocks_per_unit,
-        "publish_every_units": publish_every_units, "publish_inline": publish_inline,
+        "publish_every_units": publish_every_units, "publish_growth": config.publish_growth,
+        "publish_inline": publish_inline,
         "read_ms_per_unit": read_ms, "done": year.done, "failed": len(year.failed), "wall_s": round(wall, 1),
         "ideal_s": round(ideal, 1), "units_per_s": round(units / wall, 1),
         "driver_cpu_ms_per_unit": round(driver_cpu / units * 1000, 3),

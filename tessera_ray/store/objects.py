@@ -227,7 +227,7 @@ class LocalObjects(Objects):
             target = self._path(key)
             atomic.write_bytes(target, data)
             tag = self.version(key)
-            if tag is None or int(tag.split("-")[1], 16) != len(data):
+            if tag is None or target.stat().st_size != len(data):
                 raise DataError(f"object {self.child_url(key)} has the wrong size after writing")
             return tag
 
