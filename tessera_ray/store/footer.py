@@ -32,6 +32,13 @@ from tessera_ray.errors import DataError
 
 MAGIC = b"PAR1"
 
+Field = list[Any]
+"""One struct field, ``[field_id, compact type, value]``: a list, so an edit changes it in place."""
+Fields = list[Field]
+"""A struct's fields in file order; a value is an int, bytes, a bool, a struct's :data:`Fields`, a list as
+``(element type, items)``, a map as ``(key type, value type, [(k, v), ...])`` or :class:`Raw` bytes
+(thrift's values are typed by the ids in the data, so their Python type is ``Any`` here)."""
+
 # compact-protocol type ids
 BOOL_TRUE, BOOL_FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(1, 13)
 
@@ -52,17 +59,17 @@ class Footer:
 
     start: int
     """Offset of the footer: the file's pages and indexes are the bytes before it."""
-    fields: list
+    fields: Fields
     """The FileMetaData fields, ``[field_id, type, value]``, in file order; row groups as :class:`Raw`."""
 
-    def get(self, fid: int):
+    def get(self, fid: int) -> Any:
         return next((f[2] for f in self.fields if f[0] == fid), None)
 
-    def set(self, fid: int, value) -> None:
+    def set(self, fid: int, value: Any) -> None:
         next(f for f in self.fields if f[0] == fid)[2] = value
 
 
-_SEEN: dict[bytes, list] = {}
+_SEEN: dict[bytes, Fields] = {}
 """The last footers this process wrote or split, by their bytes: the driver appends to the manifest it
 wrote at its previous publish, so the next split finds it here instead of walking ~800 row groups
 (0.14 s at 100,000 units; a dictionary lookup hashes the footer's bytes in about a millisecond)."""
@@ -88,7 +95,7 @@ def split(data: bytes | memoryview, where: str = "manifest") -> Footer:
     return Footer(start, _copy(fields))
 
 
-def footer_bytes(fields: list) -> bytes:
+def footer_bytes(fields: Fields) -> bytes:
     """A FileMetaData's encoding, with the length and magic that end the file."""
     out = bytearray()
     _write_struct(out, fields)
@@ -97,13 +104,13 @@ def footer_bytes(fields: list) -> bytes:
     return body + struct.pack("<I", len(out)) + MAGIC
 
 
-def _remember(body: bytes, fields: list) -> None:
+def _remember(body: bytes, fields: Fields) -> None:
     while len(_SEEN) >= _SEEN_MAX:
         _SEEN.pop(next(iter(_SEEN)))
     _SEEN[body] = fields
 
 
-def _copy(value):
+def _copy(value: Any) -> Any:
     """Lists and tuples copied, down to the values (bytes and numbers are immutable): the cache stays intact."""
     if isinstance(value, list):
         return [_copy(v) for v in value]
@@ -112,7 +119,7 @@ def _copy(value):
     return value
 
 
-def decode(data: bytes) -> list:
+def decode(data: bytes) -> Fields:
     """A whole compact-protocol struct (a row group's bytes, say) as field lists."""
     fields, end = _struct(bytes(data), 0)
     if end != len(data):
@@ -120,13 +127,13 @@ def decode(data: bytes) -> list:
     return fields
 
 
-def encode(fields: list) -> bytes:
+def encode(fields: Fields) -> bytes:
     out = bytearray()
     _write_struct(out, fields)
     return bytes(out)
 
 
-def shift_row_group(fields: list, delta: int, ordinal: int | None) -> None:
+def shift_row_group(fields: Fields, delta: int, ordinal: int | None) -> None:
     """Move a decoded row group's every page offset by ``delta`` bytes (and renumber it), in place."""
     for f in fields:
         if f[0] == RG_FILE_OFFSET:
@@ -162,7 +169,7 @@ def _zigzag(n: int) -> int:
     return (n >> 1) ^ -(n & 1)
 
 
-def _value(buf: bytes, pos: int, ctype: int):
+def _value(buf: bytes, pos: int, ctype: int) -> tuple[Any, int]:
     if ctype in (I16, I32, I64):
         n, pos = _varint(buf, pos)
         return _zigzag(n), pos
@@ -192,13 +199,13 @@ def _value(buf: bytes, pos: int, ctype: int):
     raise DataError(f"thrift: unknown type {ctype}")
 
 
-def _list(buf: bytes, pos: int, lazy: bool = False):
+def _list(buf: bytes, pos: int, lazy: bool = False) -> tuple[tuple[int, list[Any]], int]:
     head = buf[pos]
     pos += 1
     etype, n = head & 0x0F, head >> 4
     if n == 15:
         n, pos = _varint(buf, pos)
-    items = []
+    items: list[Any] = []
     for _ in range(n):
         start = pos
         if lazy:
@@ -210,8 +217,8 @@ def _list(buf: bytes, pos: int, lazy: bool = False):
     return (etype, items), pos
 
 
-def _struct(buf: bytes, pos: int, lazy: tuple[int, ...] = ()):
-    fields: list[list[Any]] = []
+def _struct(buf: bytes, pos: int, lazy: tuple[int, ...] = ()) -> tuple[Fields, int]:
+    fields: Fields = []
     last = 0
     while True:
         head = buf[pos]
@@ -226,7 +233,7 @@ def _struct(buf: bytes, pos: int, lazy: tuple[int, ...] = ()):
             fid = _zigzag(n)
         last = fid
         if ctype in (BOOL_TRUE, BOOL_FALSE):
-            value = ctype == BOOL_TRUE
+            value: Any = ctype == BOOL_TRUE
         elif fid in lazy and ctype == LIST:
             value, pos = _list(buf, pos, lazy=True)
         else:
@@ -272,7 +279,8 @@ def _skip(buf: bytes, pos: int, ctype: int) -> int:
         for _ in range(n):
             pos = _skip(buf, pos, etype)
         return pos
-    return _value(buf, pos, ctype)[1]
+    end: int = _value(buf, pos, ctype)[1]
+    return end
 
 
 # --------------------------------------------------------------------------- encoding
@@ -285,7 +293,7 @@ def _write_varint(out: bytearray, n: int) -> None:
     out.append(n)
 
 
-def _write_value(out: bytearray, ctype: int, value) -> None:
+def _write_value(out: bytearray, ctype: int, value: Any) -> None:
     if isinstance(value, Raw):
         out += value
     elif ctype in (I16, I32, I64):
@@ -320,7 +328,7 @@ def _write_value(out: bytearray, ctype: int, value) -> None:
         raise DataError(f"thrift: unknown type {ctype}")
 
 
-def _write_struct(out: bytearray, fields: list) -> None:
+def _write_struct(out: bytearray, fields: Fields) -> None:
     last = 0
     for fid, ctype, value in fields:
         if ctype in (BOOL_TRUE, BOOL_FALSE):

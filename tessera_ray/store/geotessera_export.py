@@ -21,6 +21,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,10 @@ from tessera_ray.errors import UserInputError
 from tessera_ray.grid import Tile, tiles_for_bounds
 from tessera_ray.sources.geotiff import geotiff_bytes
 from tessera_ray.store.manifest import read_manifest
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import pandas as pd
 
 EMBEDDINGS_DIR = "global_0.1_degree_representation"
 LANDMASKS_DIR = "global_0.1_degree_tiff_all"
@@ -41,14 +46,14 @@ class ExportResult:
     out_dir: str
 
 
-def tiles_of_units(manifest) -> list[Tile]:
+def tiles_of_units(manifest: gpd.GeoDataFrame) -> list[Tile]:
     """Tiles whose pixel window overlaps a published unit of the tile's own zone."""
     from tessera_ray.grid import Unit
 
     found: set[Tile] = set()
-    for row in manifest.itertuples():
-        unit = Unit.from_id(row.unit_id)
-        for tile in tiles_for_bounds(*row.geometry.bounds):
+    for unit_id, geometry in zip(manifest["unit_id"], manifest.geometry):
+        unit = Unit.from_id(str(unit_id))
+        for tile in tiles_for_bounds(*geometry.bounds):
             if tile.zone == unit.zone and tile.window.intersection(unit.window) is not None:
                 found.add(tile)
     return sorted(found, key=lambda t: (t.lon, t.lat))
@@ -72,7 +77,7 @@ def _landmask_bytes(tile: Tile, land: np.ndarray) -> bytes:
 def export_geotessera(
     root: Root,
     year: int,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     bbox: tuple[float, float, float, float] | None = None,
     version: str = "1.1",
     variant: str = "cambridge",
@@ -105,9 +110,8 @@ def export_geotessera(
         grid_bytes, scales_bytes = _npy_bytes(q), _npy_bytes(scales)
         _write_atomic(grid_path, grid_bytes)
         _write_atomic(scales_path, scales_bytes)
-        sums = "".join(
-            f"{hashlib.sha256(b).hexdigest()}  {p.name}\n" for b, p in ((grid_bytes, grid_path), (scales_bytes, scales_path))
-        )
+        written = ((grid_bytes, grid_path), (scales_bytes, scales_path))
+        sums = "".join(f"{hashlib.sha256(b).hexdigest()}  {p.name}\n" for b, p in written)
         _write_atomic(tile_dir / "SHA256", sums.encode())
         mask_path = out / LANDMASKS_DIR / f"{name}.tiff"
         _write_atomic(mask_path, _landmask_bytes(tile, ~np.isnan(scales)))
@@ -131,7 +135,7 @@ def export_geotessera(
     return ExportResult(len(grid_rows), str(out))
 
 
-def _merge_registry(path: Path, new, key: list[str]) -> None:
+def _merge_registry(path: Path, new: pd.DataFrame, key: list[str]) -> None:
     """Add rows to a registry parquet (replacing rows with the same key), atomically."""
     import pandas as pd
 

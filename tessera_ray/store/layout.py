@@ -40,6 +40,11 @@ from tessera_ray.errors import DataError
 from tessera_ray.grid import RESOLUTION, ZONE_HEIGHT, ZONE_WIDTH, ZONE_X0, ZONE_Y0, zone_grid
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import zarr
+    from zarr.core.array import ShardsConfigParam
+
     from tessera_ray.store.shards import ShardedArray
 
 ZARR_DIR = "tessera.zarr"
@@ -69,7 +74,7 @@ def is_embeddings_array(name: str) -> bool:
     return name == "embeddings" or (name.startswith("embeddings_d") and name[len("embeddings_d"):].isdigit())
 
 
-def depths_attr(depths: tuple[int, ...]) -> list[dict]:
+def depths_attr(depths: tuple[int, ...]) -> list[dict[str, Any]]:
     """``geoemb:depths``: one entry per prefix depth, then always ``{128, "embeddings"}``."""
     return [{"dimensions": int(k), "array": depth_array_name(k)} for k in (*depths, STORE_DIMS)]
 
@@ -113,7 +118,8 @@ class StoreLayout:
     def __post_init__(self) -> None:
         depths = tuple(sorted({int(k) for k in self.depths}))
         if depths and not (1 <= depths[0] and depths[-1] < STORE_DIMS):
-            raise ValueError(f"depths must be 1..{STORE_DIMS - 1} (all {STORE_DIMS} dims are always stored), got {list(depths)}")
+            raise ValueError(f"depths must be 1..{STORE_DIMS - 1} (all {STORE_DIMS} dims are always stored), "
+                             f"got {list(depths)}")
         object.__setattr__(self, "depths", depths)
         if self.compression not in ("zstd", "none"):
             raise ValueError(f"compression must be zstd or none, not {self.compression!r}")
@@ -124,7 +130,7 @@ class StoreLayout:
         if ZONE_WIDTH % self.shard_size or ZONE_HEIGHT % self.shard_size:
             raise ValueError(f"shard size {self.shard_size} does not divide the zone grid")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "shard_size": self.shard_size,
             "chunk_size": self.chunk_size,
@@ -150,7 +156,7 @@ class StoreLayout:
         return self.compression == "none" and self.chunk_checksum and self.index_location == "start"
 
     @classmethod
-    def from_dict(cls, d: dict) -> StoreLayout:
+    def from_dict(cls, d: dict[str, Any]) -> StoreLayout:
         return cls(
             int(d["shard_size"]), int(d["chunk_size"]), int(d["clevel"]), bool(d["chunk_checksum"]),
             str(d.get("index_location", "end")), str(d.get("compression", "zstd")),
@@ -167,7 +173,7 @@ class StoreState:
     years: tuple[int, ...] = ()
     zones: tuple[int, ...] = ()
 
-    def adding(self, year: int | None = None, zones=()) -> StoreState:
+    def adding(self, year: int | None = None, zones: Iterable[int] = ()) -> StoreState:
         """This state with ``year`` appended to the time axis (if new) and ``zones`` added.
 
         Years are only ever appended: a year's index on the time axis, which
@@ -177,7 +183,7 @@ class StoreState:
         all_zones = tuple(sorted(set(self.zones) | {int(z) for z in zones}))
         return StoreState(self.layout, self.model, years, all_zones)
 
-    def root_attrs(self) -> dict:
+    def root_attrs(self) -> dict[str, Any]:
         depths = {DEPTHS_ATTR: depths_attr(self.layout.depths)} if self.layout.depths else {}
         return {
             "geoemb:type": "pixel",
@@ -202,7 +208,7 @@ class StoreState:
         }
 
 
-def zone_attrs(zone: int) -> dict:
+def zone_attrs(zone: int) -> dict[str, Any]:
     """``proj:``/``spatial:`` attributes of a zone group."""
     grid = zone_grid(zone)
     xmin, ymin, xmax, ymax = grid.window_bounds(grid.full_window)
@@ -222,22 +228,30 @@ def _compressors(layout: StoreLayout, shuffle: Literal["noshuffle", "shuffle", "
     """Chunk codecs after ``bytes``; coordinates are always compressed, data arrays per the layout."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    codecs: list[Any] = [] if data and layout.compression == "none" else [BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle)]
+    codecs: list[Any] = []
+    if not (data and layout.compression == "none"):
+        codecs.append(BloscCodec(cname="zstd", clevel=layout.clevel, shuffle=shuffle))
     if layout.chunk_checksum:
         codecs.append(Crc32cCodec())
     return codecs
 
 
-def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
+def _shards(layout: StoreLayout, shape: tuple[int, ...]) -> ShardsConfigParam:
+    from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+    return {"shape": shape, "index_location": ShardingCodecIndexLocation(layout.index_location)}
+
+
+def _create_data_arrays(group: zarr.Group, layout: StoreLayout, n_years: int) -> None:
     s, c = layout.shard_size, layout.chunk_size
-    attrs = {FIXED_OFFSETS_ATTR: True} if layout.fixed_offsets else {}
+    attrs: dict[str, Any] = {FIXED_OFFSETS_ATTR: True} if layout.fixed_offsets else {}
     for depth in (*layout.depths, STORE_DIMS):  # prefix arrays: same shard grid, chunks of about the same bytes
         side = c if depth == STORE_DIMS else layout.depth_chunk_size(depth)
         group.create_array(
             depth_array_name(depth),
             shape=(n_years, depth, ZONE_HEIGHT, ZONE_WIDTH),
             chunks=(1, depth, side, side),
-            shards={"shape": (1, depth, s, s), "index_location": layout.index_location},
+            shards=_shards(layout, (1, depth, s, s)),
             dtype="int8",
             fill_value=0,
             compressors=_compressors(layout, "noshuffle", data=True),
@@ -249,7 +263,7 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
         "scales",
         shape=(n_years, ZONE_HEIGHT, ZONE_WIDTH),
         chunks=(1, c, c),
-        shards={"shape": (1, s, s), "index_location": layout.index_location},
+        shards=_shards(layout, (1, s, s)),
         dtype="float32",
         fill_value=np.float32("inf"),
         compressors=_compressors(layout, "shuffle", data=True),
@@ -259,7 +273,7 @@ def _create_data_arrays(group, layout: StoreLayout, n_years: int) -> None:
     )
 
 
-def _coord(group, name: str, values: np.ndarray, chunk: int, layout: StoreLayout, write: bool) -> None:
+def _coord(group: zarr.Group, name: str, values: np.ndarray, chunk: int, layout: StoreLayout, write: bool) -> None:
     """A coordinate array; its chunks only when ``write`` (they never change once written)."""
     arr = group.create_array(
         name,
@@ -298,7 +312,7 @@ def metadata_objects(state: StoreState, new_zones: tuple[int, ...] = ()) -> tupl
     import zarr
     from zarr.storage import MemoryStore
 
-    docs: dict = {}
+    docs: dict[str, Any] = {}
     mem = MemoryStore(store_dict=docs)
     root = zarr.create_group(store=mem, zarr_format=3, attributes=state.root_attrs())
     coords = zone_coordinates()
@@ -352,12 +366,12 @@ def shard_key(zone: int, array: str, t: int, shard_row: int, shard_col: int) -> 
 
 
 @lru_cache(maxsize=32)
-def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict]:
+def _array_metadata(layout: StoreLayout, n_years: int) -> dict[str, dict[str, Any]]:
     """``zarr.json`` of the data arrays (embeddings, its prefixes, scales), as zarr itself writes them."""
     import zarr
     from zarr.storage import MemoryStore
 
-    docs: dict = {}
+    docs: dict[str, Any] = {}
     group = zarr.create_group(store=MemoryStore(store_dict=docs), zarr_format=3)
     _create_data_arrays(group, layout, n_years)
     names = [depth_array_name(k) for k in (*layout.depths, STORE_DIMS)] + ["scales"]

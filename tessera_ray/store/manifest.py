@@ -37,6 +37,7 @@ from tessera_ray.store import footer
 from tessera_ray.store.objects import ObjectNotFound, Objects, open_objects
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import pyarrow as pa
 
     from tessera_ray.store.writer import PartRecord
@@ -58,7 +59,7 @@ def manifest_key(year: int) -> str:
     return f"{MANIFEST_DIR}/{int(year)}.parquet"
 
 
-def manifest_frame(records: list[PartRecord]):
+def manifest_frame(records: list[PartRecord]) -> gpd.GeoDataFrame:
     """The manifest rows of part records, as a GeoDataFrame sorted along a Hilbert curve."""
     import geopandas as gpd
     import pandas as pd
@@ -201,7 +202,7 @@ def appended_rows(data: bytes) -> int:
     return _appended(footer.split(data))
 
 
-def _appended(foot) -> int:
+def _appended(foot: footer.Footer) -> int:
     for kv in (foot.get(footer.FMD_KEY_VALUE) or (0, []))[1]:
         if kv[0][2] == APPENDED_KEY:
             return int(kv[1][2])
@@ -265,7 +266,7 @@ def _stored_schema(value: bytes) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(value)))
 
 
-def _set_value(kv: list, value: bytes) -> None:
+def _set_value(kv: footer.Fields, value: bytes) -> None:
     if len(kv) > 1 and kv[1][0] == 2:
         kv[1][2] = value
     else:
@@ -273,7 +274,8 @@ def _set_value(kv: list, value: bytes) -> None:
 
 
 def _sorted(table: pa.Table) -> pa.Table:
-    """Rows along a Hilbert curve of their bbox centres (what ``hilbert_distance`` of the polygons gives), then unit id."""
+    """Rows along a Hilbert curve of their bbox centres (what ``hilbert_distance`` of the polygons gives),
+    then unit id."""
     import geopandas as gpd
     import shapely
 
@@ -287,7 +289,7 @@ def _sorted(table: pa.Table) -> pa.Table:
     return table.take(np.lexsort((ids, distance)))
 
 
-def _metadata(table: pa.Table, prior: dict | None = None) -> dict:
+def _metadata(table: pa.Table, prior: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
     """The schema metadata with the ``geo`` bbox of the geometry column made to cover every row
     (and, appending, the rows of ``prior``'s bbox)."""
     meta = dict(prior or table.schema.metadata or {})
@@ -307,7 +309,7 @@ def _metadata(table: pa.Table, prior: dict | None = None) -> dict:
     return meta
 
 
-def read_manifest(root: str | Objects, year: int):
+def read_manifest(root: str | Objects, year: int) -> gpd.GeoDataFrame | None:
     """The manifest of a year as a GeoDataFrame (None if none is published)."""
     import geopandas as gpd
     import pyarrow as pa

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import random
@@ -27,12 +28,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from tessera_ray import atomic
 from tessera_ray.errors import DataError, ServiceError, UserInputError, env_number
 from tessera_ray.serve import media_type
+
+if TYPE_CHECKING:
+    import requests
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class ObjectInfo:
     size: int
     sha256: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str | int]:
         return {"key": self.key, "size": self.size, "sha256": self.sha256}
 
 
@@ -140,7 +146,7 @@ class Objects:
         return f"{self.url.rstrip('/')}/{key}"
 
 
-def open_objects(root: str | os.PathLike) -> Objects:
+def open_objects(root: str | os.PathLike[str]) -> Objects:
     """The object store behind a root: a path, ``file://``, ``s3://bucket/prefix`` or ``http(s)://``."""
     from tessera_ray.paths import check_url
 
@@ -164,7 +170,7 @@ def open_objects(root: str | os.PathLike) -> Objects:
 
 
 class LocalObjects(Objects):
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path).expanduser().absolute()
         self.url = str(self.path)
 
@@ -306,7 +312,7 @@ def _local_tag(st: os.stat_result, tail: bytes) -> str:
 # --------------------------------------------------------------------------- S3
 
 
-def _client_options() -> dict:
+def _client_options() -> dict[str, Any]:
     """botocore settings: retries in its "standard" mode (throttling, 5xx, timeouts and dropped connections,
     with backoff), 5 attempts in all; ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` change them as for any AWS
     client, :data:`S3_READ_TIMEOUT_ENV` the read timeout."""
@@ -315,7 +321,8 @@ def _client_options() -> dict:
         timeout = float(os.environ[S3_READ_TIMEOUT_ENV]) if os.environ.get(S3_READ_TIMEOUT_ENV) else None
     except ValueError:
         raise UserInputError(f"AWS_MAX_ATTEMPTS and {S3_READ_TIMEOUT_ENV} must be numbers") from None
-    options: dict = {"retries": {"mode": os.environ.get("AWS_RETRY_MODE") or "standard", "total_max_attempts": attempts}}
+    retries = {"mode": os.environ.get("AWS_RETRY_MODE") or "standard", "total_max_attempts": attempts}
+    options: dict[str, Any] = {"retries": retries}
     if timeout is not None:
         options["read_timeout"] = timeout
     return options
@@ -337,17 +344,17 @@ class S3Objects(Objects):
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self._local = threading.local()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         """Picklable for Ray tasks: clients are per process and thread, made on first use."""
         return {k: v for k, v in self.__dict__.items() if k != "_local"}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
 
     @property
-    def client(self):
-        client = getattr(self._local, "client", None)
+    def client(self) -> S3Client:
+        client: S3Client | None = getattr(self._local, "client", None)
         if client is None:
             import boto3
             from botocore import UNSIGNED
@@ -408,10 +415,10 @@ class S3Objects(Objects):
         from botocore.exceptions import BotoCoreError, ClientError
 
         b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
+        put = functools.partial(self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
+                                ChecksumSHA256=b64, ContentType=media_type(key))
         try:
-            resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumSHA256=b64,
-                                          ContentType=media_type(key), **condition)
+            resp = put(IfMatch=etag) if etag is not None else put(IfNoneMatch="*")
         except BotoCoreError as exc:
             raise self._unreachable(exc, key) from None
         except ClientError as exc:
@@ -421,16 +428,14 @@ class S3Objects(Objects):
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409"):
                 raise PreconditionFailed(f"{self.child_url(key)} changed since it was read") from None
             raise ServiceError(f"cannot write {self.child_url(key)}: {exc}") from None
-        return resp["ETag"]
+        return str(resp["ETag"])
 
-    def _head(self, key: str) -> dict[str, Any] | None:
+    def _head(self, key: str) -> HeadObjectOutputTypeDef | None:
         """One HEAD, with the checksum S3 recorded at the PUT; None when the object is absent."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self._key(key),
-                                                           ChecksumMode="ENABLED")
-            return head
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
         except BotoCoreError as exc:
             raise self._unreachable(exc, key) from None
         except ClientError as exc:
@@ -482,11 +487,12 @@ class S3Objects(Objects):
             raise self._unreachable(exc, key) from None
         return digest.hexdigest()
 
-    def _get(self, key: str, **kw) -> bytes:
+    def _get(self, key: str, byte_range: str | None = None) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **kw)["Body"].read()
+            get = functools.partial(self.client.get_object, Bucket=self.bucket, Key=self._key(key))
+            return (get(Range=byte_range) if byte_range else get())["Body"].read()
         except BotoCoreError as exc:
             raise self._unreachable(exc, key) from None
         except ClientError as exc:
@@ -494,7 +500,8 @@ class S3Objects(Objects):
             if code in ("NoSuchKey", "404"):
                 raise ObjectNotFound(f"no object {self.child_url(key)}") from None
             if code == "InvalidRange":  # as HTTP 416: the client then asks the shard index
-                raise DataError(f"{self.child_url(key)} is shorter than the range asked for: truncated or corrupt") from None
+                raise DataError(f"{self.child_url(key)} is shorter than the range asked for: "
+                                "truncated or corrupt") from None
             raise ServiceError(f"cannot read {self.child_url(key)}: {exc}") from None
 
     def get(self, key: str) -> bytes:
@@ -502,7 +509,7 @@ class S3Objects(Objects):
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         rng = f"bytes=-{-start}" if start < 0 else f"bytes={start}-{start + length - 1}"
-        return self._get(key, Range=rng)[:length]
+        return self._get(key, byte_range=rng)[:length]
 
     def size(self, key: str) -> int | None:
         info = self.stat(key)
@@ -564,23 +571,23 @@ class HttpObjects(Objects):
     writable = False
 
     def __init__(self, url: str, timeout: float | None = None, retries: int | None = None,
-                 retry_delay: float | None = None, headers: dict | None = None):
+                 retry_delay: float | None = None, headers: dict[str, str] | None = None):
         self.url = url.rstrip("/")
         self.timeout = env_number("TESSERA_RAY_HTTP_TIMEOUT", 60, minimum=0.001) if timeout is None else timeout
         self.retries = env_number("TESSERA_RAY_HTTP_RETRIES", 3, int) if retries is None else retries
         self.retry_delay = env_number("TESSERA_RAY_HTTP_RETRY_DELAY", 0.2) if retry_delay is None else retry_delay
         self._headers = dict(headers or {})
-        self._session = None
+        self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "timeout": self.timeout, "retries": self.retries, "retry_delay": self.retry_delay}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         HttpObjects.__init__(self, **state)
 
     @property
-    def session(self):
+    def session(self) -> requests.Session:
         with self._lock:
             if self._session is None:
                 import requests
@@ -592,7 +599,7 @@ class HttpObjects(Objects):
                 self._session = session
             return self._session
 
-    def _request(self, key: str, headers: dict | None = None, method: str = "GET"):
+    def _request(self, key: str, headers: dict[str, str] | None = None, method: str = "GET") -> requests.Response:
         import requests
 
         url = self.child_url(key)
@@ -645,7 +652,7 @@ class HttpObjects(Objects):
         resp = self._request(key, {"Range": rng})
         if resp.status_code == 200:  # a server without Range support sends everything
             body = resp.content
-            return body[start:][:length] if start >= 0 else body[start:][:length]
+            return body[start:][:length]
         return resp.content
 
     def size(self, key: str) -> int | None:
@@ -662,7 +669,7 @@ class HttpObjects(Objects):
         raise UserInputError(f"cannot delete from {self.url}: HTTP roots are read-only")
 
 
-def _retry_after(resp) -> float:
+def _retry_after(resp: requests.Response) -> float:
     """Seconds a ``Retry-After`` header asks for (a number or an HTTP date), at most :data:`MAX_RETRY_AFTER_S`."""
     from email.utils import parsedate_to_datetime
 
@@ -679,7 +686,7 @@ def _retry_after(resp) -> float:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _is_error_page(resp, key: str) -> bool:
+def _is_error_page(resp: requests.Response, key: str) -> bool:
     """An HTML body where the object is not HTML: what a proxy, a captive portal or a CDN sends as an error."""
     sent = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     return sent == "text/html" and not media_type(key.split("?")[0]).startswith("text/html")

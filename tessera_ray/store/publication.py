@@ -35,9 +35,10 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from tessera_ray.errors import DataError, ServiceError
 from tessera_ray.store.manifest import (
@@ -52,6 +53,10 @@ from tessera_ray.store.manifest import (
 )
 from tessera_ray.store.objects import MAX_CONFLICTS, ObjectNotFound, Objects, PreconditionFailed, conflict_backoff
 from tessera_ray.store.writer import PartRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +103,8 @@ def verify_records(objects: Objects, records: list[PartRecord]) -> tuple[list[Pa
     return [r for r, good in zip(records, ok) if good], rejected
 
 
-def _same_objects(row_objects: list[dict] | None, record: PartRecord) -> bool:
-    def key(objs):
+def _same_objects(row_objects: Sequence[Mapping[str, Any]] | None, record: PartRecord) -> bool:
+    def key(objs: Iterable[Mapping[str, Any]] | None) -> list[tuple[str, int, str]]:
         return sorted((o["key"], int(o["size"]), o["sha256"]) for o in objs or ())
 
     return key(row_objects) == key(record.objects)
@@ -122,12 +127,13 @@ class _Resolver:
                 self.matches_storage[record.unit_id] = False
         return self.matches_storage[record.unit_id]
 
-    def to_add(self, current, records: list[PartRecord]) -> tuple[list[PartRecord], list[str]]:
+    def to_add(self, current: _Current | None, records: list[PartRecord]) -> tuple[list[PartRecord], list[str]]:
         """Records to merge into ``current`` and the units refused (a later write replaced their objects)."""
         if current is None or not records:
             return list(records), []
         rows = current.rows_of({r.unit_id for r in records})
-        existing = {} if rows is None else dict(zip(rows.column("unit_id").to_pylist(), rows.column("objects").to_pylist()))
+        existing = {} if rows is None else dict(zip(rows.column("unit_id").to_pylist(),
+                                                    rows.column("objects").to_pylist()))
         add, refused = [], []
         for r in records:
             if r.unit_id not in existing:
@@ -141,7 +147,7 @@ class _Resolver:
         return add, refused
 
 
-def _string_array(values):
+def _string_array(values: Iterable[str]) -> pa.Array:
     import pyarrow as pa
 
     return pa.array(sorted(values), pa.string())
@@ -171,7 +177,7 @@ class _Current:
 
     def __init__(self, data: bytes, where: str):
         self.data, self.where = data, where
-        self._file = None
+        self._file: pq.ParquetFile | None = None
         self._id_set: set[str] | None = None
         try:
             self.ids = self.file.read(columns=["unit_id"], use_threads=False).column("unit_id")
@@ -182,7 +188,7 @@ class _Current:
             raise DataError(f"manifest {where} is unreadable: {exc}") from None
 
     @property
-    def file(self):
+    def file(self) -> pq.ParquetFile:
         if self._file is None:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -190,7 +196,7 @@ class _Current:
             self._file = pq.ParquetFile(pa.BufferReader(self.data))
         return self._file
 
-    def after_append(self, body: bytes, added) -> _Current:
+    def after_append(self, body: bytes, added: pa.ChunkedArray) -> _Current:
         """The state of ``body``: this manifest with rows appended whose unit ids are ``added`` (in file order)."""
         import pyarrow as pa
 
@@ -207,7 +213,8 @@ class _Current:
         return len(self.ids)
 
     def unit_ids(self) -> list[str]:
-        return self.ids.to_pylist()
+        ids: list[str] = self.ids.to_pylist()
+        return ids
 
     def id_set(self) -> set[str]:
         """The unit ids as a set (built once; callers must not change it)."""
@@ -215,7 +222,7 @@ class _Current:
             self._id_set = set(self.ids.to_pylist())
         return self._id_set
 
-    def rows_of(self, wanted: set[str]):
+    def rows_of(self, wanted: set[str]) -> pa.Table | None:
         """``unit_id`` and ``objects`` of the rows whose unit is in ``wanted``: only their row groups are decoded."""
         import numpy as np
         import pyarrow.compute as pc
@@ -229,7 +236,7 @@ class _Current:
         rows = self.file.read_row_groups(groups, columns=["unit_id", "objects"], use_threads=False)
         return rows.filter(pc.is_in(rows.column("unit_id"), value_set=_string_array(wanted)))
 
-    def table(self):
+    def table(self) -> pa.Table:
         return read_table(self.data, self.where)
 
 
@@ -285,15 +292,16 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
     resolver = _Resolver(objects)
     refused: list[str] = []
 
-    def rows_of(chosen: list[PartRecord]):
+    def rows_of(chosen: list[PartRecord]) -> pa.Table:
         if new_rows is None or not chosen:
             return records_table([])
-        return new_rows.filter(pc.is_in(new_rows.column("unit_id"), value_set=_string_array({r.unit_id for r in chosen})))
+        wanted = _string_array({r.unit_id for r in chosen})
+        return new_rows.filter(pc.is_in(new_rows.column("unit_id"), value_set=wanted))
 
-    def result(published, add, attempts) -> PublishResult:
-        published = frozenset(published)
-        return PublishResult(int(year), len(published), tuple(rejected + refused), key,
-                             tuple(sorted(r.unit_id for r in add)), attempts, time.monotonic() - started, published)
+    def result(published: Iterable[str], add: Iterable[PartRecord], attempts: int) -> PublishResult:
+        ids = frozenset(published)
+        return PublishResult(int(year), len(ids), tuple(rejected + refused), key,
+                             tuple(sorted(r.unit_id for r in add)), attempts, time.monotonic() - started, ids)
 
     current_url = objects.child_url(key)
     for attempt in range(1, MAX_CONFLICTS + 1):
@@ -335,7 +343,10 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
             conflict_backoff(attempt)
             continue
         try:  # the next publish of this process starts from here (a rewrite costs a decode, as its write did)
-            after = current.after_append(body, added_ids) if appending and current is not None else _Current(body, current_url)
+            if appending and current is not None:
+                after = current.after_append(body, added_ids)
+            else:
+                after = _Current(body, current_url)
             _remember(objects, key, tag, after)
         except Exception:  # noqa: BLE001 - the publish is done; the next one reads the manifest afresh
             log.debug("manifest %s: kept state not updated", key, exc_info=True)

@@ -48,7 +48,7 @@ def chunk_tag(n: int) -> bytes:
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
-def crc32c(data) -> int:
+def crc32c(data: bytes | bytearray | memoryview) -> int:
     import google_crc32c  # zarr's own Crc32cCodec uses it, so it is always installed
 
     return int(google_crc32c.value(bytes(data)))
@@ -64,13 +64,13 @@ class ShardedArray:
     chunk_shape: tuple[int, ...]
     dtype: np.dtype
     fill_value: float
-    codecs: tuple  # inner chunk codecs, as in zarr.json
-    index_codecs: tuple
+    codecs: tuple[dict[str, Any], ...]  # inner chunk codecs, as in zarr.json
+    index_codecs: tuple[dict[str, Any], ...]
     index_at_start: bool
     fixed_offsets: bool = False  # declared by the writer and possible with these codecs
 
     @classmethod
-    def from_metadata(cls, key: str, meta: dict) -> ShardedArray:
+    def from_metadata(cls, key: str, meta: dict[str, Any]) -> ShardedArray:
         """The array described by its ``zarr.json`` object; metadata of another shape is a DataError."""
         try:
             array = cls._from_metadata(key, meta)
@@ -89,7 +89,7 @@ class ShardedArray:
         return array
 
     @classmethod
-    def _from_metadata(cls, key: str, meta: dict) -> ShardedArray:
+    def _from_metadata(cls, key: str, meta: dict[str, Any]) -> ShardedArray:
         codecs = meta["codecs"]
         if len(codecs) != 1 or codecs[0]["name"] != "sharding_indexed":
             raise DataError(f"{key} is not a sharded array")
@@ -121,7 +121,7 @@ class ShardedArray:
 
     @property
     def index_nbytes(self) -> int:
-        return self.n_chunks * 16 + 4 * sum(c["name"] == "crc32c" for c in self.index_codecs)
+        return self.n_chunks * 16 + 4 * sum(1 for c in self.index_codecs if c["name"] == "crc32c")
 
     @property
     def fixed_stride(self) -> int:
@@ -178,7 +178,8 @@ class ShardedArray:
             elif name == "blosc":
                 import numcodecs
 
-                blosc = numcodecs.Blosc(conf["cname"], int(conf["clevel"]), _SHUFFLE[conf["shuffle"]], int(conf.get("blocksize", 0)))
+                blosc = numcodecs.Blosc(conf["cname"], int(conf["clevel"]), _SHUFFLE[conf["shuffle"]],
+                                        int(conf.get("blocksize", 0)))
                 data = blosc.encode(data)  # typesize from the array's itemsize, as zarr writes it
             elif name == "zstd":
                 import numcodecs
@@ -252,14 +253,14 @@ class ShardedArray:
         return index_bytes + body if self.index_at_start else body + index_bytes
 
 
-def _bytes_endian(codecs) -> Literal["<", ">"]:
+def _bytes_endian(codecs: Sequence[dict[str, Any]]) -> Literal["<", ">"]:
     for c in codecs:
         if c["name"] == "bytes":
             return "<" if (c.get("configuration") or {}).get("endian", "little") == "little" else ">"
     return "<"
 
 
-def _strip_crc(data: bytes, codecs, where: str) -> bytes:
+def _strip_crc(data: bytes, codecs: Sequence[dict[str, Any]], where: str) -> bytes:
     if not any(c["name"] == "crc32c" for c in codecs):
         return data
     body, stored = data[:-4], int.from_bytes(data[-4:], "little")
@@ -268,7 +269,8 @@ def _strip_crc(data: bytes, codecs, where: str) -> bytes:
     return body
 
 
-def _decode_with(codec, body: bytes, where: str) -> bytes:
+def _decode_with(codec: Any, body: bytes, where: str) -> bytes:
+    """``codec``: a numcodecs codec (numcodecs has no type information, so it is ``Any`` to mypy)."""
     try:
         return bytes(codec.decode(body))
     except Exception as exc:  # noqa: BLE001 - a decoder failure means corrupt bytes

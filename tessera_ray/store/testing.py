@@ -8,14 +8,21 @@ what they read against what went in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tessera_ray.grid import Unit
 from tessera_ray.store.layout import STORE_DIMS
-from tessera_ray.store.writer import EmbeddingStore, publish
+from tessera_ray.store.writer import EmbeddingStore, PartRecord, publish
+
+if TYPE_CHECKING:
+    from tessera_ray.store.publication import PublishResult
+
+StoredUnit = tuple[PartRecord, np.ndarray, np.ndarray]
+"""A unit a :class:`MemorySink` holds: its part record, embeddings (S, S, D) and scales (S, S)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class WrittenBlock:
     scales: np.ndarray
 
 
-def random_block(rng: np.random.Generator, height: int, width: int, nan_fraction: float = 0.1):
+def random_block(rng: np.random.Generator, height: int, width: int,
+                 nan_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Random int8 embeddings (H, W, STORE_DIMS) and scales (H, W) with a NaN rectangle."""
     emb = rng.integers(-128, 128, size=(height, width, STORE_DIMS), dtype=np.int8)
     scales = rng.uniform(0.001, 0.05, size=(height, width)).astype("float32")
@@ -107,10 +115,10 @@ class _Shelf:
     """The memory a :class:`MemorySink` keeps its units in: one Ray actor, shared by every write task."""
 
     def __init__(self) -> None:
-        self.units: dict[tuple[int, str], tuple] = {}
+        self.units: dict[tuple[int, str], StoredUnit] = {}
         self.published: dict[int, set[str]] = {}
 
-    def put(self, record, embeddings: np.ndarray, scales: np.ndarray) -> None:
+    def put(self, record: PartRecord, embeddings: np.ndarray, scales: np.ndarray) -> None:
         self.units[(record.year, record.unit_id)] = (record, embeddings, scales)
 
     def publish(self, year: int, unit_ids: list[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -125,7 +133,7 @@ class _Shelf:
     def published_ids(self, year: int) -> set[str]:
         return set(self.published.get(int(year), ()))
 
-    def get(self, year: int, unit_id: str):
+    def get(self, year: int, unit_id: str) -> StoredUnit | None:
         return self.units.get((int(year), unit_id))
 
 
@@ -143,10 +151,9 @@ class MemorySink:
         self.shelf: Any = ray.remote(_Shelf).remote()  # an actor handle
 
     def write_unit(self, unit: Unit, year: int, embeddings: np.ndarray, scales: np.ndarray,
-                   scenes=None, offset: tuple[int, int] = (0, 0), created: str | None = None):
+                   scenes: Mapping[str, int] | None = None, offset: tuple[int, int] = (0, 0),
+                   created: str | None = None) -> PartRecord:
         import ray
-
-        from tessera_ray.store.writer import PartRecord
 
         full = np.full((unit.size, unit.size, embeddings.shape[-1]), 0, np.int8)
         full_scales = np.full((unit.size, unit.size), np.inf, np.float32)
@@ -160,7 +167,7 @@ class MemorySink:
         ray.get(self.shelf.put.remote(record, full, full_scales))
         return record
 
-    def publish(self, year: int, records=None):
+    def publish(self, year: int, records: list[PartRecord] | None = None) -> PublishResult:
         import ray
 
         from tessera_ray.store.publication import PublishResult
@@ -173,10 +180,12 @@ class MemorySink:
     def published_units(self, year: int) -> set[str]:
         import ray
 
-        return ray.get(self.shelf.published_ids.remote(year))
+        ids: set[str] = ray.get(self.shelf.published_ids.remote(year))
+        return ids
 
-    def unit(self, year: int, unit_id: str):
+    def unit(self, year: int, unit_id: str) -> StoredUnit | None:
         """(part record, embeddings (S, S, D), scales (S, S)) of a written unit, None if it was not written."""
         import ray
 
-        return ray.get(self.shelf.get.remote(year, unit_id))
+        stored: StoredUnit | None = ray.get(self.shelf.get.remote(year, unit_id))
+        return stored

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import io
 import os
+from typing import TYPE_CHECKING
 
 from tessera_ray.errors import UserInputError
 from tessera_ray.store.objects import Objects, open_objects
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
 
-def is_remote(url: str | os.PathLike) -> bool:
+
+def is_remote(url: str | os.PathLike[str]) -> bool:
     """Whether ``url`` names an object store (``s3://``, ``http(s)://``) rather than a local path."""
     return str(url).split("://", 1)[0].lower() in ("s3", "http", "https") if "://" in str(url) else False
 
 
-def split_url(url: str | os.PathLike) -> tuple[Objects, str]:
+def split_url(url: str | os.PathLike[str]) -> tuple[Objects, str]:
     """The store holding ``url`` and the object's key in it."""
     text = os.fspath(url).rstrip("/")
     parent, _, name = text.rpartition("/")
@@ -33,12 +37,12 @@ def split_url(url: str | os.PathLike) -> tuple[Objects, str]:
     return open_objects(parent), name
 
 
-def read_url(url: str | os.PathLike) -> bytes:
+def read_url(url: str | os.PathLike[str]) -> bytes:
     objects, key = split_url(url)
     return objects.get(key)
 
 
-def write_url(url: str | os.PathLike, data: bytes) -> None:
+def write_url(url: str | os.PathLike[str], data: bytes) -> None:
     objects, key = split_url(url)
     objects.put(key, data)
 
@@ -78,15 +82,16 @@ class RangedReader(io.RawIOBase):
         self.position = max(0, base + offset)
         return self.position
 
-    def readinto(self, buffer) -> int:
-        want = min(len(buffer), self.length - self.position)
+    def readinto(self, buffer: Buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), self.length - self.position)
         if want <= 0:
             return 0
         if self.position >= self._tail_start:
             data = self._tail[self.position - self._tail_start : self.position - self._tail_start + want]
         else:
             data = self._read_exactly(self.position, want)
-        buffer[:want] = data
+        view[:want] = data
         self.position += want
         return want
 

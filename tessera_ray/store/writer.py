@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +46,9 @@ from tessera_ray.store.objects import (
     open_objects,
 )
 
+if TYPE_CHECKING:
+    from tessera_ray.store.publication import PublishResult
+
 log = logging.getLogger(__name__)
 
 PARTS_DIR = "_parts"
@@ -64,12 +68,12 @@ class PartRecord:
     valid_pixels: int
     nodata_pixels: int
     unprocessed_pixels: int
-    scenes: dict = field(default_factory=dict)
+    scenes: dict[str, int] = field(default_factory=dict)
     model_id: str = ""
     model_checksum: str = ""
     code_version: str = ""
     created: str = ""
-    objects: tuple = ()
+    objects: tuple[dict[str, Any], ...] = ()
 
     @property
     def unit(self) -> Unit:
@@ -108,7 +112,7 @@ class EmbeddingStore:
         self.state = state
         self.model_checksum = model_checksum
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[str, str], EmbeddingStore], tuple[str, str]]:
         """Pickled by root (a write task reopens it there: S3 clients do not pickle), with the model checksum."""
         return (_reopen, (self.root, self.model_checksum))
 
@@ -184,7 +188,7 @@ class EmbeddingStore:
 
     # ---------------------------------------------------------------- metadata (driver only)
 
-    def prepare(self, year: int, zones=()) -> None:
+    def prepare(self, year: int, zones: Iterable[int] = ()) -> None:
         """Make ``year`` part of the time axis and ``zones`` groups of the store.
 
         Metadata only: existing shards are never rewritten. Call it in the
@@ -196,7 +200,7 @@ class EmbeddingStore:
         """Rewrite every metadata document from the recorded state (repairs what a killed driver left)."""
         self._commit(lambda state: state, rewrite=True)
 
-    def _commit(self, change, rewrite: bool = False) -> None:
+    def _commit(self, change: Callable[[StoreState], StoreState], rewrite: bool = False) -> None:
         """Read the recorded state, apply ``change``, write the documents, then the root if still unchanged.
 
         The zone documents go first and the root ``zarr.json`` (which carries
@@ -292,9 +296,11 @@ class EmbeddingStore:
         self.objects.put(part_key(year, unit.id), record.to_json())
         return record
 
-    def _check_unit(self, unit: Unit, year: int, embeddings, scales, offset) -> int:
+    def _check_unit(self, unit: Unit, year: int, embeddings: np.ndarray, scales: np.ndarray,
+                    offset: tuple[int, int]) -> int:
         if unit.size != self.layout.shard_size:
-            raise UserInputError(f"unit {unit.id} has size {unit.size}, the store's shards are {self.layout.shard_size}")
+            raise UserInputError(f"unit {unit.id} has size {unit.size}, "
+                                 f"the store's shards are {self.layout.shard_size}")
         if int(year) not in self.state.years:
             raise UserInputError(f"year {year} is not prepared in {self.root}; call prepare() in the driver first")
         if unit.zone not in self.state.zones:
@@ -318,7 +324,8 @@ class EmbeddingStore:
 
     # ---------------------------------------------------------------- publication (driver only)
 
-    def publish(self, year: int, records: list[PartRecord] | None = None, *, reverify: bool = False):
+    def publish(self, year: int, records: list[PartRecord] | None = None, *,
+                reverify: bool = False) -> PublishResult:
         """Put units into the year's manifest; a :class:`~tessera_ray.store.publication.PublishResult`.
 
         ``records`` (what a job's writers returned since its last publish): merge
@@ -367,6 +374,6 @@ def _reopen(root: str, model_checksum: str) -> EmbeddingStore:
     return store
 
 
-def publish(root: str, year: int, *, reverify: bool = False):
+def publish(root: str, year: int, *, reverify: bool = False) -> PublishResult:
     """Publish every part record of a year not yet in its manifest (see :meth:`EmbeddingStore.publish`)."""
     return EmbeddingStore.open(root).publish(year, reverify=reverify)
