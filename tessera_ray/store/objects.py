@@ -225,7 +225,9 @@ class LocalObjects(Objects):
         replaced at every publish, where four whole-file SHA-256 passes (the
         old tag, the check under the lock, the written bytes, the read-back)
         were most of a publish's time (``jobs/bench_publish.py``); its size is
-        checked, and the next publish and every reader parse it whole.
+        checked, and every reader parses it. (A publish that rewrote it decodes
+        its own bytes again; one that appended starts the next publish of its
+        process from the state it kept: :mod:`tessera_ray.store.publication`.)
         """
         with self._locked(key):
             if self.version(key) != etag:

@@ -175,17 +175,32 @@ class _Current:
     the whole manifest again.
     """
 
-    def __init__(self, data: bytes, where: str):
+    def __init__(self, data: bytes, where: str, ids: pa.ChunkedArray, appended: int,
+                 id_set: set[str] | None = None):
         self.data, self.where = data, where
+        self.ids = ids
+        """The unit ids, in file order."""
+        self.appended = appended
+        """Rows appended since the file was last written whole (:func:`~tessera_ray.store.manifest.appended_rows`)."""
         self._file: pq.ParquetFile | None = None
-        self._id_set: set[str] | None = None
+        self._id_set = id_set
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> _Current:
+        """The state of a manifest file's bytes; a file that does not parse is a DataError naming ``where``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
-            self.ids = self.file.read(columns=["unit_id"], use_threads=False).column("unit_id")
-            self.appended = appended_rows(data)
+            file = pq.ParquetFile(pa.BufferReader(data))
+            current = cls(data, where, file.read(columns=["unit_id"], use_threads=False).column("unit_id"),
+                          appended_rows(data))
         except DataError:
             raise
         except Exception as exc:  # noqa: BLE001 - any parse failure means a corrupt manifest
             raise DataError(f"manifest {where} is unreadable: {exc}") from None
+        current._file = file
+        return current
 
     @property
     def file(self) -> pq.ParquetFile:
@@ -200,13 +215,9 @@ class _Current:
         """The state of ``body``: this manifest with rows appended whose unit ids are ``added`` (in file order)."""
         import pyarrow as pa
 
-        new = object.__new__(_Current)
-        new.data, new.where, new._file, new._id_set = body, self.where, None, None
-        new.ids = pa.chunked_array(self.ids.chunks + added.chunks, self.ids.type)
-        new.appended = self.appended + len(added)
-        if self._id_set is not None:
-            new._id_set = self._id_set | set(added.to_pylist())
-        return new
+        ids = pa.chunked_array(self.ids.chunks + added.chunks, self.ids.type)
+        id_set = None if self._id_set is None else self._id_set | set(added.to_pylist())
+        return _Current(body, self.where, ids, self.appended + len(added), id_set)
 
     @property
     def num_rows(self) -> int:
@@ -241,7 +252,8 @@ class _Current:
 
 
 _LAST: OrderedDict[tuple[str, str], tuple[str, _Current]] = OrderedDict()
-"""Per (store, key), the manifest this process last read or wrote and its version tag (a few of them)."""
+"""Per (store, key), the manifest this process last read or wrote and its version tag (a few of them):
+kept between a job's publishes, dropped by its last one (``compact``), which no publish follows soon."""
 _LAST_KEEP = 4
 _LAST_LOCK = threading.Lock()
 
@@ -261,9 +273,15 @@ def _read_current(objects: Objects, key: str) -> tuple[_Current | None, bytes, s
         data, etag = objects.get_versioned(key)
     except ObjectNotFound:
         return None, b"", None
-    current = _Current(data, objects.child_url(key))
+    current = _Current.parse(data, objects.child_url(key))
     _remember(objects, key, etag, current)
     return current, data, etag
+
+
+def _forget(objects: Objects, key: str) -> None:
+    """Drop the kept state of a manifest (it holds the file's bytes: up to ~1 GB for a planet year)."""
+    with _LAST_LOCK:
+        _LAST.pop((objects.url, key), None)
 
 
 def _remember(objects: Objects, key: str, etag: str, current: _Current) -> None:
@@ -342,14 +360,12 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
             log.info("manifest %s changed while merging (another publisher); merging again", key)
             conflict_backoff(attempt)
             continue
-        try:  # the next publish of this process starts from here (a rewrite costs a decode, as its write did)
-            if appending and current is not None:
-                after = current.after_append(body, added_ids)
-            else:
-                after = _Current(body, current_url)
-            _remember(objects, key, tag, after)
-        except Exception:  # noqa: BLE001 - the publish is done; the next one reads the manifest afresh
-            log.debug("manifest %s: kept state not updated", key, exc_info=True)
+        if compact or exact:  # the end of a job or a repair: no publish of this process follows soon
+            _forget(objects, key)
+        elif appending and current is not None:  # the next publish of this process starts from here
+            _remember(objects, key, tag, current.after_append(body, added_ids))
+        else:  # a rewrite: decoded once more, as its write encoded it (a body that does not parse fails here)
+            _remember(objects, key, tag, _Current.parse(body, current_url))
         return result(published, add, attempt)
     raise ServiceError(f"could not publish {objects.child_url(key)}: it changed under {MAX_CONFLICTS} merges in a row "
                        "(other publishers); run the publish again")
