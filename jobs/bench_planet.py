@@ -206,7 +206,8 @@ def stage_sim(units: int, slots: int, encoders: int, read_ms: float, block_size:
         rss0 = me.memory_info().rss
         sampler.start()
         started = time.perf_counter()
-        # as _run_years does: the job publishes as it goes (every 100 units or 10 minutes), then at its end
+        # as _run_years does: the job publishes as it goes (every 100 units and 1 % of the manifest, or every
+        # 10 minutes), then at its end
         publisher = Publisher(store, YEAR, config.publish_every_units, config.publish_every_minutes,
                               background=not publish_inline, growth=config.publish_growth)
         year = run_year(YearPlan(YEAR, plan_units, ()), config, pool, ModelInfo("stand-in", "0" * 64), progress,

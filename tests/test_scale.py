@@ -160,6 +160,14 @@ def test_a_bad_piece_is_one_line(world, checkpoint, tmp_path, capsys, text):
     assert code == 2 and "--piece" in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("option,value", [("--publish-growth", "-0.5"), ("--publish-growth", "nan"),
+                                          ("--publish-every-units", "-1"), ("--publish-every-minutes", "inf")])
+def test_a_bad_publish_cadence_is_one_line(world, checkpoint, tmp_path, capsys, option, value):
+    code, _, err = run(embed_args(world, tmp_path / "root", checkpoint, ROI, "--dry-run", option, value), capsys)
+    assert code == 2 and f"{option} must be 0 (off) or positive, got" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "root").exists()
+
+
 def _listed_units(stdout):
     return [line.split()[-1] for line in stdout.splitlines() if line.startswith("  unit ")]
 

@@ -82,8 +82,9 @@ class EmbedConfig:
     publish_every_units: int = DEFAULT_EVERY_UNITS
     """Publish finished units into the manifest every this many units during the job (0: no unit bound)."""
     publish_every_minutes: float = DEFAULT_EVERY_MINUTES
-    publish_growth: float = DEFAULT_GROWTH
     """... or every this many minutes, whichever comes first (0: no time bound); the job's end always publishes."""
+    publish_growth: float = DEFAULT_GROWTH
+    """The units bound grows with the manifest: at least this share of the units it holds (``--publish-growth``)."""
 
     def __post_init__(self) -> None:
         check_land_mask(self.land)

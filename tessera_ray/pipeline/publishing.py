@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_EVERY_UNITS = 100
-"""Units per publish. At 4096 px a unit takes minutes on a GPU, so on a cluster of a few dozen GPUs the
+"""Units per publish, at least (:data:`DEFAULT_GROWTH` raises it as the manifest grows: 1,000 units into
+100,000 published ones). At 4096 px a unit takes minutes on a GPU, so on a cluster of a few dozen GPUs the
 minutes bound below is what triggers; a publish of 100 units into 100,000 published ones appends them in
 0.24 s, and a compaction, every quarter of the rows, rewrites the manifest in ~2 s (README,
 ``jobs/bench_publish.py``)."""
@@ -53,7 +54,9 @@ cost grows with the square of its units: a planet year (1.8 M tiles of 0.1 degre
 1.2 GB) published every 100 units is 18,000 writes of up to 1.2 GB. With a growth of 1 % each row is
 written about a hundred times over the whole run, whatever its size, and a 100,000-unit simulation
 publishes some 330 times instead of 1,000 (``jobs/bench_planet.py``, README "Scale"). The minutes bound
-still publishes whatever finished at least every :data:`DEFAULT_EVERY_MINUTES`."""
+still publishes whatever finished at least every :data:`DEFAULT_EVERY_MINUTES`. The share is of the whole
+manifest, other jobs' units included: a small job adding to a large year publishes on the minutes bound
+and at its end (``--publish-growth 0``: every ``every_units`` units, whatever the manifest holds)."""
 
 
 class Publisher:
