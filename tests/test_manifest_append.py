@@ -18,11 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from tessera_ray import client as tc
+from tessera_ray.client.manifests import _row_group_may_intersect
 from tessera_ray.grid import Unit
 from tessera_ray.store import EmbeddingStore, footer, publish, read_manifest
 from tessera_ray.store import publication as pub
 from tessera_ray.store.manifest import (
-    append_bytes,
+    append,
     appended_rows,
     manifest_bytes,
     manifest_key,
@@ -60,7 +61,7 @@ BATCHES = [spread(300), spread(1, 300), spread(130, 301), spread(40, 431)]
 def appended_manifest() -> bytes:
     data = manifest_bytes(records(BATCHES[0]))
     for batch in BATCHES[1:]:
-        data = append_bytes(data, records_table(records(batch)))
+        data = append(data, records_table(records(batch)))[0]
     return data
 
 
@@ -85,7 +86,7 @@ def test_a_truncated_manifest_is_one_clear_error():
 
     data = manifest_bytes(records(BATCHES[0]))
     with pytest.raises(DataError, match="not a Parquet file"):
-        append_bytes(data[:-100], records_table(records(BATCHES[1])), "manifests/2024.parquet")
+        append(data[:-100], records_table(records(BATCHES[1])), "manifests/2024.parquet")
 
 
 # --------------------------------------------------------------------------- readers
@@ -140,7 +141,7 @@ def test_the_client_prunes_appended_row_groups_and_reads_the_same_units(roots):
     found = {n: sorted(r.units(YEAR, bbox=bbox).unit_id) for n, r in readers.items()}
     assert found["appended"] == found["whole"] and 0 < len(found["whole"]) < 471
     meta = pq.read_metadata(roots["appended"] / manifest_key(YEAR))
-    kept = [g for g in range(meta.num_row_groups) if tc._row_group_may_intersect(meta.row_group(g), bbox)]
+    kept = [g for g in range(meta.num_row_groups) if _row_group_may_intersect(meta.row_group(g), bbox)]
     assert len(kept) < meta.num_row_groups
     assert sorted(readers["appended"].units(YEAR).unit_id) == sorted(readers["whole"].units(YEAR).unit_id)
 
@@ -243,7 +244,7 @@ def test_a_job_publishes_from_what_it_wrote_and_still_sees_another_publishers_wr
     # another publisher (another process: it shares nothing with this one) adds unit 5, same size or not
     other = LocalObjects(str(root))
     data, tag = real(other, manifest)
-    other.put_if(manifest, append_bytes(data, records_table(records_[5:6])), tag)
+    other.put_if(manifest, append(data, records_table(records_[5:6]))[0], tag)
     reads.clear()
     store.publish(YEAR, records_[6:8])
     assert reads.count(manifest) == 1

@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike
 from tessera_ray.client.chunks import ChunkReader
 from tessera_ray.client.export import export_geotiff as write_geotiff
 from tessera_ray.client.fetch import Fetcher
-from tessera_ray.client.manifests import Manifests, _row_group_may_intersect  # noqa: F401  (tests import it from here)
+from tessera_ray.client.manifests import Manifests
 from tessera_ray.client.metadata import RootMetadata, read_metadata
 from tessera_ray.client.mosaic import plan_mosaic, render
 from tessera_ray.client.pixels import PixelReader

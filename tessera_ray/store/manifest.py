@@ -10,7 +10,7 @@ the same bytes. Row-group statistics are kept only for the columns readers
 filter on (:data:`STATISTICS_COLUMNS`); the others (object keys, checksums,
 geometry) would only grow the footer every reader fetches first.
 
-During a job a publish appends instead (:func:`append_bytes`): the new
+During a job a publish appends instead (:func:`append`): the new
 rows, Hilbert-sorted among themselves, become new row groups after the old
 ones, whose bytes are kept as they are; the footer is edited at the Thrift
 level (:mod:`tessera_ray.store.footer`). Such a file says how many of its rows
@@ -207,11 +207,6 @@ def _appended(foot: footer.Footer) -> int:
         if kv[0][2] == APPENDED_KEY:
             return int(kv[1][2])
     return 0
-
-
-def append_bytes(data: bytes, rows: pa.Table, where: str = "manifest") -> bytes:
-    """The manifest file ``data`` with ``rows`` (units not in it) appended as new row groups (see :func:`append`)."""
-    return append(data, rows, where)[0]
 
 
 def append(data: bytes, rows: pa.Table, where: str = "manifest") -> tuple[bytes, pa.ChunkedArray]:
