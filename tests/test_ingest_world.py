@@ -210,7 +210,7 @@ def _copy_scene(scene, dest):
         target = dest / scene.id / a.href.rsplit("/", 1)[-1]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(a.href, target)
-        assets.append(Asset(a.role, str(target), a.grid))
+        assets.append(Asset(a.role, str(target)))
     return replace(scene, assets=tuple(assets))
 
 

@@ -87,18 +87,9 @@ def profile_for_collection(collection: str, kind: str | None = None) -> SourcePr
 
 
 @dataclass(frozen=True)
-class AssetGrid:
-    """An asset's pixel grid as its STAC item states it (``proj:transform``, ``proj:shape``)."""
-
-    transform: tuple[float, float, float, float, float, float]
-    shape: tuple[int, int]
-
-
-@dataclass(frozen=True)
 class Asset:
     role: str
     href: str
-    grid: AssetGrid | None = None
 
 
 @dataclass(frozen=True)
@@ -177,13 +168,6 @@ def _find_asset(assets: Mapping[str, Any], candidates: tuple[str, ...], role: st
     return None
 
 
-def _grid(asset: Mapping[str, Any]) -> AssetGrid | None:
-    transform, shape = asset.get("proj:transform"), asset.get("proj:shape")
-    if not transform or not shape:
-        return None
-    return AssetGrid(tuple(float(v) for v in transform[:6]), (int(shape[0]), int(shape[1])))  # type: ignore[arg-type]
-
-
 def _crs(props: Mapping[str, Any]) -> str | None:
     if props.get("proj:code"):
         return str(props["proj:code"])
@@ -242,7 +226,7 @@ def scene_from_item(item: Mapping[str, Any], profile: SourceProfile, base: str |
             return None
         _, a = found
         href = resolve_href(str(a["href"]), base)
-        assets.append(Asset(role, sign(href) if sign else href, _grid(a)))
+        assets.append(Asset(role, sign(href) if sign else href))
     baseline = props.get("s2:processing_baseline")
     offset, flag_disagrees = 0, False
     if profile.kind == S2:
