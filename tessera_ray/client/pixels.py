@@ -9,6 +9,7 @@ object: an error, never zeros.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -39,43 +40,39 @@ class PixelReader:
         ``depth`` K (a Matryoshka store) reads only that prefix array and ``scales``; None reads all 128 dims.
         """
         r, c = np.asarray(rows, "int64"), np.asarray(cols, "int64")
-        name, width = self._meta.depth_array(depth)
-        t = self._meta.year_index(year)
-        q = np.zeros((len(r), width), "int8")
-        s = np.full(len(r), np.inf, "float32")
-        if (zone, name) not in self._meta.arrays or not len(r):
-            self._check_zone_has(zone, name)
-            return q, s
-        emb, sca = self._meta.arrays[(zone, name)], self._meta.arrays[(zone, "scales")]
-        fe = self._pool.submit(self._gather, emb, (t, 0), r, c, q)
-        fs = self._pool.submit(self._gather, sca, (t,), r, c, s)
-        absent = fe.result()
-        fs.result()
-        lost = absent & np.isfinite(s)
-        if lost.any():
-            i = int(np.flatnonzero(lost)[0])
-            self._lost_chunks(emb, (t, 0), int(r[i]), int(c[i]), int(lost.sum()))
-        return q, s
+        return self._read_pair(zone, year, depth, (len(r),),
+                               lambda arr, lead, out: self._gather(arr, lead, r, c, out),
+                               lambda at: (int(r[at[0]]), int(c[at[0]])))
 
     def read_window(self, zone: int, window: Window, year: int,
                     depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """int8 (H, W, K) and scales (H, W) of a window of a zone grid (K = ``depth``, or 128)."""
+        return self._read_pair(zone, year, depth, window.shape,
+                               lambda arr, lead, out: self._gather_window(arr, lead, window, out),
+                               lambda at: (window.row + int(at[0]), window.col + int(at[1])))
+
+    def _read_pair(self, zone: int, year: int, depth: int | None, shape: tuple[int, ...],
+                   gather: Callable[[ShardedArray, tuple[int, ...], np.ndarray], np.ndarray],
+                   pixel_of: Callable[[np.ndarray], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The codes and scales of ``shape`` pixels, each array filled by ``gather`` (which says where its chunks
+        are absent) on its own thread; a valid scale whose codes are absent is lost data, reported at
+        ``pixel_of`` (the zone row and column of an index into ``shape``)."""
         name, width = self._meta.depth_array(depth)
         t = self._meta.year_index(year)
-        q = np.zeros((window.height, window.width, width), "int8")
-        s = np.full(window.shape, np.inf, "float32")
-        if (zone, name) not in self._meta.arrays:
+        q = np.zeros((*shape, width), "int8")
+        s = np.full(shape, np.inf, "float32")
+        if (zone, name) not in self._meta.arrays or not s.size:
             self._check_zone_has(zone, name)
             return q, s
         emb, sca = self._meta.arrays[(zone, name)], self._meta.arrays[(zone, "scales")]
-        fe = self._pool.submit(self._gather_window, emb, (t, 0), window, q)
-        fs = self._pool.submit(self._gather_window, sca, (t,), window, s)
+        fe = self._pool.submit(gather, emb, (t, 0), q)
+        fs = self._pool.submit(gather, sca, (t,), s)
         absent = fe.result()
         fs.result()
         lost = absent & np.isfinite(s)
         if lost.any():
-            r, c = np.argwhere(lost)[0]
-            self._lost_chunks(emb, (t, 0), window.row + int(r), window.col + int(c), int(lost.sum()))
+            row, col = pixel_of(np.argwhere(lost)[0])
+            self._lost_chunks(emb, (t, 0), row, col, int(lost.sum()))
         return q, s
 
     def _gather(self, arr: ShardedArray, lead: tuple[int, ...], rows: np.ndarray, cols: np.ndarray,
