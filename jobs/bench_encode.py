@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
         row = bench_variant(name, n, m, batch_sizes, repeats, cuda)
         report["results"].append(row)
         best = max(row["cpu"], key=lambda r: r["px_s"])
-        print(f"{name:>9} ({row['length_groups']} length groups): baseline {row['baseline_px_s']:8.1f} px/s, best {best['px_s']:8.1f} px/s "
+        print(f"{name:>9} ({row['length_groups']} length groups): baseline {row['baseline_px_s']:8.1f} px/s, "
+              f"best {best['px_s']:8.1f} px/s "
               f"(batch {best['batch_size']}, {best['speedup']:.2f}x, max diff {best['max_abs_diff']:.1e})",
               flush=True)
         c = row["ceiling"]

@@ -93,7 +93,11 @@ def run_ours(scenes, unit, threads):
     from tessera_ray.sources.read import ReadConfig, read_cube
 
     cube = read_cube(unit, scenes, ReadConfig(max_requests=threads, env=capture_env()))
-    return {"dates": int(cube.doys.size), "clear_fraction": float(cube.masks.mean()), "checksum": int(cube.bands.sum(dtype="uint64"))}
+    return {
+        "dates": int(cube.doys.size),
+        "clear_fraction": float(cube.masks.mean()),
+        "checksum": int(cube.bands.sum(dtype="uint64")),
+    }
 
 
 def run_stackstac(item_dicts, unit, threads):
@@ -178,7 +182,9 @@ def measure(reader, args, server, unit):
            "--threads", str(args.threads)]
     server.stats.reset()
     cores = list(range(min(args.cores, os.cpu_count() or 1)))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, preexec_fn=lambda: os.sched_setaffinity(0, cores)
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{reader} failed:\n{proc.stderr[-3000:]}")
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))

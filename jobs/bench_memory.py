@@ -104,10 +104,12 @@ def points_csv(path: Path, n: int, units: int, seed: int = 0) -> None:
 def markdown(report: dict) -> str:
     lines = [f"Peak resident memory of one process ({os.cpu_count()} cores); random root of "
              f"{report['units']}x{report['units']} units of 256 px.", "",
-             "| export side (px) | pixels | float32 array | export peak RSS | in-memory mosaic peak RSS (before) | export seconds |",
+             "| export side (px) | pixels | float32 array | export peak RSS "
+             "| in-memory mosaic peak RSS (before) | export seconds |",
              "|---:|---:|---:|---:|---:|---:|"]
     for r in report["export"]:
-        lines.append(f"| {r['side']} | {r['side'] ** 2:,} | {r['array_mb']:.0f} MB | {r['export']['peak_rss_mb']:.0f} MB | "
+        lines.append(f"| {r['side']} | {r['side'] ** 2:,} | {r['array_mb']:.0f} MB | "
+                     f"{r['export']['peak_rss_mb']:.0f} MB | "
                      f"{r['mosaic']['peak_rss_mb']:.0f} MB | {r['export']['seconds']:.1f} |")
     lines += ["", "| sample points | sample peak RSS | seconds |", "|---:|---:|---:|"]
     for r in report["sample"]:

@@ -142,7 +142,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--depth", type=int, default=16, help="Matryoshka depth compared with all 128 dims")
-    parser.add_argument("--storage-root", help="a root written by tessera-ray embed: re-encode its shards in both layouts")
+    parser.add_argument("--storage-root",
+                        help="a root written by tessera-ray embed: re-encode its shards in both layouts")
     parser.add_argument("--out-dir", default=str(ROOT / "bench-results"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="Consolidated metadata")
@@ -336,7 +337,8 @@ def markdown(r: dict) -> str:
     head = " | ".join(f"{n} req | kB | ms" for n in names)
     lines = [
         f"Read benchmark (`python jobs/bench_read.py --latency {r['latency_s']} --runs {r['runs']}`): the same "
-        f"random embeddings in the unit(s) under tile {r['tile']} ({r['tile_pixels'][0]} x {r['tile_pixels'][1]} px) in a "
+        f"random embeddings in the unit(s) under tile {r['tile']} "
+        f"({r['tile_pixels'][0]} x {r['tile_pixels'][1]} px) in a "
         f"{r['layout']['shard']}/{r['layout']['chunk']} store (index at shard start), once per layout "
         f"({', '.join(names)}), served by `StaticServer` with {r['latency_s'] * 1000:.0f} ms per request; cold "
         "client each run, median time. Notes give index / chunk reads per layout.",
@@ -348,7 +350,8 @@ def markdown(r: dict) -> str:
         "| same pixel, warm | " + " | ".join(f"{L[n]['pixel_warm']['same_pixel_requests']} | 0 | -" for n in names)
         + " | chunk cache |",
         "| pixel in another chunk, warm | " + " | ".join(
-            f"{L[n]['pixel_warm']['neighbour_chunk_requests']} | {L[n]['pixel_warm']['neighbour_chunk_bytes'] / 1000:,.1f} | -"
+            f"{L[n]['pixel_warm']['neighbour_chunk_requests']} | "
+            f"{L[n]['pixel_warm']['neighbour_chunk_bytes'] / 1000:,.1f} | -"
             for n in names) + " | |",
         row(f"{r['n_points']:,} random points in the tile", "points",
             f"{r['shards_touched']} shard(s), {r['chunks_touched']} chunks x 2 arrays; "
@@ -378,7 +381,8 @@ def markdown(r: dict) -> str:
         out = []
         for array in ("embeddings", "scales"):
             v = [get(nm)[array] for nm in names]
-            out.append(f"| {label}: {array} | " + " | ".join(f"{x / 1e6:,.2f} MB" for x in v) + f" | {v[0] / v[1]:.3f} |")
+            sizes = " | ".join(f"{x / 1e6:,.2f} MB" for x in v)
+            out.append(f"| {label}: {array} | {sizes} | {v[0] / v[1]:.3f} |")
         return out
 
     lines += storage_rows(f"bench store, random int8, whole {r['layout']['shard']}-px unit(s)",
@@ -388,10 +392,16 @@ def markdown(r: dict) -> str:
         lines += storage_rows(
             f"model embeddings ({m['units']} unit(s) of {m['shard']} px from `{m['root']}`, "
             f"{m['pixels'].get('valid', 0):,} valid px)", lambda nm: m[nm])
-        lines.append("| encode seconds (both arrays) | " + " | ".join(f"{m[nm]['encode_seconds']}" for nm in names) + " | |")
-    lines += ["", f"Depth {r['depth']} against 128 (`embeddings_d{r['depth']}` + `scales` instead of `embeddings` + `scales`):", "",
-              "| read | layout | bytes at 128 | bytes at depth | ratio | ms at 128 | ms at depth |", "|---|---|---:|---:|---:|---:|---:|"]
-    for label, full, part in (("one pixel, cold", "pixel_cold", "pixel_cold_depth"), ("1 km region", "region_1km", "region_1km_depth")):
+        lines.append("| encode seconds (both arrays) | "
+                     + " | ".join(f"{m[nm]['encode_seconds']}" for nm in names) + " | |")
+    lines += ["",
+              f"Depth {r['depth']} against 128 "
+              f"(`embeddings_d{r['depth']}` + `scales` instead of `embeddings` + `scales`):",
+              "",
+              "| read | layout | bytes at 128 | bytes at depth | ratio | ms at 128 | ms at depth |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for label, full, part in (("one pixel, cold", "pixel_cold", "pixel_cold_depth"),
+                              ("1 km region", "region_1km", "region_1km_depth")):
         for nm in names:
             a, b = L[nm][full], L[nm][part]
             lines.append(f"| {label} | {nm} | {a['bytes'] / 1000:,.1f} kB | {b['bytes'] / 1000:,.1f} kB | "

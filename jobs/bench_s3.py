@@ -175,8 +175,10 @@ def main() -> None:
             client = cls(env)
             runs = [measure(client, "big.bin", r) for r in range(args.repeats)]
             assert all(len(client.list("keys/")) == N_KEYS for _ in range(1))
-            rows[cls.name] = {k: (statistics.median(r[k] for r in runs) if isinstance(runs[0][k], float) else runs[0][k])
-                              for k in runs[0]}
+            rows[cls.name] = {
+                k: (statistics.median(r[k] for r in runs) if isinstance(runs[0][k], float) else runs[0][k])
+                for k in runs[0]
+            }
     finally:
         proc.kill()
     print(f"{'client':8} {'range GET ms':>12} {'8-thread GET/s':>15} {'PUT 256K ms':>12} {'If-None-Match':>14} "

@@ -48,7 +48,8 @@ def build_root(folder: Path) -> Path:
 
 def start_server(root: Path) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p)
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen([sys.executable, "-m", "tessera_ray.cli", "serve", str(root), "--port", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # "serving ROOT at http://127.0.0.1:PORT/ (Ctrl-C stops)"
@@ -158,7 +159,8 @@ def markdown(report: dict) -> str:
         f"{r['requests']:,} requests (90% shard ranges of 32 B..64 KB, 5% HEAD, 5% whole small objects), "
         f"{platform.machine()}, {os.cpu_count()} cores, client and server on the same machine.",
         "",
-        "| requests | seconds | requests/s | errors | slowest window req/s | server RSS after the first window | at the end | growth |",
+        "| requests | seconds | requests/s | errors | slowest window req/s "
+        "| server RSS after the first window | at the end | growth |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {r['requests']:,} | {r['seconds']:.1f} | {r['rps']:.0f} | {r['errors']} | "
         f"{min(w['rps'] for w in r['windows']) if r['windows'] else r['rps']:.0f} | {warm:.1f} MB | "

@@ -162,8 +162,10 @@ def main(argv=None) -> int:
         "|---|" + "---|" * len(ks),
     ]
     for name in results:
-        cells = [f"{results[name][k]['accuracy']:.3f} ({results[name][k]['macro_f1']:.3f})" if k in results[name] else "-"
-                 for k in ks]
+        cells = [
+            f"{results[name][k]['accuracy']:.3f} ({results[name][k]['macro_f1']:.3f})" if k in results[name] else "-"
+            for k in ks
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     at10 = {name: results[name].get("10", {}).get("accuracy") for name in results}
     best = "trained (mean)" if "trained (mean)" in results else trained[0]
@@ -180,7 +182,8 @@ def main(argv=None) -> int:
     keys = {name: json.loads(path.with_suffix(".json").read_text()) for name, path in checkpoints.items()
             if path.with_suffix(".json").is_file()}
     record = {"checkpoints": {n: str(p) for n, p in checkpoints.items()}, "variant": config.name, "results": results,
-              "at_10": at10, "depths": by_depth, "test_points": int((test & keep).sum()), "encoder_seconds": round(train_seconds, 1),
+              "at_10": at10, "depths": by_depth, "test_points": int((test & keep).sum()),
+              "encoder_seconds": round(train_seconds, 1),
               "training": keys, "machine": platform.machine(), "python": platform.python_version()}
     (args.results / "report_quality.json").write_text(json.dumps(record, indent=1))
     (args.results / "report_quality.md").write_text(text + "\n")

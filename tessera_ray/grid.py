@@ -408,7 +408,9 @@ def roi_from_geometry(geom: BaseGeometry, crs: str | None = WGS84) -> Roi:
 
     if geom.is_empty:
         raise RoiError("the ROI is empty")
-    if crs is not None and pyproj.CRS.from_user_input(check_crs(crs, "the ROI's CRS", RoiError)) != pyproj.CRS.from_user_input(WGS84):
+    if crs is not None and (
+        pyproj.CRS.from_user_input(check_crs(crs, "the ROI's CRS", RoiError)) != pyproj.CRS.from_user_input(WGS84)
+    ):
         geom = gpd.GeoSeries([geom], crs=crs).to_crs(WGS84).iloc[0]
     _check_lonlat(geom)
     geom = shapely.make_valid(geom)
@@ -443,7 +445,9 @@ def _split_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     west, _, east, _ = geom.bounds
     if east - west <= 180.0 and -180.0 <= west and east <= 180.0:
         return geom
-    shifted = shapely.transform(geom, lambda c: np.column_stack([np.where(c[:, 0] < 0, c[:, 0] + 360, c[:, 0]), c[:, 1]]))
+    shifted = shapely.transform(
+        geom, lambda c: np.column_stack([np.where(c[:, 0] < 0, c[:, 0] + 360, c[:, 0]), c[:, 1]])
+    )
     east_part = shifted.intersection(box(0.0, -90.0, 180.0, 90.0))
     west_part = shapely.affinity.translate(shifted.intersection(box(180.0, -90.0, 540.0, 90.0)), xoff=-360.0)
     parts = [p for p in (east_part, west_part) if not p.is_empty]

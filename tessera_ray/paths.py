@@ -1,4 +1,6 @@
-"""Where users point us, checked before any work starts: URLs by their shape, output paths by the folder that holds them.
+"""Where users point us, checked before any work starts.
+
+URLs are checked by their shape, output paths by the folder that holds them.
 
 Every command that writes calls :func:`output_file` or :func:`output_folder`
 on its output options before it reads or computes anything, so a path that

@@ -23,7 +23,9 @@ _SECRET_NAMES = (
     r"key|access[_-]?key(?:[_-]?id)?|code|session|jwt"
 )
 # a value runs to the next separator; punctuation ending a sentence (": ", ", ") stays outside it
-_QUERY_SECRET = re.compile(rf"(?P<lead>[?&;])(?P<name>{_SECRET_NAMES})=(?P<value>[^&\s'\"#;<>]*[^&\s'\"#;<>:,.)\]])?", re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    rf"(?P<lead>[?&;])(?P<name>{_SECRET_NAMES})=(?P<value>[^&\s'\"#;<>]*[^&\s'\"#;<>:,.)\]])?", re.IGNORECASE
+)
 
 
 def redact(text: object) -> str:

@@ -28,5 +28,7 @@ def store_files(root: Path) -> dict[str, bytes]:
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(Path(root).rglob("*"))
-        if p.is_file() and not p.name.endswith(".tmp") and not p.relative_to(root).as_posix().startswith("manifests/runs/")
+        if p.is_file()
+        and not p.name.endswith(".tmp")
+        and not p.relative_to(root).as_posix().startswith("manifests/runs/")
     }

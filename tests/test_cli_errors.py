@@ -31,7 +31,10 @@ def cli(*argv) -> list[str]:
         (["sample", "--bogus"], "No such option: --bogus"),
         (["nosuchcommand"], "No such command 'nosuchcommand'"),
         (["sample", "--root", "r", "--points", "p.csv", "--out", "o.parquet"], "Missing option '--year'"),
-        (["sample", "--root", "r", "--points", "p.csv", "--out", "o.parquet", "--year", "abc"], "Invalid value for '--year'"),
+        (
+            ["sample", "--root", "r", "--points", "p.csv", "--out", "o.parquet", "--year", "abc"],
+            "Invalid value for '--year'",
+        ),
         (["serve", ".", "--port", "abc"], "Invalid value for '--port'"),
     ],
     ids=["unknown-option", "unknown-command", "missing-option", "year-abc", "port-abc"],

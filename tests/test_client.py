@@ -168,7 +168,9 @@ def test_corrupt_shard_is_an_error_naming_it(tmp_path, compression):
     path = root / key
     clean = path.read_bytes()
     index_bytes = 8 * 8 * 16 + 4  # at the start of the shard: 64 entries + CRC32C
-    rows, cols = np.meshgrid(np.arange(u.window.row, u.window.row + 256, 32), np.arange(u.window.col, u.window.col + 256, 32))
+    rows, cols = np.meshgrid(
+        np.arange(u.window.row, u.window.row + 256, 32), np.arange(u.window.col, u.window.col + 256, 32)
+    )
     every_chunk = lonlat_of(31, rows.ravel() + 20, cols.ravel() + 20)
 
     def corrupt(offset):
@@ -236,7 +238,8 @@ def test_fixed_offsets_fall_back_to_the_index_when_chunks_are_elsewhere(tmp_path
     # zarr-python itself rewriting the unit (Morton order, no tags; same codecs): new values, read right
     z = zarr.open_group(LocalStore(root / ZARR_DIR), mode="r+", use_consolidated=False)["utm31"]
     r0, c0 = u.window.row, u.window.col
-    z["embeddings"][0, :, r0 : r0 + 256, c0 : c0 + 256] = np.asarray(z["embeddings"][0, :, r0 : r0 + 256, c0 : c0 + 256]) // 2
+    emb = z["embeddings"]
+    emb[0, :, r0 : r0 + 256, c0 : c0 + 256] = np.asarray(emb[0, :, r0 : r0 + 256, c0 : c0 + 256]) // 2
     halved = expected_points(root, rows, cols)
     assert not np.array_equal(halved[np.isfinite(halved)], expected[np.isfinite(expected)])
     reader = tc.open_root(str(root))
@@ -385,7 +388,8 @@ def test_a_manifest_cut_short_while_read_is_bad_data_not_a_parquet_error(built):
         return data[:-1] if key.startswith("manifests/") else data
 
     reader.objects.get_range = cut
-    with pytest.raises(DataError, match=r"manifests/2024\.parquet: asked for \d+ bytes .*\(truncated or changed while read\)"):
+    truncated = r"manifests/2024\.parquet: asked for \d+ bytes .*\(truncated or changed while read\)"
+    with pytest.raises(DataError, match=truncated):
         reader.units(2024)
 
 

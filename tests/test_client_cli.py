@@ -52,7 +52,9 @@ def test_sample_writes_geoparquet_with_values_and_status(served, tmp_path, capsy
         else:
             frame.to_crs("EPSG:32631").to_parquet(points)  # another CRS: must be reprojected
     out = tmp_path / "out.parquet"
-    code, stdout, err = run(["sample", "--root", url, "--points", str(points), "--year", "2024", "--out", str(out)], capsys)
+    code, stdout, err = run(
+        ["sample", "--root", url, "--points", str(points), "--year", "2024", "--out", str(out)], capsys
+    )
     assert code == 0, err
     got = gpd.read_parquet(out)
     assert list(got["id"]) == list(range(len(lon)))
@@ -100,7 +102,9 @@ def test_export_writes_a_cog_with_the_region(served, tmp_path, capsys):
     cx, cy = UNITS[0].polygon_lonlat().centroid.coords[0]
     bbox = (cx - 0.004, cy - 0.004, cx + 0.004, cy + 0.004)
     out = tmp_path / "region.tif"
-    code, _, err = run(["export", "--root", url, "--bbox", ",".join(map(str, bbox)), "--year", "2024", "--out", str(out)], capsys)
+    code, _, err = run(
+        ["export", "--root", url, "--bbox", ",".join(map(str, bbox)), "--year", "2024", "--out", str(out)], capsys
+    )
     assert code == 0, err
     (part,) = tc.open_root(str(root)).region(bbox, 2024)
     with rasterio.open(out) as src:
@@ -141,12 +145,15 @@ def test_bad_inputs_give_one_line_and_nonzero_exit(served, tmp_path, capsys):
     polar = tmp_path / "polar.csv"
     polar.write_text("lon,lat\n3.0,-7.4\n3.0,88.5\n")
     check(["sample", "--root", url, "--points", str(polar), *base], "outside every zone grid")
-    check(["export", "--root", url, "--bbox", "1,2,3", "--year", "2024", "--out", str(tmp_path / "x.tif")], "bbox must be four numbers")
+    check(["export", "--root", url, "--bbox", "1,2,3", "--year", "2024", "--out", str(tmp_path / "x.tif")],
+          "bbox must be four numbers")
     cx, cy = UNITS[0].polygon_lonlat().centroid.coords[0]
     zone31 = f"{cx - 0.004},{cy - 0.004},{cx + 0.004},{cy + 0.004}"
-    check(["export", "--root", url, "--bbox", zone31, "--year", "2024", "--crs", "EPSG:32660", "--out", str(tmp_path / "x.tif")],
+    check(["export", "--root", url, "--bbox", zone31, "--year", "2024", "--crs", "EPSG:32660",
+           "--out", str(tmp_path / "x.tif")],
           "is outside the grid of EPSG:32660 (UTM zone 60)")
-    check(["export-geotessera", "--root", url, "--year", "1999", "--out", str(tmp_path / "gt")], "no published units for 1999")
+    check(["export-geotessera", "--root", url, "--year", "1999", "--out", str(tmp_path / "gt")],
+          "no published units for 1999")
 
 
 def test_corrupt_shard_fails_naming_it(tmp_path, capsys):
@@ -161,10 +168,13 @@ def test_corrupt_shard_fails_naming_it(tmp_path, capsys):
     lon, lat = zone_grid(31).pixel_to_lonlat(rows.ravel(), cols.ravel())  # one point in every chunk
     points = tmp_path / "p.json"
     points.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [a, b]}} for a, b in zip(lon, lat)
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [a, b]}}
+        for a, b in zip(lon, lat)
     ]}))
     out = tmp_path / "o.parquet"
-    code, _, err = run(["sample", "--root", str(root), "--points", str(points), "--year", "2024", "--out", str(out)], capsys)
+    code, _, err = run(
+        ["sample", "--root", str(root), "--points", str(points), "--year", "2024", "--out", str(out)], capsys
+    )
     assert code == 4 and key in err and "corrupt" in err and not out.exists()
 
 

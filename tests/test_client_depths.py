@@ -64,7 +64,9 @@ def test_points_at_depth_are_the_prefix_of_the_full_embedding(served):
         assert values.shape == (len(lon), k)
         np.testing.assert_array_equal(values, full[:, :k])
         assert list(status_k) == list(status)
-    assert (status == tc.VALID).sum() > 100 and (status == tc.NODATA).sum() > 0 and (status == tc.NOT_PROCESSED).sum() > 0
+    assert (
+        (status == tc.VALID).sum() > 100 and (status == tc.NODATA).sum() > 0 and (status == tc.NOT_PROCESSED).sum() > 0
+    )
     arrays = {key.split("/")[2] for key in keys}
     assert arrays == {"embeddings_d16", "embeddings_d32", "scales"}  # never the 128-dim array
     assert tc.open_root(url).points(lon, lat, 2024, depth=128)[0].tobytes() == full.tobytes()
@@ -72,7 +74,9 @@ def test_points_at_depth_are_the_prefix_of_the_full_embedding(served):
 
 def test_a_cold_pixel_at_depth_16_costs_a_fraction_of_the_bytes(served):
     _, url = served
-    lon, lat = (float(v[0]) for v in zone_grid(31).pixel_to_lonlat([UNITS[0].window.row + 200], [UNITS[0].window.col + 9]))
+    lon, lat = (
+        float(v[0]) for v in zone_grid(31).pixel_to_lonlat([UNITS[0].window.row + 200], [UNITS[0].window.col + 9])
+    )
     cost = {}
     for depth in (None, 16):
         root = tc.open_root(url)
@@ -159,7 +163,9 @@ def test_sample_export_and_export_geotessera_at_depth(served, tmp_path, capsys):
         np.testing.assert_array_equal(np.moveaxis(src.read(), 0, -1), part.embeddings)
 
     gt = tmp_path / "gt"
-    code, _, err = run(["export-geotessera", "--root", url, "--year", "2024", "--out", str(gt), "--depth", "16"], capsys)
+    code, _, err = run(
+        ["export-geotessera", "--root", url, "--year", "2024", "--out", str(gt), "--depth", "16"], capsys
+    )
     assert code == 0, err
     tiles = list((gt / "global_0.1_degree_representation" / "2024").glob("*/*[0-9].npy"))
     assert tiles
@@ -189,6 +195,7 @@ def test_bad_depths_are_one_line_and_write_nothing(served, plain, tmp_path, caps
     check(["export", "--root", url, "--bbox", "3.0,83.9,3.01,83.91", "--year", "2024", "--out", str(t), "--depth", "8"],
           "depth 8 is not in", t)
     g = tmp_path / "gt"
-    check(["export-geotessera", "--root", url, "--year", "2024", "--out", str(g), "--depth", "0"], "depth 0 is not in", g)
+    check(["export-geotessera", "--root", url, "--year", "2024", "--out", str(g), "--depth", "0"],
+          "depth 0 is not in", g)
     check(["sample", "--root", url, "--points", str(points), "--year", "2024", "--out", str(o), "--depth", "x"],
           "--depth", o)

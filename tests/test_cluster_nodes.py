@@ -78,7 +78,10 @@ def reference(job, tmp_path_factory, ray_cluster):
 
 
 def submit(cluster: LocalCluster, args: list[str], on_line) -> tuple[int, list[str]]:
-    """``ray job submit --working-dir . -- python jobs/embed.py ARGS``; ``on_line(line)`` sees its output as it comes."""
+    """``ray job submit --working-dir . -- python jobs/embed.py ARGS``.
+
+    ``on_line(line)`` sees its output as it comes.
+    """
     runtime_env = {"env_vars": {"SOURCE_DATE_EPOCH": EPOCH, "RAY_AUTH_MODE": "disabled"}, "excludes": EXCLUDES}
     proc = subprocess.Popen(
         [str(RAY), "job", "submit", "--address", cluster.address, "--working-dir", ".",

@@ -85,7 +85,8 @@ def test_merge_npy_equals_in_memory_merge(tmp_path):
     out = merge_npy(dirs, tmp_path / "unit", whole)
     ref = TimeSeriesCube.merge(blocks, whole)
     got = TimeSeriesCube.load_npy(out)
-    for name in ("bands", "masks", "doys", "sar_ascending", "sar_ascending_doy", "sar_descending", "sar_descending_doy"):
+    for name in ("bands", "masks", "doys",
+                 "sar_ascending", "sar_ascending_doy", "sar_descending", "sar_descending_doy"):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name), err_msg=name)
 
 

@@ -213,7 +213,10 @@ def test_depths_must_be_prefix_depths_of_the_family():
     v2 = ModelInfo("v2-small", "0" * 64, 1, depths=(16, 32, 64, 128))
     assert check_depths((16, 64), v2, "s.pt") == (16, 64)
     for bad in ((24,), (16, 128)):
-        with pytest.raises(UserInputError, match=rf"--depths: {bad[-1]} is not a Matryoshka prefix depth of v2-small; it has 16, 32, 64"):
+        with pytest.raises(
+            UserInputError, match=rf"--depths: {bad[-1]} is not a Matryoshka prefix depth of v2-small; "
+                                  r"it has 16, 32, 64"
+        ):
             check_depths(bad, v2, "s.pt")
 
 
@@ -235,7 +238,9 @@ def test_depths_and_width_come_from_the_encoder_family(tmp_path):
 
 
 @pytest.mark.slow
-def test_embed_depths_writes_prefix_arrays_through_the_job(world, checkpoint, tmp_path, capsys, ray_cluster, monkeypatch):
+def test_embed_depths_writes_prefix_arrays_through_the_job(
+    world, checkpoint, tmp_path, capsys, ray_cluster, monkeypatch
+):
     """The real job with a v2 student and --depths: every published unit has its prefix shards
     recorded, and their codes equal the first K of the full array."""
     from tessera_ray.client import open_root

@@ -197,7 +197,9 @@ def test_every_kind_of_fault_gives_the_undisturbed_store(embed, served, world, v
     with served.inject(*faults, seed=0) as injected:
         code, stdout, err = run_cli(embed(out, served.url), capsys)
     assert code == 0, err
-    assert set(injected.by_kind) == {"status 502", "status 503", "status 429", "slow", "html", "short"}, injected.by_kind
+    assert set(injected.by_kind) == {"status 502", "status 503", "status 429", "slow", "html", "short"}, (
+        injected.by_kind
+    )
     assert "units: 2 done, 0 skipped (already published), 0 failed of 2" in stdout
     assert "unreadable scene" not in stdout
     assert store_files(out) == reference
@@ -229,7 +231,9 @@ def test_ingest_through_faults_writes_the_undisturbed_stacks(winter, world, serv
               Fault.html(rate=0.03, count=2), Fault.short(rate=0.03, count=2))
     with faulty.inject(*faults, seed=1) as injected:
         got = ingest(faulty.url, tmp_path / "faulty")
-    assert set(injected.by_kind) == {"status 502", "status 503", "status 429", "slow", "html", "short"}, injected.by_kind
+    assert set(injected.by_kind) == {"status 502", "status 503", "status 429", "slow", "html", "short"}, (
+        injected.by_kind
+    )
     assert any(k.endswith("bands.npy") for k in clean)
     assert got == clean
 

@@ -95,7 +95,8 @@ def test_export_geotessera_tiles_read_offline_by_geotessera(stores, tmp_path):
     import pandas as pd
 
     manifest = pd.read_parquet(out / "manifest.parquet")
-    assert {"year", "lon", "lat", "grid_size", "scales_size", "grid_path", "scales_path", "lon_i", "lat_i"} <= set(manifest)
+    columns = {"year", "lon", "lat", "grid_size", "scales_size", "grid_path", "scales_path", "lon_i", "lat_i"}
+    assert columns <= set(manifest)
     for row in manifest.itertuples():
         assert (out / row.grid_path).stat().st_size == row.grid_size
         assert (out / row.scales_path).stat().st_size == row.scales_size

@@ -41,7 +41,9 @@ def test_kfold_metrics_on_separable_and_random_embeddings():
 
 def test_too_few_labels_for_kfold_is_one_clear_error():
     x, y = _separable(n_per_class=3)
-    with pytest.raises(UserInputError, match="5-fold cross-validation needs at least 5 labels per class; class 'crop' has 3"):
+    with pytest.raises(
+        UserInputError, match="5-fold cross-validation needs at least 5 labels per class; class 'crop' has 3"
+    ):
         cross_validate(x, y, folds=5)
 
 
@@ -81,14 +83,18 @@ def _labels(tmp_path, classes, n=12, seed=0, fmt="csv", extra=()):
     w = UNIT.window
     lon, lat = zone_grid(UNIT.zone).pixel_to_lonlat(w.row + rows, w.col + cols)
     names = np.array(CLASSES)[classes[rows, cols]]
-    lon, lat, names = list(lon) + [e[0] for e in extra], list(lat) + [e[1] for e in extra], list(names) + [e[2] for e in extra]
+    lon, lat, names = (
+        list(lon) + [e[0] for e in extra], list(lat) + [e[1] for e in extra], list(names) + [e[2] for e in extra]
+    )
     path = tmp_path / f"labels.{fmt}"
     if fmt == "csv":
         lines = ["lon,lat,label,value"] + [f"{a},{b},{c},{i}" for i, (a, b, c) in enumerate(zip(lon, lat, names))]
         path.write_text("\n".join(lines) + "\n")
     else:
-        features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [a, b]}, "properties": {"label": c}}
-                    for a, b, c in zip(lon, lat, names)]
+        features = [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [a, b]}, "properties": {"label": c}}
+            for a, b, c in zip(lon, lat, names)
+        ]
         path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path
 
@@ -102,7 +108,8 @@ def _bbox():
 def test_probe_command_reports_metrics_and_curve(store, tmp_path, capsys):
     root, classes = store
     labels = _labels(tmp_path, classes, fmt="geojson")
-    assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(labels), "--out", str(tmp_path / "p")]) == 0
+    assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(labels),
+                       "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
     assert "accuracy 1.000, macro F1 1.000" in out
     record = json.loads((tmp_path / "p" / "probe.json").read_text())
@@ -138,7 +145,8 @@ def test_classify_writes_a_map_cog_with_the_store_grid(store, tmp_path, capsys):
         np.testing.assert_allclose(proba[:, ok].sum(axis=0), 1, atol=1e-5)
     # the saved head refuses labels of classes it never saw
     unknown = _labels(tmp_path, classes, extra=[(0.13, 52.17, "orchard")])
-    assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--head", str(head), "--labels", str(unknown)]) != 0
+    assert cli_status(["classify", "--root", str(root), "--year", str(YEAR), "--head", str(head),
+                       "--labels", str(unknown)]) != 0
     assert "classes the saved head does not know: orchard" in capsys.readouterr().err
 
 
@@ -155,7 +163,8 @@ def test_regress_and_viz(store, tmp_path, capsys):
         band = src.read(1)
         assert src.count == 1 and src.crs.to_epsg() == 32631 and np.isfinite(band).mean() > 0.9
     png, cog = tmp_path / "pca.png", tmp_path / "pca.tif"
-    assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(png), "--cog", str(cog)]) == 0
+    assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(),
+                       "--png", str(png), "--cog", str(cog)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with rasterio.open(cog) as src:
         rgb = src.read()
@@ -178,8 +187,8 @@ def test_bad_inputs_are_one_line(store, tmp_path, capsys):
     nolabel.write_text("lon,lat,height\n0.1,52.1,3\n")
     assert cli_status(["probe", "--root", str(root), "--year", str(YEAR), "--labels", str(nolabel)]) != 0
     assert "no label column" in capsys.readouterr().err
-    assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(), "--png", str(tmp_path / "x.png"),
-                       "--method", "umap"]) != 0
+    assert cli_status(["viz", "--root", str(root), "--year", str(YEAR), "--bbox", _bbox(),
+                       "--png", str(tmp_path / "x.png"), "--method", "umap"]) != 0
     assert "umap" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
 
 

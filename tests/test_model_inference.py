@@ -225,7 +225,9 @@ def test_encode_pixels_equals_the_steps_done_by_hand(tiny):
         s2 = (p.s2_bands[i, s2_idx[i]].astype(np.float32) - mean) / (std + np.float32(1e-9))
         s2 = np.concatenate([s2, p.s2_doys[s2_idx[i], None].astype(np.float32)], 1)
         n1 = config.norm  # v1.0: one S1 set for both orbits
-        s1 = (sar[i, s1_idx[i]].astype(np.float32) - np.float32(n1.s1_asc_mean)) / (np.float32(n1.s1_asc_std) + np.float32(1e-9))
+        s1 = (sar[i, s1_idx[i]].astype(np.float32) - np.float32(n1.s1_asc_mean)) / (
+            np.float32(n1.s1_asc_std) + np.float32(1e-9)
+        )
         s1 = np.concatenate([s1, sar_doy[s1_idx[i], None].astype(np.float32)], 1)
         with torch.no_grad():
             e = model(torch.from_numpy(s2[None]), torch.from_numpy(s1[None]))[0].numpy()

@@ -115,7 +115,8 @@ def test_the_manifest_is_the_same_whatever_the_batches(tmp_path):
     stores[0].publish(2024, records)
     for unit in reversed(UNITS):
         stores[1].publish(2024, [write(stores[1], unit)[0]])
-    once, batches = (tmp_path / "once" / "manifests" / "2024.parquet"), (tmp_path / "batches" / "manifests" / "2024.parquet")
+    once = tmp_path / "once" / "manifests" / "2024.parquet"
+    batches = tmp_path / "batches" / "manifests" / "2024.parquet"
     assert once.read_bytes() != batches.read_bytes()  # appended: one row group per publish
     frames = [read_manifest(r, 2024).sort_values("unit_id").reset_index(drop=True) for r in roots]
     assert frames[0].equals(frames[1])

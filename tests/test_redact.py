@@ -45,13 +45,16 @@ def test_secret_urls_never_appear_in_errors(tmp_path, capsys):
     points.write_text("lon,lat\n3.0,-7.45\n")
     out = tmp_path / "o.parquet"
     root = f"http://user:hunter2pw@127.0.0.1:{port}/root?token=tok3nvalue"
-    code, stdout, err = run(["sample", "--root", root, "--points", str(points), "--year", "2024", "--out", str(out)], capsys)
+    code, stdout, err = run(
+        ["sample", "--root", root, "--points", str(points), "--year", "2024", "--out", str(out)], capsys
+    )
     assert code == 3 and "cannot reach http://***@127.0.0.1" in err, err
     assert_clean(stdout, err)
     checkpoint = (f"http://user:hunter2pw@127.0.0.1:{port}/c.pt?X-Amz-Credential=AKIAcredential"
                   "&X-Amz-Security-Token=FQoGsessiontok&X-Amz-Signature=s1gnatureXYZ")
     code, stdout, err = run(["embed", "--roi", "3.0,-7.45,3.01,-7.44", "--year", "2024", "--out", str(tmp_path / "e"),
-                             "--checkpoint", checkpoint, "--stac", f"http://127.0.0.1:{port}/stac?token=tok3nvalue"], capsys)
+                             "--checkpoint", checkpoint, "--stac", f"http://127.0.0.1:{port}/stac?token=tok3nvalue"],
+                            capsys)
     assert code != 0 and err.count("\n") == 1 and "127.0.0.1" in err, err
     assert_clean(stdout, err)
     code, stdout, err = run(["export", "--root", root, "--bbox", "3.0,-7.45,3.01,-7.44", "--year", "abc",

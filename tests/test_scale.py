@@ -327,5 +327,7 @@ def test_coverage_over_http_and_s3(tmp_path, capsys, s3_server, monkeypatch):
         monkeypatch.setenv(key, value)
     s3_server.create_bucket("coverage-root")
     s3_server.upload_dir(tmp_path / "root", "coverage-root", "r")
-    code, stdout, err = run(["coverage", "--root", "s3://coverage-root/r", "--out", str(tmp_path / "s.geojson")], capsys)
+    code, stdout, err = run(
+        ["coverage", "--root", "s3://coverage-root/r", "--out", str(tmp_path / "s.geojson")], capsys
+    )
     assert code == 0 and "2024: 4 published, 0 published, no data, 1 failed, 1 no scene" in stdout, err

@@ -105,7 +105,9 @@ def test_other_crs_is_warped_onto_the_unit_grid(tmp_path):
 
 def test_truncated_cog_is_unreadable_after_retries(tmp_path):
     src = np.random.default_rng(3).integers(1, 5000, (256, 256)).astype(np.uint16)
-    path = write_cog(tmp_path / "t.tif", src, "EPSG:32631", utm_transform(*_origin(ROW, COL), 10), nodata=0, blocksize=64)
+    path = write_cog(
+        tmp_path / "t.tif", src, "EPSG:32631", utm_transform(*_origin(ROW, COL), 10), nodata=0, blocksize=64
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UnreadableAsset, match="t.tif"):

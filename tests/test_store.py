@@ -83,7 +83,10 @@ def test_layout_matches_geotessera_conventions(store_root):
     assert zone["x"][0] == 90405.0 and zone["y"][0] == 9420795.0
     assert zone["x"].chunks[0] * 8 <= 2**19  # coordinate chunks stay small
     coord_files = [p for p in (root / ZARR_DIR / "utm31" / "y" / "c").iterdir()]
-    assert len(coord_files) == math.ceil(1843200 / zone["y"].chunks[0]) and max(p.stat().st_size for p in coord_files) < 16384
+    assert (
+        len(coord_files) == math.ceil(1843200 / zone["y"].chunks[0])
+        and max(p.stat().st_size for p in coord_files) < 16384
+    )
     # pixel centres match the grid module at a written unit
     r, c = UNITS[0].window.row, UNITS[0].window.col
     x, y = UNITS[0].grid.pixel_to_xy(r, c)
@@ -100,7 +103,9 @@ def test_each_unit_is_one_object_per_array(store_root):
         u = block.unit
         for array in ("embeddings", "scales"):
             assert (root / shard_key(u.zone, array, 0, u.row, u.col)).is_file()
-    chunk_files = [p for p in (root / ZARR_DIR / "utm31" / "embeddings").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    chunk_files = [
+        p for p in (root / ZARR_DIR / "utm31" / "embeddings").rglob("*") if p.is_file() and p.name != "zarr.json"
+    ]
     assert len(chunk_files) == 3  # three units of zone 31, one shard each
 
 
@@ -223,7 +228,10 @@ def test_both_layouts_read_back_identically_and_fixed_offsets_hold(tmp_path):
             sel = (0, slice(None), rows, cols) if name == "embeddings" else (0, rows, cols)
             np.testing.assert_array_equal(g["none"]["utm31"][name][sel], g["zstd"]["utm31"][name][sel])
     emb = g["none"]["utm31"]["embeddings"]
-    assert emb.attrs["tessera_ray:fixed_offsets"] is True and "tessera_ray:fixed_offsets" not in g["zstd"]["utm31"]["embeddings"].attrs
+    assert (
+        emb.attrs["tessera_ray:fixed_offsets"] is True
+        and "tessera_ray:fixed_offsets" not in g["zstd"]["utm31"]["embeddings"].attrs
+    )
     assert [type(c).__name__ for c in emb.metadata.codecs[0].codecs] == ["BytesCodec", "Crc32cCodec"]
     n_chunks, index_nbytes = 64, 64 * 16 + 4
     # a unit written over its top 200 rows (dense, stops after chunk row 6) and one with a small
@@ -252,8 +260,10 @@ def test_both_layouts_read_back_identically_and_fixed_offsets_hold(tmp_path):
         assert len(data) == index_nbytes + 6 * (stride - 8) and (index[:, 0] != 2**64 - 1).sum() == 6
     publish(str(roots["none"]), 2024)
     g = open_zarr(roots["none"])["utm31"]
-    np.testing.assert_array_equal(g["scales"][0, 4002 * 256 + 200 : 4002 * 256 + 250, 161 * 256 + 190 : 161 * 256 + 250],
-                                  random_block(np.random.default_rng(9), 50, 60)[1])
+    np.testing.assert_array_equal(
+        g["scales"][0, 4002 * 256 + 200 : 4002 * 256 + 250, 161 * 256 + 190 : 161 * 256 + 250],
+        random_block(np.random.default_rng(9), 50, 60)[1],
+    )
 
 
 def test_layout_mismatch_and_unprepared_year_are_clear_errors(tmp_path):
@@ -405,7 +415,8 @@ def test_publish_rejects_a_part_whose_object_changed(tmp_path):
     write_random_units(EmbeddingStore.open(str(root)), [UNITS[2]], 2024, seed=4)
     truncate(UNITS[2])
     result = publish(str(root), 2024)
-    assert set(result.rejected) == {UNITS[1].id, UNITS[2].id} and result.added == ()  # both parts are not in the manifest
+    # both parts are not in the manifest
+    assert set(result.rejected) == {UNITS[1].id, UNITS[2].id} and result.added == ()
     assert sorted(read_manifest(str(root), 2024).unit_id) == [UNITS[0].id]
 
 

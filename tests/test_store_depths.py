@@ -99,7 +99,8 @@ def test_manifest_records_every_prefix_shard(depth_store):
     for block in blocks:
         u = block.unit
         objects = {o["key"]: o for o in frame.loc[u.id].objects}
-        expected = {shard_key(u.zone, a, 0, u.row, u.col) for a in ("embeddings", "scales", *(f"embeddings_d{k}" for k in DEPTHS))}
+        arrays = ("embeddings", "scales", *(f"embeddings_d{k}" for k in DEPTHS))
+        expected = {shard_key(u.zone, a, 0, u.row, u.col) for a in arrays}
         assert set(objects) == expected
         for key, o in objects.items():
             data = (root / key).read_bytes()

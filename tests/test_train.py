@@ -83,7 +83,9 @@ def _write_units(root, n_units=4, size=12, seed=0):
         base = 2000 + 1500 * season[..., None] * np.linspace(0.5, 1.5, 10)
         bands = np.clip(base + rng.normal(0, 150, (t, size, size, 10)), 1, 10000).astype(np.uint16)
         masks = (rng.uniform(size=(t, size, size)) > 0.3).astype(np.uint8)
-        sar = np.clip(rng.normal(4000, 500, (12, size, size, 2)) + 800 * kind[None, :, :, None], 1, 20000).astype(np.int16)
+        sar = np.clip(
+            rng.normal(4000, 500, (12, size, size, 2)) + 800 * kind[None, :, :, None], 1, 20000
+        ).astype(np.int16)
         cube = TimeSeriesCube(
             bands=bands, masks=masks, doys=doys,
             sar_ascending=sar, sar_ascending_doy=np.arange(10, 360, 30).astype(np.int16),
@@ -144,7 +146,8 @@ def test_short_run_reduces_loss_and_writes_a_loadable_checkpoint(units, tmp_path
     loaded = read_checkpoint(result.checkpoint)
     assert loaded.config.name == "tiny" and loaded.ignored_keys
     encoder = load_encoder(result.checkpoint)
-    assert torch.equal(encoder.state_dict()["dim_reducer.0.weight"], payload["model_state_dict"]["dim_reducer.0.weight"])
+    key = "dim_reducer.0.weight"
+    assert torch.equal(encoder.state_dict()[key], payload["model_state_dict"][key])
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(units, tmp_path):

@@ -81,9 +81,11 @@ TRAIN_SHORT = ["--no-ray", "--variant", "tiny", "--steps", "2", "--batch-size", 
 
 # (id, option, file or folder, argv with OUT where the path goes); I is the inputs folder
 WRITERS = [
-    ("sample", "--out", "file", ["sample", "--root", "I/root", "--points", "I/labels.csv", "--year", "2024", "--out", "OUT"]),
+    ("sample", "--out", "file", ["sample", "--root", "I/root", "--points", "I/labels.csv", "--year", "2024",
+                                 "--out", "OUT"]),
     ("export", "--out", "file", ["export", "--root", "I/root", "--bbox", BBOX, "--year", "2024", "--out", "OUT"]),
-    ("export-geotessera", "--out", "folder", ["export-geotessera", "--root", "I/root", "--year", "2024", "--out", "OUT"]),
+    ("export-geotessera", "--out", "folder", ["export-geotessera", "--root", "I/root", "--year", "2024",
+                                              "--out", "OUT"]),
     ("model-init", "--out", "file", ["model", "init", "--variant", "tiny", "--out", "OUT"]),
     ("probe", "--out", "folder", ["probe", "--root", "I/root", "--year", "2024", "--labels", "I/labels.csv",
                                   "--folds", "2", "--out", "OUT"]),
@@ -261,7 +263,8 @@ def test_unreachable_root_is_exit_3_for_s3_as_for_http(inputs, tmp_path, capsys,
 
 
 def test_unreachable_s3_root_for_embed_is_exit_3(inputs, tmp_path, capsys, unreachable_s3):
-    code, _, err = run_cli(["embed", "--roi", "5.0,52.0,5.001,52.001", "--year", "2024", "--checkpoint",  # on land (Utrecht)
+    # the ROI is on land (Utrecht)
+    code, _, err = run_cli(["embed", "--roi", "5.0,52.0,5.001,52.001", "--year", "2024", "--checkpoint",
                             str(inputs / "tiny.pt"), "--catalog", str(tmp_path / "none.parquet"),
                             "--out", "s3://bucket/root"], capsys)
     assert code == 3, err
@@ -439,7 +442,8 @@ def _not_a_snapshot(path: Path, kind: str) -> None:
     if kind == "plain-table":
         pd.DataFrame({"a": [1, 2]}).to_parquet(path)
     elif kind == "geoparquet-of-fields":
-        gpd.GeoDataFrame({"name": ["field"]}, geometry=[shapely.box(3, 52, 3.01, 52.01)], crs="EPSG:4326").to_parquet(path)
+        fields = gpd.GeoDataFrame({"name": ["field"]}, geometry=[shapely.box(3, 52, 3.01, 52.01)], crs="EPSG:4326")
+        fields.to_parquet(path)
     elif kind == "some-stac-columns":
         pd.DataFrame({"id": ["x"], "collection": ["sentinel-2-c1-l2a"]}).to_parquet(path)
     elif kind == "datetime-as-text":
@@ -544,7 +548,8 @@ def test_roi_file_crs_is_still_honoured(tmp_path):
 
     utm = shapely.box(500000, 5760000, 501000, 5761000)
     gpd.GeoDataFrame(geometry=[utm], crs="EPSG:32631").to_file(tmp_path / "utm.gpkg")
-    named = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32631"}},
+    named = {"type": "FeatureCollection",
+             "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32631"}},
              "features": [{"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(utm)}]}
     (tmp_path / "utm.geojson").write_text(json.dumps(named))
     (tmp_path / "plain.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [SQUARE]}))

@@ -58,7 +58,10 @@ def require_browser() -> str:
         what for what, ok in (
             (f"Chromium at {CHROMIUM} (apt-get install -y chromium)", Path(CHROMIUM).exists()),
             ("Node.js (node on PATH)", node is not None),
-            ("viewer/node_modules/playwright-core (npm ci in viewer/)", (VIEWER / "node_modules" / "playwright-core").is_dir()),
+            (
+                "viewer/node_modules/playwright-core (npm ci in viewer/)",
+                (VIEWER / "node_modules" / "playwright-core").is_dir(),
+            ),
         ) if not ok
     ]
     if missing:
@@ -95,7 +98,9 @@ def site(tmp_path_factory):
     # a root for the basemap (its viewer.json is written once the tile server's address is known)
     build_random_store(str(base / "basemap"), [BASEMAP_UNIT], years=(YEAR,), partial=False)
     # the other shard layout: Blosc-zstd chunks, index at the end of the shard
-    build_random_store(str(base / "zstd"), UNITS[:1], years=(YEAR,), partial=False, compression="zstd", index_location="end")
+    build_random_store(
+        str(base / "zstd"), UNITS[:1], years=(YEAR,), partial=False, compression="zstd", index_location="end"
+    )
     # a store with one flipped byte in the first chunk of its embeddings shard
     build_random_store(str(base / "corrupt"), UNITS[:1], years=(YEAR,), partial=False)
     shard = base / "corrupt" / "tessera.zarr" / "utm31" / "embeddings" / "c" / "0" / "0" / "4000" / "160"
@@ -132,8 +137,10 @@ def points_spec(rng):
         "not_processed": (u1.row + 5, u1.col + 5),  # the part of the partial unit never written
         "unpublished_unit": (u0.row + 100, u1.col + 256 + 20),  # a unit not in the manifest
     }
-    labelled = [(int(r), int(c)) for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 15), rng.integers(u0.col, u0.col + 256, 15))]
-    holdout = [(int(r), int(c)) for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 40), rng.integers(u0.col, u0.col + 256, 40))]
+    labelled = [(int(r), int(c))
+                for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 15), rng.integers(u0.col, u0.col + 256, 15))]
+    holdout = [(int(r), int(c))
+               for r, c in zip(rng.integers(u0.row + 30, u0.row + 256, 40), rng.integers(u0.col, u0.col + 256, 40))]
     return clicks, labelled, holdout
 
 
@@ -187,9 +194,11 @@ def check_basemap(b: dict, tiles: Path, tile_url: str, out: Path) -> None:
     xs = np.r_[left + f * width, left + f * width, np.full(9, left), np.full(9, right)]
     ys = np.r_[np.full(9, top), np.full(9, bottom), top + f * height, top + f * height]
     tx, ty = lonlat_to_tile(zoom, *lonlat_at(xs, ys))
-    expected = {(zoom, x, y) for x in range(int(tx.min()), int(tx.max()) + 1) for y in range(int(ty.min()), int(ty.max()) + 1)}
+    expected = {(zoom, x, y)
+                for x in range(int(tx.min()), int(tx.max()) + 1) for y in range(int(ty.min()), int(ty.max()) + 1)}
     shown = {(t["z"], t["x"], t["y"]) for t in b["state"]["tiles"]}
-    requested = [tuple(int(v) for v in u[len(tile_url) + 1 : -4].split("/")) for u in b["requested"] if u.startswith(tile_url)]
+    requested = [tuple(int(v) for v in u[len(tile_url) + 1 : -4].split("/"))
+                 for u in b["requested"] if u.startswith(tile_url)]
     assert shown == expected and sorted(requested) == sorted(expected), (sorted(shown ^ expected), sorted(requested))
     exists = {t: (tiles / str(t[0]) / str(t[1]) / f"{t[2]}.png").exists() for t in expected}
     assert {(t["z"], t["x"], t["y"]): t["status"] for t in b["state"]["tiles"]} == {
@@ -299,7 +308,11 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     out = Path(os.environ.get("TESSERA_RAY_TEST_ARTEFACTS", tmp_path)) / "viewer"
     out.mkdir(parents=True, exist_ok=True)
     write_tiles(tmp_path / "tiles")
-    with StaticServer(base) as server, plain_http_server(base) as plain_url, StaticServer(tmp_path / "tiles") as tile_server:
+    with (
+        StaticServer(base) as server,
+        plain_http_server(base) as plain_url,
+        StaticServer(tmp_path / "tiles") as tile_server,
+    ):
         template = f"{tile_server.url}/{{z}}/{{x}}/{{y}}.png"
         code, _, err = run_cli(["viewer", "--root", str(base / "basemap"), "--basemap", template,
                                 "--basemap-attribution", "tiles: test pattern"], capsys)
@@ -311,7 +324,8 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
         assert (status == tc.VALID).all()
         y = np.array([CLASSES[i % 3] for i in range(len(labelled))])
         labels = {"type": "FeatureCollection", "features": [
-            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(a), float(b)]}, "properties": {"class": str(c)}}
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [float(a), float(b)]},
+             "properties": {"class": str(c)}}
             for a, b, c in zip(lon_l, lat_l, y)
         ]}
         (tmp_path / "labels.geojson").write_text(json.dumps(labels))
@@ -328,7 +342,9 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
                 {"name": "corrupt", "url": f"{server.url}/corrupt/index.html"},
                 {"name": "matryoshka", "url": f"{server.url}/matryoshka/index.html", "click": lonlat(*clicks["valid"])},
                 {"name": "norange", "url": f"{plain_url}/good/index.html"},
-                {"name": "zstd", "url": f"{server.url}/zstd/index.html?basemap={quote(template, safe='')}&attribution=from%20the%20URL",
+                {"name": "zstd",
+                 "url": f"{server.url}/zstd/index.html?basemap={quote(template, safe='')}"
+                        "&attribution=from%20the%20URL",
                  "click": lonlat(*clicks["valid"])},
             ],
             "basemap": {"url": f"{server.url}/basemap/index.html"},
@@ -349,7 +365,8 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
         # the units drawn are the manifest's, outlined in their status colour
         manifest = reader.units(YEAR)
         assert sorted(u["unit_id"] for u in seen["units"]) == sorted(manifest.unit_id)
-        assert {u["unit_id"]: u["valid_pixels"] for u in seen["units"]} == dict(zip(manifest.unit_id, manifest.valid_pixels))
+        valid_pixels = dict(zip(manifest.unit_id, manifest.valid_pixels))
+        assert {u["unit_id"]: u["valid_pixels"] for u in seen["units"]} == valid_pixels
         for u in seen["units"]:
             assert tuple(u["outline"]) == UNIT_RGB[u["status"]], u
         assert {u["unit_id"]: u["status"] for u in seen["units"]} == {UNITS[0].id: "complete", UNITS[1].id: "partial"}
@@ -388,8 +405,10 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
             got = seen["classifiers"][method]
             assert "training accuracy" in got["trainText"]
             shown = got["shown"]
-            # a classified map: every valid pixel in view in a class colour (outlines and label dots cover some), 2+ classes
-            assert sum(shown.values()) >= 0.9 * manifest.valid_pixels.sum() and sum(v > 0 for v in shown.values()) >= 2, shown
+            # a classified map in 2+ classes: every valid pixel in view in a class colour
+            # (outlines and label dots cover some)
+            assert sum(shown.values()) >= 0.9 * manifest.valid_pixels.sum(), shown
+            assert sum(v > 0 for v in shown.values()) >= 2, shown
 
         check_scatter(seen["scatter"], reader, manifest, seen["timings"])
         fc = seen["scatterFalseColour"]  # before training: false colour (PC1-3), no classes
@@ -412,7 +431,8 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
     assert bad["notours"]["outcome"] == "rejected" and "not a tessera-ray root" in bad["notours"]["error"]
     assert bad["nomanifest"]["outcome"] == "rejected" and "no manifests" in bad["nomanifest"]["error"]
     assert bad["corrupt"]["outcome"] == "rejected" and "corrupt" in bad["corrupt"]["error"]
-    assert "CRC32C" in bad["corrupt"]["error"] and "corrupt/tessera.zarr/utm31/embeddings/c/0/0/4000/160" in bad["corrupt"]["error"]
+    assert "CRC32C" in bad["corrupt"]["error"]
+    assert "corrupt/tessera.zarr/utm31/embeddings/c/0/0/4000/160" in bad["corrupt"]["error"]
     assert not [e for e in seen["pageErrors"]]
     # a zstd store decodes (Blosc in the worker): its first view and a clicked pixel
     assert bad["zstd"]["outcome"] == "ready" and bad["zstd"]["error"] is None

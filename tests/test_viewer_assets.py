@@ -37,8 +37,12 @@ def test_the_committed_bundle_is_what_the_sources_build(tmp_path):
     """Rebuild with the locked npm packages (scripts/setup dev runs npm ci) and compare byte for byte."""
     node = shutil.which("node")
     if node is None or not (REPO / "viewer" / "node_modules" / "esbuild").is_dir():
-        pytest.fail("rebuilding the viewer needs Node.js and viewer/node_modules (scripts/setup dev, or npm ci in viewer/)")
-    run = subprocess.run([node, "build.mjs", str(tmp_path)], cwd=REPO / "viewer", capture_output=True, text=True, timeout=120)
+        pytest.fail(
+            "rebuilding the viewer needs Node.js and viewer/node_modules (scripts/setup dev, or npm ci in viewer/)"
+        )
+    run = subprocess.run(
+        [node, "build.mjs", str(tmp_path)], cwd=REPO / "viewer", capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     built = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     shipped = sorted(p.relative_to(ASSETS).as_posix() for p in ASSETS.rglob("*") if p.is_file())
@@ -58,7 +62,9 @@ def test_viewer_command_writes_a_local_root(tmp_path, capsys):
     assert json.loads((root / "viewer.json").read_text()) == {"basemap": None}  # no basemap: the page asks for no tile
     # a basemap template: kept by a later publication (embed re-publishes the viewer), removed on request
     template = "https://tiles.example.org/{z}/{x}/{y}.png"
-    code, out, err = run_cli(["viewer", "--root", str(root), "--basemap", template, "--basemap-attribution", "(c) someone"], capsys)
+    code, out, err = run_cli(
+        ["viewer", "--root", str(root), "--basemap", template, "--basemap-attribution", "(c) someone"], capsys
+    )
     assert code == 0 and f"basemap: {template}" in out, err
     configured = {"basemap": {"url": template, "attribution": "(c) someone", "max_zoom": 19, "opacity": 1.0}}
     assert json.loads((root / "viewer.json").read_text()) == configured
@@ -110,5 +116,6 @@ def test_viewer_on_s3_is_served_with_content_types(s3_server, monkeypatch, capsy
         "viewer/worker.js": "text/javascript; charset=utf-8",
         "viewer/viewer.css": "text/css; charset=utf-8",
     }
-    assert s3.head_object(Bucket=bucket, Key="run1/manifests/2024.parquet")["ContentType"] == "application/vnd.apache.parquet"
+    manifest = s3.head_object(Bucket=bucket, Key="run1/manifests/2024.parquet")
+    assert manifest["ContentType"] == "application/vnd.apache.parquet"
     assert publish_viewer(root)[-1] == "index.html"

@@ -10,7 +10,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("tessera-demo"), "--out", help="folder to build the demo root (and its world, model) in"),
+        out: Path = typer.Option(
+            Path("tessera-demo"), "--out", help="folder to build the demo root (and its world, model) in"
+        ),
         serve: bool = typer.Option(False, "--serve", help="keep serving the root over HTTP until Ctrl-C"),
         port: int = typer.Option(0, "--port", help="port to serve on (default: a free one)"),
     ) -> None:

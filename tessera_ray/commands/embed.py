@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (land units, scenes, requests, bytes, "
                                                                 "hours, cost) and stop"),
         prices: str | None = typer.Option(None, "--prices", envvar=_env("prices"),
-                                             help="price table for --dry-run's cost (default: ./prices.yaml if present)"),
+                                             help="price table for --dry-run's cost "
+                                                  "(default: ./prices.yaml if present)"),
         cluster: str | None = typer.Option(None, "--cluster", envvar=_env("cluster"),
                                               help="Ray autoscaler config whose node types --dry-run prices "
                                                    "(default: ./cluster.yaml if present)"),
@@ -109,7 +110,8 @@ def register(app: typer.Typer) -> None:
             output_folder(cache_dir, "--cache-dir")
 
         config = EmbedConfig(
-            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source, bf16=bf16,
+            roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source,
+            bf16=bf16,
             stac=stac, s1_stac=s1_stac,
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,

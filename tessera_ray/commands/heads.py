@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe(
         root: str = ROOT, year: int = YEAR, labels: Path = LABELS,
-        column: str | None = typer.Option(None, "--column", help="label column (default: label, class_name, class, class_id)"),
+        column: str | None = typer.Option(
+            None, "--column", help="label column (default: label, class_name, class, class_id)"
+        ),
         model: str = typer.Option("logistic", "--model", help="logistic | mlp"),
         folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation"),
         out: Path | None = typer.Option(None, "--out", help="folder for probe.json, curve.csv and curve.png"),
@@ -83,7 +85,9 @@ def register(app: typer.Typer) -> None:
         head: Path | None = typer.Option(None, "--head", help="a head saved by --save-head (instead of training)"),
         save_head: Path | None = typer.Option(None, "--save-head", help="write the trained head here"),
         bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N to map"),
-        out: Path | None = typer.Option(None, "--out", help="COG to write: class band + one probability band per class"),
+        out: Path | None = typer.Option(
+            None, "--out", help="COG to write: class band + one probability band per class"
+        ),
     ) -> None:
         """Train (or load) a classifier on labelled points; map a bbox as a COG."""
         from tessera_ray.errors import UserInputError
@@ -104,7 +108,8 @@ def register(app: typer.Typer) -> None:
             if labels is not None:
                 _, features, points = _sample(root, year, labels, column, False,
                                               check=lambda t: saved.check_classes(fitted, t))
-                typer.echo(f"saved head on {len(points.target)} labels: accuracy {saved.score(fitted, features, points.target):.3f}")
+                accuracy = saved.score(fitted, features, points.target)
+                typer.echo(f"saved head on {len(points.target)} labels: accuracy {accuracy:.3f}")
         else:
             assert labels is not None  # checked above: a head or labels
             make_head(model)

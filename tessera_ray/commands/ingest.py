@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         ),
         catalog: str = typer.Option(None, "--catalog", help="stac-geoparquet snapshot to search instead of APIs"),
         catalog_root: str = typer.Option(None, "--catalog-root", help="base for the snapshot's relative hrefs"),
-        s2_collection: str = typer.Option("sentinel-2-c1-l2a", "--s2-collection", help="sentinel-2-c1-l2a | sentinel-2-l2a"),
+        s2_collection: str = typer.Option(
+            "sentinel-2-c1-l2a", "--s2-collection", help="sentinel-2-c1-l2a | sentinel-2-l2a"
+        ),
         fmt: str = typer.Option("npy", "--format", help="output format: npy (upstream per-patch layout)"),
         unit_size: int = typer.Option(4096, "--unit-size", help="unit (shard) size in pixels"),
         block_size: int = typer.Option(512, "--block-size", help="pixels per side of a read task's block"),

@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
         points: Path = typer.Option(..., "--points", help="Points: GeoParquet, GeoJSON, or CSV with lon/lat columns."),
         year: int = typer.Option(..., "--year"),
         out: Path = typer.Option(..., "--out", help="Output GeoParquet: the points with emb_000..emb_127 and status."),
-        depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
+        depth: int = typer.Option(
+            None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."
+        ),
     ) -> None:
         """Sample embeddings at points (128, or --depth, float32 columns plus a status column)."""
         from tessera_ray.client import open_root
@@ -26,7 +28,8 @@ def register(app: typer.Typer) -> None:
         reader = open_root(root)
         counts: dict[str, int] = {}
         _write_atomic(out, lambda tmp: counts.update(sample_to_parquet(reader, points, year, depth, tmp)))
-        typer.echo(f"{sum(counts.values())} points -> {out} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))})")
+        summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        typer.echo(f"{sum(counts.values())} points -> {out} ({summary})")
 
     @app.command("export")
     def export(
@@ -35,7 +38,9 @@ def register(app: typer.Typer) -> None:
         year: int = typer.Option(..., "--year"),
         out: Path = typer.Option(..., "--out", help="Output GeoTIFF (COG), 128 float32 bands, NaN = none."),
         crs: str = typer.Option(None, "--crs", help="Output CRS (default: the UTM zone of the bbox centre)."),
-        depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
+        depth: int = typer.Option(
+            None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."
+        ),
     ) -> None:
         """Export a region as a Cloud-Optimised GeoTIFF (128 bands, or --depth)."""
         from tessera_ray.client import open_root
@@ -56,7 +61,9 @@ def register(app: typer.Typer) -> None:
         bbox: str = typer.Option(None, "--bbox", help="Only tiles touching W,S,E,N."),
         dataset_version: str = typer.Option("1.1", "--dataset-version", help="Recorded in manifest.parquet."),
         variant: str = typer.Option("cambridge", "--variant", help="Recorded in manifest.parquet."),
-        depth: int = typer.Option(None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."),
+        depth: int = typer.Option(
+            None, "--depth", help="Matryoshka depth K: read only the K-dim prefix array (v2 stores)."
+        ),
     ) -> None:
         """Write the published units of a year as geotessera 0.1-degree npy tiles."""
         from tessera_ray.client import open_root

@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
         projector_width: int = typer.Option(512, "--projector-width"),
         projector_layers: int = typer.Option(3, "--projector-layers", help="upstream: 6 layers, 2048..16384 wide"),
         mix_weight: float = typer.Option(5e-3, "--mix-weight", help="weight of the mix regulariser (0: off)"),
-        pool_per_unit: int = typer.Option(20000, "--pool-per-unit", help="pixels drawn per unit into the shuffled pool"),
+        pool_per_unit: int = typer.Option(
+            20000, "--pool-per-unit", help="pixels drawn per unit into the shuffled pool"
+        ),
         seed: int = typer.Option(0, "--seed"),
         labels: Path | None = typer.Option(None, "--labels", help="labelled points for the linear probe"),
         eval_every: int = typer.Option(200, "--eval-every", help="steps between probe evaluations"),
@@ -49,7 +51,8 @@ def register(app: typer.Typer) -> None:
         if threads is not None and threads < 1:
             raise UserInputError(f"--threads must be at least 1, got {threads}")
         config = TrainConfig(
-            variant=variant, data_source=data_source, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seq_len=seq_len,
+            variant=variant, data_source=data_source, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+            seq_len=seq_len,
             projector_width=projector_width, projector_layers=projector_layers, mix_weight=mix_weight,
             pool_per_unit=pool_per_unit, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
         )
@@ -72,4 +75,6 @@ def register(app: typer.Typer) -> None:
             else:
                 result = run(config, found, out, labelled, resume=resume, quiet=False, cpu_threads=threads)
         probe = "" if not result.probe else ", " + ", ".join(f"{k} {v:.3f}" for k, v in result.probe.items())
-        typer.echo(f"trained {variant} to step {result.step} (loss {result.loss:.3f}{probe}); checkpoint {result.checkpoint}")
+        typer.echo(
+            f"trained {variant} to step {result.step} (loss {result.loss:.3f}{probe}); checkpoint {result.checkpoint}"
+        )

@@ -31,7 +31,9 @@ def register(app: typer.Typer) -> None:
 
         objects = open_objects(root)
         if not objects.writable:
-            raise UserInputError(f"cannot write to {redact(objects.url)}: HTTP roots are read-only; give a folder or s3:// URL")
+            raise UserInputError(
+                f"cannot write to {redact(objects.url)}: HTTP roots are read-only; give a folder or s3:// URL"
+            )
         try:
             parse_root(objects.get(f"{ZARR_DIR}/zarr.json"))
         except ObjectNotFound:

@@ -33,7 +33,8 @@ def probe_accuracy(features: np.ndarray, classes: np.ndarray, test: np.ndarray |
         counts = np.unique(classes, return_counts=True)[1]
         if counts.min() < folds:
             raise UserInputError(
-                f"{folds}-fold cross-validation needs at least {folds} labels per class; the smallest class has {counts.min()}"
+                f"{folds}-fold cross-validation needs at least {folds} labels per class; "
+                f"the smallest class has {counts.min()}"
             )
         cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
         truth, predicted = classes, cross_val_predict(linear_classifier(), features, classes, cv=cv)
@@ -57,7 +58,11 @@ def make_head(model: str, regression: bool = False, seed: int = 0):
     if model not in choices:
         raise UserInputError(f"unknown model {model!r}; choose {' or '.join(choices)}")
     if regression:
-        est = Ridge(alpha=1.0) if model == "ridge" else MLPRegressor(hidden_layer_sizes=(128,), max_iter=500, random_state=seed)
+        est = (
+            Ridge(alpha=1.0)
+            if model == "ridge"
+            else MLPRegressor(hidden_layer_sizes=(128,), max_iter=500, random_state=seed)
+        )
         return make_pipeline(StandardScaler(), est)
     if model == "logistic":
         return linear_classifier()
@@ -67,7 +72,9 @@ def make_head(model: str, regression: bool = False, seed: int = 0):
 def check_folds(folds: int) -> int:
     """``folds`` when it is a k of k-fold cross-validation (2 or more); else a one-line error."""
     if folds < 2:
-        raise UserInputError(f"--folds must be at least 2 (k-fold cross-validation holds out one of k parts), got {folds}")
+        raise UserInputError(
+            f"--folds must be at least 2 (k-fold cross-validation holds out one of k parts), got {folds}"
+        )
     return folds
 
 
@@ -92,8 +99,8 @@ def cross_validate(features: np.ndarray, target: np.ndarray, model: str = "logis
     if counts.min() < folds:
         small = str(names[np.argmin(counts)])
         raise UserInputError(
-            f"{folds}-fold cross-validation needs at least {folds} labels per class; class {small!r} has {counts.min()} "
-            "(add labels or lower --folds)"
+            f"{folds}-fold cross-validation needs at least {folds} labels per class; "
+            f"class {small!r} has {counts.min()} (add labels or lower --folds)"
         )
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     predicted = cross_val_predict(make_head(model, False, seed), features, target, cv=cv)

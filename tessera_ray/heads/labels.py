@@ -74,4 +74,6 @@ def _pick(columns, wanted, path, what: str) -> str:
     for name in wanted:
         if name in columns:
             return name
-    raise UserInputError(f"{path}: no {what} column (looked for {', '.join(wanted)}; found {', '.join(map(str, columns))})")
+    raise UserInputError(
+        f"{path}: no {what} column (looked for {', '.join(wanted)}; found {', '.join(map(str, columns))})"
+    )

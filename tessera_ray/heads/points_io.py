@@ -172,7 +172,9 @@ def sample_to_parquet(reader, points: Path, year: int, depth: int | None, tmp: P
             columns = pd.DataFrame(values, columns=[f"emb_{i:03d}" for i in range(values.shape[1])], index=frame.index)
             columns["status"] = status.astype(str)
             kept = frame.drop(columns=columns.columns, errors="ignore")
-            out.append(gpd.GeoDataFrame(pd.concat([kept, columns], axis=1), geometry=frame.geometry.name, crs=frame.crs))
+            out.append(
+                gpd.GeoDataFrame(pd.concat([kept, columns], axis=1), geometry=frame.geometry.name, crs=frame.crs)
+            )
             for k, v in zip(*np.unique(columns["status"].to_numpy(), return_counts=True)):
                 counts[str(k)] = counts.get(str(k), 0) + int(v)
             first_row += len(frame)

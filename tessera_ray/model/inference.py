@@ -321,8 +321,8 @@ def assemble(prepared: PreparedPixels, results: list[tuple[np.ndarray, np.ndarra
     return EncodedPixels(embeddings, scales)
 
 
-def runner_for(model: torch.nn.Module, rule: InferenceRule, device: str | torch.device | None = None, batch_size: int = 256,
-               bf16: bool | None = None, raw: bool = False) -> ModelRunner:
+def runner_for(model: torch.nn.Module, rule: InferenceRule, device: str | torch.device | None = None,
+               batch_size: int = 256, bf16: bool | None = None, raw: bool = False) -> ModelRunner:
     """A :class:`ModelRunner` with ``rule``'s int8 rule, width and precision (``raw``: float outputs)."""
     device = device if device is not None else next(model.parameters()).device
     if bf16 is None:  # as upstream runs the family: v1 under bf16 on a GPU, students in fp32

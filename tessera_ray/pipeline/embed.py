@@ -71,7 +71,9 @@ class RunResult:
         return total
 
 
-def run_record(config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan) -> dict[str, Any]:
+def run_record(
+    config: EmbedConfig, model: ModelInfo, result: RunResult, year: YearResult, plan: YearPlan
+) -> dict[str, Any]:
     """What a run did, saved beside the manifests; holds no secrets (URLs are stripped of credentials)."""
     cfg = asdict(config)
     for key in ("out", "checkpoint", "stac", "s1_stac", "catalog", "catalog_root", "roi"):
@@ -227,7 +229,8 @@ def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: 
         f"year {plan.year}: {len(plan.units) + len(plan.published) + len(plan.no_scenes)} land unit(s) of "
         f"{config.unit_size} px over {config.roi}{piece}",
         f"  land mask: {mask_label(units.land)}; sea units skipped (no land): {units.sea:,}",
-        f"  to embed: {len(plan.units)} unit(s), {size.blocks} block(s) of <= {config.block_size} px, {plan.pixels:,} px",
+        f"  to embed: {len(plan.units)} unit(s), {size.blocks} block(s) of <= {config.block_size} px, "
+        f"{plan.pixels:,} px",
         f"  already published (skipped): {len(plan.published)}",
         f"  no scene in {plan.year} (not read): {len(plan.no_scenes)}",
         f"  scenes: {plan.s2_scenes} Sentinel-2, {plan.s1_scenes} Sentinel-1",
@@ -238,7 +241,8 @@ def describe_plan(plan: YearPlan, config: EmbedConfig, units: UnitPlan, sizing: 
         lines.append("  cost: no price table (give --prices prices.yaml --cluster cluster.yaml)")
     else:
         lines.append(f"  read: ~{size.read_requests:,} requests, ~{_size(size.fetched_bytes)} fetched; "
-                     f"{_amount(size.reader_slot_hours)} reader slot-hour(s); write: {size.put_requests:,} PUT requests")
+                     f"{_amount(size.reader_slot_hours)} reader slot-hour(s); "
+                     f"write: {size.put_requests:,} PUT requests")
     if size.cost is not None and sizing.nodes is not None and sizing.prices is not None:  # a cost needs both
         nodes = sizing.nodes
         lines.append(f"  instance hours: {_amount(size.reader_node_hours)} {nodes['reader'].instance} (readers, "

@@ -77,7 +77,9 @@ class IngestReport:
         self.unknown_orbit.update(block.unknown_orbit)
 
 
-def _read_block(block: Block, scenes: list[Scene], config: ReadConfig, out_dir: str | None) -> TimeSeriesCube | _Counters:
+def _read_block(
+    block: Block, scenes: list[Scene], config: ReadConfig, out_dir: str | None
+) -> TimeSeriesCube | _Counters:
     """The task body: read one block; save it to ``out_dir`` (returning only its counters) or return the cube."""
     cube = read_cube(block, scenes, config)
     if out_dir is None:
@@ -146,7 +148,10 @@ def ingest_to_npy(
     config: IngestConfig | None = None,
     on_unit: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    """Write ``out/{unit.id}/`` in the upstream npy layout for every unit; a unit folder appears complete or not at all."""
+    """Write ``out/{unit.id}/`` in the upstream npy layout for every unit.
+
+    A unit folder appears complete or not at all.
+    """
     config = config or IngestConfig()
     out = Path(out)
     staging = out / ".blocks"

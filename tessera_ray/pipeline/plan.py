@@ -248,7 +248,9 @@ def search(config: EmbedConfig, units: Sequence[Unit], year: int) -> list[Scene]
         cache = SearchCache(config.cache_dir)
         found = [
             *search_scenes(s2, bbox, start, end, url=config.stac or s2.url, cache=cache),
-            *search_scenes(OPERA_RTC, bbox, start, end, url=config.s1_stac or config.stac or OPERA_RTC.url, cache=cache),
+            *search_scenes(
+                OPERA_RTC, bbox, start, end, url=config.s1_stac or config.stac or OPERA_RTC.url, cache=cache
+            ),
         ]
     return sorted(found, key=lambda s: s.sort_key)
 
@@ -320,13 +322,17 @@ def parse_depths(text: str | None) -> tuple[int, ...] | None:
     try:
         depths = tuple(sorted({int(p) for p in parts}))
     except ValueError:
-        raise UserInputError(f"--depths must be a comma-separated list of integers such as 16,32,64, got {text!r}") from None
+        raise UserInputError(
+            f"--depths must be a comma-separated list of integers such as 16,32,64, got {text!r}"
+        ) from None
     if not depths:
         raise UserInputError("--depths is empty; give prefix depths such as 16,32,64")
     return depths
 
 
-def check_depths(depths: tuple[int, ...], model: ModelInfo, checkpoint: str, asked_by: str = "--depths") -> tuple[int, ...]:
+def check_depths(
+    depths: tuple[int, ...], model: ModelInfo, checkpoint: str, asked_by: str = "--depths"
+) -> tuple[int, ...]:
     """Prefix depths the model can write: each a Matryoshka depth of its family, below its full width.
 
     ``asked_by`` names who wants them in the error line (the flag, or an existing store).

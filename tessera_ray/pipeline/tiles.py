@@ -317,7 +317,9 @@ def encode_tiles(tiles: list[Path], encoder: TileEncoder, progress: Progress | N
 # --------------------------------------------------------------------------- on the actor pool
 
 
-def write_tile(output: TileOutput, rule: InferenceRule, tile: str, height: int, width: int, *encoded: EncodedPixels) -> int:
+def write_tile(
+    output: TileOutput, rule: InferenceRule, tile: str, height: int, width: int, *encoded: EncodedPixels
+) -> int:
     """The writer task: a tile's encoded chunks (row order) -> its outputs. Returns the tile's pixels."""
     values, scales = finish(concat(list(encoded)), output, rule)
     save_tile(output, Path(tile), values, scales, height, width)

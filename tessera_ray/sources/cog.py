@@ -484,8 +484,8 @@ def _read(src: Any, target: TargetGrid, resampling: str) -> np.ndarray:
     if roi.paste_ok:
         rows, cols = roi.roi_src
         if rows.stop > rows.start and cols.stop > cols.start:
-            out[cast(tuple[slice, slice], roi.roi_dst)] = src.read(1, window=Window(cols.start, rows.start, cols.stop - cols.start,
-                                                          rows.stop - rows.start))
+            window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+            out[cast(tuple[slice, slice], roi.roi_dst)] = src.read(1, window=window)
         return out
     same_crs = source.crs == target.crs
     factor = _integer_factor(src.transform, target) if resampling == "nearest" and same_crs else None

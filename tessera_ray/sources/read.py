@@ -89,9 +89,11 @@ def read_cube(target: Unit | Block, scenes: Sequence[Scene], config: ReadConfig 
     west, south, east, north = block.lonlat_bounds()
     near = [s for s in scenes if s.bbox[0] <= east and s.bbox[2] >= west and s.bbox[1] <= north and s.bbox[3] >= south]
     reader = _BlockReader(block, config)
-    with config.reader.restore_env(config.env), ThreadPoolExecutor(config.max_requests, thread_name_prefix="cog") as io, ThreadPoolExecutor(
-        config.dates_in_flight, thread_name_prefix="date"
-    ) as dates:
+    with (
+        config.reader.restore_env(config.env),
+        ThreadPoolExecutor(config.max_requests, thread_name_prefix="cog") as io,
+        ThreadPoolExecutor(config.dates_in_flight, thread_name_prefix="date") as dates,
+    ):
         reader.io = io
         try:
             bands, masks, doys = reader.sentinel2([s for s in near if s.kind == S2], dates)
@@ -150,7 +152,9 @@ class _BlockReader:
             self.skipped.add(scene.id)
 
     # ------------------------------------------------------------------ Sentinel-2
-    def sentinel2(self, scenes: Sequence[Scene], dates: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sentinel2(
+        self, scenes: Sequence[Scene], dates: ThreadPoolExecutor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         groups = _by_date(scenes)
         h, w = self.block.window.shape
         bands = np.zeros((len(groups), h, w, sentinel2.S2_BANDS), np.uint16)

@@ -157,7 +157,9 @@ def resolve_href(href: str, base: str | None) -> str:
     return posixpath.normpath(posixpath.join(str(base), href))
 
 
-def _find_asset(assets: Mapping[str, Any], candidates: tuple[str, ...], role: str) -> tuple[str, Mapping[str, Any]] | None:
+def _find_asset(
+    assets: Mapping[str, Any], candidates: tuple[str, ...], role: str
+) -> tuple[str, Mapping[str, Any]] | None:
     for key in candidates:
         if key in assets:
             return key, assets[key]

@@ -144,7 +144,9 @@ def s2_item(scene: Scene) -> dict:
             {"nodata": 0, "data_type": "uint16", "bits_per_sample": 15, "scale": 0.0001, "offset": offset},
             **{"eo:bands": [{"name": band_id, "common_name": _COMMON_NAMES[key]}]},
         )  # fmt: skip
-    assets["scl"] = _asset(scene, "scl", "Scene classification map (SCL)", ["data"], {"nodata": 0, "data_type": "uint8"})
+    assets["scl"] = _asset(
+        scene, "scl", "Scene classification map (SCL)", ["data"], {"nodata": 0, "data_type": "uint8"}
+    )
     return _item(scene, props, _EXTENSIONS_S2, assets)
 
 

@@ -246,7 +246,9 @@ def s2_tiles(spec: WorldSpec) -> list[S2Tile]:
 
 def _project(geom, epsg: int):
     dense = shapely.segmentize(geom, 0.002)
-    return shapely.transform(dense, lambda c: np.column_stack(transform_points(c[:, 0], c[:, 1], "EPSG:4326", f"EPSG:{epsg}")))
+    return shapely.transform(
+        dense, lambda c: np.column_stack(transform_points(c[:, 0], c[:, 1], "EPSG:4326", f"EPSG:{epsg}"))
+    )
 
 
 # --------------------------------------------------------------------------- orbits

@@ -275,9 +275,14 @@ def world_spec(bbox=None, year: int = DEFAULT_YEAR, seed: int = 0, preset: str =
     w, s, e, n = bbox
     roi_from_bbox(w, s, e, n)
     if w >= e or s >= n:
-        raise RoiError(f"bbox {w},{s},{e},{n} has no area (or crosses the antimeridian, which the synthetic world does not support)")
+        raise RoiError(
+            f"bbox {w},{s},{e},{n} has no area "
+            "(or crosses the antimeridian, which the synthetic world does not support)"
+        )
     if e - w > MAX_SPAN_DEG or n - s > MAX_SPAN_DEG:
-        raise RoiError(f"bbox {w},{s},{e},{n} is larger than {MAX_SPAN_DEG} degree across: too big for a synthetic world")
+        raise RoiError(
+            f"bbox {w},{s},{e},{n} is larger than {MAX_SPAN_DEG} degree across: too big for a synthetic world"
+        )
     if s < -80.0 or n > 84.0:
         raise RoiError(f"bbox {w},{s},{e},{n} reaches beyond the UTM latitudes (80S..84N)")
     if not isinstance(year, int) or not FIRST_YEAR <= year <= LAST_YEAR:
@@ -319,13 +324,16 @@ def _write_world(root: Path, spec: WorldSpec) -> None:
     with rasterio.Env(**catalog.GDAL_ENV):
         for scene in plan_scenes(spec):
             scene = write_scene(root, spec, scene)
-            items[scene.collection].append(catalog.s2_item(scene) if scene.collection == S2_COLLECTION else catalog.s1_item(scene))
+            item = catalog.s2_item(scene) if scene.collection == S2_COLLECTION else catalog.s1_item(scene)
+            items[scene.collection].append(item)
             scenes.append(scene)
     render_s2.cache_clear()
     render_s1.cache_clear()
 
     for collection, docs in items.items():
-        catalog.write_json(root / "stac" / collection / "collection.json", catalog.collection_dict(collection, docs, spec.year))
+        catalog.write_json(
+            root / "stac" / collection / "collection.json", catalog.collection_dict(collection, docs, spec.year)
+        )
         for doc in docs:
             catalog.write_json(root / "stac" / collection / f"{doc['id']}.json", doc)
     catalog.write_items_parquet(root / "stac" / "items.parquet", items[S2_COLLECTION] + items[S1_COLLECTION])
@@ -419,7 +427,8 @@ def _swath_polygon(spec: WorldSpec, track):
     big = 200_000.0
     dx, dy = -ny, nx  # along the edge
     pts = [(px + dx * big, py + dy * big), (px - dx * big, py - dy * big),
-           (px - dx * big + nx * big, py - dy * big + ny * big), (px + dx * big + nx * big, py + dy * big + ny * big)]  # fmt: skip
+           (px - dx * big + nx * big, py - dy * big + ny * big),
+           (px + dx * big + nx * big, py + dy * big + ny * big)]  # fmt: skip
     lon, lat = spec.frame.to_lonlat(*np.array(pts).T)
     return Polygon(zip(lon, lat))
 

@@ -30,8 +30,9 @@ DEMO_BLOCK = 256
 The block and the recipe above were chosen with ``jobs/report_quality.py``
 (probe accuracy at 10 labels per class): 0.899 over 5 seeds with this recipe,
 against 0.880 over 3 for the previous one (16 dates per view, batch 128, a
-256-wide projector, 40 random dates at inference); a 160 px block, the whole world, more steps, a higher learning rate, longer views,
-a wider projector or the ``small`` variant did no better (docs/learn.md)."""
+256-wide projector, 40 random dates at inference); a 160 px block, the whole
+world, more steps, a higher learning rate, longer views, a wider projector or
+the ``small`` variant did no better (docs/learn.md)."""
 RECIPE = 5
 """Bumped when the training code changes what a config produces, so caches retrain."""
 NAME = "demo-encoder"
@@ -59,7 +60,9 @@ def world_cube(world_dir: str | Path, out_dir: str | Path, size: int | None = No
               *search_catalog(items, OPERA_RTC, world.bbox, start, end)]
     west, south, east, north = world.bbox
     zone = _zone(world.bbox)
-    rows, cols = zone_grid(zone).lonlat_to_pixel(np.array([west, east, west, east]), np.array([south, south, north, north]))
+    rows, cols = zone_grid(zone).lonlat_to_pixel(
+        np.array([west, east, west, east]), np.array([south, south, north, north])
+    )
     # a central square: reading cost grows with area, and it holds plenty of parcels
     height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
     h, w = (min(size, height), min(size, width)) if size else (height, width)

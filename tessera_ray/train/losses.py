@@ -36,7 +36,9 @@ def mix_inputs(x1: torch.Tensor, x2: torch.Tensor, alpha: float | torch.Tensor, 
     return alpha * x1 + (1 - alpha) * x2[perm]
 
 
-def mix_targets(z1: torch.Tensor, z2: torch.Tensor, alpha: float, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_targets(
+    z1: torch.Tensor, z2: torch.Tensor, alpha: float, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """What C(z_m, z1) and C(z_m, z2) should be if the projector were linear in the mix.
 
     alpha C(z1, z1) + (1 - alpha) C(z2[perm], z1), and alpha C(z1, z2) + (1 - alpha) C(z2[perm], z2).

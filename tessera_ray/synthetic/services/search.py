@@ -153,7 +153,11 @@ class SearchParams:
         if self.bbox is not None:
             b = self.bbox if len(self.bbox) == 4 else self.bbox[:2] + self.bbox[3:5]
             # A bbox crossing the antimeridian has west > east.
-            area = box(b[0], b[1], b[2], b[3]) if b[0] <= b[2] else box(b[0], b[1], 180, b[3]).union(box(-180, b[1], b[2], b[3]))
+            area = (
+                box(b[0], b[1], b[2], b[3])
+                if b[0] <= b[2]
+                else box(b[0], b[1], 180, b[3]).union(box(-180, b[1], b[2], b[3]))
+            )
             tests.append(lambda it: _geometry(it).intersects(area))
         if self.intersects is not None:
             try:
