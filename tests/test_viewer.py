@@ -452,12 +452,11 @@ def test_viewer_in_chromium(site, tmp_path, capsys):
                                     for name in ("embeddings_d16", "scales")), chunks
     assert "index" not in m["statsAtReady"]["byKind"] and m["statsAtReady"]["byKind"]["chunks"]["requests"] == 2
     # its 128-dim shard with chunks out of place (CRC-valid): the tags fail, the index is read, the values are right
-    # (at the pixel the panel says was clicked: in one failing run the click landed 7 rows below its target, the
-    # page's layout having moved between toScreen and the click; the values there were the client's, at row 107)
+    # (at the pixel the panel says was clicked, which is the target: e2e.mjs clicks once the page's layout has
+    # stopped moving; a click made while the panels filled in once landed 7 rows below it)
     clicked = m["clickedAt"]
     landed = np.ravel(zone_grid(31).lonlat_to_pixel(*clicked))
-    inside = landed - np.array([UNITS[0].window.row, UNITS[0].window.col])
-    assert np.all((inside >= 0) & (inside < UNITS[0].size)), (landed, clicks["valid"])
+    assert np.abs(landed - np.array(clicks["valid"])).max() <= 1, (landed, clicks["valid"])
     np.testing.assert_array_equal(np.asarray(m["pixel"], "float32"),
                                   tc.open_root(str(base / "matryoshka")).pixel(*clicked, YEAR).values)
     assert m["stats"]["byKind"]["index"]["requests"] == 1 and m["stats"]["fixedOffsetFallbacks"] == 1

@@ -178,7 +178,7 @@ try {
     let pixel = null;
     let clickedAt = null;
     if (bad.click) {
-      const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), bad.click);
+      const at = await settledScreen(p, bad.click);
       await p.mouse.click(at.x, at.y);
       await p.waitForSelector("#pixel[data-status], #error:not([hidden])", { timeout: 10000 });
       pixel = await p.evaluate(() => JSON.parse(document.getElementById("pixel").dataset.values || "null"));
@@ -259,6 +259,19 @@ try {
 console.log(JSON.stringify(result));
 
 /** The page's basemap state once no tile is loading any more (null: no basemap). */
+// where a lon/lat is on screen once the page's layout has stopped moving (a panel filled in after "ready"
+// can push the map down between toScreen and the click: a click once landed 7 rows below its target)
+async function settledScreen(p, lonlat) {
+  let prev = null;
+  for (let i = 0; i < 50; i++) {
+    const at = await p.evaluate(([lon, lat]) => tesseraViewer.toScreen(lon, lat), lonlat);
+    if (prev && Math.abs(prev.x - at.x) < 0.25 && Math.abs(prev.y - at.y) < 0.25) return at;
+    prev = at;
+    await p.waitForTimeout(100);
+  }
+  return prev;
+}
+
 async function settledBasemap(p) {
   await p.waitForFunction(() => {
     const b = tesseraViewer.basemap();
