@@ -6,6 +6,10 @@ from pathlib import Path
 
 EPOCH = "1767225600"
 """SOURCE_DATE_EPOCH of the tests: 2026-01-01T00:00:00Z."""
+ONE_BLOCK = ("--block-size", "32")
+"""One read task per 32 px unit, for tests whose point is not how blocks assemble: every block reads every
+scene over it (428 in the test world's year), so a unit read as four 16 px blocks cost 20 s of read-task
+time against 7.6 s as one block (``ray.timeline()`` of one unit's job)."""
 
 
 def write_checkpoint(path: Path, variant: str = "tiny") -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli as run
-from embed_helpers import EPOCH, write_checkpoint
+from embed_helpers import EPOCH, ONE_BLOCK, write_checkpoint
 from embed_helpers import embed_args as _embed_args
 
 from tessera_ray.grid import Unit, load_roi, units_for_roi
@@ -140,7 +140,7 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
     out = tmp_path / "root"
     bad = Unit.from_id(UNIT_IDS[1])
     _block(out, bad)
-    code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
+    code, stdout, err = run(embed_args(world, out, checkpoint, ROI, *ONE_BLOCK), capsys)
     assert code == 5, err
     assert "units: 1 done, 0 skipped (already published), 1 failed of 2" in stdout
     assert f"failed 2024 {bad.id}:" in stdout
@@ -158,7 +158,7 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
     good = Unit.from_id(UNIT_IDS[0])
     first_shard = out / shard_key(good.zone, "embeddings", 0, good.row, good.col)
     before = first_shard.stat().st_mtime_ns
-    code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
+    code, stdout, err = run(embed_args(world, out, checkpoint, ROI, *ONE_BLOCK), capsys)
     assert code == 0, err
     assert "units: 1 done, 1 skipped (already published), 0 failed of 2" in stdout
     assert first_shard.stat().st_mtime_ns == before
@@ -167,7 +167,7 @@ def test_failing_unit_is_reported_then_resumed(world, checkpoint, tmp_path, caps
     # and once more: nothing to do, nothing touched
     manifest = out / "manifests" / "2024.parquet"
     stamp = manifest.stat().st_mtime_ns
-    code, stdout, err = run(embed_args(world, out, checkpoint), capsys)
+    code, stdout, err = run(embed_args(world, out, checkpoint, ROI, *ONE_BLOCK), capsys)
     assert code == 0, err
     assert "units: 0 done, 2 skipped (already published), 0 failed of 2" in stdout
     assert manifest.stat().st_mtime_ns == stamp

@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 
 import pytest
-from embed_helpers import EPOCH, embed_args, store_files, write_checkpoint
+from embed_helpers import EPOCH, ONE_BLOCK, embed_args, store_files, write_checkpoint
 
 ROI = "0.120,52.174,0.1245,52.1745"
 """Four 32 px units."""
 REPO = Path(__file__).resolve().parents[1]
-ONE_BLOCK = ("--block-size", "32")
-"""One read task per unit: the per-block cost of opening every scene is paid once."""
 
 
 @pytest.mark.slow

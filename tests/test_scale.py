@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import shapely
 from cli_helpers import run_cli as run
-from embed_helpers import embed_args, write_checkpoint
+from embed_helpers import ONE_BLOCK, embed_args, write_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -199,10 +199,10 @@ def test_two_pieces_of_a_split_run_publish_into_one_root(world, checkpoint, tmp_
     whole = [u.id for u in plan_units(roi, 32)]
     assert len(whole) == 2
     for piece in ("2/2", "1/2"):
-        code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", piece), capsys)
+        code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", piece, *ONE_BLOCK), capsys)
         assert code == 0 and "units: 1 done, 0 skipped (already published), 0 failed of 1" in stdout, err
     assert sorted(read_manifest(str(out), 2024)["unit_id"]) == sorted(whole)
-    code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", "1/2"), capsys)
+    code, stdout, err = run(embed_args(world, out, checkpoint, roi, "--piece", "1/2", *ONE_BLOCK), capsys)
     assert code == 0 and "units: 0 done, 1 skipped (already published)" in stdout, err
 
 
@@ -266,7 +266,7 @@ def test_a_unit_without_scenes_is_reported_not_read_and_drawn(world, checkpoint,
     out = tmp_path / "root"
     out.mkdir()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
-    code, stdout, err = run(embed_args(world, out, checkpoint, str(roi)), capsys)
+    code, stdout, err = run(embed_args(world, out, checkpoint, str(roi), *ONE_BLOCK), capsys)
     assert code == 0, err
     far_unit = units_for_roi(roi_from_bbox(0.2, 52.174, 0.2005, 52.1745), 32)[0].id
     assert f"2024: 1 unit(s) with no scene at all, not read: {far_unit}" in stdout
