@@ -299,8 +299,18 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
     New units are appended as row groups (:func:`~tessera_ray.store.manifest.append`); the manifest is
     rewritten whole in the global order when a unit's row is replaced, when too many rows were appended
     (:data:`COMPACT_FRACTION`), or when ``compact`` is asked (the end of a job). Safe to repeat and to run
-    from several processes at once; see the module doc.
+    from several processes at once; see the module doc. The end of a job (``compact``) and a repair
+    (``exact``) leave nothing kept for the manifest (:data:`_LAST`): no publish of this process follows soon.
     """
+    try:
+        return _publish_records(objects, year, records, exact=exact, compact=compact)
+    finally:
+        if compact or exact:
+            _forget(objects, manifest_key(year))
+
+
+def _publish_records(objects: Objects, year: int, records: list[PartRecord], *, exact: bool,
+                     compact: bool) -> PublishResult:
     import pyarrow.compute as pc
 
     started = time.monotonic()
@@ -360,9 +370,7 @@ def publish_records(objects: Objects, year: int, records: list[PartRecord], *, e
             log.info("manifest %s changed while merging (another publisher); merging again", key)
             conflict_backoff(attempt)
             continue
-        if compact or exact:  # the end of a job or a repair: no publish of this process follows soon
-            _forget(objects, key)
-        elif appending and current is not None:  # the next publish of this process starts from here
+        if appending and current is not None:  # the next publish of this process starts from here
             _remember(objects, key, tag, current.after_append(body, added_ids))
         else:  # a rewrite: decoded once more, as its write encoded it (a body that does not parse fails here)
             _remember(objects, key, tag, _Current.parse(body, current_url))
