@@ -111,8 +111,7 @@ def register(app: typer.Typer) -> None:
 
         config = EmbedConfig(
             roi=roi, years=tuple(year), out=out, checkpoint=checkpoint, variant=variant, data_source=data_source,
-            bf16=bf16,
-            stac=stac, s1_stac=s1_stac,
+            bf16=bf16, stac=stac, s1_stac=s1_stac,
             catalog=catalog, catalog_root=catalog_root, unit_size=unit_size, block_size=block_size,
             batch_size=batch_size, max_in_flight=max_in_flight, encoders=encoders, encoder_threads=encoder_threads,
             seed=seed, dry_run=dry_run, cache_dir=cache_dir, created=created_from_env(), depths=parse_depths(depths),
